@@ -1,0 +1,74 @@
+# replica - hand-written Makefile. Dependencies come through pkg-config.
+#   make          build ./replica (installs missing Debian packages first)
+#   make test     C unit tests and Lua specs against real servers on loopback
+#   make check    the same suite under ASan + UBSan, then valgrind's leak check
+#   make bench    benchmarks (figures go in docs/benchmarks.md)
+#   make deps     install every Debian package the targets need
+
+PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson
+CC       ?= cc
+WARN     := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings -Wshadow
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
+             -DREPLICA_SCRIPTS_DIR='"$(CURDIR)/scripts"'
+LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+
+ENGINE_SRC := $(filter-out engine/main.c,$(wildcard engine/*.c))
+BUILD    ?= build/release
+OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+
+.PHONY: all deps deps-test deps-bench test check valgrind bench clean run
+
+all: replica
+
+deps:
+	@tools/deps.sh build
+deps-test:
+	@tools/deps.sh test
+deps-bench:
+	@tools/deps.sh bench
+
+replica: deps $(BUILD)/replica
+	@cp $(BUILD)/replica replica
+
+$(BUILD)/replica: $(OBJ) $(BUILD)/main.o
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/%.o: engine/%.c engine/*.h | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/unit: $(UNIT_SRC) tests/unit/*.h $(OBJ) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -Iengine -o $@ $(UNIT_SRC) $(OBJ) $(LIBS)
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+build/faultserver: tests/faultserver.c
+	@mkdir -p build
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -O2 -o $@ $<
+
+test: deps-test replica $(BUILD)/unit build/faultserver
+	@REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh
+
+check: deps-test build/faultserver
+	@$(MAKE) --no-print-directory BUILD=build/asan \
+	    CFLAGS='-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all' \
+	    build/asan/replica build/asan/unit
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    REPLICA=$(CURDIR)/build/asan/replica UNIT=$(CURDIR)/build/asan/unit tests/run.sh
+	@$(MAKE) --no-print-directory valgrind
+
+valgrind: deps-test replica $(BUILD)/unit build/faultserver
+	@VALGRIND=1 REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh
+
+bench: deps-bench replica build/faultserver
+	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/run.sh
+
+run: replica
+	@echo "replica serve does not exist yet; running the example script:" >&2
+	./replica script examples/fetch.lua
+
+clean:
+	rm -rf build replica

@@ -1,0 +1,526 @@
+/* http.c - asynchronous HTTP on libevent through curl's multi_socket API.
+ *
+ * The glue follows curl's docs/examples/multi-event.c: the socket callback
+ * keeps one libevent event per socket, the timer callback keeps one timer, and
+ * both only arm events. libcurl is driven from those events, and finished
+ * transfers are collected after curl_multi_socket_action returns, so done
+ * callbacks never run inside libcurl.
+ */
+#include "http.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum { REQ_IDLE, REQ_QUEUED, REQ_ACTIVE, REQ_DONE };
+
+struct http_host {
+    char *key;                 /* scheme://host:port */
+    long active;
+    struct http_req *qhead, *qtail;
+    struct http_host *next;
+};
+
+struct http_client {
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer;
+    struct http_host *hosts;
+    long max_per_host;
+    long pending;
+    char *user_agent;
+    char *capath;              /* the system CA directory, kept when an extra CA is added */
+    int in_check;
+};
+
+struct sock_ctx {
+    struct event *ev;
+    struct http_client *c;
+};
+
+static void check_multi_info(struct http_client *c);
+
+/* Maps a finished transfer's CURLcode to the documented error set. */
+static enum http_err map_curl_error(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK:
+        return HTTP_OK;
+    case CURLE_OPERATION_TIMEDOUT:
+        return HTTP_ETIMEOUT;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return HTTP_ECONNECT;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED:
+        return HTTP_ETLS;
+    case CURLE_GOT_NOTHING:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return HTTP_ECLOSED;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return HTTP_EBADURL;
+    default:
+        return HTTP_EPROTO;
+    }
+}
+
+const char *http_strerror(enum http_err e)
+{
+    switch (e) {
+    case HTTP_OK: return "ok";
+    case HTTP_ETIMEOUT: return "timeout";
+    case HTTP_ECONNECT: return "connect";
+    case HTTP_ETLS: return "tls";
+    case HTTP_ECLOSED: return "closed";
+    case HTTP_ECANCELLED: return "cancelled";
+    case HTTP_ETOOLARGE: return "too large";
+    case HTTP_EBADURL: return "bad url";
+    case HTTP_EPROTO: return "protocol";
+    }
+    return "protocol";
+}
+
+/* libevent callback for socket activity: hands it to libcurl. */
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_client *c = arg;
+    int flags = 0, running = 0;
+    if (what & EV_READ)
+        flags |= CURL_CSELECT_IN;
+    if (what & EV_WRITE)
+        flags |= CURL_CSELECT_OUT;
+    /* An error here leaves transfers to time out; nothing to undo. */
+    (void)curl_multi_socket_action(c->multi, fd, flags, &running);
+    check_multi_info(c);
+}
+
+/* libevent callback for curl's timer. */
+static void on_timer_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_client *c = arg;
+    int running = 0;
+    (void)fd;
+    (void)what;
+    (void)curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_multi_info(c);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: keeps one persistent event per socket. It only arms
+ * or frees events; it never calls back into libcurl. */
+static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct http_client *c = userp;
+    struct sock_ctx *sc = socketp;
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        if (sc) {
+            event_free(sc->ev);
+            free(sc);
+            curl_multi_assign(c->multi, s, NULL);
+        }
+        return 0;
+    }
+    short kind = EV_PERSIST;
+    if (what & CURL_POLL_IN)
+        kind |= EV_READ;
+    if (what & CURL_POLL_OUT)
+        kind |= EV_WRITE;
+    if (!sc) {
+        sc = calloc(1, sizeof(*sc));
+        if (!sc)
+            return -1;
+        sc->c = c;
+        sc->ev = event_new(c->base, s, kind, on_socket_event, c);
+        if (!sc->ev) {
+            free(sc);
+            return -1;
+        }
+        curl_multi_assign(c->multi, s, sc);
+    } else {
+        event_del(sc->ev);
+        if (event_assign(sc->ev, c->base, s, kind, on_socket_event, c) != 0)
+            return -1;
+    }
+    if (what != CURL_POLL_NONE && event_add(sc->ev, NULL) != 0)
+        return -1;
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: arms (or, on -1, disarms) the single timer. A zero
+ * timeout is deferred to the next loop turn rather than acted on here. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct http_client *c = userp;
+    (void)multi;
+    if (timeout_ms < 0) {
+        evtimer_del(c->timer);
+        return 0;
+    }
+    struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+    return evtimer_add(c->timer, &tv) == 0 ? 0 : -1;
+}
+
+/* Finds or creates the queue for a URL's origin. Returns NULL on a URL that is
+ * not http(s), or when out of memory (err tells which). */
+static struct http_host *host_for(struct http_client *c, const char *url, enum http_err *err)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    struct http_host *h = NULL;
+    *err = HTTP_EBADURL;
+    if (!u)
+        return NULL;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+        goto out;
+    if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
+        goto out;
+    size_t n = strlen(scheme) + strlen(host) + strlen(port) + 5;
+    char *key = malloc(n);
+    if (!key) {
+        *err = HTTP_EPROTO;
+        goto out;
+    }
+    snprintf(key, n, "%s://%s:%s", scheme, host, port);
+    for (h = c->hosts; h; h = h->next)
+        if (strcmp(h->key, key) == 0)
+            break;
+    if (h) {
+        free(key);
+    } else {
+        h = calloc(1, sizeof(*h));
+        if (!h) {
+            free(key);
+            *err = HTTP_EPROTO;
+            goto out;
+        }
+        h->key = key;
+        h->next = c->hosts;
+        c->hosts = h;
+    }
+    *err = HTTP_OK;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return h;
+}
+
+/* Hands a request to libcurl. On failure the request is finished with an error
+ * and reported like any other completion. */
+static void activate(struct http_client *c, struct http_req *r)
+{
+    r->state = REQ_ACTIVE;
+    r->host->active++;
+    if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
+        r->host->active--;
+        r->state = REQ_DONE;
+        r->err = HTTP_EPROTO;
+        snprintf(r->errbuf, sizeof(r->errbuf), "curl_multi_add_handle failed");
+        c->pending--;
+        r->done(r, r->ud);
+    }
+}
+
+/* Starts queued requests of host h while it is under its limit. */
+static void pump_host(struct http_client *c, struct http_host *h)
+{
+    while (h->qhead && h->active < c->max_per_host) {
+        struct http_req *r = h->qhead;
+        h->qhead = r->qnext;
+        if (!h->qhead)
+            h->qtail = NULL;
+        r->qnext = NULL;
+        activate(c, r);
+    }
+}
+
+/* Collects finished transfers, reports them, and refills the host queues. */
+static void check_multi_info(struct http_client *c)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(c->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+        struct http_req *r = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+        curl_multi_remove_handle(c->multi, easy);
+        r->state = REQ_DONE;
+        r->host->active--;
+        c->pending--;
+        if (r->err == HTTP_OK)
+            r->err = map_curl_error(rc);
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
+        struct http_host *h = r->host;
+        r->done(r, r->ud);
+        pump_host(c, h);
+    }
+}
+
+struct http_client *http_client_new(struct event_base *base, const struct http_client_opts *o)
+{
+    struct http_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->base = base;
+    c->max_per_host = o && o->max_per_host > 0 ? o->max_per_host : 64;
+    c->user_agent = strdup(o && o->user_agent ? o->user_agent : "replica/0.1");
+    c->multi = curl_multi_init();
+    c->timer = evtimer_new(base, on_timer_event, c);
+    if (!c->user_agent || !c->multi || !c->timer) {
+        http_client_free(c);
+        return NULL;
+    }
+    CURL *probe = curl_easy_init();
+    char *capath = NULL;
+    if (probe && curl_easy_getinfo(probe, CURLINFO_CAPATH, &capath) == CURLE_OK && capath)
+        c->capath = strdup(capath);
+    else
+        c->capath = strdup("/etc/ssl/certs");
+    curl_easy_cleanup(probe);
+    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, c->max_per_host) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, c->max_per_host * 4) != CURLM_OK ||
+        (o && o->max_total > 0 &&
+         curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, o->max_total) != CURLM_OK)) {
+        http_client_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void http_client_free(struct http_client *c)
+{
+    if (!c)
+        return;
+    if (c->multi)
+        curl_multi_cleanup(c->multi); /* may call on_curl_socket(REMOVE) */
+    if (c->timer)
+        event_free(c->timer);
+    while (c->hosts) {
+        struct http_host *h = c->hosts;
+        c->hosts = h->next;
+        free(h->key);
+        free(h);
+    }
+    free(c->user_agent);
+    free(c->capath);
+    free(c);
+}
+
+long http_client_pending(const struct http_client *c)
+{
+    return c->pending;
+}
+
+/* CURLOPT_HEADERFUNCTION: keeps the header block of the last response only. */
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct http_req *r = ud;
+    size_t len = size * n;
+    if (len >= 5 && strncmp(p, "HTTP/", 5) == 0)
+        r->head.len = 0;
+    if (r->head.len + len > 1024 * 1024 || buf_append(&r->head, p, len) != 0)
+        return 0;
+    return len;
+}
+
+/* CURLOPT_WRITEFUNCTION: buffers the body up to max_body. */
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct http_req *r = ud;
+    size_t len = size * n;
+    if (r->max_body && r->body.len + len > r->max_body) {
+        r->err = HTTP_ETOOLARGE;
+        return 0;
+    }
+    if (buf_append(&r->body, p, len) != 0) {
+        r->err = HTTP_ETOOLARGE;
+        return 0;
+    }
+    return len;
+}
+
+struct http_req *http_req_new(struct http_client *c, const char *method, const char *url,
+                              long timeout, long connect_timeout)
+{
+    struct http_req *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->client = c;
+    r->easy = curl_easy_init();
+    if (!r->easy) {
+        free(r);
+        return NULL;
+    }
+    CURL *e = r->easy;
+    CURLcode rc = CURLE_OK;
+    rc |= curl_easy_setopt(e, CURLOPT_URL, url);
+    rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
+    rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    rc |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    rc |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    rc |= curl_easy_setopt(e, CURLOPT_USERAGENT, c->user_agent);
+    rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, connect_timeout > 0 ? connect_timeout : 10L);
+    rc |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    rc |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, timeout > 0 ? timeout : 60L);
+    rc |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    rc |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    rc |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    if (strcmp(method, "GET") == 0) {
+        /* the default */
+    } else if (strcmp(method, "HEAD") == 0) {
+        rc |= curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+        rc |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    /* No form content type and no 100-continue round trip unless asked. */
+    if (rc != CURLE_OK || http_req_header(r, "Expect:") != 0) {
+        http_req_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+int http_req_header(struct http_req *r, const char *line)
+{
+    struct curl_slist *l = curl_slist_append(r->headers, line);
+    if (!l)
+        return -1;
+    r->headers = l;
+    return curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers) == CURLE_OK ? 0 : -1;
+}
+
+int http_req_body(struct http_req *r, const char *data, size_t len)
+{
+    CURLcode rc = curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    if (rc == CURLE_OK)
+        rc = curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS, data);
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+int http_req_tls(struct http_req *r, const struct http_tls *tls)
+{
+    CURLcode rc = CURLE_OK;
+    if (tls->insecure) {
+        rc |= curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYPEER, 0L);
+        rc |= curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (tls->ca_file) {
+        /* OpenSSL loads both: the extra file and the system's hashed directory. */
+        rc |= curl_easy_setopt(r->easy, CURLOPT_CAINFO, tls->ca_file);
+        rc |= curl_easy_setopt(r->easy, CURLOPT_CAPATH, r->client->capath);
+    }
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+void http_req_follow(struct http_req *r, long max)
+{
+    curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, max > 0 ? 1L : 0L);
+    curl_easy_setopt(r->easy, CURLOPT_MAXREDIRS, max);
+}
+
+int http_req_start(struct http_req *r, http_done_fn done, void *ud)
+{
+    struct http_client *c = r->client;
+    char *url = NULL;
+    enum http_err err;
+    if (r->state != REQ_IDLE) {
+        r->err = HTTP_EPROTO;
+        return -1;
+    }
+    curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
+    r->host = url ? host_for(c, url, &err) : NULL;
+    if (!r->host) {
+        r->err = url ? err : HTTP_EBADURL;
+        snprintf(r->errbuf, sizeof(r->errbuf), "not an http(s) URL");
+        return -1;
+    }
+    r->done = done;
+    r->ud = ud;
+    r->err = HTTP_OK;
+    c->pending++;
+    r->state = REQ_QUEUED;
+    if (r->host->qtail)
+        r->host->qtail->qnext = r;
+    else
+        r->host->qhead = r;
+    r->host->qtail = r;
+    pump_host(c, r->host);
+    return 0;
+}
+
+void http_req_cancel(struct http_req *r)
+{
+    struct http_client *c = r->client;
+    if (r->state == REQ_QUEUED) {
+        struct http_req **pp = &r->host->qhead, *prev = NULL;
+        while (*pp && *pp != r) {
+            prev = *pp;
+            pp = &(*pp)->qnext;
+        }
+        if (*pp) {
+            *pp = r->qnext;
+            if (r->host->qtail == r)
+                r->host->qtail = prev;
+        }
+        r->qnext = NULL;
+        c->pending--;
+    } else if (r->state == REQ_ACTIVE) {
+        curl_multi_remove_handle(c->multi, r->easy);
+        r->host->active--;
+        c->pending--;
+        pump_host(c, r->host);
+    } else {
+        return;
+    }
+    r->state = REQ_DONE;
+    r->err = HTTP_ECANCELLED;
+}
+
+void http_req_free(struct http_req *r)
+{
+    if (!r)
+        return;
+    http_req_cancel(r);
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    buf_free(&r->body);
+    buf_free(&r->head);
+    free(r->req_body);
+    free(r);
+}

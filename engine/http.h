@@ -1,0 +1,108 @@
+/* http.h - asynchronous HTTP on libevent through curl's multi_socket API.
+ *
+ * A client owns one CURLM plugged into an event_base. Requests are queued per
+ * host (scheme://host:port) so that no host sees more than max_per_host
+ * requests at once; the rest wait in FIFO order. Completion is reported through
+ * a callback that runs from the event loop, never from inside a libcurl
+ * callback, so the callback may start, cancel or free requests.
+ */
+#ifndef REPLICA_HTTP_H
+#define REPLICA_HTTP_H
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "buf.h"
+
+/* The documented failure set; http_strerror gives the Lua-visible string. */
+enum http_err {
+    HTTP_OK = 0,
+    HTTP_ETIMEOUT,   /* "timeout": connect timeout, or no progress for `timeout` s */
+    HTTP_ECONNECT,   /* "connect": refused, unreachable, DNS failure */
+    HTTP_ETLS,       /* "tls": handshake or certificate verification failed */
+    HTTP_ECLOSED,    /* "closed": the peer closed or reset mid-exchange */
+    HTTP_ECANCELLED, /* "cancelled": the owner cancelled the request */
+    HTTP_ETOOLARGE,  /* "too large": the body passed max_body */
+    HTTP_EBADURL,    /* "bad url": not an http(s) URL */
+    HTTP_EPROTO,     /* "protocol": any other transfer failure */
+};
+
+struct http_client_opts {
+    long max_per_host;   /* requests in flight per host; default 64 */
+    long max_total;      /* connections in all; 0 = no limit */
+    const char *user_agent;
+};
+
+struct http_tls {
+    const char *ca_file; /* extra CA bundle trusted besides the system store */
+    int insecure;        /* 1 = do not verify the peer (explicit opt-out) */
+};
+
+struct http_req;
+struct http_client;
+struct http_host;
+
+typedef void (*http_done_fn)(struct http_req *req, void *ud);
+
+struct http_req {
+    CURL *easy;
+    struct http_client *client;
+    struct curl_slist *headers;
+    struct buf body;        /* response body (unless the owner installed its own writer) */
+    struct buf head;        /* header lines of the final response, CRLF-separated */
+    size_t max_body;        /* 0 = no limit */
+    long status;            /* HTTP status of the final response */
+    enum http_err err;
+    char errbuf[CURL_ERROR_SIZE];
+    /* private */
+    http_done_fn done;
+    void *ud;
+    struct http_host *host;
+    struct http_req *qnext;
+    int state;
+    char *req_body;
+};
+
+/* Creates a client on base. Returns NULL on failure. The caller owns it and
+ * frees it with http_client_free after every request is finished or freed. */
+struct http_client *http_client_new(struct event_base *base, const struct http_client_opts *o);
+void http_client_free(struct http_client *c);
+
+/* Returns the number of requests started or queued and not yet finished. */
+long http_client_pending(const struct http_client *c);
+
+/* Creates a request: method (GET, HEAD, PUT, POST, PATCH, DELETE, ...) and URL.
+ * timeout is the stall limit in seconds (no byte moved for that long), and
+ * connect_timeout bounds connection setup. The caller owns the request and
+ * frees it with http_req_free. Returns NULL when out of memory. */
+struct http_req *http_req_new(struct http_client *c, const char *method, const char *url,
+                              long timeout, long connect_timeout);
+
+/* Adds a request header line "Name: value"; returns 0 or -1. */
+int http_req_header(struct http_req *r, const char *line);
+
+/* Sets a request body (copied). Returns 0 or -1. */
+int http_req_body(struct http_req *r, const char *data, size_t len);
+
+/* Applies TLS options. Returns 0 or -1. */
+int http_req_tls(struct http_req *r, const struct http_tls *tls);
+
+/* Follows up to max redirects (0 = none). */
+void http_req_follow(struct http_req *r, long max);
+
+/* Queues the request. done(req, ud) is called exactly once, from the event
+ * loop, unless the request is cancelled or freed first. Returns 0, or -1 with
+ * r->err set (done is then not called). */
+int http_req_start(struct http_req *r, http_done_fn done, void *ud);
+
+/* Stops a queued or running request without calling done; r->err becomes
+ * HTTP_ECANCELLED. Must not be called from inside a libcurl callback. */
+void http_req_cancel(struct http_req *r);
+
+/* Cancels if needed and frees the request; NULL is allowed. */
+void http_req_free(struct http_req *r);
+
+/* Returns the Lua-visible string for an error code. */
+const char *http_strerror(enum http_err e);
+
+#endif

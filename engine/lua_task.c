@@ -1,0 +1,226 @@
+/* lua_task.c - the `task` and `parallel` modules.
+ *
+ * task.spawn([opts,] fn, ...) starts fn(...) as a child task and returns a
+ * handle: h:wait() yields until it ends and returns true, results... or
+ * nil, err; h:cancel() cancels it and its children; h:status() names its
+ * state. parallel.map is written in Lua on top of these.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "sched.h"
+#include "vm.h"
+
+#define TASK_MT "replica.task"
+
+struct handle {
+    struct task *t;
+};
+
+/* Returns the handle's task, raising on a released handle. */
+static struct task *check_task(lua_State *L, int idx)
+{
+    struct handle *h = luaL_checkudata(L, idx, TASK_MT);
+    if (!h->t)
+        luaL_error(L, "task handle is closed");
+    return h->t;
+}
+
+/* Returns the running task, raising outside of one. */
+static struct task *self_task(lua_State *L)
+{
+    struct task *t = task_current(vm_of(L));
+    if (!t)
+        luaL_error(L, "must be called from a task");
+    return t;
+}
+
+/* task.spawn([opts,] fn, ...) -> handle */
+static int l_spawn(lua_State *L)
+{
+    struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
+    struct task *self = self_task(L);
+    struct task_opts o = { 0 };
+    int first = 1;
+    char name[128];
+    if (lua_istable(L, 1)) {
+        first = 2;
+        if (lua_getfield(L, 1, "name") != LUA_TNIL) {
+            snprintf(name, sizeof(name), "%s", luaL_checkstring(L, -1));
+            o.name = name;
+        }
+        lua_getfield(L, 1, "memory");
+        o.mem_limit = (size_t)luaL_optinteger(L, -1, 0);
+        lua_getfield(L, 1, "cpu");
+        o.cpu_limit = luaL_optnumber(L, -1, 0);
+        lua_pop(L, 3);
+    }
+    luaL_checktype(L, first, LUA_TFUNCTION);
+    int nargs = lua_gettop(L) - first;
+    struct handle *h = lua_newuserdatauv(L, sizeof(*h), 0);
+    h->t = NULL;
+    luaL_setmetatable(L, TASK_MT);
+    lua_insert(L, first);  /* handle below fn and args */
+    struct task *t = task_spawn(vm, L, nargs, &o, self);
+    if (!t)
+        return luaL_error(L, "task.spawn: out of memory");
+    task_hold(t);
+    h->t = t;
+    lua_settop(L, first);
+    return 1;
+}
+
+static int wait_done(lua_State *L, int status, lua_KContext ctx)
+{
+    struct task_op *op = (struct task_op *)ctx;
+    (void)status;
+    if (op->cancelled) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "cancelled");
+        return 2;
+    }
+    return task_push_outcome(L, check_task(L, 1));
+}
+
+/* h:wait() -> true, results... | nil, err */
+static int l_wait(lua_State *L)
+{
+    struct task *t = check_task(L, 1);
+    struct task *self = self_task(L);
+    lua_settop(L, 1);
+    if (self->cancelled) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "cancelled");
+        return 2;
+    }
+    if (task_wait(L, self, t, wait_done) < 0)
+        return task_push_outcome(L, t);
+    return 0; /* not reached: task_wait yields */
+}
+
+/* h:cancel() */
+static int l_cancel(lua_State *L)
+{
+    task_cancel(check_task(L, 1));
+    return 0;
+}
+
+/* h:status() -> "ready" | "running" | "waiting" | "done" | "failed" | "cancelled" */
+static int l_status(lua_State *L)
+{
+    struct task *t = check_task(L, 1);
+    static const char *const names[] = { "ready", "running", "waiting", "done" };
+    if (t->state == TASK_DONE && t->cancelled)
+        lua_pushliteral(L, "cancelled");
+    else if (t->state == TASK_DONE && !t->ok)
+        lua_pushliteral(L, "failed");
+    else
+        lua_pushstring(L, names[t->state]);
+    return 1;
+}
+
+/* __gc: lets the scheduler free the task once it is done; idempotent. */
+static int l_gc(lua_State *L)
+{
+    struct handle *h = luaL_checkudata(L, 1, TASK_MT);
+    if (h->t)
+        task_release(h->t);
+    h->t = NULL;
+    return 0;
+}
+
+/* task.yield(): lets other tasks run, then continues. */
+static int l_yield(lua_State *L)
+{
+    struct task *t = self_task(L);
+    if (L != t->co)
+        return luaL_error(L, "task.yield cannot be called inside a script coroutine");
+    return lua_yield(L, 0);
+}
+
+/* task.cancelled() -> boolean */
+static int l_cancelled(lua_State *L)
+{
+    lua_pushboolean(L, self_task(L)->cancelled);
+    return 1;
+}
+
+/* task.name() -> the running task's name */
+static int l_name(lua_State *L)
+{
+    lua_pushstring(L, self_task(L)->name);
+    return 1;
+}
+
+/* parallel.map(items, fn [, {limit = 16}]) -> results | nil, err, index.
+ * At most `limit` children run at once; each takes the next item. The first
+ * failure (an error, or fn returning nil, err) cancels the others. */
+static const char parallel_src[] =
+    "local task, error, type, math_type = task, error, type, math.type\n"
+    "local parallel = {}\n"
+    "function parallel.map(items, fn, opts)\n"
+    "  if type(items) ~= 'table' then error('parallel.map: items must be a table', 2) end\n"
+    "  if type(fn) ~= 'function' then error('parallel.map: fn must be a function', 2) end\n"
+    "  local limit = opts and opts.limit or 16\n"
+    "  if math_type(limit) ~= 'integer' or limit < 1 then\n"
+    "    error('parallel.map: limit must be a positive integer', 2)\n"
+    "  end\n"
+    "  local n, results, nexti, failed, failed_at = #items, {}, 1, nil, nil\n"
+    "  local function worker()\n"
+    "    while not failed and nexti <= n do\n"
+    "      local i = nexti\n"
+    "      nexti = i + 1\n"
+    "      local r, err = fn(items[i], i)\n"
+    "      if r == nil and err ~= nil then\n"
+    "        if not failed then failed, failed_at = err, i end\n"
+    "        return\n"
+    "      end\n"
+    "      results[i] = r\n"
+    "    end\n"
+    "  end\n"
+    "  local workers = {}\n"
+    "  for w = 1, (limit < n and limit or n) do workers[w] = task.spawn(worker) end\n"
+    "  for w = 1, #workers do\n"
+    "    local ok, err = workers[w]:wait()\n"
+    "    if not ok then\n"
+    "      if not failed then failed, failed_at = err, nil end\n"
+    "      for v = w + 1, #workers do workers[v]:cancel() end\n"
+    "    elseif failed then\n"
+    "      for v = w + 1, #workers do workers[v]:cancel() end\n"
+    "    end\n"
+    "  end\n"
+    "  if failed then return nil, failed, failed_at end\n"
+    "  return results\n"
+    "end\n"
+    "return parallel\n";
+
+void inject_task_api(struct vm *vm, lua_State *L)
+{
+    int g = lua_gettop(L);
+    static const luaL_Reg methods[] = { { "wait", l_wait }, { "cancel", l_cancel },
+        { "status", l_status }, { NULL, NULL } };
+    luaL_newmetatable(L, TASK_MT);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+
+    static const luaL_Reg funcs[] = { { "spawn", l_spawn }, { "yield", l_yield },
+        { "cancelled", l_cancelled }, { "name", l_name }, { NULL, NULL } };
+    luaL_newlibtable(L, funcs);
+    lua_pushlightuserdata(L, vm);
+    luaL_setfuncs(L, funcs, 1);
+    lua_setfield(L, g, "task");
+
+    if (luaL_loadbufferx(L, parallel_src, sizeof(parallel_src) - 1, "=parallel", "t") != LUA_OK)
+        lua_error(L);
+    lua_pushvalue(L, g);
+    lua_setupvalue(L, -2, 1);
+    lua_call(L, 0, 1);
+    lua_setfield(L, g, "parallel");
+}

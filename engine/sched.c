@@ -1,0 +1,389 @@
+/* sched.c - tasks: coroutines scheduled on the event loop.
+ *
+ * Resume discipline: a task is resumed only from on_ready, a libevent
+ * callback, never from I/O callbacks. Completions call task_wake, which only
+ * queues. Each resume runs with nargs = 0 except the first, which passes the
+ * task's arguments.
+ */
+#include "sched.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+/* Instructions between two hook calls: small enough for a prompt CPU check,
+ * large enough to cost nothing measurable. */
+#define HOOK_COUNT 1000
+/* A slice longer than this yields back to the loop so I/O keeps flowing. */
+#define SLICE_SECONDS 0.02
+/* Tasks resumed per loop turn before I/O gets a chance. */
+#define READY_BATCH 512
+
+struct task_waiter {
+    struct task_op op;
+    struct task *self;
+    struct task *target;
+    struct task_waiter *next;
+};
+
+static void on_ready(evutil_socket_t fd, short what, void *arg);
+
+int sched_init(struct vm *vm)
+{
+    vm->ready_ev = event_new(vm->base, -1, 0, on_ready, vm);
+    return vm->ready_ev ? 0 : -1;
+}
+
+/* Queues t to run and makes sure the ready event fires. */
+static void enqueue(struct task *t)
+{
+    struct vm *vm = t->vm;
+    t->state = TASK_READY;
+    t->ready_next = NULL;
+    if (vm->ready_tail)
+        vm->ready_tail->ready_next = t;
+    else
+        vm->ready_head = t;
+    vm->ready_tail = t;
+    if (!vm->ready_armed) {
+        vm->ready_armed = 1;
+        event_active(vm->ready_ev, EV_TIMEOUT, 0);
+    }
+}
+
+/* Derives a task name from the function on top of L: "file.lua:LINE". */
+static char *name_from_function(lua_State *L, int idx)
+{
+    lua_Debug ar;
+    char tmp[128];
+    lua_pushvalue(L, idx);
+    if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
+        snprintf(tmp, sizeof(tmp), "%s:%d", ar.short_src, ar.linedefined);
+    else
+        snprintf(tmp, sizeof(tmp), "%s", ar.short_src);
+    return strdup(tmp);
+}
+
+struct task *task_spawn(struct vm *vm, lua_State *L, int nargs, const struct task_opts *o,
+                        struct task *parent)
+{
+    int fidx = lua_gettop(L) - nargs;
+    struct task *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->acct = calloc(1, sizeof(*t->acct));
+    t->name = o && o->name ? strdup(o->name) : name_from_function(L, fidx);
+    if (!t->acct || !t->name) {
+        free(t->acct);
+        free(t->name);
+        free(t);
+        return NULL;
+    }
+    t->acct->refs = 1;
+    t->vm = vm;
+    t->mem_limit = o && o->mem_limit ? o->mem_limit : vm->task_mem;
+    t->cpu_limit = o && o->cpu_limit > 0 ? o->cpu_limit : vm->task_cpu;
+    /* The thread is charged to the new task. */
+    struct task *saved = vm->current;
+    vm->current = t;
+    t->co = lua_newthread(L);
+    vm->current = saved;
+    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    lua_xmove(L, t->co, nargs + 1);
+    t->nargs = nargs;
+    t->parent = parent;
+    if (parent) {
+        t->sib_next = parent->children;
+        if (parent->children)
+            parent->children->sib_prev = t;
+        parent->children = t;
+    }
+    t->all_next = vm->all;
+    if (vm->all)
+        vm->all->all_prev = t;
+    vm->all = t;
+    vm->live++;
+    if (parent && parent->cancelled)
+        t->cancelled = 1;
+    enqueue(t);
+    return t;
+}
+
+struct task *task_current(struct vm *vm)
+{
+    return vm->current;
+}
+
+/* Releases the acct reference of a task and frees it; the caller has unlinked
+ * it. */
+static void task_destroy(struct task *t)
+{
+    struct vm *vm = t->vm;
+    if (t->all_prev)
+        t->all_prev->all_next = t->all_next;
+    else
+        vm->all = t->all_next;
+    if (t->all_next)
+        t->all_next->all_prev = t->all_prev;
+    if (!vm->closing)
+        luaL_unref(vm->L, LUA_REGISTRYINDEX, t->co_ref);
+    if (--t->acct->refs == 0)
+        free(t->acct);
+    free(t->name);
+    free(t->err);
+    free(t);
+}
+
+void task_hold(struct task *t)
+{
+    t->has_handle = 1;
+}
+
+void task_release(struct task *t)
+{
+    if (t->vm->closing)
+        return; /* lua_close is collecting handles; sched_free_all frees tasks */
+    t->has_handle = 0;
+    if (t->state == TASK_DONE)
+        task_destroy(t);
+}
+
+/* Unlinks t from its parent's children. */
+static void unlink_child(struct task *t)
+{
+    if (!t->parent)
+        return;
+    if (t->sib_prev)
+        t->sib_prev->sib_next = t->sib_next;
+    else
+        t->parent->children = t->sib_next;
+    if (t->sib_next)
+        t->sib_next->sib_prev = t->sib_prev;
+    t->parent = NULL;
+    t->sib_next = t->sib_prev = NULL;
+}
+
+/* Ends a task: records the outcome, wakes its waiters, detaches children. */
+static void finish(struct task *t, int ok, int nres, const char *err)
+{
+    struct vm *vm = t->vm;
+    t->state = TASK_DONE;
+    t->ok = ok;
+    t->nres = nres;
+    if (!ok)
+        t->err = strdup(err ? err : "unknown error");
+    vm->live--;
+    while (t->children) {
+        struct task *c = t->children;
+        unlink_child(c);
+    }
+    unlink_child(t);
+    if (!ok && !t->waiters && !t->cancelled)
+        vm_logf(vm, t, LOG_WARN, "task %s failed: %s", t->name, t->err);
+    while (t->waiters) {
+        struct task_waiter *w = t->waiters;
+        t->waiters = w->next;
+        w->next = NULL;
+        task_wake(w->self);
+    }
+    if (vm->live == 0)
+        event_base_loopbreak(vm->base);
+    if (!t->has_handle)
+        task_destroy(t);
+}
+
+/* Builds the message for a failed resume: the kill reason, or the error
+ * value (its traceback goes to the debug log). Returns a malloc'd string. */
+static char *failure_message(struct task *t)
+{
+    char tmp[512];
+    if (t->kill == KILL_CPU) {
+        snprintf(tmp, sizeof(tmp), "script '%s' exceeded its CPU limit (%.3g s)", t->name,
+                 t->cpu_limit);
+        return strdup(tmp);
+    }
+    if (t->kill == KILL_MEM) {
+        snprintf(tmp, sizeof(tmp), "script '%s' exceeded its memory limit (%zu KiB)", t->name,
+                 t->mem_limit / 1024);
+        return strdup(tmp);
+    }
+    const char *msg = lua_tostring(t->co, -1);
+    if (!msg)
+        msg = luaL_typename(t->co, -1);
+    if (t->vm->log_level <= LOG_DEBUG && lua_checkstack(t->co, 4)) {
+        luaL_traceback(t->co, t->co, msg, 0);
+        vm_logf(t->vm, t, LOG_DEBUG, "%s", lua_tostring(t->co, -1));
+        lua_pop(t->co, 1);
+    }
+    return strdup(msg);
+}
+
+/* Runs one slice of t. */
+static void run(struct task *t)
+{
+    struct vm *vm = t->vm;
+    int nres = 0, nargs = t->nargs;
+    t->nargs = 0;
+    t->state = TASK_RUNNING;
+    vm->current = t;
+    t->slice_start = vm_now_mono();
+    int st = lua_resume(t->co, NULL, nargs, &nres);
+    t->cpu_used += vm_now_mono() - t->slice_start;
+    vm->current = NULL;
+    if (st == LUA_YIELD) {
+        lua_pop(t->co, nres);
+        if (t->op)
+            t->state = TASK_WAITING;
+        else
+            enqueue(t); /* a fairness yield, or coroutine.yield at top level */
+        return;
+    }
+    if (st == LUA_OK && t->kill == KILL_NONE) {
+        finish(t, 1, nres, NULL);
+        return;
+    }
+    char *msg = failure_message(t);
+    finish(t, 0, 0, msg);
+    free(msg);
+}
+
+/* The ready event: resumes queued tasks in FIFO order, a batch per turn. */
+static void on_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct vm *vm = arg;
+    (void)fd;
+    (void)what;
+    vm->ready_armed = 0;
+    for (int n = 0; n < READY_BATCH && vm->ready_head; n++) {
+        struct task *t = vm->ready_head;
+        vm->ready_head = t->ready_next;
+        if (!vm->ready_head)
+            vm->ready_tail = NULL;
+        t->ready_next = NULL;
+        run(t);
+    }
+    if (vm->ready_head && !vm->ready_armed) {
+        vm->ready_armed = 1;
+        event_active(vm->ready_ev, EV_TIMEOUT, 0);
+    }
+}
+
+int task_yield(lua_State *L, struct task *t, struct task_op *op, lua_KFunction k, lua_KContext ctx)
+{
+    if (L != t->co)
+        return luaL_error(L, "cannot wait for I/O inside a coroutine created by the script; "
+                             "use task.spawn or parallel.map");
+    op->cancelled = 0;
+    t->op = op;
+    return lua_yieldk(L, 0, ctx, k);
+}
+
+void task_wake(struct task *t)
+{
+    if (t->state != TASK_WAITING)
+        return;
+    t->op = NULL;
+    enqueue(t);
+}
+
+void task_cancel(struct task *t)
+{
+    if (t->state == TASK_DONE)
+        return;
+    t->cancelled = 1;
+    for (struct task *c = t->children; c; c = c->sib_next)
+        task_cancel(c);
+    if (t->op) {
+        struct task_op *op = t->op;
+        op->cancel(op);
+        op->cancelled = 1;
+        task_wake(t);
+    }
+}
+
+void sched_cancel_all(struct vm *vm)
+{
+    for (struct task *t = vm->all; t; t = t->all_next)
+        task_cancel(t);
+}
+
+/* Stops waiting on a task: unlinks the waiter from its target. */
+static void waiter_cancel(struct task_op *op)
+{
+    struct task_waiter *w = (struct task_waiter *)op;
+    for (struct task_waiter **pp = &w->target->waiters; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+}
+
+int task_wait(lua_State *L, struct task *self, struct task *t, lua_KFunction k)
+{
+    if (t->state == TASK_DONE)
+        return -1;
+    if (t == self)
+        return luaL_error(L, "a task cannot wait for itself");
+    struct task_waiter *w = lua_newuserdatauv(L, sizeof(*w), 0);
+    memset(w, 0, sizeof(*w));
+    w->op.cancel = waiter_cancel;
+    w->self = self;
+    w->target = t;
+    w->next = t->waiters;
+    t->waiters = w;
+    return task_yield(L, self, &w->op, k, (lua_KContext)w);
+}
+
+int task_push_outcome(lua_State *L, struct task *t)
+{
+    if (t->state != TASK_DONE)
+        return luaL_error(L, "task is not finished");
+    if (t->cancelled) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "cancelled");
+        return 2;
+    }
+    if (!t->ok) {
+        lua_pushnil(L);
+        lua_pushstring(L, t->err);
+        return 2;
+    }
+    luaL_checkstack(L, t->nres + 1, "too many results");
+    lua_pushboolean(L, 1);
+    int base = lua_gettop(t->co) - t->nres;
+    for (int i = 1; i <= t->nres; i++)
+        lua_pushvalue(t->co, base + i);
+    lua_xmove(t->co, L, t->nres);
+    return t->nres + 1;
+}
+
+void sched_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct task *t = vm_of(L)->current;
+    if (!t)
+        return;
+    if (t->kill != KILL_NONE)
+        luaL_error(L, "%s", t->kill == KILL_CPU ? "CPU limit exceeded" : "memory limit exceeded");
+    double now = vm_now_mono();
+    if (t->cpu_used + (now - t->slice_start) > t->cpu_limit) {
+        t->kill = KILL_CPU;
+        luaL_error(L, "CPU limit exceeded");
+    }
+    if (now - t->slice_start > SLICE_SECONDS && L == t->co && lua_isyieldable(L) && !t->op)
+        lua_yield(L, 0);
+}
+
+void sched_free_all(struct vm *vm)
+{
+    while (vm->all) {
+        struct task *t = vm->all;
+        unlink_child(t);
+        t->has_handle = 0;
+        task_destroy(t);
+    }
+}

@@ -1,0 +1,106 @@
+/* sched.h - tasks: coroutines scheduled on the event loop.
+ *
+ * A task is one Lua thread. It runs until it yields on an operation (an HTTP
+ * request, a timer, a wait on another task). The operation's completion only
+ * queues the task; the queue is drained from a libevent callback, which is the
+ * only place a task is resumed. On resume, the yielding C function's
+ * continuation runs inside the coroutine and pushes the results, so a memory
+ * error while building them is an ordinary error of that task.
+ */
+#ifndef REPLICA_SCHED_H
+#define REPLICA_SCHED_H
+
+#include <lua.h>
+
+#include "vm.h"
+
+enum task_state { TASK_READY, TASK_RUNNING, TASK_WAITING, TASK_DONE };
+enum task_kill { KILL_NONE, KILL_CPU, KILL_MEM };
+
+/* An operation a task waits on. The owner embeds it in its own struct. */
+struct task_op {
+    /* Stops the operation at once; the continuation then sees cancelled = 1.
+     * Must not wake the task (the scheduler does). */
+    void (*cancel)(struct task_op *op);
+    int cancelled;
+};
+
+struct task_waiter;
+
+struct task {
+    struct vm *vm;
+    lua_State *co;
+    int co_ref;
+    char *name;
+    struct acct *acct;
+    size_t mem_limit;
+    double cpu_limit, cpu_used, slice_start;
+    enum task_state state;
+    enum task_kill kill;
+    int cancelled;
+    int has_handle;          /* a Lua handle refers to this task */
+    int nargs;               /* arguments for the first resume */
+    struct task_op *op;      /* what it waits on, or NULL */
+    struct task *ready_next;
+    struct task *parent, *children, *sib_next, *sib_prev;
+    struct task *all_next, *all_prev;
+    struct task_waiter *waiters;
+    int ok;                  /* when done: 1 = returned, 0 = failed */
+    int nres;                /* when done and ok: results left on co's stack */
+    char *err;               /* when done and failed: the error message */
+};
+
+struct task_opts {
+    const char *name;
+    size_t mem_limit;        /* 0 = the VM default */
+    double cpu_limit;        /* 0 = the VM default */
+};
+
+/* Creates a task running the function below nargs arguments on top of L's
+ * stack (they are popped). The task is queued to run. parent may be NULL.
+ * Returns NULL (with nothing popped) when out of memory. The scheduler owns
+ * the task until it is done; task_hold keeps it alive for a handle. */
+struct task *task_spawn(struct vm *vm, lua_State *L, int nargs, const struct task_opts *o,
+                        struct task *parent);
+
+/* Returns the task running on L (L may be a script coroutine inside it). */
+struct task *task_current(struct vm *vm);
+
+/* Records op and yields the running task. k runs on resume inside the task
+ * and must push the results of the call; op is only referenced, never freed.
+ * Raises a Lua error when called from a coroutine the script created. */
+int task_yield(lua_State *L, struct task *t, struct task_op *op, lua_KFunction k,
+               lua_KContext ctx);
+
+/* Marks t's operation complete and queues t. Call from the event loop. */
+void task_wake(struct task *t);
+
+/* Cancels t and all its descendants: pending operations are stopped and their
+ * calls return nil, "cancelled"; later yielding calls fail the same way. */
+void task_cancel(struct task *t);
+
+/* Cancels every task of the VM. */
+void sched_cancel_all(struct vm *vm);
+
+/* Handle references: a handle keeps a finished task (and its results) alive. */
+void task_hold(struct task *t);
+void task_release(struct task *t);
+
+/* Adds the calling task to t's waiters and yields until t is done; the
+ * continuation k then reads t's outcome. If t is done already returns -1
+ * without yielding. */
+int task_wait(lua_State *L, struct task *self, struct task *t, lua_KFunction k);
+
+/* Pushes t's outcome onto L: true, results... or nil, err. Returns the count. */
+int task_push_outcome(lua_State *L, struct task *t);
+
+/* Count hook installed on every task thread (CPU budget and fairness). */
+void sched_hook(lua_State *L, lua_Debug *ar);
+
+/* Initialises the ready queue of a VM. Returns 0 or -1. */
+int sched_init(struct vm *vm);
+
+/* Frees every task; used by vm_free after cancelling. */
+void sched_free_all(struct vm *vm);
+
+#endif

@@ -1,0 +1,247 @@
+/* vm.c - the Lua state: counting allocator, limits, loading, logging. */
+#include "vm.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <lauxlib.h>
+
+#include "sched.h"
+
+/* Every block carries its owner so frees are charged back to the right task.
+ * The header keeps malloc's alignment. */
+struct blk {
+    struct acct *owner;
+    size_t pad;
+};
+
+double vm_now_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Drops one block reference from an acct; frees a task's acct with its last. */
+static void acct_unref(struct vm *vm, struct acct *a)
+{
+    if (--a->refs == 0 && a != &vm->root)
+        free(a);
+}
+
+/* The lua_Alloc: charges growth to the running task (or the root), refuses
+ * growth past the task's limit or the state's cap, and never fails a shrink.
+ * A block that is reallocated moves to the task that grew it. */
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct vm *vm = ud;
+    struct task *t = vm->current;
+    struct acct *cur = t ? t->acct : &vm->root;
+    struct blk *old = ptr ? (struct blk *)ptr - 1 : NULL;
+    size_t oldsize = ptr ? osize : 0;
+
+    if (nsize == 0) {
+        if (old) {
+            old->owner->bytes -= oldsize;
+            vm->mem_used -= oldsize;
+            acct_unref(vm, old->owner);
+            free(old);
+        }
+        return NULL;
+    }
+    if (nsize > oldsize) {
+        size_t grow = nsize - oldsize;
+        if (vm->mem_used + grow > vm->mem_cap)
+            return NULL;
+        size_t after = cur->bytes + nsize - (old && old->owner == cur ? oldsize : 0);
+        if (t && after > t->mem_limit) {
+            t->kill = KILL_MEM;
+            return NULL;
+        }
+    }
+    struct blk *nb = realloc(old, sizeof(struct blk) + nsize);
+    if (!nb) {
+        if (nsize <= oldsize)
+            return ptr; /* keep the larger block; Lua assumes shrinks succeed */
+        return NULL;
+    }
+    if (old) {
+        nb->owner->bytes -= oldsize;
+        acct_unref(vm, nb->owner);
+    }
+    nb->owner = cur;
+    cur->bytes += nsize;
+    cur->refs++;
+    vm->mem_used = vm->mem_used - oldsize + nsize;
+    if (vm->mem_used > vm->mem_peak)
+        vm->mem_peak = vm->mem_used;
+    return nb + 1;
+}
+
+/* Called by Lua on an error outside any protected call: nothing can be
+ * recovered, so say what happened and stop. */
+static int on_panic(lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "replica: unprotected Lua error: %s\n", msg ? msg : "?");
+    abort();
+}
+
+/* The default log sink: one line per message on stderr. */
+static void log_stderr(void *ud, struct task *t, enum log_level lvl, const char *msg)
+{
+    static const char *const names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
+    char ts[32];
+    struct timespec now;
+    struct tm tm;
+    (void)ud;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    fprintf(stderr, "%s.%03ldZ %-5s [%s] %s\n", ts, now.tv_nsec / 1000000, names[lvl],
+            t ? t->name : "replica", msg);
+}
+
+void vm_logf(struct vm *vm, struct task *t, enum log_level lvl, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    if (lvl < vm->log_level)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    vm->log(vm->log_ud, t, lvl, msg);
+}
+
+void vm_push_env(struct vm *vm, lua_State *L)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_mt_ref);
+    lua_setmetatable(L, -2);
+}
+
+/* Gives the function on top of L a fresh sandbox environment as _ENV. */
+static void set_fresh_env(struct vm *vm, lua_State *L)
+{
+    vm_push_env(vm, L);
+    if (!lua_setupvalue(L, -2, 1))
+        lua_pop(L, 1);
+}
+
+int vm_load_buffer(struct vm *vm, lua_State *L, const char *s, size_t len, const char *name)
+{
+    int st = luaL_loadbufferx(L, s, len, name, "t");
+    if (st == LUA_OK)
+        set_fresh_env(vm, L);
+    return st;
+}
+
+int vm_load_file(struct vm *vm, lua_State *L, const char *path, const char *chunkname)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        lua_pushfstring(L, "cannot open %s", path);
+        return LUA_ERRFILE;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    char tmp[8192];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+        luaL_addlstring(&b, tmp, n);
+    int bad = ferror(f);
+    fclose(f);
+    luaL_pushresult(&b);
+    if (bad) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "cannot read %s", path);
+        return LUA_ERRFILE;
+    }
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    int st = vm_load_buffer(vm, L, s, len, chunkname);
+    lua_remove(L, -2);
+    return st;
+}
+
+/* Runs sandbox_open in protected mode. */
+static int open_protected(lua_State *L)
+{
+    struct vm *vm = lua_touserdata(L, 1);
+    return sandbox_open(vm, L);
+}
+
+struct vm *vm_new(struct event_base *base, struct http_client *http, const struct vm_opts *o,
+                  char *err, size_t errlen)
+{
+    struct vm *vm = calloc(1, sizeof(*vm));
+    if (!vm) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    vm->base = base;
+    vm->http = http;
+    vm->root.refs = 1;
+    vm->mem_cap = o && o->state_mem ? o->state_mem : (size_t)1 << 30;
+    vm->task_mem = o && o->task_mem ? o->task_mem : (size_t)64 << 20;
+    vm->task_cpu = o && o->task_cpu > 0 ? o->task_cpu : 30.0;
+    vm->log = o && o->log ? o->log : log_stderr;
+    vm->log_ud = o ? o->log_ud : NULL;
+    vm->log_level = o ? o->log_level : LOG_INFO;
+    vm->env_mt_ref = vm->loaded_ref = LUA_NOREF;
+    if (o && o->lib_dirs) {
+        while (o->lib_dirs[vm->n_lib_dirs])
+            vm->n_lib_dirs++;
+    }
+    vm->lib_dirs = calloc((size_t)vm->n_lib_dirs + 1, sizeof(char *));
+    if (!vm->lib_dirs)
+        goto fail_oom;
+    for (int i = 0; i < vm->n_lib_dirs; i++)
+        if (!(vm->lib_dirs[i] = strdup(o->lib_dirs[i])))
+            goto fail_oom;
+    if (sched_init(vm) != 0)
+        goto fail_oom;
+    vm->L = lua_newstate(vm_alloc, vm);
+    if (!vm->L)
+        goto fail_oom;
+    lua_atpanic(vm->L, on_panic);
+    lua_pushcfunction(vm->L, open_protected);
+    lua_pushlightuserdata(vm->L, vm);
+    if (lua_pcall(vm->L, 1, 0, 0) != LUA_OK) {
+        snprintf(err, errlen, "cannot set up Lua: %s", lua_tostring(vm->L, -1));
+        vm_free(vm);
+        return NULL;
+    }
+    return vm;
+fail_oom:
+    snprintf(err, errlen, "out of memory");
+    vm_free(vm);
+    return NULL;
+}
+
+void vm_free(struct vm *vm)
+{
+    if (!vm)
+        return;
+    if (vm->L) {
+        sched_cancel_all(vm);
+        vm->closing = 1;
+        lua_close(vm->L); /* frees pending operations through their __gc */
+        sched_free_all(vm);
+    }
+    if (vm->ready_ev)
+        event_free(vm->ready_ev);
+    if (vm->lib_dirs) {
+        for (int i = 0; i < vm->n_lib_dirs; i++)
+            free(vm->lib_dirs[i]);
+        free(vm->lib_dirs);
+    }
+    free(vm);
+}

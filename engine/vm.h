@@ -1,0 +1,110 @@
+/* vm.h - one Lua 5.4 state that runs many tasks (coroutines) on an event loop.
+ *
+ * The state has a counting allocator with a cap for the whole state, and every
+ * allocation is charged to the task running when it was made, so each task
+ * has its own memory limit. A count hook enforces each task's CPU budget and
+ * keeps the loop fair by yielding long-running slices.
+ */
+#ifndef REPLICA_VM_H
+#define REPLICA_VM_H
+
+#include <stddef.h>
+
+#include <event2/event.h>
+#include <lua.h>
+
+struct http_client;
+struct task;
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* Receives every log line; task is NULL for engine messages. */
+typedef void (*vm_log_fn)(void *ud, struct task *t, enum log_level lvl, const char *msg);
+
+/* Memory charged to one task; freed when the task is gone and no block
+ * charged to it is left. */
+struct acct {
+    size_t bytes;
+    long refs;      /* live blocks, plus one while its task exists */
+};
+
+struct vm_opts {
+    size_t state_mem;        /* cap for the whole state; default 1 GiB */
+    size_t task_mem;         /* default per-task memory limit; default 64 MiB */
+    double task_cpu;         /* default per-task CPU budget in seconds; default 30 */
+    const char *const *lib_dirs; /* directories `require` searches, NULL-terminated */
+    vm_log_fn log;           /* default: lines on stderr */
+    void *log_ud;
+    enum log_level log_level;
+};
+
+struct vm {
+    lua_State *L;
+    struct event_base *base;
+    struct http_client *http;
+    struct event *ready_ev;
+    struct task *ready_head, *ready_tail;
+    int ready_armed;
+    struct task *current;    /* the task whose Lua code is running, or NULL */
+    struct task *all;        /* every task not yet released */
+    long live;               /* tasks not finished */
+    struct acct root;        /* charged when no task runs */
+    size_t mem_used, mem_cap, mem_peak;
+    size_t task_mem;
+    double task_cpu;
+    char **lib_dirs;
+    int n_lib_dirs;
+    vm_log_fn log;
+    void *log_ud;
+    enum log_level log_level;
+    int env_mt_ref;          /* metatable of script environments */
+    int loaded_ref;          /* modules loaded by require */
+    int closing;             /* set while vm_free closes the state */
+};
+
+/* Creates a VM on base, using http for http.request. Returns NULL and writes a
+ * message into err on failure. The caller owns the VM (vm_free). */
+struct vm *vm_new(struct event_base *base, struct http_client *http, const struct vm_opts *o,
+                  char *err, size_t errlen);
+
+/* Cancels and releases every task, then closes the state. */
+void vm_free(struct vm *vm);
+
+/* Emits a log line (printf-style) for task t (may be NULL). */
+void vm_logf(struct vm *vm, struct task *t, enum log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Pushes a new script environment table (globals read through the sandbox). */
+void vm_push_env(struct vm *vm, lua_State *L);
+
+/* Loads a text chunk from a file with a fresh sandbox environment and pushes
+ * the function. Returns LUA_OK, or an error code with the message pushed. */
+int vm_load_file(struct vm *vm, lua_State *L, const char *path, const char *chunkname);
+
+/* Loads a text chunk from memory, like vm_load_file. */
+int vm_load_buffer(struct vm *vm, lua_State *L, const char *s, size_t len, const char *name);
+
+/* Returns the VM that owns L (the allocator's user data). */
+static inline struct vm *vm_of(lua_State *L)
+{
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    return (struct vm *)ud;
+}
+
+/* Monotonic seconds. */
+double vm_now_mono(void);
+
+/* Installs the allow-listed globals into the state (sandbox.c). */
+int sandbox_open(struct vm *vm, lua_State *L);
+
+/* Module injectors: each adds one global module table to the table on top of
+ * the stack (the sandbox globals). */
+void inject_http_api(struct vm *vm, lua_State *L);
+void inject_json_api(struct vm *vm, lua_State *L);
+void inject_log_api(struct vm *vm, lua_State *L);
+void inject_time_api(struct vm *vm, lua_State *L);
+void inject_crypto_api(struct vm *vm, lua_State *L);
+void inject_task_api(struct vm *vm, lua_State *L);
+
+#endif

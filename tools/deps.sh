@@ -1,0 +1,39 @@
+#!/bin/sh
+# tools/deps.sh - installs the Debian packages replica builds, tests and
+# benchmarks with. Quiet and quick when everything is present.
+#   tools/deps.sh build   libraries and tools for `make`
+#   tools/deps.sh test    plus the servers and tools the tests start
+#   tools/deps.sh bench   plus the peers the benchmarks compare against
+set -eu
+
+build="gcc make pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libevent-dev
+libsqlite3-dev libssl-dev"
+test="$build perl curl openssl nginx-light libnginx-mod-http-echo iproute2 valgrind procps"
+bench="$test skopeo wrk"
+
+case "${1:-build}" in
+build) want=$build ;;
+test) want=$test ;;
+bench) want=$bench ;;
+*) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+    st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    case "$st" in
+    *" installed") ;;
+    *) missing="$missing $p" ;;
+    esac
+done
+[ -z "$missing" ] && exit 0
+
+echo "deps: installing$missing" >&2
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing packages:$missing (run as root, or install them)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >&2
