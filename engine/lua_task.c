@@ -8,7 +8,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include <lauxlib.h>
+
+#include "http.h"
 
 #include "sched.h"
 #include "vm.h"
@@ -147,6 +151,38 @@ static int l_cancelled(lua_State *L)
     return 1;
 }
 
+/* Reads the resident set size from /proc; 0 when unavailable. */
+static long rss_bytes(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+/* task.stats() -> {tasks=, lua_bytes=, lua_peak=, http_pending=, rss=}: what
+ * the engine holds now, for benchmarks and debugging. */
+static int l_stats(lua_State *L)
+{
+    struct vm *vm = vm_of(L);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, vm->live);
+    lua_setfield(L, -2, "tasks");
+    lua_pushinteger(L, (lua_Integer)vm->mem_used);
+    lua_setfield(L, -2, "lua_bytes");
+    lua_pushinteger(L, (lua_Integer)vm->mem_peak);
+    lua_setfield(L, -2, "lua_peak");
+    lua_pushinteger(L, http_client_pending(vm->http));
+    lua_setfield(L, -2, "http_pending");
+    lua_pushinteger(L, rss_bytes());
+    lua_setfield(L, -2, "rss");
+    return 1;
+}
+
 /* task.name() -> the running task's name */
 static int l_name(lua_State *L)
 {
@@ -211,7 +247,7 @@ void inject_task_api(struct vm *vm, lua_State *L)
     lua_pop(L, 1);
 
     static const luaL_Reg funcs[] = { { "spawn", l_spawn }, { "yield", l_yield },
-        { "cancelled", l_cancelled }, { "name", l_name }, { NULL, NULL } };
+        { "cancelled", l_cancelled }, { "name", l_name }, { "stats", l_stats }, { NULL, NULL } };
     luaL_newlibtable(L, funcs);
     lua_pushlightuserdata(L, vm);
     luaL_setfuncs(L, funcs, 1);

@@ -7,6 +7,7 @@
  * sees.
  */
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,7 +124,7 @@ static int sb_load(lua_State *L)
     return 1;
 }
 
-/* print(...): an info line in the task's log. */
+/* print(...): a line on stdout (replica script) or in the task's log. */
 static int sb_print(lua_State *L)
 {
     struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
@@ -137,7 +138,15 @@ static int sb_print(lua_State *L)
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    vm_logf(vm, task_current(vm), LOG_INFO, "%s", lua_tostring(L, -1));
+    if (vm->print_stdout) {
+        size_t len;
+        const char *s = lua_tolstring(L, -1, &len);
+        fwrite(s, 1, len, stdout);
+        fputc('\n', stdout);
+        fflush(stdout);
+    } else {
+        vm_logf(vm, task_current(vm), LOG_INFO, "%s", lua_tostring(L, -1));
+    }
     return 0;
 }
 

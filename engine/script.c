@@ -49,6 +49,7 @@ int cmd_script(int argc, char **argv)
     struct vm_opts vo = { 0 };
     struct http_client_opts ho = { 0 };
     vo.log_level = LOG_INFO;
+    vo.print_stdout = 1;
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-'; i++) {
         const char *opt = argv[i];

@@ -195,6 +195,7 @@ struct vm *vm_new(struct event_base *base, struct http_client *http, const struc
     vm->log = o && o->log ? o->log : log_stderr;
     vm->log_ud = o ? o->log_ud : NULL;
     vm->log_level = o ? o->log_level : LOG_INFO;
+    vm->print_stdout = o ? o->print_stdout : 0;
     vm->env_mt_ref = vm->loaded_ref = LUA_NOREF;
     if (o && o->lib_dirs) {
         while (o->lib_dirs[vm->n_lib_dirs])

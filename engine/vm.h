@@ -36,6 +36,7 @@ struct vm_opts {
     vm_log_fn log;           /* default: lines on stderr */
     void *log_ud;
     enum log_level log_level;
+    int print_stdout;        /* print() writes to stdout instead of the log */
 };
 
 struct vm {
@@ -60,6 +61,7 @@ struct vm {
     int env_mt_ref;          /* metatable of script environments */
     int loaded_ref;          /* modules loaded by require */
     int closing;             /* set while vm_free closes the state */
+    int print_stdout;
 };
 
 /* Creates a VM on base, using http for http.request. Returns NULL and writes a

@@ -1,0 +1,3 @@
+#!/bin/sh
+# The C unit tests: one binary, TAP on stdout.
+exec "$UNIT"
