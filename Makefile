@@ -68,7 +68,7 @@ bench: deps-bench replica build/faultserver
 
 run: replica
 	@echo "replica serve does not exist yet; running the example script:" >&2
-	./replica script examples/fetch.lua
+	./replica script examples/tour.lua
 
 clean:
 	rm -rf build replica

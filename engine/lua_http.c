@@ -185,6 +185,7 @@ static int l_request(lua_State *L)
     struct task *t = task_current(vm);
     if (!t)
         return luaL_error(L, "http.request must be called from a task");
+    task_check_yieldable(L, t);
 
     lua_getfield(L, 1, "url");
     const char *url = luaL_optstring(L, -1, NULL);

@@ -93,6 +93,7 @@ static int l_wait(lua_State *L)
 {
     struct task *t = check_task(L, 1);
     struct task *self = self_task(L);
+    task_check_yieldable(L, self);
     lua_settop(L, 1);
     if (self->cancelled) {
         lua_pushnil(L);
@@ -138,9 +139,7 @@ static int l_gc(lua_State *L)
 /* task.yield(): lets other tasks run, then continues. */
 static int l_yield(lua_State *L)
 {
-    struct task *t = self_task(L);
-    if (L != t->co)
-        return luaL_error(L, "task.yield cannot be called inside a script coroutine");
+    task_check_yieldable(L, self_task(L));
     return lua_yield(L, 0);
 }
 

@@ -78,6 +78,7 @@ static int l_sleep(lua_State *L)
     struct task *t = task_current(vm);
     if (!t)
         return luaL_error(L, "time.sleep must be called from a task");
+    task_check_yieldable(L, t);
     if (t->cancelled) {
         lua_pushnil(L);
         lua_pushliteral(L, "cancelled");

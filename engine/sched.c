@@ -181,7 +181,7 @@ static void finish(struct task *t, int ok, int nres, const char *err)
         unlink_child(c);
     }
     unlink_child(t);
-    if (!ok && !t->waiters && !t->cancelled)
+    if (!ok && !t->waiters && !t->has_handle && !t->cancelled)
         vm_logf(vm, t, LOG_WARN, "task %s failed: %s", t->name, t->err);
     while (t->waiters) {
         struct task_waiter *w = t->waiters;
@@ -271,11 +271,16 @@ static void on_ready(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-int task_yield(lua_State *L, struct task *t, struct task_op *op, lua_KFunction k, lua_KContext ctx)
+void task_check_yieldable(lua_State *L, struct task *t)
 {
     if (L != t->co)
-        return luaL_error(L, "cannot wait for I/O inside a coroutine created by the script; "
-                             "use task.spawn or parallel.map");
+        luaL_error(L, "cannot wait inside a coroutine created by the script; "
+                      "use task.spawn or parallel.map");
+}
+
+int task_yield(lua_State *L, struct task *t, struct task_op *op, lua_KFunction k, lua_KContext ctx)
+{
+    task_check_yieldable(L, t);
     op->cancelled = 0;
     t->op = op;
     return lua_yieldk(L, 0, ctx, k);

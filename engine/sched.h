@@ -72,6 +72,10 @@ struct task *task_current(struct vm *vm);
 int task_yield(lua_State *L, struct task *t, struct task_op *op, lua_KFunction k,
                lua_KContext ctx);
 
+/* Raises a Lua error unless L is t's own thread (yielding calls cannot run
+ * in coroutines the script created). Call before starting an operation. */
+void task_check_yieldable(lua_State *L, struct task *t);
+
 /* Marks t's operation complete and queues t. Call from the event loop. */
 void task_wake(struct task *t);
 
