@@ -31,7 +31,7 @@ deps-bench:
 	@tools/deps.sh bench
 
 replica: deps $(BUILD)/replica
-	@cp $(BUILD)/replica replica
+	@cp $(BUILD)/replica replica.tmp && mv -f replica.tmp replica
 
 $(BUILD)/replica: $(OBJ) $(BUILD)/main.o
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LIBS)

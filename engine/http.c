@@ -30,7 +30,6 @@ struct http_client {
     long pending;
     char *user_agent;
     char *capath;              /* the system CA directory, kept when an extra CA is added */
-    int in_check;
 };
 
 struct sock_ctx {
@@ -180,7 +179,8 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 
 /* Finds or creates the queue for a URL's origin. Returns NULL on a URL that is
  * not http(s), or when out of memory (err tells which). */
-static struct http_host *host_for(struct http_client *c, const char *url, enum http_err *err)
+static struct http_host *host_for(struct http_client *c, const char *url, const char *lane,
+                                  enum http_err *err)
 {
     CURLU *u = curl_url();
     char *scheme = NULL, *host = NULL, *port = NULL;
@@ -195,13 +195,13 @@ static struct http_host *host_for(struct http_client *c, const char *url, enum h
         goto out;
     if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
         goto out;
-    size_t n = strlen(scheme) + strlen(host) + strlen(port) + 5;
+    size_t n = strlen(scheme) + strlen(host) + strlen(port) + (lane ? strlen(lane) : 0) + 6;
     char *key = malloc(n);
     if (!key) {
         *err = HTTP_EPROTO;
         goto out;
     }
-    snprintf(key, n, "%s://%s:%s", scheme, host, port);
+    snprintf(key, n, "%s://%s:%s%s%s", scheme, host, port, lane ? "#" : "", lane ? lane : "");
     for (h = c->hosts; h; h = h->next)
         if (strcmp(h->key, key) == 0)
             break;
@@ -447,6 +447,11 @@ int http_req_tls(struct http_req *r, const struct http_tls *tls)
     return rc == CURLE_OK ? 0 : -1;
 }
 
+void http_req_lane(struct http_req *r, const char *lane)
+{
+    r->lane = lane;
+}
+
 void http_req_follow(struct http_req *r, long max)
 {
     curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, max > 0 ? 1L : 0L);
@@ -463,7 +468,7 @@ int http_req_start(struct http_req *r, http_done_fn done, void *ud)
         return -1;
     }
     curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
-    r->host = url ? host_for(c, url, &err) : NULL;
+    r->host = url ? host_for(c, url, r->lane, &err) : NULL;
     if (!r->host) {
         r->err = url ? err : HTTP_EBADURL;
         snprintf(r->errbuf, sizeof(r->errbuf), "not an http(s) URL");
@@ -521,6 +526,5 @@ void http_req_free(struct http_req *r)
     curl_slist_free_all(r->headers);
     buf_free(&r->body);
     buf_free(&r->head);
-    free(r->req_body);
     free(r);
 }

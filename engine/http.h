@@ -60,7 +60,7 @@ struct http_req {
     struct http_host *host;
     struct http_req *qnext;
     int state;
-    char *req_body;
+    const char *lane;
 };
 
 /* Creates a client on base. Returns NULL on failure. The caller owns it and
@@ -86,6 +86,11 @@ int http_req_body(struct http_req *r, const char *data, size_t len);
 
 /* Applies TLS options. Returns 0 or -1. */
 int http_req_tls(struct http_req *r, const struct http_tls *tls);
+
+/* Puts the request in a separate queue of its host (e.g. "upload"), with a
+ * limit of its own: a paired download and upload to one host must not wait
+ * for each other's slots. lane must outlive the request. */
+void http_req_lane(struct http_req *r, const char *lane);
 
 /* Follows up to max redirects (0 = none). */
 void http_req_follow(struct http_req *r, long max);

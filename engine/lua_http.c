@@ -7,6 +7,7 @@
 #include <lauxlib.h>
 
 #include "http.h"
+#include "lua_http.h"
 #include "sched.h"
 #include "vm.h"
 
@@ -46,9 +47,7 @@ static int op_gc(lua_State *L)
     return 0;
 }
 
-/* Pushes the response headers as a table with lower-case names; repeated
- * headers are joined with ", ". */
-static void push_headers(lua_State *L, const struct buf *head)
+void lhttp_push_headers(lua_State *L, const struct buf *head)
 {
     lua_newtable(L);
     const char *p = head->data, *end = p ? p + head->len : NULL;
@@ -107,7 +106,7 @@ static int request_done(lua_State *L, int status, lua_KContext ctx)
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, r->status);
     lua_setfield(L, -2, "status");
-    push_headers(L, &r->head);
+    lhttp_push_headers(L, &r->head);
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, r->body.data ? r->body.data : "", r->body.len);
     lua_setfield(L, -2, "body");
@@ -175,6 +174,57 @@ static void add_headers(lua_State *L, struct http_req *r, int idx)
     }
 }
 
+void lhttp_configure(lua_State *L, int idx, struct http_req *r, const char *method, int with_body)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_getfield(L, idx, "headers") == LUA_TTABLE)
+        add_headers(L, r, lua_gettop(L));
+    else if (!lua_isnil(L, -1))
+        luaL_error(L, "'headers' must be a table");
+    lua_pop(L, 1);
+
+    int follow = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (lua_getfield(L, idx, "follow") != LUA_TNIL)
+        follow = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    http_req_follow(r, follow ? 5 : 0);
+
+    if (with_body) {
+        if (lua_getfield(L, idx, "body") != LUA_TNIL) {
+            size_t n;
+            const char *b = luaL_checklstring(L, -1, &n);
+            if (http_req_body(r, b, n) != 0)
+                luaL_error(L, "out of memory");
+        } else if (strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0 ||
+                   strcmp(method, "PATCH") == 0) {
+            http_req_body(r, "", 0);
+        }
+        lua_pop(L, 1);
+    }
+
+    if (lua_getfield(L, idx, "tls") == LUA_TTABLE) {
+        struct http_tls tls = { 0 };
+        lua_getfield(L, -1, "ca_file");
+        tls.ca_file = luaL_optstring(L, -1, NULL);
+        lua_getfield(L, -2, "insecure");
+        tls.insecure = lua_toboolean(L, -1);
+        if (http_req_tls(r, &tls) != 0)
+            luaL_error(L, "cannot apply tls options");
+        lua_pop(L, 2);
+    } else if (!lua_isnil(L, -1)) {
+        luaL_error(L, "'tls' must be a table");
+    }
+    lua_pop(L, 1);
+
+    /* Without an explicit type, send none rather than curl's form default. */
+    int has_ct = 0;
+    for (struct curl_slist *h = r->headers; h; h = h->next)
+        if (strncasecmp(h->data, "content-type:", 13) == 0)
+            has_ct = 1;
+    if (!has_ct && http_req_header(r, "Content-Type:") != 0)
+        luaL_error(L, "out of memory");
+}
+
 /* http.request{method=, url=, headers=, body=, timeout=, connect_timeout=,
  * follow=, max_body=, tls={ca_file=, insecure=}} */
 static int l_request(lua_State *L)
@@ -218,51 +268,7 @@ static int l_request(lua_State *L)
         return luaL_error(L, "http.request: out of memory");
     struct http_req *r = o->req;
     r->max_body = (size_t)max_body;
-
-    if (lua_getfield(L, 1, "headers") == LUA_TTABLE)
-        add_headers(L, r, lua_gettop(L));
-    else if (!lua_isnil(L, -1))
-        return luaL_error(L, "http.request: 'headers' must be a table");
-    lua_pop(L, 1);
-
-    int follow = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    if (lua_getfield(L, 1, "follow") != LUA_TNIL)
-        follow = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    http_req_follow(r, follow ? 5 : 0);
-
-    if (lua_getfield(L, 1, "body") != LUA_TNIL) {
-        size_t n;
-        const char *b = luaL_checklstring(L, -1, &n);
-        if (http_req_body(r, b, n) != 0)
-            return luaL_error(L, "http.request: out of memory");
-    } else if (strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0 ||
-               strcmp(method, "PATCH") == 0) {
-        http_req_body(r, "", 0);
-    }
-    lua_pop(L, 1);
-
-    if (lua_getfield(L, 1, "tls") == LUA_TTABLE) {
-        struct http_tls tls = { 0 };
-        lua_getfield(L, -1, "ca_file");
-        tls.ca_file = luaL_optstring(L, -1, NULL);
-        lua_getfield(L, -2, "insecure");
-        tls.insecure = lua_toboolean(L, -1);
-        if (http_req_tls(r, &tls) != 0)
-            return luaL_error(L, "http.request: cannot apply tls options");
-        lua_pop(L, 2);
-    } else if (!lua_isnil(L, -1)) {
-        return luaL_error(L, "http.request: 'tls' must be a table");
-    }
-    lua_pop(L, 1);
-
-    /* Without an explicit type, send none rather than curl's form default. */
-    int has_ct = 0;
-    for (struct curl_slist *h = r->headers; h; h = h->next)
-        if (strncasecmp(h->data, "content-type:", 13) == 0)
-            has_ct = 1;
-    if (!has_ct && http_req_header(r, "Content-Type:") != 0)
-        return luaL_error(L, "http.request: out of memory");
+    lhttp_configure(L, 1, r, method, 1);
 
     if (http_req_start(r, on_done, o) != 0) {
         lua_pushnil(L);

@@ -108,5 +108,6 @@ void inject_log_api(struct vm *vm, lua_State *L);
 void inject_time_api(struct vm *vm, lua_State *L);
 void inject_crypto_api(struct vm *vm, lua_State *L);
 void inject_task_api(struct vm *vm, lua_State *L);
+void inject_blob_api(struct vm *vm, lua_State *L);
 
 #endif

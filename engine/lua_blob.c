@@ -1,0 +1,207 @@
+/* lua_blob.c - the `blob` module: blob.copy{...} streams a blob from a
+ * source GET into a target upload in C (stream.c) and yields until both
+ * ends are done. Blob bytes never enter Lua. */
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "lua_http.h"
+#include "sched.h"
+#include "stream.h"
+#include "vm.h"
+
+#define BLOB_MT "replica.blob.op"
+#define DEFAULT_BUFFER (4L << 20)
+
+struct blob_op {
+    struct task_op op;
+    struct task *task;
+    struct http_req *get, *put;  /* until the stream owns them */
+    struct stream *s;
+};
+
+static void on_done(struct stream *s, void *ud)
+{
+    struct blob_op *o = ud;
+    (void)s;
+    task_wake(o->task);
+}
+
+static void op_cancel(struct task_op *op)
+{
+    struct blob_op *o = (struct blob_op *)op;
+    if (o->s)
+        stream_cancel(o->s);
+}
+
+/* __gc: frees whatever the operation still owns; safe to run twice. */
+static int op_gc(lua_State *L)
+{
+    struct blob_op *o = luaL_checkudata(L, 1, BLOB_MT);
+    stream_free(o->s);
+    http_req_free(o->get);
+    http_req_free(o->put);
+    o->s = NULL;
+    o->get = o->put = NULL;
+    return 0;
+}
+
+/* Continuation: the outcome of the copy. */
+static int copy_done(lua_State *L, int status, lua_KContext ctx)
+{
+    struct blob_op *o = (struct blob_op *)ctx;
+    (void)status;
+    const struct stream_result *r = stream_result(o->s);
+    if (o->op.cancelled || r->err == STREAM_ECANCELLED) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "cancelled");
+        return 2;
+    }
+    if (r->err != STREAM_OK) {
+        char buf[32];
+        lua_pushnil(L);
+        lua_pushstring(L, stream_strerror(r, buf, sizeof(buf)));
+        lua_pushstring(L, r->detail);
+        return 3;
+    }
+    struct http_req *up = stream_upload(o->s);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, r->status);
+    lua_setfield(L, -2, "status");
+    lua_pushinteger(L, (lua_Integer)r->bytes);
+    lua_setfield(L, -2, "bytes");
+    lhttp_push_headers(L, &up->head);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, up->body.data ? up->body.data : "", up->body.len);
+    lua_setfield(L, -2, "body");
+    return 1;
+}
+
+/* Reads an endpoint table field (from/to) and its url; leaves the table at
+ * the returned index. */
+static int endpoint(lua_State *L, const char *field, const char **url)
+{
+    if (lua_getfield(L, 1, field) != LUA_TTABLE)
+        luaL_error(L, "blob.copy: '%s' must be a table", field);
+    lua_getfield(L, -1, "url");
+    *url = lua_tostring(L, -1);
+    if (!*url)
+        luaL_error(L, "blob.copy: '%s.url' is required", field);
+    lua_pop(L, 1); /* the string stays alive in the table */
+    return lua_gettop(L);
+}
+
+/* blob.copy{from={url=, headers=, tls=}, to={url=, headers=, tls=, method=},
+ *           digest="sha256:...", size=N, timeout=60, buffer=4 MiB}
+ * -> {status=, bytes=, headers=, body=} | nil, err, detail */
+static int l_copy(lua_State *L)
+{
+    struct vm *vm = vm_of(L);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    struct task *t = task_current(vm);
+    if (!t)
+        return luaL_error(L, "blob.copy must be called from a task");
+    task_check_yieldable(L, t);
+
+    const char *src, *dst;
+    int from = endpoint(L, "from", &src);
+    int to = endpoint(L, "to", &dst);
+    lua_getfield(L, 1, "digest");
+    const char *digest = lua_tostring(L, -1);
+    if (!digest)
+        return luaL_error(L, "blob.copy: 'digest' is required");
+    lua_getfield(L, 1, "size");
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+        return luaL_error(L, "blob.copy: 'size' must be a non-negative integer");
+    lua_Integer size = lua_tointeger(L, -1);
+    lua_getfield(L, 1, "timeout");
+    lua_Integer timeout = luaL_optinteger(L, -1, 60);
+    lua_getfield(L, 1, "buffer");
+    lua_Integer bufsize = luaL_optinteger(L, -1, DEFAULT_BUFFER);
+    lua_getfield(L, to, "method");
+    const char *method = luaL_optstring(L, -1, "PUT");
+    if (timeout <= 0 || bufsize <= 0)
+        return luaL_error(L, "blob.copy: 'timeout' and 'buffer' must be positive");
+    if (strcmp(method, "PUT") != 0 && strcmp(method, "PATCH") != 0)
+        return luaL_error(L, "blob.copy: 'to.method' must be PUT or PATCH");
+    if (t->cancelled) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "cancelled");
+        return 2;
+    }
+
+    /* A PUT completes the upload: it names the digest the target verifies. */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, dst);
+    if (strcmp(method, "PUT") == 0) {
+        luaL_addchar(&b, strchr(dst, '?') ? '&' : '?');
+        luaL_addstring(&b, "digest=");
+        for (const char *p = digest; *p; p++) {
+            if (*p == ':')
+                luaL_addstring(&b, "%3A");
+            else
+                luaL_addchar(&b, *p);
+        }
+    }
+    luaL_pushresult(&b);
+    const char *put_url = lua_tostring(L, -1);
+
+    struct blob_op *o = lua_newuserdatauv(L, sizeof(*o), 0);
+    memset(o, 0, sizeof(*o));
+    luaL_setmetatable(L, BLOB_MT);
+    o->op.cancel = op_cancel;
+    o->task = t;
+    o->get = http_req_new(vm->http, "GET", src, (long)timeout, 10);
+    o->put = http_req_new(vm->http, method, put_url, (long)timeout, 10);
+    if (!o->get || !o->put)
+        return luaL_error(L, "blob.copy: out of memory");
+    o->get->max_body = 0;
+    lhttp_configure(L, from, o->get, "GET", 0);
+    lua_getfield(L, to, "headers");
+    int has_type = 0;
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) == LUA_TSTRING && strcasecmp(lua_tostring(L, -1), "content-type") == 0)
+                has_type = 1;
+        }
+    }
+    lua_pop(L, 1);
+    if (!has_type && http_req_header(o->put, "Content-Type: application/octet-stream") != 0)
+        return luaL_error(L, "blob.copy: out of memory");
+    lhttp_configure(L, to, o->put, method, 0);
+
+    char err[128];
+    struct http_req *get = o->get, *put = o->put;
+    o->get = o->put = NULL; /* stream_new takes them, even when it fails */
+    o->s = stream_new(vm->base, get, put, digest, (int64_t)size, (size_t)bufsize, err, sizeof(err));
+    if (!o->s)
+        return luaL_error(L, "blob.copy: %s", err);
+    if (stream_start(o->s, on_done, o) != 0) {
+        char buf[32];
+        const struct stream_result *r = stream_result(o->s);
+        lua_pushnil(L);
+        lua_pushstring(L, stream_strerror(r, buf, sizeof(buf)));
+        lua_pushstring(L, r->detail);
+        return 3;
+    }
+    return task_yield(L, t, &o->op, copy_done, (lua_KContext)o);
+}
+
+void inject_blob_api(struct vm *vm, lua_State *L)
+{
+    (void)vm;
+    luaL_newmetatable(L, BLOB_MT);
+    lua_pushcfunction(L, op_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_copy);
+    lua_setfield(L, -2, "copy");
+    lua_setfield(L, -2, "blob");
+}
