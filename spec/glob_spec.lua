@@ -1,0 +1,79 @@
+-- Doublestar globs and Harbor's naming rules, as `replica run` filters and
+-- renames repositories and tags.
+local t = require("tap").new(...)
+local glob = require("glob")
+local naming = require("naming")
+
+local cases = {
+  -- pattern, name, expected
+  { "library/*", "library/nginx", true },
+  { "library/*", "library/nginx/sub", false },
+  { "library/**", "library/nginx/sub", true },
+  { "library/**", "library", true },
+  { "**", "a/b/c", true },
+  { "**/app", "app", true },
+  { "**/app", "a/b/app", true },
+  { "**/app", "a/b/app2", false },
+  { "a/**/z", "a/z", true },
+  { "a/**/z", "a/b/c/z", true },
+  { "a/**/z", "a/b/c/y", false },
+  { "*", "nginx", true },
+  { "*", "lib/nginx", false },
+  { "v?.0", "v1.0", true },
+  { "v?.0", "v10.0", false },
+  { "1.{2,3}.*", "1.3.7", true },
+  { "1.{2,3}.*", "1.4.7", false },
+  { "{lib,app}/{x,y{1,2}}", "app/y2", true },
+  { "{lib,app}/{x,y{1,2}}", "app/y3", false },
+  { "[abc]*", "beta", true },
+  { "[!abc]*", "beta", false },
+  { "[a-c]x", "bx", true },
+  { "release-*", "release-1.2_rc+3", true },
+  { "1.2.%d", "1.2.%d", true },
+  { "1.2.%d", "1.2.3", false },
+  { "a.b", "axb", false },
+  { "latest", "latest", true },
+  { "latest", "latest2", false },
+  { "", "", true },
+}
+
+t.test("doublestar globs match as in Harbor", function()
+  for _, c in ipairs(cases) do
+    t.eq(glob.match(c[1], c[2]), c[3], c[1] .. " ~ " .. c[2])
+  end
+end)
+
+t.test("malformed globs raise a clear error", function()
+  t.raises(function() glob.compile("a{b") end, "unbalanced")
+  t.raises(function() glob.compile("[ab") end, "unclosed")
+end)
+
+t.test("include and exclude lists combine", function()
+  local f = glob.filter({ "library/**", "apps/*" }, { "**/*-debug" })
+  t.eq(f("library/nginx"), true)
+  t.eq(f("apps/web"), true)
+  t.eq(f("apps/web-debug"), false)
+  t.eq(f("other/x"), false)
+  local all = glob.filter({}, { "tmp/**" })
+  t.eq(all("anything/here"), true)
+  t.eq(all("tmp/x"), false)
+end)
+
+t.test("destination namespace and flattening follow Harbor", function()
+  local repo = "a/b/c/img"
+  t.eq(naming.destination(repo, "n", -1), "n/img")
+  t.eq(naming.destination(repo, "n", 0), "n/a/b/c/img")
+  t.eq(naming.destination(repo, "n", 1), "n/b/c/img")
+  t.eq(naming.destination(repo, "n", 2), "n/c/img")
+  t.eq(naming.destination(repo, "n", 3), "n/img")
+  local r, err = naming.destination(repo, "n", 4)
+  t.eq(r, nil)
+  t.match(err, "fewer than the flattening level 4")
+  t.eq(naming.destination("img", "n", 0), "n/img")
+  t.eq(naming.destination("img", "n", -1), "n/img")
+  t.eq(naming.destination(repo, nil, 2), repo, "no namespace keeps the name")
+  t.eq(naming.destination(repo, "", -1), repo)
+  t.eq(naming.destination("x/y", "mirror/", 0), "mirror/x/y", "a trailing slash is dropped")
+end)
+
+t.done()
