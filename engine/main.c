@@ -75,7 +75,7 @@ int cli_scripts_dir(char *out, size_t n, const char *sub)
 {
     const char *env = getenv("REPLICA_SCRIPTS");
     if (env && *env) {
-        snprintf(out, n, "%s/%s", env, sub);
+        snprintf(out, n, "%s%s%s", env, *sub ? "/" : "", sub);
         return is_dir(out) ? 0 : -1;
     }
     char exe[4096];
@@ -85,12 +85,12 @@ int cli_scripts_dir(char *out, size_t n, const char *sub)
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = '\0';
-            snprintf(out, n, "%s/scripts/%s", exe, sub);
+            snprintf(out, n, "%s/scripts%s%s", exe, *sub ? "/" : "", sub);
             if (is_dir(out))
                 return 0;
         }
     }
-    snprintf(out, n, "%s/%s", REPLICA_SCRIPTS_DIR, sub);
+    snprintf(out, n, "%s%s%s", REPLICA_SCRIPTS_DIR, *sub ? "/" : "", sub);
     return is_dir(out) ? 0 : -1;
 }
 

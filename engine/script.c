@@ -35,6 +35,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: replica script [options] FILE.lua [ARGS...]\n"
+            "  --scripts DIR      a script root (lib/, stages/, templates/) searched before\n"
+            "                     the bundled one (repeatable)\n"
             "  --lib DIR          add a directory that require() searches (repeatable)\n"
             "  --memory MIB       memory limit per task (default 64)\n"
             "  --cpu SECONDS      CPU budget per task (default 30)\n"
@@ -44,8 +46,9 @@ static void usage(FILE *f)
 
 int cmd_script(int argc, char **argv)
 {
-    const char *libs[64];
-    int nlibs = 0;
+    const char *libs[72], *roots[9];
+    char rootlibs[8][4096];
+    int nlibs = 0, nroots = 0;
     struct vm_opts vo = { 0 };
     struct http_client_opts ho = { 0 };
     vo.log_level = LOG_INFO;
@@ -64,6 +67,8 @@ int cmd_script(int argc, char **argv)
         const char *val = argv[++i];
         if (strcmp(opt, "--lib") == 0 && nlibs < 62) {
             libs[nlibs++] = val;
+        } else if (strcmp(opt, "--scripts") == 0 && nroots < 7) {
+            roots[nroots++] = val;
         } else if (strcmp(opt, "--memory") == 0 && atol(val) > 0) {
             vo.task_mem = (size_t)atol(val) << 20;
         } else if (strcmp(opt, "--cpu") == 0 && atof(val) > 0) {
@@ -84,10 +89,16 @@ int cmd_script(int argc, char **argv)
     }
     const char *file = argv[i++];
     char bundled[4096];
-    if (cli_scripts_dir(bundled, sizeof(bundled), "lib") == 0)
-        libs[nlibs++] = bundled;
+    if (cli_scripts_dir(bundled, sizeof(bundled), "") == 0)
+        roots[nroots++] = bundled;
+    roots[nroots] = NULL;
+    for (int r = 0; r < nroots; r++) {
+        snprintf(rootlibs[r], sizeof(rootlibs[r]), "%s/lib", roots[r]);
+        libs[nlibs++] = rootlibs[r];
+    }
     libs[nlibs] = NULL;
     vo.lib_dirs = libs;
+    vo.roots = roots;
 
     struct engine eng;
     char err[256];

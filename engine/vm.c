@@ -171,6 +171,32 @@ int vm_load_file(struct vm *vm, lua_State *L, const char *path, const char *chun
     return st;
 }
 
+/* Copies a NULL-terminated string list (NULL allowed) into *out, *n.
+ * Returns 0 or -1. */
+static int strv_copy(const char *const *in, char ***out, int *n)
+{
+    *n = 0;
+    while (in && in[*n])
+        (*n)++;
+    *out = calloc((size_t)*n + 1, sizeof(char *));
+    if (!*out)
+        return -1;
+    for (int i = 0; i < *n; i++)
+        if (!((*out)[i] = strdup(in[i])))
+            return -1;
+    return 0;
+}
+
+/* Frees a list made by strv_copy; NULL allowed. */
+static void strv_free(char **v, int n)
+{
+    if (!v)
+        return;
+    for (int i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 /* Runs sandbox_open in protected mode. */
 static int open_protected(lua_State *L)
 {
@@ -197,16 +223,9 @@ struct vm *vm_new(struct event_base *base, struct http_client *http, const struc
     vm->log_level = o ? o->log_level : LOG_INFO;
     vm->print_stdout = o ? o->print_stdout : 0;
     vm->env_mt_ref = vm->loaded_ref = LUA_NOREF;
-    if (o && o->lib_dirs) {
-        while (o->lib_dirs[vm->n_lib_dirs])
-            vm->n_lib_dirs++;
-    }
-    vm->lib_dirs = calloc((size_t)vm->n_lib_dirs + 1, sizeof(char *));
-    if (!vm->lib_dirs)
+    if (strv_copy(o ? o->lib_dirs : NULL, &vm->lib_dirs, &vm->n_lib_dirs) != 0 ||
+        strv_copy(o ? o->roots : NULL, &vm->roots, &vm->n_roots) != 0)
         goto fail_oom;
-    for (int i = 0; i < vm->n_lib_dirs; i++)
-        if (!(vm->lib_dirs[i] = strdup(o->lib_dirs[i])))
-            goto fail_oom;
     if (sched_init(vm) != 0)
         goto fail_oom;
     vm->L = lua_newstate(vm_alloc, vm);
@@ -239,10 +258,7 @@ void vm_free(struct vm *vm)
     }
     if (vm->ready_ev)
         event_free(vm->ready_ev);
-    if (vm->lib_dirs) {
-        for (int i = 0; i < vm->n_lib_dirs; i++)
-            free(vm->lib_dirs[i]);
-        free(vm->lib_dirs);
-    }
+    strv_free(vm->lib_dirs, vm->n_lib_dirs);
+    strv_free(vm->roots, vm->n_roots);
     free(vm);
 }

@@ -33,6 +33,7 @@ struct vm_opts {
     size_t task_mem;         /* default per-task memory limit; default 64 MiB */
     double task_cpu;         /* default per-task CPU budget in seconds; default 30 */
     const char *const *lib_dirs; /* directories `require` searches, NULL-terminated */
+    const char *const *roots;    /* script roots holding stages/ and templates/, NULL-terminated */
     vm_log_fn log;           /* default: lines on stderr */
     void *log_ud;
     enum log_level log_level;
@@ -55,6 +56,8 @@ struct vm {
     double task_cpu;
     char **lib_dirs;
     int n_lib_dirs;
+    char **roots;
+    int n_roots;
     vm_log_fn log;
     void *log_ud;
     enum log_level log_level;
@@ -109,5 +112,6 @@ void inject_time_api(struct vm *vm, lua_State *L);
 void inject_crypto_api(struct vm *vm, lua_State *L);
 void inject_task_api(struct vm *vm, lua_State *L);
 void inject_blob_api(struct vm *vm, lua_State *L);
+void inject_catalog_api(struct vm *vm, lua_State *L);
 
 #endif
