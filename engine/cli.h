@@ -28,6 +28,38 @@ int cli_log_level(const char *s, enum log_level *out);
  * when the directory exists. */
 int cli_scripts_dir(char *out, size_t n, const char *sub);
 
+#define CLI_MAX_DIRS 8
+
+/* Options every subcommand takes (script roots, library dirs, limits). */
+struct cli_common {
+    struct vm_opts vo;
+    struct http_client_opts ho;
+    const char *roots[CLI_MAX_DIRS + 2];
+    const char *libs[2 * CLI_MAX_DIRS + 2];
+    int nroots, nlibs;
+    char bundled[4096];
+    char rootlibs[CLI_MAX_DIRS + 1][4200];
+};
+
+void cli_common_init(struct cli_common *c);
+
+/* Takes opt with its value if it is a common option: returns 1 when taken,
+ * 0 when not a common option, -1 for a bad value. */
+int cli_common_opt(struct cli_common *c, const char *opt, const char *val);
+
+/* Adds the bundled script root and fills c->vo's directory lists. */
+void cli_common_finish(struct cli_common *c);
+
+/* The usage lines of the common options. */
+const char *cli_common_usage(void);
+
+/* Runs the function below nargs arguments on top of the VM's stack as the
+ * main task until every task ends; SIGINT/SIGTERM cancel. Returns the exit
+ * code: 1 when it failed or returned nil, err; an integer it returned; 0/1 for
+ * a boolean; else 0. */
+int cli_run_main(struct engine *e, int nargs, const char *name);
+
 int cmd_script(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #endif

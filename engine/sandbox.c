@@ -336,10 +336,12 @@ int sandbox_open(struct vm *vm, lua_State *L)
     inject_task_api(vm, L);
     inject_blob_api(vm, L);
     inject_catalog_api(vm, L);
+    inject_term_api(vm, L);
+    inject_creds_api(vm, L);
 
     /* Injected modules are plain tables in g: protect each of them. */
     static const char *const mods[] = { "http", "json", "log", "time", "digest", "hmac",
-        "base64", "task", "parallel", "blob", "catalog", NULL };
+        "base64", "task", "parallel", "blob", "catalog", "term", "creds", NULL };
     for (const char *const *m = mods; *m; m++) {
         if (lua_getfield(L, g, *m) == LUA_TTABLE) {
             protect(L, *m);

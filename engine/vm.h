@@ -113,5 +113,7 @@ void inject_crypto_api(struct vm *vm, lua_State *L);
 void inject_task_api(struct vm *vm, lua_State *L);
 void inject_blob_api(struct vm *vm, lua_State *L);
 void inject_catalog_api(struct vm *vm, lua_State *L);
+void inject_term_api(struct vm *vm, lua_State *L);
+void inject_creds_api(struct vm *vm, lua_State *L);
 
 #endif

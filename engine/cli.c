@@ -1,0 +1,215 @@
+/* cli.c - what the subcommands share: the engine, the options common to all
+ * of them, and running a Lua function as the main task. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "cli.h"
+#include "sched.h"
+
+#ifndef REPLICA_SCRIPTS_DIR
+#define REPLICA_SCRIPTS_DIR "/usr/share/replica/scripts"
+#endif
+
+int engine_open(struct engine *e, const struct vm_opts *vo, const struct http_client_opts *ho,
+                char *err, size_t errlen)
+{
+    memset(e, 0, sizeof(*e));
+    e->base = event_base_new();
+    if (!e->base) {
+        snprintf(err, errlen, "cannot create the event loop");
+        return -1;
+    }
+    e->http = http_client_new(e->base, ho);
+    if (!e->http) {
+        snprintf(err, errlen, "cannot create the HTTP client");
+        engine_close(e);
+        return -1;
+    }
+    e->vm = vm_new(e->base, e->http, vo, err, errlen);
+    if (!e->vm) {
+        engine_close(e);
+        return -1;
+    }
+    return 0;
+}
+
+void engine_close(struct engine *e)
+{
+    vm_free(e->vm); /* before the client: pending requests are freed with it */
+    http_client_free(e->http);
+    if (e->base)
+        event_base_free(e->base);
+    memset(e, 0, sizeof(*e));
+}
+
+int cli_log_level(const char *s, enum log_level *out)
+{
+    static const char *const names[] = { "debug", "info", "warn", "error" };
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Returns 1 if path is a directory. */
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int cli_scripts_dir(char *out, size_t n, const char *sub)
+{
+    const char *env = getenv("REPLICA_SCRIPTS");
+    if (env && *env) {
+        snprintf(out, n, "%s%s%s", env, *sub ? "/" : "", sub);
+        return is_dir(out) ? 0 : -1;
+    }
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(out, n, "%s/scripts%s%s", exe, *sub ? "/" : "", sub);
+            if (is_dir(out))
+                return 0;
+        }
+    }
+    snprintf(out, n, "%s%s%s", REPLICA_SCRIPTS_DIR, *sub ? "/" : "", sub);
+    return is_dir(out) ? 0 : -1;
+}
+
+void cli_common_init(struct cli_common *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->vo.log_level = LOG_INFO;
+}
+
+int cli_common_opt(struct cli_common *c, const char *opt, const char *val)
+{
+    if (strcmp(opt, "--scripts") == 0) {
+        if (c->nroots >= CLI_MAX_DIRS)
+            return -1;
+        c->roots[c->nroots++] = val;
+    } else if (strcmp(opt, "--lib") == 0) {
+        if (c->nlibs >= CLI_MAX_DIRS)
+            return -1;
+        c->libs[c->nlibs++] = val;
+    } else if (strcmp(opt, "--memory") == 0) {
+        if (atol(val) <= 0)
+            return -1;
+        c->vo.task_mem = (size_t)atol(val) << 20;
+    } else if (strcmp(opt, "--cpu") == 0) {
+        if (atof(val) <= 0)
+            return -1;
+        c->vo.task_cpu = atof(val);
+    } else if (strcmp(opt, "--max-per-host") == 0) {
+        if (atol(val) <= 0)
+            return -1;
+        c->ho.max_per_host = atol(val);
+    } else if (strcmp(opt, "--log-level") == 0) {
+        if (cli_log_level(val, &c->vo.log_level) != 0)
+            return -1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+void cli_common_finish(struct cli_common *c)
+{
+    if (cli_scripts_dir(c->bundled, sizeof(c->bundled), "") == 0)
+        c->roots[c->nroots++] = c->bundled;
+    c->roots[c->nroots] = NULL;
+    for (int r = 0; r < c->nroots; r++) {
+        snprintf(c->rootlibs[r], sizeof(c->rootlibs[r]), "%s/lib", c->roots[r]);
+        c->libs[c->nlibs++] = c->rootlibs[r];
+    }
+    c->libs[c->nlibs] = NULL;
+    c->vo.lib_dirs = c->libs;
+    c->vo.roots = c->roots;
+}
+
+const char *cli_common_usage(void)
+{
+    return "  --scripts DIR      a script root (lib/, stages/, templates/) searched before\n"
+           "                     the bundled one (repeatable)\n"
+           "  --lib DIR          add a directory that require() searches (repeatable)\n"
+           "  --memory MIB       memory limit per task (default 64)\n"
+           "  --cpu SECONDS      CPU budget per task (default 30)\n"
+           "  --max-per-host N   requests in flight per registry host (default 64)\n"
+           "  --log-level LEVEL  debug, info, warn or error (default info)\n";
+}
+
+struct signal_state {
+    struct vm *vm;
+    int count;
+};
+
+/* SIGINT/SIGTERM: the first cancels every task, the second exits at once. */
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct signal_state *s = arg;
+    (void)what;
+    if (s->count++ > 0) {
+        fprintf(stderr, "replica: interrupted\n");
+        _exit(128 + (int)sig);
+    }
+    vm_logf(s->vm, NULL, LOG_WARN, "signal %d: cancelling every task (again to quit at once)",
+            (int)sig);
+    sched_cancel_all(s->vm);
+}
+
+int cli_run_main(struct engine *e, int nargs, const char *name)
+{
+    struct signal_state ss = { e->vm, 0 };
+    struct event *sigint = evsignal_new(e->base, SIGINT, on_signal, &ss);
+    struct event *sigterm = evsignal_new(e->base, SIGTERM, on_signal, &ss);
+    if (sigint)
+        evsignal_add(sigint, NULL);
+    if (sigterm)
+        evsignal_add(sigterm, NULL);
+    int rc = 0;
+    struct task_opts to = { name, 0, 0 };
+    struct task *t = task_spawn(e->vm, e->vm->L, nargs, &to, NULL);
+    if (!t) {
+        fprintf(stderr, "replica: out of memory\n");
+        rc = 1;
+    } else {
+        task_hold(t);
+        event_base_dispatch(e->base);
+        lua_State *co = t->co;
+        if (t->state != TASK_DONE) {
+            fprintf(stderr, "replica: the event loop stopped early\n");
+            rc = 1;
+        } else if (!t->ok) {
+            fprintf(stderr, "replica: %s\n", t->cancelled ? "cancelled" : t->err);
+            rc = 1;
+        } else if (t->nres >= 2 && lua_isnil(co, -t->nres)) {
+            fprintf(stderr, "replica: %s\n", luaL_tolstring(co, -t->nres + 1, NULL));
+            lua_pop(co, 1);
+            rc = 1;
+        } else if (t->nres >= 1 && lua_isinteger(co, -t->nres)) {
+            rc = (int)lua_tointeger(co, -t->nres);
+        } else if (t->nres >= 1 && lua_isboolean(co, -t->nres)) {
+            rc = lua_toboolean(co, -t->nres) ? 0 : 1;
+        }
+        task_release(t);
+    }
+    if (sigint)
+        event_free(sigint);
+    if (sigterm)
+        event_free(sigterm);
+    return rc;
+}

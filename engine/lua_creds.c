@@ -1,0 +1,165 @@
+/* lua_creds.c - the `creds` module: what Lua needs to find registry
+ * credentials the way docker does, without opening the sandbox.
+ *   creds.docker_config() -> text of $DOCKER_CONFIG/config.json (else
+ *                            ~/.docker/config.json), or nil
+ *   creds.helper(name, server) -> stdout of `docker-credential-NAME get` fed
+ *                            server on stdin, or nil, err
+ * The helper runs synchronously (it is only used while starting a run), with
+ * a 10 s limit. Secrets are returned to Lua only, never logged. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "vm.h"
+
+#define HELPER_TIMEOUT_MS 10000
+#define MAX_OUTPUT (1 << 20)
+
+/* Reads a whole small file into a pushed string; returns 0 or -1. */
+static int push_file(lua_State *L, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    char tmp[4096];
+    size_t n, total = 0;
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0 && total < MAX_OUTPUT) {
+        luaL_addlstring(&b, tmp, n);
+        total += n;
+    }
+    fclose(f);
+    luaL_pushresult(&b);
+    return 0;
+}
+
+static int l_docker_config(lua_State *L)
+{
+    char path[4096];
+    const char *dir = getenv("DOCKER_CONFIG");
+    const char *home = getenv("HOME");
+    if (dir && *dir)
+        snprintf(path, sizeof(path), "%s/config.json", dir);
+    else if (home && *home)
+        snprintf(path, sizeof(path), "%s/.docker/config.json", home);
+    else
+        return 0;
+    if (push_file(L, path) != 0)
+        lua_pushnil(L);
+    return 1;
+}
+
+/* Checks a helper name: [A-Za-z0-9._-]+ so it cannot name another program. */
+static int valid_helper(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!(*s == '.' || *s == '_' || *s == '-' || (*s >= 'a' && *s <= 'z') ||
+              (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+            return 0;
+    return 1;
+}
+
+static int l_helper(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    size_t slen;
+    const char *server = luaL_checklstring(L, 2, &slen);
+    if (!valid_helper(name))
+        return luaL_error(L, "creds.helper: invalid helper name '%s'", name);
+    char prog[256];
+    snprintf(prog, sizeof(prog), "docker-credential-%s", name);
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) != 0)
+        goto fail;
+    if (pipe2(out, O_CLOEXEC) != 0) {
+        close(in[0]);
+        close(in[1]);
+        goto fail;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        goto fail;
+    }
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0)
+            dup2(devnull, 2);
+        execlp(prog, prog, "get", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    if (write(in[1], server, slen) < 0) { /* the helper may not read it all */
+    }
+    close(in[1]);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    size_t total = 0;
+    struct pollfd p = { out[0], POLLIN, 0 };
+    int timed_out = 0;
+    for (;;) {
+        int r = poll(&p, 1, HELPER_TIMEOUT_MS);
+        if (r == 0) {
+            timed_out = 1;
+            break;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        char tmp[4096];
+        ssize_t n = r > 0 ? read(out[0], tmp, sizeof(tmp)) : -1;
+        if (n <= 0)
+            break;
+        if (total < MAX_OUTPUT)
+            luaL_addlstring(&b, tmp, (size_t)n);
+        total += (size_t)n;
+    }
+    close(out[0]);
+    if (timed_out)
+        kill(pid, SIGKILL);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    luaL_pushresult(&b);
+    if (timed_out || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s %s", prog,
+                        timed_out ? "timed out"
+                        : WIFEXITED(st) && WEXITSTATUS(st) == 127 ? "is not installed"
+                                                                  : "failed");
+        return 2;
+    }
+    return 1;
+fail:
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot run %s", prog);
+    return 2;
+}
+
+void inject_creds_api(struct vm *vm, lua_State *L)
+{
+    (void)vm;
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, l_docker_config);
+    lua_setfield(L, -2, "docker_config");
+    lua_pushcfunction(L, l_helper);
+    lua_setfield(L, -2, "helper");
+    lua_setfield(L, -2, "creds");
+}

@@ -1,0 +1,168 @@
+/* run.c - `replica run`: a one-shot replication. C parses the command line
+ * into an options table; the replication itself is Lua (scripts/lib/
+ * replicate.lua), which runs the chosen process template per repository. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "cli.h"
+#include "vm.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: replica run --from URL --to URL [options]\n"
+            "selection (doublestar globs; repeatable):\n"
+            "  --repo GLOB  --exclude-repo GLOB  --tag GLOB  --exclude-tag GLOB\n"
+            "naming:\n"
+            "  --dest-namespace NS   put repositories under NS on the target\n"
+            "  --flatten N           levels replaced by NS: 0 none (default), N, -1 all but the name\n"
+            "behaviour:\n"
+            "  --template NAME       process template (default: distribution)\n"
+            "  --jobs N              repositories replicated at once (default 8)\n"
+            "  --no-override         keep target tags that point elsewhere, and report them\n"
+            "  --platform OS/ARCH    copy only these platforms of multi-arch images (repeatable)\n"
+            "  --dry-run             print what would be copied\n"
+            "  --json                print the full result, with per-stage results, as JSON\n"
+            "credentials and TLS (also: docker config.json and credential helpers,\n"
+            "REPLICA_FROM_CREDS / REPLICA_TO_CREDS as USER:PASSWORD):\n"
+            "  --from-creds USER:PASSWORD  --to-creds USER:PASSWORD\n"
+            "  --from-ca FILE  --to-ca FILE            trust an extra CA\n"
+            "  --from-insecure  --to-insecure          do not verify TLS (explicit opt-out)\n"
+            "engine:\n%s",
+            cli_common_usage());
+}
+
+/* Options that take a value and are repeatable: appended to a list field. */
+static const char *const list_opts[][2] = {
+    { "--repo", "repos" },        { "--exclude-repo", "exclude_repos" },
+    { "--tag", "tags" },          { "--exclude-tag", "exclude_tags" },
+    { "--platform", "platforms" }, { NULL, NULL },
+};
+
+/* Options that take one value: stored as a string field. */
+static const char *const value_opts[][2] = {
+    { "--from", "from" },         { "--to", "to" },
+    { "--dest-namespace", "dest_namespace" }, { "--flatten", "flatten" },
+    { "--template", "template" }, { "--jobs", "jobs" },
+    { "--from-creds", "from_creds" }, { "--to-creds", "to_creds" },
+    { "--from-ca", "from_ca" },   { "--to-ca", "to_ca" },
+    { NULL, NULL },
+};
+
+/* Flags: stored as true. */
+static const char *const flag_opts[][2] = {
+    { "--no-override", "no_override" }, { "--dry-run", "dry_run" }, { "--json", "json" },
+    { "--from-insecure", "from_insecure" }, { "--to-insecure", "to_insecure" },
+    { NULL, NULL },
+};
+
+/* Looks opt up in a table of {option, field}; returns the field or NULL. */
+static const char *field_of(const char *const (*tab)[2], const char *opt)
+{
+    for (; (*tab)[0]; tab++)
+        if (strcmp((*tab)[0], opt) == 0)
+            return (*tab)[1];
+    return NULL;
+}
+
+/* Appends val to the list field of the table at idx. */
+static void append(lua_State *L, int idx, const char *field, const char *val)
+{
+    if (lua_getfield(L, idx, field) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, idx, field);
+    }
+    lua_pushstring(L, val);
+    lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    lua_pop(L, 1);
+}
+
+/* Sets field from an environment variable when the command line did not. */
+static void from_env(lua_State *L, int idx, const char *field, const char *var)
+{
+    const char *v = getenv(var);
+    if (!v || !*v)
+        return;
+    if (lua_getfield(L, idx, field) == LUA_TNIL) {
+        lua_pushstring(L, v);
+        lua_setfield(L, idx, field);
+    }
+    lua_pop(L, 1);
+}
+
+int cmd_run(int argc, char **argv)
+{
+    struct cli_common c;
+    cli_common_init(&c);
+    c.vo.print_stdout = 1;
+    /* Parse into a plain C list first: the VM needs the common options. */
+    int first = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+    }
+    for (int i = first; i < argc; i++) {
+        if (field_of(flag_opts, argv[i]))
+            continue;
+        if (i + 1 >= argc) {
+            fprintf(stderr, "replica run: %s needs a value\n", argv[i]);
+            return 2;
+        }
+        if (!field_of(list_opts, argv[i]) && !field_of(value_opts, argv[i])) {
+            int took = cli_common_opt(&c, argv[i], argv[i + 1]);
+            if (took <= 0) {
+                fprintf(stderr, "replica run: %s option %s\n", took < 0 ? "bad value for" : "unknown",
+                        argv[i]);
+                usage(stderr);
+                return 2;
+            }
+        }
+        i++;
+    }
+    cli_common_finish(&c);
+
+    struct engine eng;
+    char err[256];
+    if (engine_open(&eng, &c.vo, &c.ho, err, sizeof(err)) != 0) {
+        fprintf(stderr, "replica: %s\n", err);
+        return 1;
+    }
+    lua_State *L = eng.vm->L;
+    const char main_src[] = "local opts = ... return require('replicate').main(opts)";
+    if (vm_load_buffer(eng.vm, L, main_src, sizeof(main_src) - 1, "=replica run") != LUA_OK) {
+        fprintf(stderr, "replica: %s\n", lua_tostring(L, -1));
+        engine_close(&eng);
+        return 1;
+    }
+    lua_newtable(L);
+    int opts = lua_gettop(L);
+    for (int i = first; i < argc; i++) {
+        const char *f;
+        if ((f = field_of(flag_opts, argv[i]))) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, opts, f);
+        } else if ((f = field_of(list_opts, argv[i]))) {
+            append(L, opts, f, argv[++i]);
+        } else if ((f = field_of(value_opts, argv[i]))) {
+            lua_pushstring(L, argv[++i]);
+            lua_setfield(L, opts, f);
+        } else {
+            i++; /* a common option, already taken */
+        }
+    }
+    from_env(L, opts, "from_creds", "REPLICA_FROM_CREDS");
+    from_env(L, opts, "to_creds", "REPLICA_TO_CREDS");
+    lua_pushboolean(L, isatty(STDERR_FILENO));
+    lua_setfield(L, opts, "tty");
+    int rc = cli_run_main(&eng, 1, "run");
+    engine_close(&eng);
+    return rc;
+}
