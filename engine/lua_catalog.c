@@ -4,6 +4,7 @@
  *   catalog.load("stages", "distribution/pull") -> value the file returns
  *   catalog.load("templates", "distribution")   -> value the file returns
  *   catalog.list("stages") -> { {name=, path=}, ... } sorted by name
+ *   catalog.source("stages", name) -> the file's text
  * A file is looked up in each root in order (the first root wins), loaded as
  * text in its own sandbox environment, and run once; callers cache. */
 #include <dirent.h>
@@ -40,45 +41,77 @@ static const char *check_kind(lua_State *L, int idx)
     return kinds[luaL_checkoption(L, idx, NULL, kinds)];
 }
 
+/* Pushes the path of kind/name in the first root that has it and returns 1;
+ * otherwise pushes nil, err and returns 0. */
+static int find(lua_State *L, const char *kind, const char *name)
+{
+    struct vm *vm = vm_of(L);
+    if (!valid_name(name)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "invalid %s name '%s'", kind, name);
+        return 0;
+    }
+    for (int i = 0; i < vm->n_roots; i++) {
+        lua_pushfstring(L, "%s/%s/%s.lua", vm->roots[i], kind, name);
+        struct stat st;
+        if (stat(lua_tostring(L, -1), &st) == 0 && S_ISREG(st.st_mode))
+            return 1;
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+    lua_pushfstring(L, "no %s named '%s'", strcmp(kind, "stages") == 0 ? "stage" : "template",
+                    name);
+    return 0;
+}
+
 /* catalog.load(kind, name) -> value, path | nil, err */
 static int l_load(lua_State *L)
 {
     struct vm *vm = vm_of(L);
     const char *kind = check_kind(L, 1);
     const char *name = luaL_checkstring(L, 2);
-    if (!valid_name(name)) {
+    if (!find(L, kind, name))
+        return 2;
+    const char *path = lua_tostring(L, -1);
+    lua_pushfstring(L, "@%s/%s.lua", kind, name);
+    int rc = vm_load_file(vm, L, path, lua_tostring(L, -1));
+    lua_remove(L, -2);
+    if (rc != LUA_OK) {
         lua_pushnil(L);
-        lua_pushfstring(L, "invalid %s name '%s'", kind, name);
+        lua_insert(L, -2);
         return 2;
     }
-    for (int i = 0; i < vm->n_roots; i++) {
-        lua_pushfstring(L, "%s/%s/%s.lua", vm->roots[i], kind, name);
-        const char *path = lua_tostring(L, -1);
-        struct stat st;
-        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-            lua_pop(L, 1);
-            continue;
-        }
-        lua_pushfstring(L, "@%s/%s.lua", kind, name);
-        int rc = vm_load_file(vm, L, path, lua_tostring(L, -1));
-        lua_remove(L, -2);
-        if (rc != LUA_OK) {
-            lua_pushnil(L);
-            lua_insert(L, -2);
-            return 2;
-        }
-        if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "%s/%s.lua: %s", kind, name, lua_tostring(L, -2));
-            return 2;
-        }
-        lua_insert(L, -2); /* value, path */
+    if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s/%s.lua: %s", kind, name, lua_tostring(L, -2));
         return 2;
     }
-    lua_pushnil(L);
-    lua_pushfstring(L, "no %s named '%s'", strcmp(kind, "stages") == 0 ? "stage" : "template",
-                    name);
+    lua_insert(L, -2); /* value, path */
     return 2;
+}
+
+/* catalog.source(kind, name) -> text of the file | nil, err */
+static int l_source(lua_State *L)
+{
+    const char *kind = check_kind(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    if (!find(L, kind, name))
+        return 2;
+    FILE *f = fopen(lua_tostring(L, -1), "rb");
+    if (!f) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot open %s", lua_tostring(L, -2));
+        return 2;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    char tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+        luaL_addlstring(&b, tmp, n);
+    fclose(f);
+    luaL_pushresult(&b);
+    return 1;
 }
 
 /* Adds every *.lua under dir (prefix names the path so far) to the table on
@@ -163,5 +196,7 @@ void inject_catalog_api(struct vm *vm, lua_State *L)
     lua_setfield(L, -2, "load");
     lua_pushcfunction(L, l_list);
     lua_setfield(L, -2, "list");
+    lua_pushcfunction(L, l_source);
+    lua_setfield(L, -2, "source");
     lua_setfield(L, -2, "catalog");
 }

@@ -33,6 +33,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: replica COMMAND [ARGS]\n\n"
                "commands:\n"
                "  run --from URL --to URL  replicate repositories between registries\n"
+               "  check                    validate every stage function and template\n"
                "  script FILE.lua [ARGS]   run a Lua script on the engine\n"
                "  version                  print the version\n"
                "\nrun 'replica COMMAND --help' for a command's options\n");
@@ -53,6 +54,8 @@ int main(int argc, char **argv)
     int rc;
     if (strcmp(argv[1], "run") == 0) {
         rc = cmd_run(argc - 1, argv + 1);
+    } else if (strcmp(argv[1], "check") == 0) {
+        rc = cmd_check(argc - 1, argv + 1);
     } else if (strcmp(argv[1], "script") == 0) {
         rc = cmd_script(argc - 1, argv + 1);
     } else if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {

@@ -166,3 +166,38 @@ int cmd_run(int argc, char **argv)
     engine_close(&eng);
     return rc;
 }
+
+/* `replica check [--scripts DIR]...`: validates every stage and template. */
+int cmd_check(int argc, char **argv)
+{
+    struct cli_common c;
+    cli_common_init(&c);
+    c.vo.print_stdout = 1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: replica check [options]\n%s", cli_common_usage());
+            return 0;
+        }
+        if (i + 1 >= argc || cli_common_opt(&c, argv[i], argv[i + 1]) <= 0) {
+            fprintf(stderr, "replica check: bad option %s\n", argv[i]);
+            return 2;
+        }
+        i++;
+    }
+    cli_common_finish(&c);
+    struct engine eng;
+    char err[256];
+    if (engine_open(&eng, &c.vo, &c.ho, err, sizeof(err)) != 0) {
+        fprintf(stderr, "replica: %s\n", err);
+        return 1;
+    }
+    lua_State *L = eng.vm->L;
+    const char src[] = "return require('check').main({})";
+    int rc = 1;
+    if (vm_load_buffer(eng.vm, L, src, sizeof(src) - 1, "=replica check") != LUA_OK)
+        fprintf(stderr, "replica: %s\n", lua_tostring(L, -1));
+    else
+        rc = cli_run_main(&eng, 0, "check");
+    engine_close(&eng);
+    return rc;
+}

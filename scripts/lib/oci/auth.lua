@@ -1,0 +1,191 @@
+-- oci/auth.lua - registry authentication: WWW-Authenticate challenges, Basic,
+-- and the Docker token flow with a token cache per scope.
+--
+-- Credentials live in a private table keyed by the auth object, never in a
+-- field, so logging or encoding a client cannot leak them, and no error
+-- message built here contains them.
+local retry = require("oci.retry")
+
+local auth = {}
+local Auth = {}
+Auth.__index = Auth
+
+local secrets = setmetatable({}, { __mode = "k" })  -- auth object -> Basic header
+
+-- The part of a token's lifetime kept in reserve: 10%, at most 30 s.
+local function margin(ttl)
+  return math.min(30, ttl / 10)
+end
+
+-- Percent-encodes a query parameter value.
+local function urlencode(s)
+  return (s:gsub("[^%w%-._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- Reads a quoted-string starting at s[i] == '"'; returns its value and the
+-- index after the closing quote.
+local function quoted(s, i)
+  local out, j = {}, i + 1
+  while j <= #s do
+    local c = s:sub(j, j)
+    if c == "\\" then
+      out[#out + 1] = s:sub(j + 1, j + 1)
+      j = j + 2
+    elseif c == '"' then
+      return table.concat(out), j + 1
+    else
+      out[#out + 1] = c
+      j = j + 1
+    end
+  end
+  return table.concat(out), j
+end
+
+-- Parses a WWW-Authenticate value (several challenges may be joined by
+-- commas) into a list of {scheme = "bearer", params = {realm = ...}}.
+function auth.parse_challenges(value)
+  local list, cur, i = {}, nil, 1
+  value = value or ""
+  while true do
+    local _, e, tok = value:find("^[%s,]*([%w!#$%%&'*+.^_`|~-]+)", i)
+    if not e then break end
+    i = e + 1
+    local _, eq = value:find("^%s*=%s*", i)
+    if eq and cur then
+      local v
+      if value:sub(eq + 1, eq + 1) == '"' then
+        v, i = quoted(value, eq + 1)
+      else
+        local _, ve, tv = value:find("^([^,%s]*)", eq + 1)
+        v, i = tv, ve + 1
+      end
+      cur.params[tok:lower()] = v
+    else
+      cur = { scheme = tok:lower(), params = {} }
+      list[#list + 1] = cur
+    end
+  end
+  return list
+end
+
+-- Creates the auth state of one client. opts: username, password, tls,
+-- timeout, retry (options for retry.run).
+function auth.new(opts)
+  local self = setmetatable({ scheme = nil, tokens = {}, inflight = {},
+                              tls = opts.tls, timeout = opts.timeout, retry = opts.retry or {} }, Auth)
+  if opts.username then
+    secrets[self] = "Basic " .. base64.encode(opts.username .. ":" .. (opts.password or ""))
+  end
+  return self
+end
+
+-- True when the client was given credentials.
+function Auth:has_credentials()
+  return secrets[self] ~= nil
+end
+
+-- Adopts the scheme of a 401's WWW-Authenticate header (Bearer preferred,
+-- then Basic); returns true when it is one this client can answer.
+function Auth:learn(header)
+  local list = auth.parse_challenges(header)
+  for _, c in ipairs(list) do
+    if c.scheme == "bearer" and c.params.realm then
+      self.scheme, self.realm, self.service = "bearer", c.params.realm, c.params.service
+      return true
+    end
+  end
+  for _, c in ipairs(list) do
+    if c.scheme == "basic" then
+      self.scheme = "basic"
+      return true
+    end
+  end
+  return false
+end
+
+-- Returns the cache key of a scope list: its scopes, sorted, space-separated.
+local function scope_key(scope)
+  local list = {}
+  for s in (scope or ""):gmatch("%S+") do list[#list + 1] = s end
+  table.sort(list)
+  return table.concat(list, " ")
+end
+
+-- Fetches a token for the scopes in key from the realm; stores it in the
+-- cache and returns it, or nil, err.
+local function fetch_token(self, key)
+  local q = {}
+  if self.service then q[#q + 1] = "service=" .. urlencode(self.service) end
+  for s in key:gmatch("%S+") do q[#q + 1] = "scope=" .. urlencode(s) end
+  local url = self.realm
+  if #q > 0 then url = url .. (url:find("?", 1, true) and "&" or "?") .. table.concat(q, "&") end
+  local what = "GET " .. self.realm
+  local res, err, detail = retry.run(self.retry, what, function()
+    return http.request { url = url, headers = { Accept = "application/json", Authorization = secrets[self] },
+                          tls = self.tls, timeout = self.timeout }
+  end)
+  if not res then
+    return nil, string.format("%s: %s%s", what, err, detail and detail ~= err and (" (" .. detail .. ")") or "")
+  end
+  if res.status ~= 200 then
+    local hint = res.status == 401 and " (check the username and password)" or ""
+    return nil, string.format("%s: http %d for scope '%s'%s", what, res.status, key, hint)
+  end
+  local doc = json.decode(res.body)
+  local token = type(doc) == "table" and (doc.token or doc.access_token)
+  if type(token) ~= "string" or token == "" then
+    return nil, what .. ": the response holds no token"
+  end
+  local ttl = tonumber(doc.expires_in) or 60
+  if ttl <= 0 then ttl = 60 end
+  self.tokens[key] = { token = token, expires = time.mono() + ttl - margin(ttl) }
+  return token
+end
+
+-- Returns a cached token for key, or fetches one; concurrent callers share one
+-- fetch. Returns the token or nil, err.
+function Auth:token(key)
+  local t = self.tokens[key]
+  if t and time.mono() < t.expires then return t.token end
+  while true do
+    local h = self.inflight[key]
+    if not h then
+      h = task.spawn({ name = "token " .. key }, fetch_token, self, key)
+      self.inflight[key] = h
+    end
+    local ok, token, err = h:wait()
+    if self.inflight[key] == h then self.inflight[key] = nil end
+    if ok then return token, err end
+    -- The fetching task died with its parent: fetch again unless we were stopped too.
+    if token ~= "cancelled" or task.cancelled() then return nil, token end
+  end
+end
+
+-- Returns the Authorization value for a space-separated scope list: Basic,
+-- Bearer (fetching a token when needed) or nil for none; or nil, err.
+function Auth:header(scope)
+  if self.scheme == "basic" then return secrets[self] end
+  if self.scheme ~= "bearer" then return nil end
+  local token, err = self:token(scope_key(scope))
+  if not token then return nil, err end
+  return "Bearer " .. token
+end
+
+-- Drops the cached token for a scope list so that the next header() fetches anew.
+function Auth:forget(scope)
+  self.tokens[scope_key(scope)] = nil
+end
+
+-- Handles a 401 to a request made with scope: returns true when one retry may
+-- succeed (a token to refresh, or a scheme learnt just now).
+function Auth:unauthorized(scope, header)
+  if self.scheme == "bearer" then
+    self:forget(scope)
+    self:learn(header)  -- the realm or service may have moved
+    return true
+  end
+  if self.scheme == "basic" then return false end
+  return self:learn(header)
+end
+
+return auth

@@ -1,0 +1,215 @@
+-- replicate.lua - `replica run`: plan the tasks (one per source repository,
+-- holding its selected tags), run each through the process template with at
+-- most `jobs` at once, and report. The result of a task is its stages'
+-- results in template order.
+local oci = require("oci")
+local glob = require("glob")
+local naming = require("naming")
+local runner = require("runner")
+local credentials = require("credentials")
+local progress = require("progress")
+
+local replicate = {}
+
+-- Whether a glob has no special characters (a literal name).
+local function literal(p)
+  return not p:find("[%*%?%[%{\\]")
+end
+
+-- Builds a registry client from the URL and credential/TLS options of one side.
+local function endpoint(url, creds_opt, ca, insecure)
+  if not url or url == "" then return nil, "missing registry URL" end
+  if not url:find("^https?://") then url = "https://" .. url end
+  url = url:gsub("/+$", "")
+  local user, pass, err = credentials.resolve(url, creds_opt)
+  if err then return nil, err end
+  return oci.new{ url = url, username = user, password = pass,
+                  tls = { ca_file = ca, insecure = insecure or false } }
+end
+
+-- Lists the source repositories the filters select, sorted.
+local function select_repos(src, opts)
+  local includes, excludes = opts.repos or {}, opts.exclude_repos or {}
+  local all_literal = #includes > 0
+  for _, p in ipairs(includes) do all_literal = all_literal and literal(p) end
+  local names
+  if all_literal then
+    names = includes  -- no catalog needed: registries like Docker Hub refuse it
+  else
+    local cat, err = src:catalog()
+    if not cat then return nil, "listing the source catalog: " .. err end
+    names = cat
+  end
+  local keep, out = glob.filter(includes, excludes), {}
+  for _, n in ipairs(names) do
+    if keep(n) then out[#out + 1] = n end
+  end
+  table.sort(out)
+  return out
+end
+
+-- Plans the tasks: for each repository, its tags that pass the tag filters.
+function replicate.plan(src, opts)
+  local repos, err = select_repos(src, opts)
+  if not repos then return nil, err end
+  local keep = glob.filter(opts.tags, opts.exclude_tags)
+  local planned = {}
+  local ok, perr = parallel.map(repos, function(repo, i)
+    local tags, terr = src:tags(repo)
+    if not tags then return nil, string.format("listing tags of %s: %s", repo, terr) end
+    local sel = {}
+    for _, t in ipairs(tags) do
+      if keep(t) then sel[#sel + 1] = t end
+    end
+    table.sort(sel)
+    local dest, nerr = naming.destination(repo, opts.dest_namespace, opts.flatten)
+    if not dest then return nil, nerr end
+    planned[i] = { repository = repo, dest_repository = dest, tags = sel }
+    return true
+  end, { limit = 8 })
+  if not ok then return nil, perr end
+  local tasks = {}
+  for _, t in ipairs(planned) do
+    if #t.tags > 0 then tasks[#tasks + 1] = t end
+  end
+  return tasks
+end
+
+-- Runs one task through the template; never raises. Returns its record.
+local function run_task(template, t, src, dst, opts, run, view)
+  local ctx = { task = t, src = src, dst = dst, options = opts, run = run, data = {},
+                progress = view.hook }
+  view.task_started(t)
+  local results, ok = runner.run(template, ctx, function(ev, name)
+    if ev == "start" then view.stage(t, name) end
+  end)
+  local record = { repository = t.repository, dest_repository = t.dest_repository,
+                   tags = t.tags, status = ok and "succeeded" or "failed", stages = results }
+  view.task_done(t, record)
+  return record
+end
+
+-- Lists the tags kept on the target because --no-override forbade replacing them.
+local function kept_tags(records)
+  local out = {}
+  for _, r in ipairs(records) do
+    for _, s in ipairs(r.stages) do
+      if s.name == "push" and type(s.output) == "table" and type(s.output.tags) == "table" then
+        for _, tr in ipairs(s.output.tags) do
+          if tr.status == "kept" then
+            out[#out + 1] = string.format("%s:%s  target has %s, source %s", r.dest_repository,
+                                          tr.tag, tr.digest, tr.source_digest)
+          end
+        end
+      end
+    end
+  end
+  return out
+end
+
+-- Lists each failed repository:tag with its stage and reason.
+local function failures(records)
+  local out = {}
+  for _, r in ipairs(records) do
+    if r.status ~= "succeeded" then
+      local failed_stage
+      for _, s in ipairs(r.stages) do
+        if s.status == "failed" or s.status == "cancelled" then failed_stage = s break end
+      end
+      local per_tag = failed_stage and failed_stage.output and failed_stage.output.tags
+      local listed = false
+      if type(per_tag) == "table" then
+        for _, tr in ipairs(per_tag) do
+          if tr.status == "failed" then
+            out[#out + 1] = string.format("%s:%s  stage %s: %s", r.repository, tr.tag,
+                                          tr.stage or failed_stage.name, tr.error)
+            listed = true
+          end
+        end
+      end
+      if not listed then
+        out[#out + 1] = string.format("%s:%s  stage %s: %s", r.repository,
+          table.concat(r.tags, ","), failed_stage and failed_stage.name or "?",
+          failed_stage and failed_stage.error or r.status)
+      end
+    end
+  end
+  return out
+end
+
+-- Totals over the records.
+local function totals(records)
+  local t = { tasks = #records, succeeded = 0, failed = 0, tags = 0, pushed = 0, skipped = 0,
+              kept = 0, bytes = 0, blobs_copied = 0, blobs_mounted = 0, blobs_skipped = 0 }
+  for _, r in ipairs(records) do
+    local k = r.status == "succeeded" and "succeeded" or "failed"
+    t[k] = t[k] + 1
+    t.tags = t.tags + #r.tags
+    for _, s in ipairs(r.stages) do
+      if s.name == "push" and type(s.output) == "table" then
+        for _, k in ipairs({ "pushed", "skipped", "kept", "bytes", "blobs_copied", "blobs_mounted", "blobs_skipped" }) do
+          t[k] = t[k] + (s.output[k] or 0)
+        end
+      end
+    end
+  end
+  return t
+end
+
+-- The `replica run` entry point; returns the exit code.
+function replicate.main(opts)
+  opts.override = not opts.no_override
+  opts.jobs = math.tointeger(tonumber(opts.jobs or 8))
+  if not opts.jobs or opts.jobs < 1 then return nil, "--jobs must be a positive integer" end
+  if opts.flatten ~= nil then
+    opts.flatten = math.tointeger(tonumber(opts.flatten))
+    if not opts.flatten then return nil, "--flatten must be an integer" end
+  end
+  local template, terr = runner.template(opts.template or "distribution")
+  if not template then return nil, terr end
+  local src, serr = endpoint(opts.from, opts.from_creds, opts.from_ca, opts.from_insecure)
+  if not src then return nil, "--from: " .. serr end
+  local dst, derr = endpoint(opts.to, opts.to_creds, opts.to_ca, opts.to_insecure)
+  if not dst then return nil, "--to: " .. derr end
+
+  local started = time.mono()
+  local tasks, perr = replicate.plan(src, opts)
+  if not tasks then return nil, perr end
+
+  if opts.dry_run then
+    for _, t in ipairs(tasks) do
+      for _, tag in ipairs(t.tags) do
+        print(string.format("%s:%s -> %s:%s", t.repository, tag, t.dest_repository, tag))
+      end
+    end
+    print(string.format("%d repositories, would copy up to %d tags (dry run)", #tasks,
+                        (function() local n = 0 for _, t in ipairs(tasks) do n = n + #t.tags end return n end)()))
+    return 0
+  end
+
+  local view = progress.new(tasks, opts)
+  local run = { blob_copies = {}, landed = {} }
+  local records = {}
+  parallel.map(tasks, function(t, i)
+    records[i] = run_task(template, t, src, dst, opts, run, view)
+    return true
+  end, { limit = opts.jobs })
+  view.finish()
+
+  local sum = totals(records)
+  sum.seconds = time.mono() - started
+  local failed = failures(records)
+  if opts.json then
+    print(json.encode({ template = template.name, summary = sum, tasks = records }))
+  else
+    print(string.format("%d/%d repositories succeeded; tags: %d pushed, %d up to date, %d kept; "
+      .. "blobs: %d copied (%s), %d mounted, %d present; %.1f s",
+      sum.succeeded, sum.tasks, sum.pushed, sum.skipped, sum.kept, sum.blobs_copied,
+      progress.human_bytes(sum.bytes), sum.blobs_mounted, sum.blobs_skipped, sum.seconds))
+    for _, k in ipairs(kept_tags(records)) do print("KEPT " .. k) end
+    for _, f in ipairs(failed) do print("FAILED " .. f) end
+  end
+  return #failed == 0 and 0 or 1
+end
+
+return replicate

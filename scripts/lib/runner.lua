@@ -1,0 +1,116 @@
+-- runner.lua - runs a process template's stages for one task, in order, and
+-- records each stage's result: name, function, status, started, finished,
+-- output, error. A stage fails by raising or by returning nil, err (an
+-- optional third value is kept as its output); the stages after it are
+-- recorded as skipped.
+local runner = {}
+
+local stage_cache, template_cache = {}, {}
+
+-- Loads and checks a stage function by name ("distribution/pull").
+function runner.stage(name)
+  if stage_cache[name] then return stage_cache[name] end
+  local st, err = catalog.load("stages", name)
+  if not st then return nil, err end
+  if type(st) ~= "table" or type(st.run) ~= "function" then
+    return nil, string.format("stage '%s' must return a table with a run function", name)
+  end
+  stage_cache[name] = st
+  return st
+end
+
+-- Loads and checks a template by name; every stage it names must exist.
+-- Returns { name, description, source, target, stages = { {name=, fn=, remote=} } }.
+function runner.template(name)
+  if template_cache[name] then return template_cache[name] end
+  local tpl, err = catalog.load("templates", name)
+  if not tpl then return nil, err end
+  if type(tpl) ~= "table" or type(tpl.stages) ~= "table" or #tpl.stages == 0 then
+    return nil, string.format("template '%s' must return a table with a list of stages", name)
+  end
+  local out = { name = name, description = tpl.description, source = tpl.source,
+                target = tpl.target, stages = {} }
+  local seen = {}
+  for i, s in ipairs(tpl.stages) do
+    local sname, fn, remote = s[1], s[2], s.remote
+    if type(sname) ~= "string" or (type(fn) ~= "string" and type(remote) ~= "string") then
+      return nil, string.format("template '%s': stage %d must be { name, function } or { name, remote = url }", name, i)
+    end
+    if seen[sname] then
+      return nil, string.format("template '%s': stage name '%s' is used twice", name, sname)
+    end
+    seen[sname] = true
+    if fn then
+      local _, serr = runner.stage(fn)
+      if serr then return nil, string.format("template '%s': %s", name, serr) end
+    end
+    out.stages[i] = { name = sname, fn = fn, remote = remote }
+  end
+  template_cache[name] = out
+  return out
+end
+
+-- Calls a stage that runs on a FaaS platform: POST {stage, task, input} as
+-- JSON, the response body is the output.
+local function call_remote(url, stage_name, ctx, input)
+  local body = json.encode({ stage = stage_name, task = ctx.task, options = ctx.options, input = input })
+  local res, err, detail = http.request{ method = "POST", url = url, body = body,
+    headers = { ["Content-Type"] = "application/json" }, timeout = 300 }
+  if not res then return nil, string.format("remote stage %s: %s (%s)", url, err, detail) end
+  if res.status < 200 or res.status > 299 then
+    return nil, string.format("remote stage %s: http %d %s", url, res.status, res.body:sub(1, 200))
+  end
+  if res.body == "" then return {} end
+  local out, jerr = json.decode(res.body)
+  if out == nil then return nil, "remote stage " .. url .. ": invalid JSON: " .. jerr end
+  return out
+end
+
+-- Runs one stage, catching errors. Returns ok, output, err.
+local function run_stage(s, ctx, input)
+  if s.remote then
+    local out, err = call_remote(s.remote, s.name, ctx, input)
+    return out ~= nil, out, err
+  end
+  local st = assert(runner.stage(s.fn))
+  local ok, out, err, partial = pcall(st.run, ctx, input)
+  if not ok then return false, nil, tostring(out) end
+  if out == nil and err ~= nil then return false, partial, tostring(err) end
+  return true, out, nil
+end
+
+-- Runs the template's stages for ctx. Returns results (a list in template
+-- order) and whether every stage succeeded. A hook, if given, is called as
+-- hook(event, stage_name, result) on "start" and "end".
+function runner.run(template, ctx, hook)
+  local results, input, ok_all = {}, nil, true
+  ctx.results = ctx.results or {}
+  for i, s in ipairs(template.stages) do
+    local r = { name = s.name, ["function"] = s.fn or s.remote, status = "skipped" }
+    results[i] = r
+    if ok_all then
+      if task.cancelled() then
+        r.status, r.error, ok_all = "cancelled", "cancelled", false
+      else
+        r.started = time.now()
+        if hook then hook("start", s.name, r) end
+        local ok, out, err = run_stage(s, ctx, input)
+        r.finished = time.now()
+        r.output = out
+        if ok then
+          r.status = "succeeded"
+          ctx.results[s.name] = out
+          input = out
+        else
+          r.status = task.cancelled() and "cancelled" or "failed"
+          r.error = err
+          ok_all = false
+        end
+        if hook then hook("end", s.name, r) end
+      end
+    end
+  end
+  return results, ok_all
+end
+
+return runner

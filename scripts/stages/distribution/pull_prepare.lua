@@ -1,0 +1,19 @@
+-- distribution/pull_prepare: reach the source, authenticate, and check that
+-- the repository can be read.
+return {
+  description = "Reach the source registry, authenticate, and check the repository is readable",
+  run = function(ctx)
+    local repo, tags = ctx.task.repository, ctx.task.tags
+    local ok, err = ctx.src:ping()
+    if not ok then return nil, err end
+    if #tags == 0 then return nil, "no tags selected in " .. repo end
+    local head, herr = ctx.src:head_manifest(repo, tags[1])
+    if head == nil then return nil, herr end
+    if head == false then
+      -- The first tag may have gone since listing; the repository must still list.
+      local listed, lerr = ctx.src:tags(repo)
+      if not listed then return nil, lerr end
+    end
+    return { readable = true, tags = #tags }
+  end,
+}

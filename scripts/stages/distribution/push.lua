@@ -1,0 +1,107 @@
+-- distribution/push: copy each tag children first: blobs, then child
+-- manifests by digest, then the tag. A tag already pointing at the source
+-- digest is skipped. Without override, a tag pointing elsewhere is kept and
+-- reported. Blobs shared by several tags or repositories are copied once per
+-- run: later users wait for that copy, and another repository of the target
+-- mounts the blob instead of uploading it again.
+local TAG_CONCURRENCY, BLOB_CONCURRENCY = 4, 8
+
+-- Copies one blob into dest once per run; concurrent callers share the copy.
+local function ensure_blob(ctx, dest, desc)
+  local run = ctx.run
+  local key = dest .. "@" .. desc.digest
+  local h = run.blob_copies[key]
+  if not h then
+    h = task.spawn({ name = "blob " .. desc.digest:sub(1, 19) }, function()
+      local from = run.landed[desc.digest]
+      if from and from ~= dest then
+        local m, merr = ctx.dst:mount_blob(dest, desc.digest, from)
+        if m == "mounted" then return { mounted = true } end
+        if m == nil then log.warn("mount %s from %s: %s; copying", desc.digest, from, merr) end
+        if type(m) == "string" then ctx.dst:cancel_upload(m) end
+      end
+      local r, err = ctx.dst:copy_blob_from(ctx.src, ctx.task.repository, dest, desc)
+      if not r then error(err, 0) end
+      run.landed[desc.digest] = run.landed[desc.digest] or dest
+      if ctx.progress and r.bytes then ctx.progress("bytes", r.bytes) end
+      return r
+    end)
+    run.blob_copies[key] = h
+  end
+  local ok, r = h:wait()
+  if not ok then
+    run.blob_copies[key] = nil  -- a later attempt (a re-run) may succeed
+    return nil, r
+  end
+  return r
+end
+
+-- Copies a list of blobs; returns counts or nil, err.
+local function copy_blobs(ctx, dest, blobs, stats)
+  local out, err = parallel.map(blobs, function(d)
+    local r, e = ensure_blob(ctx, dest, d)
+    if not r then return nil, string.format("blob %s: %s", d.digest, e) end
+    return r
+  end, { limit = BLOB_CONCURRENCY })
+  if not out then return nil, err end
+  for _, r in ipairs(out) do
+    if r.mounted then stats.blobs_mounted = stats.blobs_mounted + 1
+    elseif r.skipped then stats.blobs_skipped = stats.blobs_skipped + 1
+    else
+      stats.blobs_copied = stats.blobs_copied + 1
+      stats.bytes = stats.bytes + (r.bytes or 0)
+    end
+  end
+  return true
+end
+
+-- Pushes one artifact; returns a per-tag record.
+local function push_tag(ctx, art, stats)
+  local dest = ctx.task.dest_repository
+  if art.error then return { tag = art.tag, status = "failed", stage = "pull", error = art.error } end
+  local head, herr = ctx.dst:head_manifest(dest, art.tag)
+  if head == nil then return { tag = art.tag, status = "failed", error = herr } end
+  if head and head.digest == art.digest then
+    return { tag = art.tag, status = "skipped", digest = art.digest }
+  end
+  if head and not ctx.options.override then
+    return { tag = art.tag, status = "kept", digest = head.digest, source_digest = art.digest }
+  end
+  local ok, err = copy_blobs(ctx, dest, art.blobs, stats)
+  if not ok then return { tag = art.tag, status = "failed", error = err } end
+  for _, m in ipairs(art.manifests) do
+    ok, err = copy_blobs(ctx, dest, m.blobs, stats)
+    if not ok then return { tag = art.tag, status = "failed", error = err } end
+    local d, perr = ctx.dst:put_manifest(dest, m.digest, m.body, m.media_type)
+    if not d then return { tag = art.tag, status = "failed", error = perr } end
+  end
+  local d, perr = ctx.dst:put_manifest(dest, art.tag, art.body, art.media_type)
+  if not d then return { tag = art.tag, status = "failed", error = perr } end
+  return { tag = art.tag, status = "pushed", digest = d }
+end
+
+return {
+  description = "Copy blobs, child manifests and tags to the target",
+  run = function(ctx)
+    local arts = ctx.data.artifacts or {}
+    local stats = { blobs_copied = 0, blobs_skipped = 0, blobs_mounted = 0, bytes = 0 }
+    local records = {}
+    parallel.map(arts, function(art, i)
+      records[i] = push_tag(ctx, art, stats)
+      if ctx.progress then ctx.progress("tag", records[i]) end
+      return true
+    end, { limit = TAG_CONCURRENCY })
+    local out = { tags = records, pushed = 0, skipped = 0, kept = 0, failed = 0 }
+    for k, v in pairs(stats) do out[k] = v end
+    local failures = {}
+    for _, r in ipairs(records) do
+      out[r.status] = out[r.status] + 1
+      if r.status == "failed" then failures[#failures + 1] = r.tag .. ": " .. r.error end
+    end
+    if #failures > 0 then
+      return nil, string.format("%d of %d tag(s) failed: %s", #failures, #records,
+                                table.concat(failures, "; ")), out
+    end
+    return out
+  end,
+}

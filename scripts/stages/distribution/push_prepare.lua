@@ -1,0 +1,14 @@
+-- distribution/push_prepare: reach the target and check push access to the
+-- destination repository. Distribution creates repositories on first push,
+-- so there is no namespace to create.
+return {
+  description = "Reach the target registry and check push access",
+  run = function(ctx)
+    local ok, err = ctx.dst:ping()
+    if not ok then return nil, err end
+    local loc, uerr = ctx.dst:start_upload(ctx.task.dest_repository)
+    if not loc then return nil, uerr end
+    ctx.dst:cancel_upload(loc)
+    return { writable = true, repository = ctx.task.dest_repository }
+  end,
+}
