@@ -16,15 +16,16 @@ local started, expect = 0, nil
 local function worker()
   while started < n do
     started = started + 1
+    local i = started
     local r, err, detail = http.request{url = url}
     if not r then
-      error(string.format("request %d: %s (%s)", started, err, detail))
+      error(string.format("request %d: %s (%s)", i, err, detail))
     end
     local len = #r.body
     expect = expect or len
     if r.status ~= 200 or len ~= expect or len ~= tonumber(r.headers["content-length"]) then
       error(string.format("request %d: status %d, %d body bytes (content-length %s, first %d)",
-        started, r.status, len, r.headers["content-length"], expect))
+        i, r.status, len, r.headers["content-length"], expect))
     end
   end
 end

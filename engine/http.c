@@ -11,8 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ctype.h>
 
 enum { REQ_IDLE, REQ_QUEUED, REQ_ACTIVE, REQ_DONE };
+
+/* Easy handles kept for reuse: creating one per request costs an allocation
+ * of its receive buffer and setup work on every request. */
+#define EASY_POOL 256
 
 struct http_host {
     char *key;                 /* scheme://host:port */
@@ -30,6 +35,8 @@ struct http_client {
     long pending;
     char *user_agent;
     char *capath;              /* the system CA directory, kept when an extra CA is added */
+    CURL *pool[EASY_POOL];     /* reset easy handles kept for reuse */
+    int npool;
 };
 
 struct sock_ctx {
@@ -177,53 +184,64 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
     return evtimer_add(c->timer, &tv) == 0 ? 0 : -1;
 }
 
-/* Finds or creates the queue for a URL's origin. Returns NULL on a URL that is
- * not http(s), or when out of memory (err tells which). */
+/* Writes the origin of an http(s) URL ("scheme://host:port", scheme and host
+ * lower-cased, no user info) into key. Returns 0, or -1 for another scheme
+ * or a URL without a host. Done by hand: it runs for every request. */
+static int origin_of(const char *url, char *key, size_t n)
+{
+    size_t slen;
+    if (strncasecmp(url, "http://", 7) == 0)
+        slen = 4;
+    else if (strncasecmp(url, "https://", 8) == 0)
+        slen = 5;
+    else
+        return -1;
+    const char *auth = url + slen + 3;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = memchr(auth, '@', alen);
+    if (at) {
+        alen -= (size_t)(at + 1 - auth);
+        auth = at + 1;
+    }
+    if (alen == 0 || slen + 3 + alen + 1 > n)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < slen; i++)
+        key[k++] = (char)tolower((unsigned char)url[i]);
+    memcpy(key + k, "://", 3);
+    k += 3;
+    for (size_t i = 0; i < alen; i++)
+        key[k++] = (char)tolower((unsigned char)auth[i]);
+    key[k] = '\0';
+    return 0;
+}
+
+/* Finds or creates the queue for a URL's origin (and lane). Returns NULL on a
+ * URL that is not http(s), or when out of memory (err tells which). */
 static struct http_host *host_for(struct http_client *c, const char *url, const char *lane,
                                   enum http_err *err)
 {
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL;
-    struct http_host *h = NULL;
-    *err = HTTP_EBADURL;
-    if (!u)
+    char key[512];
+    if (origin_of(url, key, sizeof(key) - 64) != 0) {
+        *err = HTTP_EBADURL;
         return NULL;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
-        goto out;
-    if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
-        goto out;
-    size_t n = strlen(scheme) + strlen(host) + strlen(port) + (lane ? strlen(lane) : 0) + 6;
-    char *key = malloc(n);
-    if (!key) {
-        *err = HTTP_EPROTO;
-        goto out;
     }
-    snprintf(key, n, "%s://%s:%s%s%s", scheme, host, port, lane ? "#" : "", lane ? lane : "");
+    if (lane) {
+        strcat(key, "#");
+        strncat(key, lane, 62);
+    }
+    struct http_host *h;
     for (h = c->hosts; h; h = h->next)
         if (strcmp(h->key, key) == 0)
-            break;
-    if (h) {
-        free(key);
-    } else {
-        h = calloc(1, sizeof(*h));
-        if (!h) {
-            free(key);
-            *err = HTTP_EPROTO;
-            goto out;
-        }
-        h->key = key;
-        h->next = c->hosts;
-        c->hosts = h;
+            return h;
+    h = calloc(1, sizeof(*h));
+    if (!h || !(h->key = strdup(key))) {
+        free(h);
+        *err = HTTP_EPROTO;
+        return NULL;
     }
-    *err = HTTP_OK;
-out:
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_url_cleanup(u);
+    h->next = c->hosts;
+    c->hosts = h;
     return h;
 }
 
@@ -331,6 +349,8 @@ void http_client_free(struct http_client *c)
         free(h->key);
         free(h);
     }
+    while (c->npool > 0)
+        curl_easy_cleanup(c->pool[--c->npool]);
     free(c->user_agent);
     free(c->capath);
     free(c);
@@ -362,6 +382,16 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
         r->err = HTTP_ETOOLARGE;
         return 0;
     }
+    if (r->body.cap == 0) {
+        /* Size the buffer once from Content-Length instead of doubling. */
+        curl_off_t cl = -1;
+        curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+        if (cl > 0 && (!r->max_body || (size_t)cl <= r->max_body) &&
+            buf_reserve(&r->body, (size_t)cl) != 0) {
+            r->err = HTTP_ETOOLARGE;
+            return 0;
+        }
+    }
     if (buf_append(&r->body, p, len) != 0) {
         r->err = HTTP_ETOOLARGE;
         return 0;
@@ -376,7 +406,7 @@ struct http_req *http_req_new(struct http_client *c, const char *method, const c
     if (!r)
         return NULL;
     r->client = c;
-    r->easy = curl_easy_init();
+    r->easy = c->npool > 0 ? c->pool[--c->npool] : curl_easy_init();
     if (!r->easy) {
         free(r);
         return NULL;
@@ -394,7 +424,9 @@ struct http_req *http_req_new(struct http_client *c, const char *method, const c
     rc |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
     rc |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, timeout > 0 ? timeout : 60L);
     rc |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    rc |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* Waiting to learn whether a connection multiplexes only pays off over
+     * TLS (h2); on plain HTTP it would hold every request behind the first. */
+    rc |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(url, "https:", 6) == 0 ? 1L : 0L);
     rc |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
@@ -521,8 +553,15 @@ void http_req_free(struct http_req *r)
     if (!r)
         return;
     http_req_cancel(r);
-    if (r->easy)
-        curl_easy_cleanup(r->easy);
+    if (r->easy) {
+        struct http_client *c = r->client;
+        if (c->npool < EASY_POOL) {
+            curl_easy_reset(r->easy);
+            c->pool[c->npool++] = r->easy;
+        } else {
+            curl_easy_cleanup(r->easy);
+        }
+    }
     curl_slist_free_all(r->headers);
     buf_free(&r->body);
     buf_free(&r->head);

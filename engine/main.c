@@ -1,4 +1,5 @@
 /* main.c - the replica command: dispatches to subcommands. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,10 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Response bodies of a few hundred KiB come and go at a high rate: keep
+     * glibc from mapping and unmapping fresh pages for each of them. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
     raise_nofile();
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "replica: cannot initialise libcurl\n");
