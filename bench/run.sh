@@ -151,7 +151,7 @@ for r in "${rows[@]}"; do echo "$r"; done
 echo "  Lua/C: throughput ratio (median rps), target >= $TARGET."
 echo "  us: client CPU (user+sys) per request; C/Lua: the throughput ratio if the client"
 echo "      alone were the bottleneck."
-echo "  C-fr: the C loop with a fresh easy handle per request, as engine/http.c does."
+echo "  C-fr: the C loop with a fresh easy handle per request (engine/http.c pools handles)."
 echo
 awk -v k="$K" -v rss="$(json_num "$out" rss_per_task)" -v lua="$(json_num "$out" lua_per_task)" \
     -v rb="$(json_num "$out" rss_before)" -v ra="$(json_num "$out" rss_after)" \
