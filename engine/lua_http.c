@@ -169,8 +169,7 @@ static void add_headers(lua_State *L, struct http_req *r, int idx)
                 luaL_error(L, "http.request: out of memory");
             lua_pop(L, multi ? 2 : 1);
         }
-        if (multi)
-            lua_pop(L, 1);
+        lua_pop(L, 1); /* the value; the key stays for lua_next */
     }
 }
 

@@ -17,7 +17,7 @@
  * large enough to cost nothing measurable. */
 #define HOOK_COUNT 1000
 /* A slice longer than this yields back to the loop so I/O keeps flowing. */
-#define SLICE_SECONDS 0.02
+#define SLICE_SECONDS 0.01
 /* Tasks resumed per loop turn before I/O gets a chance. */
 #define READY_BATCH 512
 
@@ -47,7 +47,7 @@ static void enqueue(struct task *t)
     else
         vm->ready_head = t;
     vm->ready_tail = t;
-    if (!vm->ready_armed) {
+    if (!vm->ready_armed && !vm->in_ready) {
         vm->ready_armed = 1;
         event_active(vm->ready_ev, EV_TIMEOUT, 0);
     }
@@ -257,6 +257,10 @@ static void on_ready(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     vm->ready_armed = 0;
+    vm->in_ready = 1;
+    /* Only the tasks queued before this turn: one that yields for fairness
+     * is queued again behind I/O, not run again at once. */
+    struct task *last = vm->ready_tail;
     for (int n = 0; n < READY_BATCH && vm->ready_head; n++) {
         struct task *t = vm->ready_head;
         vm->ready_head = t->ready_next;
@@ -264,10 +268,16 @@ static void on_ready(evutil_socket_t fd, short what, void *arg)
             vm->ready_tail = NULL;
         t->ready_next = NULL;
         run(t);
+        if (t == last)
+            break;
     }
+    vm->in_ready = 0;
     if (vm->ready_head && !vm->ready_armed) {
+        /* A zero timer fires on the next loop turn, after the loop has polled
+         * for I/O; event_active would run this again before polling. */
+        static const struct timeval now = { 0, 0 };
         vm->ready_armed = 1;
-        event_active(vm->ready_ev, EV_TIMEOUT, 0);
+        evtimer_add(vm->ready_ev, &now);
     }
 }
 
@@ -372,12 +382,17 @@ void sched_hook(lua_State *L, lua_Debug *ar)
     struct task *t = vm_of(L)->current;
     if (!t)
         return;
-    if (t->kill != KILL_NONE)
-        luaL_error(L, "%s", t->kill == KILL_CPU ? "CPU limit exceeded" : "memory limit exceeded");
     double now = vm_now_mono();
-    if (t->cpu_used + (now - t->slice_start) > t->cpu_limit) {
+    if (t->kill == KILL_NONE && t->cpu_used + (now - t->slice_start) > t->cpu_limit)
         t->kill = KILL_CPU;
-        luaL_error(L, "CPU limit exceeded");
+    if (t->kill != KILL_NONE) {
+        /* From now on raise at every instruction, on this thread and the
+         * task's own: the first instruction outside a pcall re-raises, so a
+         * script cannot catch the error and carry on (Redis does the same). */
+        lua_sethook(L, sched_hook, LUA_MASKCOUNT, 1);
+        if (t->co != L)
+            lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, 1);
+        luaL_error(L, "%s", t->kill == KILL_CPU ? "CPU limit exceeded" : "memory limit exceeded");
     }
     if (now - t->slice_start > SLICE_SECONDS && L == t->co && lua_isyieldable(L) && !t->op)
         lua_yield(L, 0);

@@ -47,6 +47,7 @@ struct vm {
     struct event *ready_ev;
     struct task *ready_head, *ready_tail;
     int ready_armed;
+    int in_ready;            /* on_ready is running: it re-arms itself */
     struct task *current;    /* the task whose Lua code is running, or NULL */
     struct task *all;        /* every task not yet released */
     long live;               /* tasks not finished */
