@@ -149,6 +149,20 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void on_put_done(struct http_req *r, void *ud);
+
+/* Starts the upload; on failure records the error. */
+static void start_put(struct stream *s)
+{
+    if (http_req_start(s->put, on_put_done, s) != 0) {
+        s->res.http_err = s->put->err;
+        fail(s, STREAM_ETRANSFER, 0, s->put->errbuf);
+        s->put_state = SIDE_DONE;
+        return;
+    }
+    s->put_state = SIDE_RUNNING;
+}
+
 /* The download ended: check status, size and digest, then release or abort
  * the upload. */
 static void on_get_done(struct http_req *r, void *ud)
@@ -181,6 +195,8 @@ static void on_get_done(struct http_req *r, void *ud)
     if (s->res.err != STREAM_OK && s->put_state == SIDE_RUNNING) {
         http_req_cancel(s->put); /* the target never sees the last byte */
         s->put_state = SIDE_DONE;
+    } else if (s->res.err == STREAM_OK && s->put_state == SIDE_IDLE) {
+        start_put(s); /* an empty blob: nothing could be held back */
     } else if (s->put_paused) {
         kick(s);
     }
@@ -300,14 +316,14 @@ int stream_start(struct stream *s, stream_done_fn done, void *ud)
         return -1;
     }
     s->get_state = SIDE_RUNNING;
-    if (http_req_start(s->put, on_put_done, s) != 0) {
+    if (s->size == 0)
+        return 0; /* the upload starts once the empty source is verified */
+    start_put(s);
+    if (s->put_state != SIDE_RUNNING) {
         http_req_cancel(s->get);
         s->get_state = SIDE_DONE;
-        s->res.http_err = s->put->err;
-        fail(s, STREAM_ETRANSFER, 0, s->put->errbuf);
         return -1;
     }
-    s->put_state = SIDE_RUNNING;
     return 0;
 }
 

@@ -17,6 +17,13 @@ function media.is_index(media_type)
   return media_type == media.OCI_INDEX or media_type == media.DOCKER_LIST
 end
 
+-- True for layers a registry may not redistribute (Docker foreign layers, OCI
+-- non-distributable layers): clients fetch them from their own URLs.
+function media.is_foreign(media_type)
+  return type(media_type) == "string" and (media_type:find(".foreign.", 1, true) ~= nil
+    or media_type:find(".nondistributable.", 1, true) ~= nil)
+end
+
 -- Returns the media type of a Content-Type value without its parameters.
 function media.strip(content_type)
   if type(content_type) ~= "string" then return nil end

@@ -93,7 +93,7 @@ function retry.run(opts, what, fn)
     end
     n = n + 1
     local wait = delay(opts, n, res)
-    log.warn("%s: %s, retry %d/%d in %.1f s", what, res and ("http " .. res.status) or err, n, max, wait)
+    log.warn("%s: %s, retry %d/%d in %.2f s", what, res and ("http " .. res.status) or err, n, max, wait)
     local ok, serr = time.sleep(wait)
     if not ok then return nil, serr end
   end
