@@ -7,30 +7,35 @@
 local TAG_CONCURRENCY, BLOB_CONCURRENCY = 4, 8
 
 -- Copies one blob into dest once per run; concurrent callers share the copy.
+-- When another repository of the target is getting (or got) the same blob in
+-- this run, waits for it and mounts from there instead of uploading again.
 local function ensure_blob(ctx, dest, desc)
   local run = ctx.run
   local key = dest .. "@" .. desc.digest
   local h = run.blob_copies[key]
   if not h then
+    local first = run.first_copy[desc.digest]
     h = task.spawn({ name = "blob " .. desc.digest:sub(1, 19) }, function()
-      local from = run.landed[desc.digest]
-      if from and from ~= dest then
-        local m, merr = ctx.dst:mount_blob(dest, desc.digest, from)
+      if first and first.dest ~= dest and first.handle:wait() then
+        local m, merr = ctx.dst:mount_blob(dest, desc.digest, first.dest)
         if m == "mounted" then return { mounted = true } end
-        if m == nil then log.warn("mount %s from %s: %s; copying", desc.digest, from, merr) end
+        if m == nil then log.warn("mount %s from %s: %s; copying", desc.digest, first.dest, merr) end
         if type(m) == "string" then ctx.dst:cancel_upload(m) end
       end
       local r, err = ctx.dst:copy_blob_from(ctx.src, ctx.task.repository, dest, desc)
       if not r then error(err, 0) end
-      run.landed[desc.digest] = run.landed[desc.digest] or dest
       if ctx.progress and r.bytes then ctx.progress("bytes", r.bytes) end
       return r
     end)
     run.blob_copies[key] = h
+    if not first then run.first_copy[desc.digest] = { dest = dest, handle = h } end
   end
   local ok, r = h:wait()
   if not ok then
     run.blob_copies[key] = nil  -- a later attempt (a re-run) may succeed
+    if run.first_copy[desc.digest] and run.first_copy[desc.digest].handle == h then
+      run.first_copy[desc.digest] = nil
+    end
     return nil, r
   end
   return r

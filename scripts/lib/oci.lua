@@ -1,0 +1,182 @@
+-- oci.lua - an OCI Distribution (Docker Registry v2) client.
+--
+--   local oci = require("oci")
+--   local reg = oci.new{ url = "https://r.example", username = "u", password = "p" }
+--   local m, err = reg:get_manifest("lib/app", "1.0")
+--
+-- Failures return nil, err, kind: err names the request and what went wrong
+-- ("GET http://…/v2/x/manifests/y: http 404 MANIFEST_UNKNOWN"), and kind is
+-- the short reason ("http 404", "timeout", "digest mismatch", …) for code
+-- that branches on it. Transient failures are retried (oci/retry.lua), 401s
+-- run the auth flow (oci/auth.lua), and blob bytes are streamed in C by
+-- blob.copy, never read into Lua.
+local auth = require("oci.auth")
+local common = require("oci.common")
+local link = require("oci.link")
+local media = require("oci.media")
+local retry = require("oci.retry")
+local wire = require("oci.wire")
+
+local oci = {
+  OCI_MANIFEST = media.OCI_MANIFEST,
+  OCI_INDEX = media.OCI_INDEX,
+  DOCKER_MANIFEST = media.DOCKER_MANIFEST,
+  DOCKER_LIST = media.DOCKER_LIST,
+  ACCEPT = media.ACCEPT,
+  children = media.children,
+  is_index = media.is_index,
+  is_foreign = media.is_foreign,
+}
+
+local Registry = {}
+Registry.__index = Registry
+
+local pull = common.pull
+local http_error, transfer_error = common.http_error, common.transfer_error
+
+-- Creates a client. opts: url (required), username, password,
+-- tls = {ca_file=, insecure=}, timeout (stall limit, default 60 s),
+-- retries (default 4), backoff = {base=, cap=} in seconds.
+function oci.new(opts)
+  assert(type(opts) == "table" and type(opts.url) == "string", "oci.new: 'url' is required")
+  local url = opts.url:gsub("/+$", "")
+  assert(url:match("^https?://[^/@]+$") or url:match("^https?://[^/@]+/[^@]*$"),
+    "oci.new: 'url' must be http(s)://host[:port] without credentials")
+  local backoff = opts.backoff or {}
+  local self = setmetatable({
+    url = url,
+    tls = opts.tls,
+    timeout = opts.timeout or 60,
+    retries = opts.retries or retry.RETRIES,
+  }, Registry)
+  self.retry = { retries = self.retries, base = backoff.base, cap = backoff.cap }
+  self.auth = auth.new { username = opts.username, password = opts.password, tls = opts.tls,
+                         timeout = self.timeout, retry = self.retry }
+  return self
+end
+
+-- Sends one request (no auth), retrying transient failures; returns the
+-- response or nil, err, kind.
+function Registry:_send(method, url, headers, opts)
+  local what = method .. " " .. url
+  local res, err, detail = retry.run(self.retry, what, function()
+    return wire.request { method = method, url = url, headers = headers, body = opts.body,
+                          tls = self.tls, timeout = self.timeout, max_body = opts.max_body }
+  end)
+  if not res then return nil, transfer_error(what, err, detail) end
+  return res
+end
+
+-- Learns once how the registry authenticates, from GET /v2/ without
+-- credentials; returns true or nil, err, kind.
+function Registry:_discover()
+  if self.auth.scheme then return true end
+  local url = self.url .. "/v2/"
+  local res, err, kind = self:_send("GET", url, {}, {})
+  if not res then return nil, err, kind end
+  if res.status == 401 then
+    if not self.auth:learn(res.headers["www-authenticate"]) then
+      return nil, "GET " .. url .. ": http 401 with no usable WWW-Authenticate challenge", "http 401"
+    end
+  elseif res.status == 200 then
+    self.auth.scheme = "none"
+  else
+    return nil, http_error("GET " .. url, res, self)
+  end
+  return true
+end
+
+-- Returns the Authorization header value for a space-separated scope list
+-- (nil when the registry needs none), or nil, err, kind.
+function Registry:authorization(scope)
+  local ok, err, kind = self:_discover()
+  if not ok then return nil, err, kind end
+  local value, aerr = self.auth:header(scope)
+  if aerr then return nil, aerr, "auth" end
+  return value
+end
+
+-- Sends a request with auth for scope, retrying transient failures; a 401
+-- refreshes the auth once and retries. opts: headers, body, max_body.
+-- Returns the response (any status) or nil, err, kind.
+function Registry:_request(method, url, scope, opts)
+  opts = opts or {}
+  local refreshed = false
+  while true do
+    local authz, err, kind = self:authorization(scope)
+    if err then return nil, err, kind end
+    local headers = {}
+    for k, v in pairs(opts.headers or {}) do headers[k] = v end
+    headers.Authorization = authz
+    local res
+    res, err, kind = self:_send(method, url, headers, opts)
+    if not res then return nil, err, kind end
+    if res.status ~= 401 or refreshed then return res end
+    refreshed = true
+    if not self.auth:unauthorized(scope, res.headers["www-authenticate"]) then return res end
+  end
+end
+
+-- Checks that the registry speaks the v2 API and that the credentials are
+-- accepted; returns {auth = "none"|"basic"|"bearer", api = version header}.
+function Registry:ping()
+  local url = self.url .. "/v2/"
+  local res, err, kind = self:_request("GET", url, "")
+  if not res then return nil, err, kind end
+  if res.status ~= 200 then return nil, http_error("GET " .. url, res, self) end
+  return { auth = self.auth.scheme, api = res.headers["docker-distribution-api-version"] }
+end
+
+-- Drops the query parameter n from url (for registries that refuse our page size).
+local function without_n(url)
+  local s = url:gsub("([?&])n=%d+&?", "%1"):gsub("[?&]$", "")
+  return s
+end
+
+-- GETs a paged JSON list from path, following Link rel="next", and returns
+-- the concatenated arrays found under field.
+function Registry:_pages(path, scope, field)
+  local url, out, seen = self.url .. path, {}, {}
+  local function get(u)
+    return self:_request("GET", u, scope, { headers = { Accept = "application/json" } })
+  end
+  local res, err, kind = get(url)
+  if res and res.status == 400 and url:find("[?&]n=%d") then
+    url = without_n(url)  -- PAGINATION_NUMBER_INVALID: take the server's page size
+    res, err, kind = get(url)
+  end
+  while true do
+    if not res then return nil, err, kind end
+    if res.status ~= 200 then return nil, http_error("GET " .. url, res, self) end
+    local doc = json.decode(res.body)
+    if type(doc) ~= "table" then return nil, "GET " .. url .. ": invalid JSON", "protocol" end
+    if type(doc[field]) == "table" then
+      for _, v in ipairs(doc[field]) do out[#out + 1] = v end
+    end
+    local nxt = link.next(res.headers.link)
+    if not nxt then return out end
+    url = link.resolve(url, nxt)
+    if seen[url] then return nil, "GET " .. url .. ": the Link header loops", "protocol" end
+    seen[url] = true
+    res, err, kind = get(url)
+  end
+end
+
+-- Lists every repository, following pages of opts.n (default 1000) entries.
+function Registry:catalog(opts)
+  local n = opts and opts.n or 1000
+  return self:_pages("/v2/_catalog?n=" .. n, "registry:catalog:*", "repositories")
+end
+
+-- Lists every tag of repo, following pages of opts.n (default 1000) entries.
+function Registry:tags(repo, opts)
+  local n = opts and opts.n or 1000
+  return self:_pages("/v2/" .. repo .. "/tags/list?n=" .. n, pull(repo), "tags")
+end
+
+-- The manifest and blob methods live in their own files.
+for _, part in ipairs { "oci.manifests", "oci.blobs" } do
+  for name, fn in pairs(require(part)) do Registry[name] = fn end
+end
+
+return oci

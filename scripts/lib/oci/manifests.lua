@@ -1,0 +1,102 @@
+-- oci/manifests.lua - the client's manifest methods: GET, HEAD and PUT of
+-- exact bytes, with digests checked. oci.lua adds them to every client.
+local common = require("oci.common")
+local pull, push = common.pull, common.push
+local digest_alg, digest_of = common.digest_alg, common.digest_of
+local http_error = common.http_error
+local media = require("oci.media")
+
+local M = {}
+
+-- Returns the URL of a manifest.
+function M:manifest_url(repo, ref)
+  return self.url .. "/v2/" .. repo .. "/manifests/" .. ref
+end
+
+-- Checks that body hashes to every digest given (the reference when it is a
+-- digest, the registry's Docker-Content-Digest); returns its digest or nil, err.
+local function check_digest(what, body, ref, header, media_type)
+  local alg = digest_alg(ref)
+  local d = digest_of(body, alg)
+  if alg and d ~= ref then
+    return nil, string.format("%s: digest mismatch (the body hashes to %s)", what, d), "digest mismatch"
+  end
+  -- Signed schema1 manifests are hashed without their signatures: no check.
+  local signed = media_type and media_type:find("prettyjws", 1, true)
+  if header and not signed then
+    local halg = digest_alg(header)
+    if halg and digest_of(body, halg) ~= header then
+      return nil, string.format("%s: digest mismatch (the registry says %s, the body hashes to %s)",
+        what, header, digest_of(body, halg)), "digest mismatch"
+    end
+  end
+  return d
+end
+
+-- GETs a manifest as exact bytes: {body, media_type, digest, size}, the
+-- digest computed and checked against the reference and the registry's header.
+function M:get_manifest(repo, ref)
+  local url = self:manifest_url(repo, ref)
+  local what = "GET " .. url
+  local res, err, kind = self:_request("GET", url, pull(repo),
+    { headers = { Accept = media.ACCEPT }, max_body = media.MAX_MANIFEST })
+  if not res then return nil, err, kind end
+  if res.status ~= 200 then return nil, http_error(what, res, self) end
+  local mt = media.strip(res.headers["content-type"])
+  if not mt or mt == "application/json" or mt == "text/plain" or mt == "application/octet-stream" then
+    local doc = json.decode(res.body)
+    mt = type(doc) == "table" and media.detect(doc) or mt
+  end
+  local d
+  d, err, kind = check_digest(what, res.body, ref, res.headers["docker-content-digest"], mt)
+  if not d then return nil, err, kind end
+  return { body = res.body, media_type = mt, digest = d, size = #res.body }
+end
+
+-- HEADs a manifest: {digest, media_type, size}, false when it does not exist,
+-- or nil, err. Without a Docker-Content-Digest header it GETs the manifest.
+function M:head_manifest(repo, ref)
+  local url = self:manifest_url(repo, ref)
+  local res, err, kind = self:_request("HEAD", url, pull(repo), { headers = { Accept = media.ACCEPT } })
+  if not res then return nil, err, kind end
+  if res.status == 404 then return false end
+  if res.status ~= 200 then return nil, http_error("HEAD " .. url, res, self) end
+  local d = res.headers["docker-content-digest"]
+  if not digest_alg(d) then
+    local m
+    m, err, kind = self:get_manifest(repo, ref)
+    if not m then return nil, err, kind end
+    return { digest = m.digest, media_type = m.media_type, size = m.size }
+  end
+  return { digest = d, media_type = media.strip(res.headers["content-type"]),
+           size = tonumber(res.headers["content-length"]) }
+end
+
+-- PUTs a manifest's exact bytes under ref (a tag or its digest); returns the
+-- digest after checking the registry's Docker-Content-Digest against it.
+function M:put_manifest(repo, ref, body, media_type)
+  assert(type(body) == "string", "put_manifest: 'body' must be a string")
+  if not media_type then
+    local doc = json.decode(body)
+    media_type = type(doc) == "table" and media.detect(doc)
+    if not media_type then return nil, "put_manifest: the media type is unknown", "protocol" end
+  end
+  local url = self:manifest_url(repo, ref)
+  local what = "PUT " .. url
+  local want = digest_of(body, digest_alg(ref))
+  if digest_alg(ref) and want ~= ref then
+    return nil, what .. ": digest mismatch (the body hashes to " .. want .. ")", "digest mismatch"
+  end
+  local res, err, kind = self:_request("PUT", url, push(repo),
+    { headers = { ["Content-Type"] = media_type }, body = body })
+  if not res then return nil, err, kind end
+  if res.status ~= 201 and res.status ~= 200 then return nil, http_error(what, res, self) end
+  local got = res.headers["docker-content-digest"]
+  if got and got ~= want then
+    return nil, string.format("%s: digest mismatch (the registry says %s, the body hashes to %s)",
+      what, got, want), "digest mismatch"
+  end
+  return want
+end
+
+return M
