@@ -1,0 +1,52 @@
+# shellcheck shell=bash
+# tests/lib/e2e.sh - what the end-to-end tests of `replica run` share: a work
+# dir, registries that stop when the test exits, seeding, and checks made
+# with curl against the registries' HTTP API (what a user would look at).
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+REPLICA=${REPLICA:-$ROOT/replica}
+source "$ROOT/tests/lib/tap.sh"
+source "$ROOT/tests/servers.sh"
+source "$ROOT/tests/registry.sh"
+
+E2E_WORK=$(mktemp -d /tmp/replica-e2e.XXXXXX)
+_e2e_cleanup() {
+    registry_stop_all
+    rm -rf "$E2E_WORK"
+}
+trap _e2e_cleanup EXIT
+
+# seed URL REPO TAGS KIND [LAYERS] [LAYER_BYTES] [SEED]: pushes synthetic
+# images (tests/fixtures/seed.lua); prints "REPO:TAG DIGEST" lines.
+seed() {
+    local url=$1
+    shift
+    REPLICA_FROM_CREDS= "$REPLICA" script "$ROOT/tests/fixtures/seed.lua" "$url" "$@"
+}
+
+# replica_run ARGS...: runs `replica run`, output in $OUT, exit code in $RC.
+replica_run() {
+    set +e
+    OUT=$("$REPLICA" run "$@" 2>&1)
+    RC=$?
+    set -e
+}
+
+# manifest_digest URL REPO REF [USER:PASS]: the digest the registry serves for
+# a manifest, or "missing".
+manifest_digest() {
+    local url=$1 repo=$2 ref=$3 auth=${4:-} d
+    local accept="application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.list.v2+json,application/vnd.docker.distribution.manifest.v2+json"
+    d=$(curl -s -o /dev/null -I ${auth:+-u "$auth"} -H "Accept: $accept" -w '%{http_code} %header{docker-content-digest}' \
+        "$url/v2/$repo/manifests/$ref")
+    if [[ $d == 200\ * ]]; then echo "${d#200 }"; else echo missing; fi
+}
+
+# blob_status URL REPO DIGEST: the HTTP status of a blob HEAD.
+blob_status() {
+    curl -s -o /dev/null -I -w '%{http_code}' "$1/v2/$2/blobs/$3"
+}
+
+# tag_list URL REPO: the tags of a repository, sorted, one per line.
+tag_list() {
+    curl -s "$1/v2/$2/tags/list" | tr -d '[]{}"' | sed 's/.*tags://' | tr ',' '\n' | sort
+}

@@ -1,0 +1,64 @@
+# shellcheck shell=bash
+# tests/lib/tap.sh - TAP for the bash end-to-end tests: ok/is/like print one
+# line per check and a failure's details as comments; done_testing prints the
+# plan and sets the exit code.
+_TAP_N=0
+_TAP_FAILED=0
+
+# ok COND_EXIT_CODE DESCRIPTION: passes when the first argument is 0.
+ok() {
+    local rc=$1 desc=$2
+    _TAP_N=$((_TAP_N + 1))
+    if [[ $rc == 0 ]]; then
+        echo "ok $_TAP_N - $desc"
+    else
+        _TAP_FAILED=$((_TAP_FAILED + 1))
+        echo "not ok $_TAP_N - $desc"
+    fi
+}
+
+# is GOT WANT DESCRIPTION
+is() {
+    local got=$1 want=$2 desc=$3
+    if [[ $got == "$want" ]]; then
+        ok 0 "$desc"
+    else
+        ok 1 "$desc"
+        echo "#   got:  '$got'"
+        echo "#   want: '$want'"
+    fi
+}
+
+# like TEXT REGEX DESCRIPTION (extended regex, grep -E)
+like() {
+    local text=$1 re=$2 desc=$3
+    if grep -Eq -- "$re" <<<"$text"; then
+        ok 0 "$desc"
+    else
+        ok 1 "$desc"
+        echo "#   text: $(head -c 600 <<<"$text" | sed 's/^/#     /')"
+        echo "#   does not match: $re"
+    fi
+}
+
+# unlike TEXT REGEX DESCRIPTION
+unlike() {
+    local text=$1 re=$2 desc=$3
+    if grep -Eq -- "$re" <<<"$text"; then
+        ok 1 "$desc"
+        echo "#   matches: $re"
+    else
+        ok 0 "$desc"
+    fi
+}
+
+# diag MESSAGE: a comment line.
+diag() {
+    echo "# $*"
+}
+
+# done_testing: the plan, and exit 1 when anything failed.
+done_testing() {
+    echo "1..$_TAP_N"
+    ((_TAP_FAILED == 0))
+}
