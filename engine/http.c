@@ -79,6 +79,7 @@ static enum http_err map_curl_error(CURLcode rc)
     case CURLE_PARTIAL_FILE:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
+    case CURLE_SEND_FAIL_REWIND: /* the connection died mid-upload */
         return HTTP_ECLOSED;
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:

@@ -352,11 +352,11 @@ TEST_IMPL(vm_busy_task_does_not_starve_others)
     ASSERT_EQ(spin->kill, KILL_CPU);
     ASSERT_EQ(nap->ok, 1);
     double wall = lua_tonumber(nap->co, -1);
-    fprintf(stderr, "# sleeper next to a busy task: %.3f s\n", wall);
-    ASSERT(wall < 1.0);
     task_release(spin);
     task_release(nap);
     vmfix_close(&x);
+    fprintf(stderr, "# sleeper next to a busy task: %.3f s\n", wall);
+    ASSERT(wall < 1.0);
     return 0;
 }
 
@@ -369,8 +369,9 @@ static void on_alarm(int sig)
     _exit(1);
 }
 
-/* Catching the CPU-limit error with pcall in a loop does not save the task:
- * the budget still ends it, and the loop comes back. */
+/* Catching the CPU-limit error with pcall in a loop does not save the task,
+ * not even inside a coroutine the script created: the budget still ends it,
+ * and the event loop comes back. */
 TEST_IMPL(vm_cpu_limit_cannot_be_caught_by_pcall)
 {
     struct vmfix x;
@@ -380,12 +381,24 @@ TEST_IMPL(vm_cpu_limit_cannot_be_caught_by_pcall)
     struct task *spin = spawn(&x, "@catch.lua",
                               "while true do pcall(function() while true do end end) end\n", 0,
                               0.2);
+    struct task *nested = spawn(&x, "@nested.lua",
+                                "while true do\n"
+                                "  local co = coroutine.create(function()\n"
+                                "    while true do pcall(function() while true do end end) end\n"
+                                "  end)\n"
+                                "  pcall(coroutine.resume, co)\n"
+                                "end\n",
+                                0, 0.2);
     ASSERT_NOT_NULL(spin);
+    ASSERT_NOT_NULL(nested);
     ASSERT_EQ(vmfix_run(&x, SAFETY_SECONDS), 0);
     alarm(outer);
     ASSERT_EQ(spin->ok, 0);
     ASSERT_EQ(spin->kill, KILL_CPU);
+    ASSERT_EQ(nested->ok, 0);
+    ASSERT_EQ(nested->kill, KILL_CPU);
     task_release(spin);
+    task_release(nested);
     vmfix_close(&x);
     return 0;
 }

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# What replica run does when things break. A blob corrupted in the source's
+# storage fails its tag with a clear error, no manifest is pushed for it, and
+# the other tags complete. A registry killed mid-transfer fails the task with
+# a clear error, and a re-run completes it. A dead registry is reported.
+set -euo pipefail
+source "$(dirname "$0")/../lib/e2e.sh"
+
+registry_start src "$E2E_WORK/src"
+registry_start dst "$E2E_WORK/dst"
+S=$REG_SRC_URL D=$REG_DST_URL
+
+# --- corruption --------------------------------------------------------------
+expected=$(seed "$S" c/app good1,good2,bad oci 3 65536)
+manifest() { curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$S/v2/c/app/manifests/$1"; }
+digests() { grep -o 'sha256:[0-9a-f]\{64\}' | sort -u; }
+only_bad=$(comm -23 <(manifest bad | digests) <(manifest good1 | digests))
+corrupt=$(tail -n 1 <<<"$only_bad")   # a layer only the bad tag uses
+hex=${corrupt#sha256:}
+data=$REG_SRC_STORAGE/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data
+ok $([[ -f $data ]]; echo $?) "found the layer to corrupt in the source's storage"
+printf '\xff' | dd of="$data" bs=1 count=1 conv=notrunc status=none
+
+replica_run --from "$S" --to "$D" --repo c/app
+is "$RC" 1 "a run with a corrupt source blob exits 1"
+like "$OUT" "FAILED c/app:bad +stage push: .*digest mismatch" "the summary names the tag, the stage and the reason"
+is "$(manifest_digest "$D" c/app bad)" missing "no manifest is pushed for the corrupt tag"
+is "$(blob_status "$D" c/app "$corrupt")" 404 "the corrupt blob is not on the target"
+for tag in good1 good2; do
+    is "$(manifest_digest "$D" c/app $tag)" "$(grep "c/app:$tag " <<<"$expected" | cut -d' ' -f2)" \
+        "the good tag $tag completes"
+done
+
+# --- a registry killed mid-transfer -------------------------------------------
+big=$E2E_WORK/big.bin
+head -c $((256 << 20)) /dev/urandom >"$big"
+big_digest=sha256:$(sha256sum "$big" | cut -d' ' -f1)
+loc=$(curl -s -D - -o /dev/null -X POST "$S/v2/big/app/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$big" \
+    "$loc&digest=${big_digest/:/%3A}" >/dev/null
+config='{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+config_digest=sha256:$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
+loc=$(curl -s -D - -o /dev/null -X POST "$S/v2/big/app/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "$config" \
+    "$loc&digest=${config_digest/:/%3A}" >/dev/null
+manifest_json=$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}' \
+    "$config_digest" "${#config}" "$big_digest" "$(stat -c %s "$big")")
+curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "$manifest_json" \
+    "$S/v2/big/app/manifests/v1" >/dev/null
+want=$(manifest_digest "$S" big/app v1)
+
+dst_pid=$(pgrep -f "docker-registry serve $E2E_WORK/dst/config.json")
+"$REPLICA" run --from "$S" --to "$D" --repo big/app >"$E2E_WORK/killed.out" 2>&1 &
+run_pid=$!
+uploads=$REG_DST_STORAGE/docker/registry/v2/repositories/big/app/_uploads
+killed=1
+for _ in $(seq 1 1000); do   # up to ~20 s
+    size=$(cat "$uploads"/*/data 2>/dev/null | wc -c || true)
+    if ((size > 16 << 20)); then
+        kill -9 "$dst_pid"
+        killed=0
+        break
+    fi
+    kill -0 "$run_pid" 2>/dev/null || break
+    sleep 0.02
+done
+ok "$killed" "the target registry was killed with the blob upload in progress"
+set +e
+wait "$run_pid"
+RC=$?
+set -e
+OUT=$(cat "$E2E_WORK/killed.out")
+is "$RC" 1 "the run fails"
+like "$OUT" "FAILED big/app:v1 +stage (push|push_prepare): .*(closed|connect)" "with a clear error naming the transfer failure"
+
+docker-registry serve "$E2E_WORK/dst/config.json" </dev/null >>"$E2E_WORK/dst/registry.log" 2>&1 &
+_REGISTRY_PIDS+=("$!")
+for _ in $(seq 1 200); do curl -s -o /dev/null "$D/v2/" && break; sleep 0.05; done
+replica_run --from "$S" --to "$D" --repo big/app
+is "$RC" 0 "after the registry is back, a re-run succeeds"
+is "$(manifest_digest "$D" big/app v1)" "$want" "and the image is complete on the target"
+
+# --- a dead registry -----------------------------------------------------------
+replica_run --from "$S" --to http://127.0.0.1:9 --repo c/app --tag good1
+is "$RC" 1 "a target that refuses connections fails the run"
+like "$OUT" "FAILED c/app:good1 +stage push_prepare: .*connect" "and says it could not connect"
+
+done_testing
