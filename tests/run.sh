@@ -11,19 +11,26 @@ export ROOT REPLICA UNIT
 : "${REPLICA:?set REPLICA}" "${UNIT:?set UNIT}"
 
 source "$ROOT/tests/servers.sh"
+source "$ROOT/tests/registry.sh"
 WORK=$(mktemp -d /tmp/replica-test.XXXXXX)
 export WORK
 cleanup() {
+    registry_stop_all
     servers_stop
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 servers_start "$WORK/servers" >/dev/null
+# Registries for the OCI client specs; the end-to-end tests start their own.
+registry_start anon "$WORK/reg-anon" none
+registry_sidecar_start anon "$WORK/reg-anon"
+registry_start basic "$WORK/reg-basic" basic
+registry_start token "$WORK/reg-token" token
 
 if [[ ${VALGRIND:-} == 1 ]]; then
     mapfile -t files < <(sed -e 's/#.*//' -e '/^$/d' "$ROOT/tests/valgrind.list")
 else
-    files=("$ROOT/tests/unit.t" "$ROOT"/spec/*_spec.lua)
+    files=("$ROOT/tests/unit.t" "$ROOT"/spec/*_spec.lua "$ROOT"/tests/e2e/*.t)
 fi
 cd "$ROOT"
 prove --exec "$ROOT/tests/tap-exec" "${files[@]}"

@@ -15,7 +15,6 @@ local common = require("oci.common")
 local link = require("oci.link")
 local media = require("oci.media")
 local retry = require("oci.retry")
-local wire = require("oci.wire")
 
 local oci = {
   OCI_MANIFEST = media.OCI_MANIFEST,
@@ -60,7 +59,7 @@ end
 function Registry:_send(method, url, headers, opts)
   local what = method .. " " .. url
   local res, err, detail = retry.run(self.retry, what, function()
-    return wire.request { method = method, url = url, headers = headers, body = opts.body,
+    return http.request { method = method, url = url, headers = headers, body = opts.body,
                           tls = self.tls, timeout = self.timeout, max_body = opts.max_body }
   end)
   if not res then return nil, transfer_error(what, err, detail) end

@@ -55,8 +55,12 @@ function replicate.plan(src, opts)
   local keep = glob.filter(opts.tags, opts.exclude_tags)
   local planned = {}
   local ok, perr = parallel.map(repos, function(repo, i)
-    local tags, terr = src:tags(repo)
-    if not tags then return nil, string.format("listing tags of %s: %s", repo, terr) end
+    local tags, terr, kind = src:tags(repo)
+    if not tags and kind == "http 404" then
+      tags = {}  -- listed in the catalog but holding no tags (only blobs, after a mount)
+    elseif not tags then
+      return nil, string.format("listing tags of %s: %s", repo, terr)
+    end
     local sel = {}
     for _, t in ipairs(tags) do
       if keep(t) then sel[#sel + 1] = t end

@@ -5,7 +5,6 @@
 -- field, so logging or encoding a client cannot leak them, and no error
 -- message built here contains them.
 local retry = require("oci.retry")
-local wire = require("oci.wire")
 
 local auth = {}
 local Auth = {}
@@ -122,7 +121,7 @@ local function fetch_token(self, key)
   if #q > 0 then url = url .. (url:find("?", 1, true) and "&" or "?") .. table.concat(q, "&") end
   local what = "GET " .. self.realm
   local res, err, detail = retry.run(self.retry, what, function()
-    return wire.request { url = url, headers = { Accept = "application/json", Authorization = secrets[self] },
+    return http.request { url = url, headers = { Accept = "application/json", Authorization = secrets[self] },
                           tls = self.tls, timeout = self.timeout }
   end)
   if not res then

@@ -7,7 +7,6 @@ local digest_alg, digest_of = common.digest_alg, common.digest_of
 local http_error, transfer_error = common.http_error, common.transfer_error
 local link = require("oci.link")
 local retry = require("oci.retry")
-local wire = require("oci.wire")
 
 local M = {}
 
@@ -57,7 +56,7 @@ function M:cancel_upload(location)
   local repo = tostring(location):match("/v2/(.-)/blobs/uploads/")
   if not repo then return end
   local authz = self:authorization(push(repo))
-  wire.request { method = "DELETE", url = location, headers = { Authorization = authz },
+  http.request { method = "DELETE", url = location, headers = { Authorization = authz },
                  tls = self.tls, timeout = self.timeout }
 end
 
@@ -89,19 +88,6 @@ function M:put_blob(repo, data)
   return dgst
 end
 
--- Uploads a 0-byte blob, whose content needs no source: blob.copy cannot
--- hold back the last byte of an empty body, so the target could complete it
--- before the source was read. Returns {copied=true, bytes=0} or nil, err.
-function M:_put_empty(repo, dgst, what)
-  if dgst ~= digest_of("", digest_alg(dgst)) then
-    return nil, what .. ": digest mismatch (the blob is empty)", "digest mismatch"
-  end
-  if digest_alg(dgst) ~= "sha256" then return nil, what .. ": empty " .. dgst .. " is not supported", "protocol" end
-  local d, err, kind = self:put_blob(repo, "")
-  if not d then return nil, err, kind end
-  return { copied = true, bytes = 0 }
-end
-
 -- Streams one blob from src into an upload session of repo through blob.copy;
 -- returns blob.copy's result or nil, err, detail.
 function M:_stream(src, src_repo, repo, desc, location)
@@ -111,9 +97,9 @@ function M:_stream(src, src_repo, repo, desc, location)
   to_auth, err, kind = self:authorization(push(repo))
   if err then return nil, kind, err end
   return blob.copy {
-    from = { url = src:blob_url(src_repo, desc.digest), headers = wire.headers { Authorization = from_auth },
+    from = { url = src:blob_url(src_repo, desc.digest), headers = { Authorization = from_auth },
              tls = src.tls },
-    to = { url = location, headers = wire.headers { Authorization = to_auth }, tls = self.tls, method = "PUT" },
+    to = { url = location, headers = { Authorization = to_auth }, tls = self.tls, method = "PUT" },
     digest = desc.digest, size = desc.size, timeout = self.timeout,
   }
 end
@@ -132,7 +118,6 @@ function M:copy_blob_from(src, src_repo, repo, desc)
   if have then return { skipped = true } end
   local what = string.format("copy %s from %s to %s", desc.digest, src:blob_url(src_repo, desc.digest),
     self.url .. "/v2/" .. repo)
-  if desc.size == 0 then return self:_put_empty(repo, desc.digest, what) end
   local location
   if src.url == self.url and src_repo ~= repo then
     location, err, kind = self:mount_blob(repo, desc.digest, src_repo)
