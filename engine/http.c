@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <ctype.h>
 
 enum { REQ_IDLE, REQ_QUEUED, REQ_ACTIVE, REQ_DONE };
@@ -37,6 +38,8 @@ struct http_client {
     char *capath;              /* the system CA directory, kept when an extra CA is added */
     CURL *pool[EASY_POOL];     /* reset easy handles kept for reuse */
     int npool;
+    struct http_req *active;   /* requests handed to libcurl */
+    struct event *sweep;       /* the stall detector, armed while any are active */
 };
 
 struct sock_ctx {
@@ -45,6 +48,71 @@ struct sock_ctx {
 };
 
 static void check_multi_info(struct http_client *c);
+static void pump_host(struct http_client *c, struct http_host *h);
+static double now_mono(void);
+
+/* Links r into the client's active list and arms the sweep. */
+static void active_add(struct http_client *c, struct http_req *r)
+{
+    static const struct timeval second = { 1, 0 };
+    r->anext = c->active;
+    r->aprev = NULL;
+    if (c->active)
+        c->active->aprev = r;
+    c->active = r;
+    if (!evtimer_pending(c->sweep, NULL))
+        evtimer_add(c->sweep, &second);
+}
+
+/* Unlinks r from the active list; the sweep stops when it empties, so an
+ * idle client never keeps the loop alive. */
+static void active_remove(struct http_client *c, struct http_req *r)
+{
+    if (r->aprev)
+        r->aprev->anext = r->anext;
+    else if (c->active == r)
+        c->active = r->anext;
+    if (r->anext)
+        r->anext->aprev = r->aprev;
+    r->anext = r->aprev = NULL;
+    if (!c->active)
+        evtimer_del(c->sweep);
+}
+
+/* The sweep, once a second: a request whose bytes have not moved for its
+ * stall timeout, and that its owner has not paused, ends with "timeout".
+ * (curl's own low-speed check averages over several seconds: it fires late.) */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_client *c = arg;
+    (void)fd;
+    (void)what;
+    for (;;) {
+        double now = now_mono();
+        struct http_req *r = c->active;
+        while (r && (r->paused || now - r->last_progress <= (double)r->stall_timeout))
+            r = r->anext;
+        if (!r)
+            break;
+        /* Finish it like a completion; done may free or start requests, so
+         * the scan starts over. */
+        curl_multi_remove_handle(c->multi, r->easy);
+        active_remove(c, r);
+        r->state = REQ_DONE;
+        r->host->active--;
+        c->pending--;
+        r->err = HTTP_ETIMEOUT;
+        snprintf(r->errbuf, sizeof(r->errbuf), "no data moved for %ld s", r->stall_timeout);
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+        struct http_host *h = r->host;
+        r->done(r, r->ud);
+        pump_host(c, h);
+    }
+    if (c->active) {
+        static const struct timeval second = { 1, 0 };
+        evtimer_add(c->sweep, &second);
+    }
+}
 
 /* Maps a finished transfer's CURLcode to the documented error set. */
 static enum http_err map_curl_error(CURLcode rc)
@@ -252,7 +320,10 @@ static void activate(struct http_client *c, struct http_req *r)
 {
     r->state = REQ_ACTIVE;
     r->host->active++;
+    r->last_progress = now_mono();
+    active_add(c, r);
     if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
+        active_remove(c, r);
         r->host->active--;
         r->state = REQ_DONE;
         r->err = HTTP_EPROTO;
@@ -288,6 +359,7 @@ static void check_multi_info(struct http_client *c)
         struct http_req *r = NULL;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
         curl_multi_remove_handle(c->multi, easy);
+        active_remove(c, r);
         r->state = REQ_DONE;
         r->host->active--;
         c->pending--;
@@ -310,7 +382,8 @@ struct http_client *http_client_new(struct event_base *base, const struct http_c
     c->user_agent = strdup(o && o->user_agent ? o->user_agent : "replica/0.1");
     c->multi = curl_multi_init();
     c->timer = evtimer_new(base, on_timer_event, c);
-    if (!c->user_agent || !c->multi || !c->timer) {
+    c->sweep = evtimer_new(base, on_sweep, c);
+    if (!c->user_agent || !c->multi || !c->timer || !c->sweep) {
         http_client_free(c);
         return NULL;
     }
@@ -344,6 +417,8 @@ void http_client_free(struct http_client *c)
         curl_multi_cleanup(c->multi); /* may call on_curl_socket(REMOVE) */
     if (c->timer)
         event_free(c->timer);
+    if (c->sweep)
+        event_free(c->sweep);
     while (c->hosts) {
         struct http_host *h = c->hosts;
         c->hosts = h->next;
@@ -372,6 +447,37 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     if (r->head.len + len > 1024 * 1024 || buf_append(&r->head, p, len) != 0)
         return 0;
     return len;
+}
+
+/* Monotonic seconds. */
+static double now_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CURLOPT_XFERINFOFUNCTION: notes when bytes last moved; the sweep timer
+ * does the rest. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    struct http_req *r = ud;
+    (void)dltotal;
+    (void)ultotal;
+    if (dlnow != r->seen_dl || ulnow != r->seen_ul) {
+        r->seen_dl = dlnow;
+        r->seen_ul = ulnow;
+        r->last_progress = now_mono();
+    }
+    return 0;
+}
+
+void http_req_paused(struct http_req *r, int paused)
+{
+    r->paused = paused;
+    if (!paused)
+        r->last_progress = now_mono();
 }
 
 /* CURLOPT_WRITEFUNCTION: buffers the body up to max_body. */
@@ -422,8 +528,10 @@ struct http_req *http_req_new(struct http_client *c, const char *method, const c
     rc |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     rc |= curl_easy_setopt(e, CURLOPT_USERAGENT, c->user_agent);
     rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, connect_timeout > 0 ? connect_timeout : 10L);
-    rc |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    rc |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, timeout > 0 ? timeout : 60L);
+    r->stall_timeout = timeout > 0 ? timeout : 60L;
+    rc |= curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+    rc |= curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+    rc |= curl_easy_setopt(e, CURLOPT_XFERINFODATA, r);
     rc |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     /* Waiting to learn whether a connection multiplexes only pays off over
      * TLS (h2); on plain HTTP it would hold every request behind the first. */
@@ -496,10 +604,8 @@ int http_req_start(struct http_req *r, http_done_fn done, void *ud)
     struct http_client *c = r->client;
     char *url = NULL;
     enum http_err err;
-    if (r->state != REQ_IDLE) {
-        r->err = HTTP_EPROTO;
-        return -1;
-    }
+    if (r->state != REQ_IDLE)
+        return -1; /* already started: its outcome is still to come */
     curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
     r->host = url ? host_for(c, url, r->lane, &err) : NULL;
     if (!r->host) {
@@ -539,6 +645,7 @@ void http_req_cancel(struct http_req *r)
         c->pending--;
     } else if (r->state == REQ_ACTIVE) {
         curl_multi_remove_handle(c->multi, r->easy);
+        active_remove(c, r);
         r->host->active--;
         c->pending--;
         pump_host(c, r->host);

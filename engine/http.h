@@ -61,6 +61,11 @@ struct http_req {
     struct http_req *qnext;
     int state;
     const char *lane;
+    long stall_timeout;     /* seconds without progress before "timeout" */
+    double last_progress;
+    curl_off_t seen_dl, seen_ul;
+    int paused;             /* paused by its owner: not a stall */
+    struct http_req *anext, *aprev; /* the client's active list */
 };
 
 /* Creates a client on base. Returns NULL on failure. The caller owns it and
@@ -72,7 +77,8 @@ void http_client_free(struct http_client *c);
 long http_client_pending(const struct http_client *c);
 
 /* Creates a request: method (GET, HEAD, PUT, POST, PATCH, DELETE, ...) and URL.
- * timeout is the stall limit in seconds (no byte moved for that long), and
+ * timeout is the stall limit in seconds (no byte moved for that long,
+ * checked about once a second), and
  * connect_timeout bounds connection setup. The caller owns the request and
  * frees it with http_req_free. Returns NULL when out of memory. */
 struct http_req *http_req_new(struct http_client *c, const char *method, const char *url,
@@ -91,6 +97,10 @@ int http_req_tls(struct http_req *r, const struct http_tls *tls);
  * limit of its own: a paired download and upload to one host must not wait
  * for each other's slots. lane must outlive the request. */
 void http_req_lane(struct http_req *r, const char *lane);
+
+/* Tells the stall detector that the owner paused (1) or resumed (0) the
+ * transfer on purpose; resuming restarts the stall clock. */
+void http_req_paused(struct http_req *r, int paused);
 
 /* Follows up to max redirects (0 = none). */
 void http_req_follow(struct http_req *r, long max);

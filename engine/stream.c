@@ -79,6 +79,7 @@ static size_t on_get_data(char *p, size_t size, size_t n, void *ud)
     }
     if (s->cap - s->used < len) {
         s->get_paused = 1;
+        http_req_paused(s->get, 1);
         return CURL_WRITEFUNC_PAUSE;
     }
     size_t tail = (s->head + s->used) % s->cap;
@@ -106,6 +107,7 @@ static size_t on_put_read(char *p, size_t size, size_t n, void *ud)
         if (s->res.err != STREAM_OK)
             return CURL_READFUNC_ABORT;
         s->put_paused = 1;
+        http_req_paused(s->put, 1);
         return CURL_READFUNC_PAUSE;
     }
     size_t len = avail < want ? avail : want;
@@ -140,11 +142,13 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (s->get_paused && s->get_state == SIDE_RUNNING && s->cap - s->used >= STREAM_CHUNK) {
         s->get_paused = 0;
+        http_req_paused(s->get, 0);
         curl_easy_pause(s->get->easy, CURLPAUSE_CONT); /* may call on_get_data at once */
     }
     if (s->put_paused && s->put_state == SIDE_RUNNING &&
         (deliverable(s) > 0 || s->verified || s->res.err != STREAM_OK)) {
         s->put_paused = 0;
+        http_req_paused(s->put, 0);
         curl_easy_pause(s->put->easy, CURLPAUSE_CONT);
     }
 }
