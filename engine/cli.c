@@ -118,6 +118,10 @@ int cli_common_opt(struct cli_common *c, const char *opt, const char *val)
         if (atol(val) <= 0)
             return -1;
         c->ho.max_per_host = atol(val);
+    } else if (strcmp(opt, "--max-transfers") == 0) {
+        if (atol(val) <= 0)
+            return -1;
+        c->ho.max_total = atol(val);
     } else if (strcmp(opt, "--log-level") == 0) {
         if (cli_log_level(val, &c->vo.log_level) != 0)
             return -1;
@@ -149,6 +153,7 @@ const char *cli_common_usage(void)
            "  --memory MIB       memory limit per task (default 64)\n"
            "  --cpu SECONDS      CPU budget per task (default 30)\n"
            "  --max-per-host N   requests in flight per registry host (default 64)\n"
+           "  --max-transfers N  requests in flight in all (default: no limit; run: 256)\n"
            "  --log-level LEVEL  debug, info, warn or error (default info)\n";
 }
 

@@ -39,6 +39,7 @@ struct http_client {
     CURL *pool[EASY_POOL];     /* reset easy handles kept for reuse */
     int npool;
     struct http_req *active;   /* requests handed to libcurl */
+    long nactive, max_active;  /* how many, and the global limit (0 = none) */
     struct event *sweep;       /* the stall detector, armed while any are active */
 };
 
@@ -48,13 +49,14 @@ struct sock_ctx {
 };
 
 static void check_multi_info(struct http_client *c);
-static void pump_host(struct http_client *c, struct http_host *h);
+static void pump(struct http_client *c, struct http_host *h);
 static double now_mono(void);
 
 /* Links r into the client's active list and arms the sweep. */
 static void active_add(struct http_client *c, struct http_req *r)
 {
     static const struct timeval second = { 1, 0 };
+    c->nactive++;
     r->anext = c->active;
     r->aprev = NULL;
     if (c->active)
@@ -75,6 +77,7 @@ static void active_remove(struct http_client *c, struct http_req *r)
     if (r->anext)
         r->anext->aprev = r->aprev;
     r->anext = r->aprev = NULL;
+    c->nactive--;
     if (!c->active)
         evtimer_del(c->sweep);
 }
@@ -106,7 +109,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
         struct http_host *h = r->host;
         r->done(r, r->ud);
-        pump_host(c, h);
+        pump(c, h);
     }
     if (c->active) {
         static const struct timeval second = { 1, 0 };
@@ -333,16 +336,31 @@ static void activate(struct http_client *c, struct http_req *r)
     }
 }
 
-/* Starts queued requests of host h while it is under its limit. */
+/* Starts queued requests of host h while it is under its limit and the
+ * client under its global one. */
 static void pump_host(struct http_client *c, struct http_host *h)
 {
-    while (h->qhead && h->active < c->max_per_host) {
+    while (h->qhead && h->active < c->max_per_host &&
+           (c->max_active == 0 || c->nactive < c->max_active)) {
         struct http_req *r = h->qhead;
         h->qhead = r->qnext;
         if (!h->qhead)
             h->qtail = NULL;
         r->qnext = NULL;
         activate(c, r);
+    }
+}
+
+/* After a request of host h ended: refills h first, then, if the global
+ * limit was what held them, the other hosts. */
+static void pump(struct http_client *c, struct http_host *h)
+{
+    pump_host(c, h);
+    for (struct http_host *o = c->hosts; o && c->max_active; o = o->next) {
+        if (c->nactive >= c->max_active)
+            break;
+        if (o != h)
+            pump_host(c, o);
     }
 }
 
@@ -368,7 +386,7 @@ static void check_multi_info(struct http_client *c)
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
         struct http_host *h = r->host;
         r->done(r, r->ud);
-        pump_host(c, h);
+        pump(c, h);
     }
 }
 
@@ -379,6 +397,7 @@ struct http_client *http_client_new(struct event_base *base, const struct http_c
         return NULL;
     c->base = base;
     c->max_per_host = o && o->max_per_host > 0 ? o->max_per_host : 64;
+    c->max_active = o && o->max_total > 0 ? o->max_total : 0;
     c->user_agent = strdup(o && o->user_agent ? o->user_agent : "replica/0.1");
     c->multi = curl_multi_init();
     c->timer = evtimer_new(base, on_timer_event, c);
@@ -648,7 +667,7 @@ void http_req_cancel(struct http_req *r)
         active_remove(c, r);
         r->host->active--;
         c->pending--;
-        pump_host(c, r->host);
+        pump(c, r->host);
     } else {
         return;
     }

@@ -2,7 +2,8 @@
  *
  * A client owns one CURLM plugged into an event_base. Requests are queued per
  * host (scheme://host:port) so that no host sees more than max_per_host
- * requests at once; the rest wait in FIFO order. Completion is reported through
+ * requests at once, and no more than max_total run in all; the rest wait in
+ * FIFO order per host. Completion is reported through
  * a callback that runs from the event loop, never from inside a libcurl
  * callback, so the callback may start, cancel or free requests.
  */
@@ -29,7 +30,7 @@ enum http_err {
 
 struct http_client_opts {
     long max_per_host;   /* requests in flight per host; default 64 */
-    long max_total;      /* connections in all; 0 = no limit */
+    long max_total;      /* requests in flight (and connections) in all; 0 = no limit */
     const char *user_agent;
 };
 

@@ -128,6 +128,8 @@ int cmd_run(int argc, char **argv)
         i++;
     }
     cli_common_finish(&c);
+    if (c.ho.max_total == 0)
+        c.ho.max_total = 256;
 
     struct engine eng;
     char err[256];

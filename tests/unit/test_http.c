@@ -57,9 +57,9 @@ static void on_done(struct http_req *r, void *ud)
 }
 
 /* Sets up curl, a loop and a client; max_per_host 0 means the default. */
-static int fixture_open(struct fixture *f, long max_per_host)
+static int fixture_open_total(struct fixture *f, long max_per_host, long max_total)
 {
-    struct http_client_opts o = { max_per_host, 0, "replica-unit" };
+    struct http_client_opts o = { max_per_host, max_total, "replica-unit" };
     memset(f, 0, sizeof(*f));
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return -1;
@@ -69,6 +69,11 @@ static int fixture_open(struct fixture *f, long max_per_host)
     f->safety = evtimer_new(f->base, on_safety, f);
     f->c = http_client_new(f->base, &o);
     return f->safety && f->c ? 0 : -1;
+}
+
+static int fixture_open(struct fixture *f, long max_per_host)
+{
+    return fixture_open_total(f, max_per_host, 0);
 }
 
 static void fixture_close(struct fixture *f)
@@ -385,6 +390,36 @@ static double time_slow_batch(long max_per_host)
         http_req_free(r[i]);
     fixture_close(&f);
     return t;
+}
+
+/* The global limit holds across hosts: eight 1-second requests to two
+ * origins, with max_total = 2, run in four rounds though each origin alone
+ * would allow all of them at once. */
+TEST_IMPL(http_global_cap_spans_hosts)
+{
+    NEED_ENV(port, "HTTP_PORT");
+    enum { N = 8 };
+    struct fixture f;
+    struct http_req *r[N] = { 0 };
+    struct rec rc[N];
+    char url[512];
+    ASSERT_EQ(fixture_open_total(&f, 8, 2), 0);
+    double t0 = now_mono();
+    for (int i = 0; i < N; i++) {
+        snprintf(url, sizeof(url), "http://%s:%s/slow/%d", i % 2 ? "127.0.0.1" : "localhost", port, i);
+        ASSERT_NOT_NULL(r[i] = start_get(&f, url, 10, &rc[i]));
+    }
+    ASSERT_EQ(fixture_run(&f, N, SAFETY_SECONDS), 0);
+    double t = now_mono() - t0;
+    fprintf(stderr, "# 8 x /slow/ on two origins with max_total=2: %.2f s\n", t);
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ(r[i]->status, 200);
+        http_req_free(r[i]);
+    }
+    ASSERT(t >= 3.9);
+    ASSERT(t < 6.0);
+    fixture_close(&f);
+    return 0;
 }
 
 /* With max_per_host = 2, eight 1-second requests run in four rounds. */
