@@ -6,6 +6,7 @@
 
 #include <lauxlib.h>
 
+#include "lua_crypto.h"
 #include "lua_http.h"
 #include "sched.h"
 #include "stream.h"
@@ -47,11 +48,23 @@ static int op_gc(lua_State *L)
     return 0;
 }
 
+static int push_outcome(lua_State *L, struct blob_op *o);
+
 /* Continuation: the outcome of the copy. */
 static int copy_done(lua_State *L, int status, lua_KContext ctx)
 {
     struct blob_op *o = (struct blob_op *)ctx;
     (void)status;
+    int n = push_outcome(L, o);
+    /* Free the ring now: Lua's collector does not see its megabytes. */
+    stream_free(o->s);
+    o->s = NULL;
+    return n;
+}
+
+/* Pushes the outcome of a finished copy. */
+static int push_outcome(lua_State *L, struct blob_op *o)
+{
     const struct stream_result *r = stream_result(o->s);
     if (o->op.cancelled || r->err == STREAM_ECANCELLED) {
         lua_pushnil(L);
@@ -71,10 +84,12 @@ static int copy_done(lua_State *L, int status, lua_KContext ctx)
     lua_setfield(L, -2, "status");
     lua_pushinteger(L, (lua_Integer)r->bytes);
     lua_setfield(L, -2, "bytes");
-    lhttp_push_headers(L, &up->head);
-    lua_setfield(L, -2, "headers");
-    lua_pushlstring(L, up->body.data ? up->body.data : "", up->body.len);
-    lua_setfield(L, -2, "body");
+    if (up) {
+        lhttp_push_headers(L, &up->head);
+        lua_setfield(L, -2, "headers");
+        lua_pushlstring(L, up->body.data ? up->body.data : "", up->body.len);
+        lua_setfield(L, -2, "body");
+    }
     return 1;
 }
 
@@ -93,8 +108,10 @@ static int endpoint(lua_State *L, const char *field, const char **url)
 }
 
 /* blob.copy{from={url=, headers=, tls=}, to={url=, headers=, tls=, method=},
- *           digest="sha256:...", size=N, timeout=60, buffer=4 MiB}
- * -> {status=, bytes=, headers=, body=} | nil, err, detail */
+ *           digest="sha256:...", size=N, timeout=60, buffer=4 MiB, hash=h}
+ * -> {status=, bytes=, headers=, body=} | nil, err, detail
+ * Without `to`, the source is only read (and hashed into h). Without
+ * `digest` (a PATCH chunk), only the size is checked. */
 static int l_copy(lua_State *L)
 {
     struct vm *vm = vm_of(L);
@@ -105,13 +122,15 @@ static int l_copy(lua_State *L)
         return luaL_error(L, "blob.copy must be called from a task");
     task_check_yieldable(L, t);
 
-    const char *src, *dst;
+    const char *src, *dst = NULL;
     int from = endpoint(L, "from", &src);
-    int to = endpoint(L, "to", &dst);
+    int to = 0;
+    if (lua_getfield(L, 1, "to") != LUA_TNIL) {
+        lua_pop(L, 1);
+        to = endpoint(L, "to", &dst);
+    }
     lua_getfield(L, 1, "digest");
     const char *digest = lua_tostring(L, -1);
-    if (!digest)
-        return luaL_error(L, "blob.copy: 'digest' is required");
     lua_getfield(L, 1, "size");
     if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
         return luaL_error(L, "blob.copy: 'size' must be a non-negative integer");
@@ -120,12 +139,22 @@ static int l_copy(lua_State *L)
     lua_Integer timeout = luaL_optinteger(L, -1, 60);
     lua_getfield(L, 1, "buffer");
     lua_Integer bufsize = luaL_optinteger(L, -1, DEFAULT_BUFFER);
-    lua_getfield(L, to, "method");
-    const char *method = luaL_optstring(L, -1, "PUT");
+    const char *method = "PUT";
+    if (to) {
+        lua_getfield(L, to, "method");
+        method = luaL_optstring(L, -1, "PUT");
+    }
+    int hash_idx = 0;
+    if (lua_getfield(L, 1, "hash") != LUA_TNIL) {
+        lhash_check(L, -1);
+        hash_idx = lua_gettop(L);
+    }
     if (timeout <= 0 || bufsize <= 0)
         return luaL_error(L, "blob.copy: 'timeout' and 'buffer' must be positive");
     if (strcmp(method, "PUT") != 0 && strcmp(method, "PATCH") != 0)
         return luaL_error(L, "blob.copy: 'to.method' must be PUT or PATCH");
+    if (!digest && to && strcmp(method, "PUT") == 0)
+        return luaL_error(L, "blob.copy: 'digest' is required to complete an upload with PUT");
     if (t->cancelled) {
         lua_pushnil(L);
         lua_pushliteral(L, "cancelled");
@@ -133,47 +162,57 @@ static int l_copy(lua_State *L)
     }
 
     /* A PUT completes the upload: it names the digest the target verifies. */
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, dst);
-    if (strcmp(method, "PUT") == 0) {
-        luaL_addchar(&b, strchr(dst, '?') ? '&' : '?');
-        luaL_addstring(&b, "digest=");
-        for (const char *p = digest; *p; p++) {
-            if (*p == ':')
-                luaL_addstring(&b, "%3A");
-            else
-                luaL_addchar(&b, *p);
+    const char *put_url = NULL;
+    if (to) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        luaL_addstring(&b, dst);
+        if (strcmp(method, "PUT") == 0) {
+            luaL_addchar(&b, strchr(dst, '?') ? '&' : '?');
+            luaL_addstring(&b, "digest=");
+            for (const char *p = digest; *p; p++) {
+                if (*p == ':')
+                    luaL_addstring(&b, "%3A");
+                else
+                    luaL_addchar(&b, *p);
+            }
         }
+        luaL_pushresult(&b);
+        put_url = lua_tostring(L, -1);
     }
-    luaL_pushresult(&b);
-    const char *put_url = lua_tostring(L, -1);
 
-    struct blob_op *o = lua_newuserdatauv(L, sizeof(*o), 0);
+    struct blob_op *o = lua_newuserdatauv(L, sizeof(*o), 1);
     memset(o, 0, sizeof(*o));
     luaL_setmetatable(L, BLOB_MT);
+    if (hash_idx) { /* keep the running hash alive while bytes flow into it */
+        lua_pushvalue(L, hash_idx);
+        lua_setiuservalue(L, -2, 1);
+    }
     o->op.cancel = op_cancel;
     o->task = t;
     o->get = http_req_new(vm->http, "GET", src, (long)timeout, 10);
-    o->put = http_req_new(vm->http, method, put_url, (long)timeout, 10);
-    if (!o->get || !o->put)
+    o->put = to ? http_req_new(vm->http, method, put_url, (long)timeout, 10) : NULL;
+    if (!o->get || (to && !o->put))
         return luaL_error(L, "blob.copy: out of memory");
     o->get->max_body = 0;
     lhttp_configure(L, from, o->get, "GET", 0);
-    lua_getfield(L, to, "headers");
-    int has_type = 0;
-    if (lua_istable(L, -1)) {
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            lua_pop(L, 1);
-            if (lua_type(L, -1) == LUA_TSTRING && strcasecmp(lua_tostring(L, -1), "content-type") == 0)
-                has_type = 1;
+    if (to) {
+        lua_getfield(L, to, "headers");
+        int has_type = 0;
+        if (lua_istable(L, -1)) {
+            lua_pushnil(L);
+            while (lua_next(L, -2)) {
+                lua_pop(L, 1);
+                if (lua_type(L, -1) == LUA_TSTRING &&
+                    strcasecmp(lua_tostring(L, -1), "content-type") == 0)
+                    has_type = 1;
+            }
         }
+        lua_pop(L, 1);
+        if (!has_type && http_req_header(o->put, "Content-Type: application/octet-stream") != 0)
+            return luaL_error(L, "blob.copy: out of memory");
+        lhttp_configure(L, to, o->put, method, 0);
     }
-    lua_pop(L, 1);
-    if (!has_type && http_req_header(o->put, "Content-Type: application/octet-stream") != 0)
-        return luaL_error(L, "blob.copy: out of memory");
-    lhttp_configure(L, to, o->put, method, 0);
 
     char err[128];
     struct http_req *get = o->get, *put = o->put;
@@ -181,6 +220,8 @@ static int l_copy(lua_State *L)
     o->s = stream_new(vm->base, get, put, digest, (int64_t)size, (size_t)bufsize, err, sizeof(err));
     if (!o->s)
         return luaL_error(L, "blob.copy: %s", err);
+    if (hash_idx)
+        stream_tap(o->s, lhash_check(L, hash_idx)->ctx);
     if (stream_start(o->s, on_done, o) != 0) {
         char buf[32];
         const struct stream_result *r = stream_result(o->s);

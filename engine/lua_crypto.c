@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "lua_crypto.h"
 #include "vm.h"
 
 /* Pushes md as hex, or raw when raw is set. */
@@ -44,6 +45,81 @@ static int l_digest(lua_State *L)
         return luaL_error(L, "digest failed");
     push_md(L, out, len, want_raw(L, 2));
     return 1;
+}
+
+/* digest.new("sha256" | "sha512") -> a running hash: h:update(s),
+ * h:hex() (the digest so far, as "alg:hex"), h:clone(). blob.copy{hash=h}
+ * feeds it the bytes it streams. */
+static int l_digest_new(lua_State *L)
+{
+    static const char *const algs[] = { "sha256", "sha512", NULL };
+    int a = luaL_checkoption(L, 1, "sha256", algs);
+    struct lhash *h = lua_newuserdatauv(L, sizeof(*h), 0);
+    h->ctx = NULL;
+    h->alg = algs[a];
+    luaL_setmetatable(L, HASH_MT);
+    h->ctx = EVP_MD_CTX_new();
+    if (!h->ctx || !EVP_DigestInit_ex(h->ctx, a == 0 ? EVP_sha256() : EVP_sha512(), NULL))
+        return luaL_error(L, "digest.new: out of memory");
+    return 1;
+}
+
+struct lhash *lhash_check(lua_State *L, int idx)
+{
+    struct lhash *h = luaL_checkudata(L, idx, HASH_MT);
+    if (!h->ctx)
+        luaL_error(L, "digest: hash is closed");
+    return h;
+}
+
+static int l_hash_update(lua_State *L)
+{
+    struct lhash *h = lhash_check(L, 1);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    EVP_DigestUpdate(h->ctx, s, n);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_hash_hex(lua_State *L)
+{
+    struct lhash *h = lhash_check(L, 1);
+    EVP_MD_CTX *copy = EVP_MD_CTX_new();
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (!copy || !EVP_MD_CTX_copy_ex(copy, h->ctx) || !EVP_DigestFinal_ex(copy, md, &n)) {
+        EVP_MD_CTX_free(copy);
+        return luaL_error(L, "digest: cannot finish the hash");
+    }
+    EVP_MD_CTX_free(copy);
+    lua_pushstring(L, h->alg);
+    lua_pushliteral(L, ":");
+    push_md(L, md, n, 0);
+    lua_concat(L, 3);
+    return 1;
+}
+
+static int l_hash_clone(lua_State *L)
+{
+    struct lhash *h = lhash_check(L, 1);
+    struct lhash *c = lua_newuserdatauv(L, sizeof(*c), 0);
+    c->ctx = NULL;
+    c->alg = h->alg;
+    luaL_setmetatable(L, HASH_MT);
+    c->ctx = EVP_MD_CTX_new();
+    if (!c->ctx || !EVP_MD_CTX_copy_ex(c->ctx, h->ctx))
+        return luaL_error(L, "digest: out of memory");
+    return 1;
+}
+
+/* __gc: frees the context; safe to run twice. */
+static int l_hash_gc(lua_State *L)
+{
+    struct lhash *h = luaL_checkudata(L, 1, HASH_MT);
+    EVP_MD_CTX_free(h->ctx);
+    h->ctx = NULL;
+    return 0;
 }
 
 /* hmac.sha256(key, s [, "raw"]) and friends. */
@@ -146,7 +222,18 @@ void inject_crypto_api(struct vm *vm, lua_State *L)
     add_with(L, "sha256", l_digest, EVP_sha256());
     add_with(L, "sha512", l_digest, EVP_sha512());
     add_with(L, "sha1", l_digest, EVP_sha1());
+    lua_pushcfunction(L, l_digest_new);
+    lua_setfield(L, -2, "new");
     lua_setfield(L, -2, "digest");
+
+    static const luaL_Reg hash_methods[] = { { "update", l_hash_update }, { "hex", l_hash_hex },
+        { "clone", l_hash_clone }, { NULL, NULL } };
+    luaL_newmetatable(L, HASH_MT);
+    luaL_newlib(L, hash_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_hash_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
 
     lua_createtable(L, 0, 3);
     add_with(L, "sha256", l_hmac, EVP_sha256());

@@ -25,6 +25,8 @@ static void usage(FILE *f)
             "  --jobs N              repositories replicated at once (default 8)\n"
             "  --no-override         keep target tags that point elsewhere, and report them\n"
             "  --platform OS/ARCH    copy only these platforms of multi-arch images (repeatable)\n"
+            "  --chunk-size BYTES    upload blobs larger than this in PATCH chunks, resuming\n"
+            "                        from the target's reported range (e.g. 10M)\n"
             "  --dry-run             print what would be copied\n"
             "  --json                print the full result, with per-stage results, as JSON\n"
             "credentials and TLS (also: docker config.json and credential helpers,\n"
@@ -50,6 +52,7 @@ static const char *const value_opts[][2] = {
     { "--template", "template" }, { "--jobs", "jobs" },
     { "--from-creds", "from_creds" }, { "--to-creds", "to_creds" },
     { "--from-ca", "from_ca" },   { "--to-ca", "to_ca" },
+    { "--chunk-size", "chunk_size" },
     { NULL, NULL },
 };
 

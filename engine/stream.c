@@ -17,7 +17,8 @@ enum { SIDE_IDLE, SIDE_RUNNING, SIDE_DONE };
 struct stream {
     struct http_req *get, *put;
     struct event *kick;          /* deferred unpause */
-    EVP_MD_CTX *md;
+    EVP_MD_CTX *md;              /* NULL when no digest is expected */
+    EVP_MD_CTX *tap;             /* the caller's running hash, fed too; not owned */
     unsigned char want[EVP_MAX_MD_SIZE];
     unsigned int want_len;
     char *ring;
@@ -77,6 +78,14 @@ static size_t on_get_data(char *p, size_t size, size_t n, void *ud)
         fail(s, STREAM_EDIGEST, 0, "the source sent more bytes than the blob's size");
         return 0; /* aborts the download */
     }
+    if (!s->put) { /* hashing only */
+        s->received += (int64_t)len;
+        if (s->md)
+            EVP_DigestUpdate(s->md, p, len);
+        if (s->tap)
+            EVP_DigestUpdate(s->tap, p, len);
+        return len;
+    }
     if (s->cap - s->used < len) {
         s->get_paused = 1;
         http_req_paused(s->get, 1);
@@ -88,7 +97,10 @@ static size_t on_get_data(char *p, size_t size, size_t n, void *ud)
     memcpy(s->ring, p + first, len - first);
     s->used += len;
     s->received += (int64_t)len;
-    EVP_DigestUpdate(s->md, p, len);
+    if (s->md)
+        EVP_DigestUpdate(s->md, p, len);
+    if (s->tap)
+        EVP_DigestUpdate(s->tap, p, len);
     if (s->put_paused && deliverable(s) > 0)
         kick(s);
     return len;
@@ -130,7 +142,7 @@ static void maybe_finish(struct stream *s)
     s->finished = 1;
     s->res.bytes = s->received;
     if (s->res.err == STREAM_OK)
-        s->res.status = s->put->status;
+        s->res.status = s->put ? s->put->status : s->get->status;
     s->done(s, s->ud);
 }
 
@@ -187,7 +199,7 @@ static void on_get_done(struct http_req *r, void *ud)
         snprintf(msg, sizeof(msg), "the source sent %lld bytes, the blob has %lld",
                  (long long)s->received, (long long)s->size);
         fail(s, STREAM_EDIGEST, 0, msg);
-    } else {
+    } else if (s->md) {
         unsigned char got[EVP_MAX_MD_SIZE];
         unsigned int n = 0;
         EVP_DigestFinal_ex(s->md, got, &n);
@@ -195,11 +207,13 @@ static void on_get_done(struct http_req *r, void *ud)
             fail(s, STREAM_EDIGEST, 0, "the content read from the source does not match its digest");
         else
             s->verified = 1;
+    } else {
+        s->verified = 1; /* no digest asked for: the size matched */
     }
     if (s->res.err != STREAM_OK && s->put_state == SIDE_RUNNING) {
         http_req_cancel(s->put); /* the target never sees the last byte */
         s->put_state = SIDE_DONE;
-    } else if (s->res.err == STREAM_OK && s->put_state == SIDE_IDLE) {
+    } else if (s->res.err == STREAM_OK && s->put_state == SIDE_IDLE && s->put) {
         start_put(s); /* an empty blob: nothing could be held back */
     } else if (s->put_paused) {
         kick(s);
@@ -276,18 +290,23 @@ struct stream *stream_new(struct event_base *base, struct http_req *get, struct 
     }
     s->get = get;
     s->put = put;
-    const EVP_MD *md = parse_digest(digest, s->want, &s->want_len);
-    if (!md || size < 0) {
-        snprintf(err, errlen, md ? "size must not be negative" : "digest must be sha256:<64 hex> or sha512:<128 hex>");
+    const EVP_MD *md = NULL;
+    if (digest && !(md = parse_digest(digest, s->want, &s->want_len))) {
+        snprintf(err, errlen, "digest must be sha256:<64 hex> or sha512:<128 hex>");
+        stream_free(s);
+        return NULL;
+    }
+    if (size < 0) {
+        snprintf(err, errlen, "size must not be negative");
         stream_free(s);
         return NULL;
     }
     s->size = size;
     s->cap = bufsize >= 4 * STREAM_CHUNK ? bufsize : 4 * STREAM_CHUNK;
-    s->ring = malloc(s->cap);
-    s->md = EVP_MD_CTX_new();
+    s->ring = put ? malloc(s->cap) : NULL;
+    s->md = md ? EVP_MD_CTX_new() : NULL;
     s->kick = event_new(base, -1, 0, on_kick, s);
-    if (!s->ring || !s->md || !s->kick || !EVP_DigestInit_ex(s->md, md, NULL)) {
+    if ((put && !s->ring) || (md && (!s->md || !EVP_DigestInit_ex(s->md, md, NULL))) || !s->kick) {
         snprintf(err, errlen, "out of memory");
         stream_free(s);
         return NULL;
@@ -296,12 +315,14 @@ struct stream *stream_new(struct event_base *base, struct http_req *get, struct 
     rc |= curl_easy_setopt(get->easy, CURLOPT_WRITEFUNCTION, on_get_data);
     rc |= curl_easy_setopt(get->easy, CURLOPT_WRITEDATA, s);
     rc |= curl_easy_setopt(get->easy, CURLOPT_BUFFERSIZE, (long)STREAM_CHUNK);
-    rc |= curl_easy_setopt(put->easy, CURLOPT_UPLOAD_BUFFERSIZE, (long)STREAM_CHUNK);
-    rc |= curl_easy_setopt(put->easy, CURLOPT_UPLOAD, 1L);
-    rc |= curl_easy_setopt(put->easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
-    rc |= curl_easy_setopt(put->easy, CURLOPT_READFUNCTION, on_put_read);
-    rc |= curl_easy_setopt(put->easy, CURLOPT_READDATA, s);
-    http_req_lane(put, "upload");
+    if (put) {
+        rc |= curl_easy_setopt(put->easy, CURLOPT_UPLOAD_BUFFERSIZE, (long)STREAM_CHUNK);
+        rc |= curl_easy_setopt(put->easy, CURLOPT_UPLOAD, 1L);
+        rc |= curl_easy_setopt(put->easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
+        rc |= curl_easy_setopt(put->easy, CURLOPT_READFUNCTION, on_put_read);
+        rc |= curl_easy_setopt(put->easy, CURLOPT_READDATA, s);
+        http_req_lane(put, "upload");
+    }
     if (rc != CURLE_OK) {
         snprintf(err, errlen, "cannot configure the transfers");
         stream_free(s);
@@ -320,8 +341,8 @@ int stream_start(struct stream *s, stream_done_fn done, void *ud)
         return -1;
     }
     s->get_state = SIDE_RUNNING;
-    if (s->size == 0)
-        return 0; /* the upload starts once the empty source is verified */
+    if (s->size == 0 || !s->put)
+        return 0; /* an empty blob's upload starts once its source is verified */
     start_put(s);
     if (s->put_state != SIDE_RUNNING) {
         http_req_cancel(s->get);
@@ -350,6 +371,11 @@ const struct stream_result *stream_result(const struct stream *s)
 struct http_req *stream_upload(struct stream *s)
 {
     return s->put;
+}
+
+void stream_tap(struct stream *s, EVP_MD_CTX *tap)
+{
+    s->tap = tap;
 }
 
 void stream_free(struct stream *s)

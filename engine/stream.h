@@ -13,6 +13,8 @@
 
 #include <stdint.h>
 
+#include <openssl/evp.h>
+
 #include "http.h"
 
 enum stream_err {
@@ -36,10 +38,12 @@ struct stream_result {
 };
 
 /* Creates a stream from get (a GET on the source) into put (an upload on the
- * target: PUT, or PATCH when the caller completes the upload itself). The
- * stream takes ownership of both requests. digest is "sha256:<hex>" or
- * "sha512:<hex>"; size is the exact byte count. bufsize bounds the ring.
- * Returns NULL with a message in err on bad arguments or no memory. */
+ * target: PUT, or PATCH when the caller completes the upload itself; NULL to
+ * only read and hash the source). The stream takes ownership of both
+ * requests. digest is "sha256:<hex>" or "sha512:<hex>", or NULL when the
+ * caller verifies the content itself (a chunk of a PATCH upload); size is
+ * the exact byte count. bufsize bounds the ring. Returns NULL with a message
+ * in err on bad arguments or no memory. */
 struct stream *stream_new(struct event_base *base, struct http_req *get, struct http_req *put,
                           const char *digest, int64_t size, size_t bufsize, char *err,
                           size_t errlen);
@@ -56,6 +60,10 @@ const struct stream_result *stream_result(const struct stream *s);
 
 /* Returns the upload request (its response status, headers and body). */
 struct http_req *stream_upload(struct stream *s);
+
+/* Feeds every byte read from the source into tap as well (a running hash
+ * across several streams). The caller keeps tap alive until done. */
+void stream_tap(struct stream *s, EVP_MD_CTX *tap);
 
 /* Cancels if needed and frees the stream and its requests; NULL allowed. */
 void stream_free(struct stream *s);

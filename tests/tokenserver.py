@@ -31,9 +31,10 @@ cannot do in a test:
        n and last): it fetches the whole list upstream and answers one sorted
        page with a relative Link rel="next".
   GET /v2/NAME/blobs/DIGEST is passed through, except that
-  POST /control?fail=N&fail_mode=503|truncate makes the next N blob GETs
-       answer 503, or send half the body and close; /control also prints
-       "blob_gets", the number of blob GETs so far.
+  POST /control?fail=N&fail_mode=503|truncate[&fail_after=K] makes the next
+       N blob GETs (after K more that succeed) answer 503, or send half the
+       body and close; /control also prints "blob_gets", the number of blob
+       GETs so far. Range requests are passed through (206 with Content-Range).
   POST /corrupt?digest=sha256:HEX changes one byte of that blob in the
        registry's storage DIR: it flips the first byte, or in JSON (a
        manifest) turns the first space into a tab, so that it still parses.
@@ -246,8 +247,9 @@ class SidecarHandler(BaseHTTPRequestHandler):
     def upstream(self, path):
         """GETs path upstream; returns (status, headers, body)."""
         req = urllib.request.Request(self.server.upstream + path)
-        if self.headers.get("Authorization"):
-            req.add_header("Authorization", self.headers["Authorization"])
+        for h in ("Authorization", "Range"):
+            if self.headers.get(h):
+                req.add_header(h, self.headers[h])
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, r.headers, r.read()
@@ -256,7 +258,7 @@ class SidecarHandler(BaseHTTPRequestHandler):
 
     def pass_through(self, status, headers, body):
         self.send_response(status)
-        for k in ("Content-Type", "WWW-Authenticate", "Docker-Distribution-Api-Version"):
+        for k in ("Content-Type", "Content-Range", "WWW-Authenticate", "Docker-Distribution-Api-Version"):
             if headers.get(k):
                 self.send_header(k, headers[k])
         self.send_header("Content-Length", str(len(body)))
@@ -320,23 +322,29 @@ class SidecarHandler(BaseHTTPRequestHandler):
                 srv.fail = int(q["fail"][-1])
             if "fail_mode" in q:
                 srv.fail_mode = q["fail_mode"][-1]
+            srv.fail_after = int(q["fail_after"][-1]) if "fail_after" in q else 0
             return self.reply(200, {"fail": srv.fail, "fail_mode": srv.fail_mode,
-                                    "blob_gets": srv.blob_gets})
+                                    "fail_after": srv.fail_after, "blob_gets": srv.blob_gets})
 
     def blob(self, path):
         """Passes a blob GET through, or fails it on purpose (see /control)."""
         srv = self.server
         with srv.lock:
             srv.blob_gets += 1
-            mode = srv.fail_mode if srv.fail > 0 else None
-            if mode:
+            mode = None
+            if srv.fail > 0 and srv.fail_after > 0:
+                srv.fail_after -= 1
+            elif srv.fail > 0:
+                mode = srv.fail_mode
                 srv.fail -= 1
         if mode == "503":
             return self.reply(503, {"errors": [{"code": "UNAVAILABLE", "message": "failing on purpose"}]})
         status, headers, body = self.upstream(path)
-        if status != 200 or mode != "truncate":
+        if status not in (200, 206) or mode != "truncate":
             return self.pass_through(status, headers, body)
-        self.send_response(200)
+        self.send_response(status)
+        if headers.get("Content-Range"):
+            self.send_header("Content-Range", headers["Content-Range"])
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body[: len(body) // 2])
@@ -364,7 +372,7 @@ def main():
         srv.storage = args.storage or ""
         srv.page = args.page
         srv.lock = threading.Lock()
-        srv.fail, srv.fail_mode, srv.blob_gets = 0, "503", 0
+        srv.fail, srv.fail_mode, srv.blob_gets, srv.fail_after = 0, "503", 0, 0
     else:
         if not args.key or not args.cert:
             p.error("--key and --cert are required in token mode")

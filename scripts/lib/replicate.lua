@@ -16,14 +16,23 @@ local function literal(p)
   return not p:find("[%*%?%[%{\\]")
 end
 
+-- Parses a byte count with an optional K, M or G suffix (powers of 1024).
+local function parse_bytes(s)
+  if s == nil then return nil end
+  local n, unit = tostring(s):match("^(%d+)([KkMmGg]?)i?[Bb]?$")
+  if not n then return nil end
+  local mult = ({ [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 })[unit:lower()]
+  return math.tointeger(tonumber(n) * mult)
+end
+
 -- Builds a registry client from the URL and credential/TLS options of one side.
-local function endpoint(url, creds_opt, ca, insecure)
+local function endpoint(url, creds_opt, ca, insecure, chunk_size)
   if not url or url == "" then return nil, "missing registry URL" end
   if not url:find("^https?://") then url = "https://" .. url end
   url = url:gsub("/+$", "")
   local user, pass, err = credentials.resolve(url, creds_opt)
   if err then return nil, err end
-  return oci.new{ url = url, username = user, password = pass,
+  return oci.new{ url = url, username = user, password = pass, chunk_size = chunk_size,
                   tls = { ca_file = ca, insecure = insecure or false } }
 end
 
@@ -173,7 +182,12 @@ function replicate.main(opts)
   if not template then return nil, terr end
   local src, serr = endpoint(opts.from, opts.from_creds, opts.from_ca, opts.from_insecure)
   if not src then return nil, "--from: " .. serr end
-  local dst, derr = endpoint(opts.to, opts.to_creds, opts.to_ca, opts.to_insecure)
+  local chunk
+  if opts.chunk_size then
+    chunk = parse_bytes(opts.chunk_size)
+    if not chunk or chunk < 1024 then return nil, "--chunk-size must be a byte count of at least 1K (e.g. 10M)" end
+  end
+  local dst, derr = endpoint(opts.to, opts.to_creds, opts.to_ca, opts.to_insecure, chunk)
   if not dst then return nil, "--to: " .. derr end
 
   local started = time.mono()

@@ -80,6 +80,38 @@ replica_run --from "$S" --to "$D" --repo big/app
 is "$RC" 0 "after the registry is back, a re-run succeeds"
 is "$(manifest_digest "$D" big/app v1)" "$want" "and the image is complete on the target"
 
+# --- a chunked upload cut off by a restart of the target -----------------------
+# Distribution drops an upload whose stored bytes no longer match its state (a
+# PATCH cut off midway), so the client finds it cannot resume and starts the
+# upload over; resuming itself is covered by spec/oci_chunked_spec.lua.
+dst_pid=$(pgrep -f "docker-registry serve $E2E_WORK/dst/config.json" | head -n 1)
+"$REPLICA" run --from "$S" --to "$D" --repo big/app --dest-namespace chunked --chunk-size 8M \
+    >"$E2E_WORK/chunked.out" 2>&1 &
+run_pid=$!
+uploads=$REG_DST_STORAGE/docker/registry/v2/repositories/chunked/big/app/_uploads
+restarted=1
+for _ in $(seq 1 1000); do
+    size=$(cat "$uploads"/*/data 2>/dev/null | wc -c || true)
+    if ((size > 20 << 20)); then
+        kill -9 "$dst_pid"
+        docker-registry serve "$E2E_WORK/dst/config.json" </dev/null >>"$E2E_WORK/dst/registry.log" 2>&1 &
+        _REGISTRY_PIDS+=("$!")
+        restarted=0
+        break
+    fi
+    kill -0 "$run_pid" 2>/dev/null || break
+    sleep 0.02
+done
+ok "$restarted" "the target registry was killed and restarted with a chunked upload in progress"
+set +e
+wait "$run_pid"
+RC=$?
+set -e
+OUT=$(cat "$E2E_WORK/chunked.out")
+is "$RC" 0 "the chunked run completes"
+like "$OUT" "resuming" "after asking the target how much of the upload it kept"
+is "$(manifest_digest "$D" chunked/big/app v1)" "$want" "and the image is complete and exact on the target"
+
 # --- a dead registry -----------------------------------------------------------
 replica_run --from "$S" --to http://127.0.0.1:9 --repo c/app --tag good1
 is "$RC" 1 "a target that refuses connections fails the run"

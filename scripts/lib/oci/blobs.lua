@@ -7,6 +7,7 @@ local digest_alg, digest_of = common.digest_alg, common.digest_of
 local http_error, transfer_error = common.http_error, common.transfer_error
 local link = require("oci.link")
 local retry = require("oci.retry")
+local chunked = require("oci.chunked")
 
 local M = {}
 
@@ -130,7 +131,11 @@ function M:copy_blob_from(src, src_repo, repo, desc)
       if not location then return nil, err, kind end
     end
     local res, detail
-    res, err, detail = self:_stream(src, src_repo, repo, desc, location)
+    if self.chunk_size and desc.size > self.chunk_size then
+      res, err, detail = chunked.upload(self, src, src_repo, repo, desc, location, self.chunk_size)
+    else
+      res, err, detail = self:_stream(src, src_repo, repo, desc, location)
+    end
     if res then
       local got = res.headers["docker-content-digest"]
       if got and got ~= desc.digest then
