@@ -163,3 +163,8 @@ awk -v k="$K" -v rss="$(json_num "$out" rss_per_task)" -v lua="$(json_num "$out"
     printf "  RSS      %7.1f MiB -> %7.1f MiB   per request %7.0f bytes\n", rb / 1048576, ra / 1048576, rss
     printf "  Lua heap %7.1f MiB -> %7.1f MiB   per request %7.0f bytes\n", lb / 1048576, la / 1048576, lua
 }'
+
+# Replication: replica run against skopeo sync and curl on real registries.
+servers_stop
+echo
+REPLICA=$REPLICA "$ROOT/bench/replicate.sh"

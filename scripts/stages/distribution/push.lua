@@ -13,6 +13,7 @@ local function ensure_blob(ctx, dest, desc)
   local run = ctx.run
   local key = dest .. "@" .. desc.digest
   local h = run.blob_copies[key]
+  local waiter = h ~= nil
   if not h then
     local first = run.first_copy[desc.digest]
     h = task.spawn({ name = "blob " .. desc.digest:sub(1, 19) }, function()
@@ -38,6 +39,7 @@ local function ensure_blob(ctx, dest, desc)
     end
     return nil, r
   end
+  if waiter then return { skipped = true, shared = true } end  -- counted by the copier
   return r
 end
 
