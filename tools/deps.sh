@@ -10,7 +10,7 @@ build="gcc make pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libe
 libsqlite3-dev libssl-dev"
 test="$build perl curl openssl nginx-light libnginx-mod-http-echo iproute2 valgrind procps
 docker-registry apache2-utils python3"
-bench="$test skopeo wrk"
+bench="$test skopeo wrk time"
 
 case "${1:-build}" in
 build) want=$build ;;

@@ -121,11 +121,13 @@ end
 -- Checks that the registry speaks the v2 API and that the credentials are
 -- accepted; returns {auth = "none"|"basic"|"bearer", api = version header}.
 function Registry:ping()
+  if self._ping then return self._ping end  -- once per client: every task pings
   local url = self.url .. "/v2/"
   local res, err, kind = self:_request("GET", url, "")
   if not res then return nil, err, kind end
   if res.status ~= 200 then return nil, http_error("GET " .. url, res, self) end
-  return { auth = self.auth.scheme, api = res.headers["docker-distribution-api-version"] }
+  self._ping = { auth = self.auth.scheme, api = res.headers["docker-distribution-api-version"] }
+  return self._ping
 end
 
 -- Drops the query parameter n from url (for registries that refuse our page size).

@@ -3,12 +3,29 @@
 -- (ctx.data.artifacts); the stored output is a summary.
 local oci = require("oci")
 
--- Fetches a manifest and, for an index, its child manifests.
-local function resolve(src, repo, tag)
+-- Fetches a manifest and, for an index, its child manifests. With `dst`, a
+-- tag the target already has at the source's digest is settled by two HEADs
+-- (which registries such as Docker Hub do not count against pull limits)
+-- and marked up to date, without fetching anything; the target's answer is
+-- kept for push either way.
+local function resolve(src, repo, tag, dst, dest)
+  local target
+  if dst then
+    local th, terr = dst:head_manifest(dest, tag)
+    if th == nil then return nil, terr end
+    target = th
+    if th then
+      local sh, serr = src:head_manifest(repo, tag)
+      if sh == nil then return nil, serr end
+      if sh and sh.digest == th.digest then
+        return { tag = tag, digest = sh.digest, uptodate = true, target = th, manifests = {}, blobs = {} }
+      end
+    end
+  end
   local m, err = src:get_manifest(repo, tag)
   if not m then return nil, err end
   local art = { tag = tag, digest = m.digest, media_type = m.media_type, body = m.body,
-                size = m.size, manifests = {}, blobs = {} }
+                size = m.size, manifests = {}, blobs = {}, target = target }
   local kids, kerr = oci.children(m)
   if not kids then return nil, string.format("%s:%s: %s", repo, tag, kerr) end
   if oci.is_index(m.media_type) then
@@ -34,15 +51,21 @@ return {
     local repo = ctx.task.repository
     local arts, failed = {}, {}
     parallel.map(ctx.task.tags, function(tag, i)
-      local art, err = resolve(ctx.src, repo, tag)
+      -- With a platform filter the pushed digest differs from the source's:
+      -- no shortcut.
+      local filtering = ctx.options.platforms and #ctx.options.platforms > 0
+      local art, err = resolve(ctx.src, repo, tag, not filtering and ctx.dst or nil,
+                               ctx.task.dest_repository)
       arts[i] = art or { tag = tag, error = err }
       if not art then failed[tag] = err end
       return true
     end, { limit = 8 })
     ctx.data.artifacts = arts
-    local manifests, blobs, bytes = 0, 0, 0
+    local manifests, blobs, bytes, uptodate = 0, 0, 0, 0
     for _, a in ipairs(arts) do
-      if not a.error then
+      if a.uptodate then
+        uptodate = uptodate + 1
+      elseif not a.error then
         manifests = manifests + 1 + #a.manifests
         for _, b in ipairs(a.blobs) do blobs, bytes = blobs + 1, bytes + b.size end
         for _, m in ipairs(a.manifests) do
@@ -50,6 +73,7 @@ return {
         end
       end
     end
-    return { tags = #arts, manifests = manifests, blobs = blobs, bytes = bytes, failed = failed }
+    return { tags = #arts, up_to_date = uptodate, manifests = manifests, blobs = blobs, bytes = bytes,
+             failed = failed }
   end,
 }

@@ -9,38 +9,44 @@ local TAG_CONCURRENCY, BLOB_CONCURRENCY = 4, 8
 -- Copies one blob into dest once per run; concurrent callers share the copy.
 -- When another repository of the target is getting (or got) the same blob in
 -- this run, waits for it and mounts from there instead of uploading again.
+-- Copies run as children of the tag that started them.
 local function ensure_blob(ctx, dest, desc)
   local run = ctx.run
   local key = dest .. "@" .. desc.digest
-  local h = run.blob_copies[key]
-  local waiter = h ~= nil
-  if not h then
-    local first = run.first_copy[desc.digest]
-    h = task.spawn({ name = "blob " .. desc.digest:sub(1, 19) }, function()
-      if first and first.dest ~= dest and first.handle:wait() then
-        local m, merr = ctx.dst:mount_blob(dest, desc.digest, first.dest)
-        if m == "mounted" then return { mounted = true } end
-        if m == nil then log.warn("mount %s from %s: %s; copying", desc.digest, first.dest, merr) end
-        if type(m) == "string" then ctx.dst:cancel_upload(m) end
-      end
-      local r, err = ctx.dst:copy_blob_from(ctx.src, ctx.task.repository, dest, desc)
-      if not r then error(err, 0) end
-      if ctx.progress and r.bytes then ctx.progress("bytes", r.bytes) end
+  for _ = 1, 3 do
+    local h = run.blob_copies[key]
+    local waiter = h ~= nil
+    if not h then
+      local first = run.first_copy[desc.digest]
+      h = task.spawn({ name = "blob " .. desc.digest:sub(1, 19) }, function()
+        if first and first.dest ~= dest and first.handle:wait() then
+          local m, merr = ctx.dst:mount_blob(dest, desc.digest, first.dest)
+          if m == "mounted" then return { mounted = true } end
+          if m == nil then log.warn("mount %s from %s: %s; copying", desc.digest, first.dest, merr) end
+          if type(m) == "string" then ctx.dst:cancel_upload(m) end
+        end
+        local r, err = ctx.dst:copy_blob_from(ctx.src, ctx.task.repository, dest, desc)
+        if not r then error(err, 0) end
+        if ctx.progress and r.bytes then ctx.progress("bytes", r.bytes) end
+        return r
+      end)
+      run.blob_copies[key] = h
+      if not first then run.first_copy[desc.digest] = { dest = dest, handle = h } end
+    end
+    local ok, r = h:wait()
+    if ok then
+      if waiter then return { skipped = true, shared = true } end  -- counted by the copier
       return r
-    end)
-    run.blob_copies[key] = h
-    if not first then run.first_copy[desc.digest] = { dest = dest, handle = h } end
-  end
-  local ok, r = h:wait()
-  if not ok then
-    run.blob_copies[key] = nil  -- a later attempt (a re-run) may succeed
+    end
+    if run.blob_copies[key] == h then run.blob_copies[key] = nil end
     if run.first_copy[desc.digest] and run.first_copy[desc.digest].handle == h then
       run.first_copy[desc.digest] = nil
     end
-    return nil, r
+    -- A copy started by another tag is cancelled with that tag when that
+    -- tag fails; this one still needs the blob, so it starts its own.
+    if r ~= "cancelled" or task.cancelled() then return nil, r end
   end
-  if waiter then return { skipped = true, shared = true } end  -- counted by the copier
-  return r
+  return nil, "cancelled"
 end
 
 -- Copies a list of blobs; returns counts or nil, err.
@@ -66,7 +72,9 @@ end
 local function push_tag(ctx, art, stats)
   local dest = ctx.task.dest_repository
   if art.error then return { tag = art.tag, status = "failed", stage = "pull", error = art.error } end
-  local head, herr = ctx.dst:head_manifest(dest, art.tag)
+  if art.uptodate then return { tag = art.tag, status = "skipped", digest = art.digest } end
+  local head, herr = art.target, nil
+  if head == nil then head, herr = ctx.dst:head_manifest(dest, art.tag) end
   if head == nil then return { tag = art.tag, status = "failed", error = herr } end
   if head and head.digest == art.digest then
     return { tag = art.tag, status = "skipped", digest = art.digest }

@@ -7,7 +7,8 @@ return {
     local records = input and input.tags or {}
     local checks = {}
     for _, r in ipairs(records) do
-      if r.status == "pushed" or r.status == "skipped" then checks[#checks + 1] = r end
+      -- Skipped tags were compared by digest just before: only new pushes.
+      if r.status == "pushed" then checks[#checks + 1] = r end
     end
     local bad = {}
     parallel.map(checks, function(r)

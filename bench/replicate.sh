@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# bench/replicate.sh - the replication benchmark (the end of `make bench`):
+# `replica run` against its peers on the same real registries in one run.
+#   1  many small images: 40 repositories x 10 tags (a shared base layer, 1-2
+#      unique gzip layers, JSON configs, every 4th repository multi-arch),
+#      replica --jobs 8 against skopeo sync 8 repositories at a time; wall
+#      time and client CPU (user+sys, the registries' CPU not counted)
+#   2  one repository with 1200 tags of small images sharing layers,
+#      replica against one skopeo sync
+#   3  one 500 MiB layer, replica against curl streaming the blob from the
+#      source into an upload session of the target; replica's peak RSS
+#   4  replica's second run of workload 1, with nothing to copy, against its
+#      first run
+# Registries are Debian's docker-registry on loopback with storage in
+# /dev/shm (tests/registry.sh); each source is seeded once (bench/seed.py),
+# and every run of every tool gets a fresh target. Runs alternate replica and
+# its peer; the table shows medians. Each run of replica and skopeo is
+# checked: every source tag must resolve to the same digest on the target
+# (skopeo too, so both did the same work); curl's blob must be there.
+#   REPLICA      the engine binary (default build/release/replica)
+#   BENCH_RUNS   runs per tool and workload (default 3; workload 3 does 2 more)
+# Exits 0 when every run completed and checked out, whatever the figures; a
+# failed run or a target digest that differs from the source exits 1.
+set -euo pipefail
+shopt -s inherit_errexit
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPLICA=${REPLICA:-$ROOT/build/release/replica}
+SEED=$ROOT/bench/seed.py
+RUNS=${BENCH_RUNS:-3}
+RUNS_BIG=$((RUNS + 2))  # workload 3 is quick and the noisiest: two more runs
+JOBS=8              # replica --jobs, and skopeo processes at once
+MANY=1200           # tags in workload 2
+BIG_MIB=500         # layer size in workload 3
+# Targets: replica/peer ratios (lower is better) and replica's peak RSS.
+T_SMALL=0.5 T_SMALL_CPU=0.25 T_MANY=0.6 T_BIG=1.05 T_BIG_RSS=64 T_NOOP=0.15
+
+[[ -x $REPLICA ]] || { echo "bench: $REPLICA not found (run make)" >&2; exit 1; }
+for tool in skopeo docker-registry python3 curl; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool not found (make deps-bench)" >&2; exit 1; }
+done
+[[ -x /usr/bin/time ]] || { echo "bench: /usr/bin/time not found (package time)" >&2; exit 1; }
+
+source "$ROOT/tests/registry.sh"
+WORK=$(mktemp -d /tmp/replica-bench-repl.XXXXXX)
+cleanup() {
+    registry_stop_all
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "bench: $*" >&2
+    exit 1
+}
+
+# Prints the median of the numbers given as arguments.
+median() {
+    printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"
+}
+
+# Prints A / B with 2 decimals.
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+}
+
+# Prints "ok" when VALUE <= TARGET, else "MISSED".
+verdict() {
+    awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t ? "ok" : "MISSED") }'
+}
+
+# Prints the seconds elapsed since START (an $EPOCHREALTIME).
+since() {
+    awk -v s="$1" -v n="$EPOCHREALTIME" 'BEGIN { printf "%.2f", n - s }'
+}
+
+# fresh_target LABEL: starts a fresh target registry for one run, with its
+# config and log in WORK/LABEL; sets TARGET to its URL. Call it in the
+# subshell that makes the run, after `trap registry_stop_all EXIT`: the
+# subshell forgets the registries of its parent, so it stops only its own.
+fresh_target() {
+    _REGISTRY_PIDS=() _REGISTRY_SHM=()
+    registry_start target "$WORK/$1" || fail "cannot start a target registry"
+    TARGET=$REG_TARGET_URL
+}
+
+# replica_run LOG SRC DST ARGS...: one timed `replica run`; prints
+# "wall user+sys maxrss_kib". A failed run shows its output and exits 1.
+replica_run() {
+    local log=$1 src=$2 dst=$3 tm=$1.time
+    shift 3
+    if ! /usr/bin/time -o "$tm" -f '%e %U %S %M' \
+        "$REPLICA" run --from "$src" --to "$dst" "$@" >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        fail "replica run failed: $*"
+    fi
+    awk '{ printf "%s %.2f %s\n", $1, $2 + $3, $4 }' "$tm"
+}
+
+# check SRC DST LIST WHO: every "REPO:TAG DIGEST" of LIST must resolve to the
+# same digest on DST.
+check() {
+    local out
+    out=$(python3 "$SEED" verify "$1" "$2" "$3") || fail "$4: target digests differ from the source: $out"
+}
+
+# skopeo_sync DIR DST_NS: one skopeo sync per YAML file in DIR, JOBS at a
+# time; prints "wall user+sys" (user+sys summed over the skopeo processes).
+skopeo_sync() {
+    local dir=$1 ns=$2 start wall
+    mkdir -p "$dir/times"
+    start=$EPOCHREALTIME
+    if ! (cd "$dir" && printf '%s\n' *.yml | xargs -P "$JOBS" -I{} /usr/bin/time -o "times/{}" -f '%U %S' \
+        skopeo sync --all --src yaml --dest docker --src-tls-verify=false --dest-tls-verify=false \
+        {} "$ns" >"$dir/skopeo.log" 2>&1); then
+        tail -n 20 "$dir/skopeo.log" >&2
+        fail "skopeo sync failed (see above)"
+    fi
+    wall=$(since "$start")
+    cat "$dir"/times/*.yml | awk -v w="$wall" '{ c += $1 + $2 } END { printf "%s %.2f\n", w, c }'
+}
+
+# yaml DIR SRC_URL REPO...: one skopeo sync YAML file per repository in DIR.
+yaml() {
+    local dir=$1 host=${2#http://} repo
+    shift 2
+    mkdir -p "$dir"
+    for repo in "$@"; do
+        printf '%s:\n  tls-verify: false\n  images:\n    %s: []\n' "$host" "$repo" >"$dir/${repo//\//_}.yml"
+    done
+}
+
+read -r load _ </proc/loadavg
+echo "replication bench: $(nproc) CPUs (load average $load at start), docker-registry $(
+    dpkg-query -W -f='${Version}' docker-registry 2>/dev/null), skopeo $(skopeo --version | awk '{print $3}'),"
+echo "  median of $RUNS runs ($RUNS_BIG for workload 3) alternating replica and its peer; a fresh target"
+echo "  registry (storage on /dev/shm) per run and tool"
+
+# --- Workloads 1 and 4: many small images --------------------------------
+registry_start small "$WORK/small"
+S=$REG_SMALL_URL
+python3 "$SEED" small "$S" >"$WORK/small.list" || fail "seeding workload 1 failed"
+mapfile -t small_repos < <(cut -d: -f1 "$WORK/small.list" | sort -u)
+n_small=$(wc -l <"$WORK/small.list")
+
+declare -a r1w=() r1c=() r4w=() r4c=() s1w=() s1c=()
+for ((i = 1; i <= RUNS; i++)); do
+    out=$(
+        trap registry_stop_all EXIT
+        fresh_target "replica-small-$i"
+        first=$(replica_run "$WORK/replica-small-$i.log" "$S" "$TARGET" --repo '**' --jobs "$JOBS")
+        check "$S" "$TARGET" "$WORK/small.list" "workload 1, replica"
+        again=$(replica_run "$WORK/replica-noop-$i.log" "$S" "$TARGET" --repo '**' --jobs "$JOBS")
+        check "$S" "$TARGET" "$WORK/small.list" "workload 4, replica"
+        echo "$first $again"
+    )
+    read -r w c _ w2 c2 _ <<<"$out"
+    r1w+=("$w") r1c+=("$c") r4w+=("$w2") r4c+=("$c2")
+    out=$(
+        trap registry_stop_all EXIT
+        fresh_target "skopeo-small-$i"
+        yaml "$WORK/skopeo-small-$i" "$S" "${small_repos[@]}"
+        skopeo_sync "$WORK/skopeo-small-$i" "${TARGET#http://}/bench"
+        check "$S" "$TARGET" "$WORK/small.list" "workload 1, skopeo"
+    )
+    read -r w c <<<"$out"
+    s1w+=("$w") s1c+=("$c")
+done
+
+# --- Workload 2: one repository with many tags ---------------------------
+registry_start many "$WORK/many"
+M=$REG_MANY_URL
+python3 "$SEED" many "$M" bench/many "$MANY" >"$WORK/many.list" || fail "seeding workload 2 failed"
+declare -a r2w=() r2c=() s2w=() s2c=()
+for ((i = 1; i <= RUNS; i++)); do
+    out=$(
+        trap registry_stop_all EXIT
+        fresh_target "replica-many-$i"
+        replica_run "$WORK/replica-many-$i.log" "$M" "$TARGET" --repo bench/many --jobs "$JOBS"
+        check "$M" "$TARGET" "$WORK/many.list" "workload 2, replica"
+    )
+    read -r w c _ <<<"$out"
+    r2w+=("$w") r2c+=("$c")
+    out=$(
+        trap registry_stop_all EXIT
+        fresh_target "skopeo-many-$i"
+        yaml "$WORK/skopeo-many-$i" "$M" bench/many
+        skopeo_sync "$WORK/skopeo-many-$i" "${TARGET#http://}/bench"
+        check "$M" "$TARGET" "$WORK/many.list" "workload 2, skopeo"
+    )
+    read -r w c <<<"$out"
+    s2w+=("$w") s2c+=("$c")
+done
+
+# --- Workload 3: one big layer -------------------------------------------
+registry_start big "$WORK/big"
+B=$REG_BIG_URL
+python3 "$SEED" big "$B" bench/big "$BIG_MIB" "$REG_BIG_STORAGE" >"$WORK/big.list" || fail "seeding workload 3 failed"
+read -r _ _ blob _ < <(grep '^# blob ' "$WORK/big.list")
+sed -i '/^#/d' "$WORK/big.list"
+declare -a r3w=() r3c=() r3m=() c3w=() c3c=()
+for ((i = 1; i <= RUNS_BIG; i++)); do
+    out=$(
+        trap registry_stop_all EXIT
+        fresh_target "replica-big-$i"
+        replica_run "$WORK/replica-big-$i.log" "$B" "$TARGET" --repo bench/big --jobs "$JOBS"
+        check "$B" "$TARGET" "$WORK/big.list" "workload 3, replica"
+    )
+    read -r w c m <<<"$out"
+    r3w+=("$w") r3c+=("$c") r3m+=("$m")
+    # curl: POST an upload session, then stream GET source | PUT ?digest=
+    # (both timed); the registry checks the digest of what it receives.
+    out=$(
+        trap registry_stop_all EXIT
+        fresh_target "curl-big-$i"
+        tm=$WORK/curl-big-$i.time
+        start=$EPOCHREALTIME
+        loc=$(/usr/bin/time -o "$tm" -a -f '%U %S' curl -sf -o /dev/null -X POST -w '%header{location}' \
+            "$TARGET/v2/bench/big/blobs/uploads/")
+        [[ -n $loc ]] || fail "curl: no upload session"
+        /usr/bin/time -o "$tm" -a -f '%U %S' curl -sSf "$B/v2/bench/big/blobs/$blob" |
+            /usr/bin/time -o "$tm" -a -f '%U %S' curl -sSf -T - -X PUT -o /dev/null \
+                -H 'Content-Type: application/octet-stream' "$loc&digest=$blob" ||
+            fail "curl: streaming the blob failed"
+        wall=$(since "$start")
+        [[ $(curl -s -o /dev/null -I -w '%{http_code}' "$TARGET/v2/bench/big/blobs/$blob") == 200 ]] ||
+            fail "curl: the blob is not on the target"
+        awk -v w="$wall" '{ c += $1 + $2 } END { printf "%s %.2f\n", w, c }' "$tm"
+    )
+    read -r w c <<<"$out"
+    c3w+=("$w") c3c+=("$c")
+done
+
+# --- The table -------------------------------------------------------------
+# row NAME PEER REPLICA PEER_FIGURE RATIO_TARGET [UNIT]
+rows=()
+row() {
+    local name=$1 peer=$2 rv=$3 pv=$4 target=$5 r
+    r=$(ratio "$rv" "$pv")
+    rows+=("$(printf '%-34s %-16s %9.2f %9.2f %6s  <= %-5s %s' "$name" "$peer" "$rv" "$pv" "$r" "$target" \
+        "$(verdict "$r" "$target")")")
+}
+# shellcheck disable=SC2046  # medians of whole lists
+{
+    row "1 small images: wall s" "skopeo sync x$JOBS" $(median "${r1w[@]}") $(median "${s1w[@]}") "$T_SMALL"
+    row "1 small images: CPU s (user+sys)" "skopeo sync x$JOBS" $(median "${r1c[@]}") $(median "${s1c[@]}") "$T_SMALL_CPU"
+    row "2 $MANY tags: wall s" "skopeo sync" $(median "${r2w[@]}") $(median "${s2w[@]}") "$T_MANY"
+    row "3 $BIG_MIB MiB layer: wall s" "curl | curl" $(median "${r3w[@]}") $(median "${c3w[@]}") "$T_BIG"
+    row "4 re-run of 1 (no-op): wall s" "replica 1st run" $(median "${r4w[@]}") $(median "${r1w[@]}") "$T_NOOP"
+    rss=$(awk -v k="$(median "${r3m[@]}")" 'BEGIN { printf "%.1f", k / 1024 }')
+}
+echo
+printf '%-34s %-16s %9s %9s %6s  %-8s %s\n' "replica run vs peer" "peer" "replica" "peer" "ratio" "target" ""
+for r in "${rows[@]}"; do echo "$r"; done
+printf '%-34s %-16s %9.1f %9s %6s  <= %-5s %s\n' "3 $BIG_MIB MiB layer: peak RSS MiB" "" "$rss" "" "" \
+    "$T_BIG_RSS" "$(verdict "$rss" "$T_BIG_RSS")"
+echo "  1: $n_small tags in ${#small_repos[@]} repositories (every 4th multi-arch), 1 MiB shared base layer,"
+echo "     1-2 unique 200 kB gzip layers per image; skopeo: one process per repository, $JOBS at once."
+echo "  CPU: user+sys of replica's process against the sum over the skopeo processes (the registries'"
+echo "       CPU is not counted). Ratios: replica / peer, lower is better."
+echo "  runs, wall s: 1 replica ${r1w[*]} | skopeo ${s1w[*]};  2 replica ${r2w[*]} | skopeo ${s2w[*]}"
+echo "                3 replica ${r3w[*]} | curl ${c3w[*]};  4 replica ${r4w[*]}"
+echo "  runs, CPU s:  1 replica ${r1c[*]} | skopeo ${s1c[*]};  2 replica ${r2c[*]} | skopeo ${s2c[*]}"
+echo "                3 replica ${r3c[*]} | curl ${c3c[*]};  4 replica ${r4c[*]};  3 peak RSS KiB ${r3m[*]}"
+echo "  every replica and skopeo run checked: all target digests match the source"
