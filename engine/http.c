@@ -90,8 +90,15 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     struct http_client *c = arg;
     (void)fd;
     (void)what;
+    double now = now_mono();
+    for (struct http_req *r = c->active; r; r = r->anext) {
+        if (r->seen_dl != r->swept_dl || r->seen_ul != r->swept_ul || r->paused) {
+            r->swept_dl = r->seen_dl;
+            r->swept_ul = r->seen_ul;
+            r->last_progress = now;
+        }
+    }
     for (;;) {
-        double now = now_mono();
         struct http_req *r = c->active;
         while (r && (r->paused || now - r->last_progress <= (double)r->stall_timeout))
             r = r->anext;
@@ -476,19 +483,16 @@ static double now_mono(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* CURLOPT_XFERINFOFUNCTION: notes when bytes last moved; the sweep timer
- * does the rest. */
+/* CURLOPT_XFERINFOFUNCTION: notes the byte counts; the sweep timer notices
+ * when they stop moving. No clock read here: this runs for every chunk. */
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
     struct http_req *r = ud;
     (void)dltotal;
     (void)ultotal;
-    if (dlnow != r->seen_dl || ulnow != r->seen_ul) {
-        r->seen_dl = dlnow;
-        r->seen_ul = ulnow;
-        r->last_progress = now_mono();
-    }
+    r->seen_dl = dlnow; /* the sweep compares these with what it saw last */
+    r->seen_ul = ulnow;
     return 0;
 }
 

@@ -64,7 +64,8 @@ struct http_req {
     const char *lane;
     long stall_timeout;     /* seconds without progress before "timeout" */
     double last_progress;
-    curl_off_t seen_dl, seen_ul;
+    curl_off_t seen_dl, seen_ul;    /* byte counts, from the progress callback */
+    curl_off_t swept_dl, swept_ul;  /* the counts at the last sweep */
     int paused;             /* paused by its owner: not a stall */
     struct http_req *anext, *aprev; /* the client's active list */
 };
