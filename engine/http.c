@@ -564,15 +564,18 @@ struct http_req *http_req_new(struct http_client *c, const char *method, const c
     rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    int bodyless = 1;
     if (strcmp(method, "GET") == 0) {
         /* the default */
     } else if (strcmp(method, "HEAD") == 0) {
         rc |= curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else {
         rc |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+        bodyless = 0;
     }
-    /* No form content type and no 100-continue round trip unless asked. */
-    if (rc != CURLE_OK || http_req_header(r, "Expect:") != 0) {
+    /* No 100-continue round trip before a body (GET and HEAD need no list:
+     * it would cost allocations on every request). */
+    if (rc != CURLE_OK || (!bodyless && http_req_header(r, "Expect:") != 0)) {
         http_req_free(r);
         return NULL;
     }

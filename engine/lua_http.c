@@ -215,7 +215,10 @@ void lhttp_configure(lua_State *L, int idx, struct http_req *r, const char *meth
     }
     lua_pop(L, 1);
 
-    /* Without an explicit type, send none rather than curl's form default. */
+    /* A body without an explicit type goes with none, rather than curl's
+     * form default. */
+    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+        return;
     int has_ct = 0;
     for (struct curl_slist *h = r->headers; h; h = h->next)
         if (strncasecmp(h->data, "content-type:", 13) == 0)

@@ -229,9 +229,12 @@ static void run(struct task *t)
     t->nargs = 0;
     t->state = TASK_RUNNING;
     vm->current = t;
-    t->slice_start = vm_now_mono();
+    /* The clock starts at the first hook call (after HOOK_COUNT
+     * instructions): a short slice, the common case, reads no clock. */
+    t->slice_start = 0;
     int st = lua_resume(t->co, NULL, nargs, &nres);
-    t->cpu_used += vm_now_mono() - t->slice_start;
+    if (t->slice_start > 0)
+        t->cpu_used += vm_now_mono() - t->slice_start;
     vm->current = NULL;
     if (st == LUA_YIELD) {
         lua_pop(t->co, nres);
@@ -383,6 +386,8 @@ void sched_hook(lua_State *L, lua_Debug *ar)
     if (!t)
         return;
     double now = vm_now_mono();
+    if (t->slice_start == 0)
+        t->slice_start = now;
     if (t->kill == KILL_NONE && t->cpu_used + (now - t->slice_start) > t->cpu_limit)
         t->kill = KILL_CPU;
     if (t->kill != KILL_NONE) {
