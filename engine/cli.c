@@ -157,6 +157,21 @@ const char *cli_common_usage(void)
            "  --log-level LEVEL  debug, info, warn or error (default info)\n";
 }
 
+int cli_open_entry(struct engine *e, struct cli_common *c, const char *src, const char *name)
+{
+    char err[256];
+    if (engine_open(e, &c->vo, &c->ho, err, sizeof(err)) != 0) {
+        fprintf(stderr, "replica: %s\n", err);
+        return -1;
+    }
+    if (vm_load_buffer(e->vm, e->vm->L, src, strlen(src), name) != LUA_OK) {
+        fprintf(stderr, "replica: %s\n", lua_tostring(e->vm->L, -1));
+        engine_close(e);
+        return -1;
+    }
+    return 0;
+}
+
 struct signal_state {
     struct vm *vm;
     int count;

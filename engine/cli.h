@@ -53,6 +53,11 @@ void cli_common_finish(struct cli_common *c);
 /* The usage lines of the common options. */
 const char *cli_common_usage(void);
 
+/* Opens the engine with c's options and pushes the Lua chunk src (named
+ * name) onto the VM's stack, ready for arguments and cli_run_main. On
+ * failure prints why and returns -1 (the engine is closed). */
+int cli_open_entry(struct engine *e, struct cli_common *c, const char *src, const char *name);
+
 /* Runs the function below nargs arguments on top of the VM's stack as the
  * main task until every task ends; SIGINT/SIGTERM cancel. Returns the exit
  * code: 1 when it failed or returned nil, err; an integer it returned; 0/1 for

@@ -97,20 +97,11 @@ static int l_source(lua_State *L)
     const char *name = luaL_checkstring(L, 2);
     if (!find(L, kind, name))
         return 2;
-    FILE *f = fopen(lua_tostring(L, -1), "rb");
-    if (!f) {
+    if (vm_push_file(L, lua_tostring(L, -1), (size_t)-1) != 0) {
         lua_pushnil(L);
-        lua_pushfstring(L, "cannot open %s", lua_tostring(L, -2));
+        lua_pushfstring(L, "cannot read %s", lua_tostring(L, -2));
         return 2;
     }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    char tmp[4096];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
-        luaL_addlstring(&b, tmp, n);
-    fclose(f);
-    luaL_pushresult(&b);
     return 1;
 }
 

@@ -24,25 +24,6 @@
 #define HELPER_TIMEOUT_MS 10000
 #define MAX_OUTPUT (1 << 20)
 
-/* Reads a whole small file into a pushed string; returns 0 or -1. */
-static int push_file(lua_State *L, const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    char tmp[4096];
-    size_t n, total = 0;
-    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0 && total < MAX_OUTPUT) {
-        luaL_addlstring(&b, tmp, n);
-        total += n;
-    }
-    fclose(f);
-    luaL_pushresult(&b);
-    return 0;
-}
-
 static int l_docker_config(lua_State *L)
 {
     char path[4096];
@@ -54,7 +35,7 @@ static int l_docker_config(lua_State *L)
         snprintf(path, sizeof(path), "%s/.docker/config.json", home);
     else
         return 0;
-    if (push_file(L, path) != 0)
+    if (vm_push_file(L, path, MAX_OUTPUT) != 0)
         lua_pushnil(L);
     return 1;
 }

@@ -135,18 +135,10 @@ int cmd_run(int argc, char **argv)
         c.ho.max_total = 256;
 
     struct engine eng;
-    char err[256];
-    if (engine_open(&eng, &c.vo, &c.ho, err, sizeof(err)) != 0) {
-        fprintf(stderr, "replica: %s\n", err);
+    if (cli_open_entry(&eng, &c, "local opts = ... return require('replicate').main(opts)",
+                       "=replica run") != 0)
         return 1;
-    }
     lua_State *L = eng.vm->L;
-    const char main_src[] = "local opts = ... return require('replicate').main(opts)";
-    if (vm_load_buffer(eng.vm, L, main_src, sizeof(main_src) - 1, "=replica run") != LUA_OK) {
-        fprintf(stderr, "replica: %s\n", lua_tostring(L, -1));
-        engine_close(&eng);
-        return 1;
-    }
     lua_newtable(L);
     int opts = lua_gettop(L);
     for (int i = first; i < argc; i++) {
@@ -191,18 +183,9 @@ int cmd_check(int argc, char **argv)
     }
     cli_common_finish(&c);
     struct engine eng;
-    char err[256];
-    if (engine_open(&eng, &c.vo, &c.ho, err, sizeof(err)) != 0) {
-        fprintf(stderr, "replica: %s\n", err);
+    if (cli_open_entry(&eng, &c, "return require('check').main({})", "=replica check") != 0)
         return 1;
-    }
-    lua_State *L = eng.vm->L;
-    const char src[] = "return require('check').main({})";
-    int rc = 1;
-    if (vm_load_buffer(eng.vm, L, src, sizeof(src) - 1, "=replica check") != LUA_OK)
-        fprintf(stderr, "replica: %s\n", lua_tostring(L, -1));
-    else
-        rc = cli_run_main(&eng, 0, "check");
+    int rc = cli_run_main(&eng, 0, "check");
     engine_close(&eng);
     return rc;
 }

@@ -143,24 +143,32 @@ int vm_load_buffer(struct vm *vm, lua_State *L, const char *s, size_t len, const
     return st;
 }
 
-int vm_load_file(struct vm *vm, lua_State *L, const char *path, const char *chunkname)
+int vm_push_file(lua_State *L, const char *path, size_t max)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) {
-        lua_pushfstring(L, "cannot open %s", path);
-        return LUA_ERRFILE;
-    }
+    if (!f)
+        return -1;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+    size_t n, total = 0;
+    while (total < max && (n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
         luaL_addlstring(&b, tmp, n);
+        total += n;
+    }
     int bad = ferror(f);
     fclose(f);
     luaL_pushresult(&b);
     if (bad) {
         lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+int vm_load_file(struct vm *vm, lua_State *L, const char *path, const char *chunkname)
+{
+    if (vm_push_file(L, path, (size_t)-1) != 0) {
         lua_pushfstring(L, "cannot read %s", path);
         return LUA_ERRFILE;
     }

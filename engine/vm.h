@@ -87,6 +87,10 @@ void vm_push_env(struct vm *vm, lua_State *L);
  * the function. Returns LUA_OK, or an error code with the message pushed. */
 int vm_load_file(struct vm *vm, lua_State *L, const char *path, const char *chunkname);
 
+/* Pushes the contents of a file (at most max bytes) as a string. Returns 0,
+ * or -1 with nothing pushed when it cannot be read. */
+int vm_push_file(lua_State *L, const char *path, size_t max);
+
 /* Loads a text chunk from memory, like vm_load_file. */
 int vm_load_buffer(struct vm *vm, lua_State *L, const char *s, size_t len, const char *name);
 
