@@ -5,7 +5,7 @@
 #   make bench    benchmarks (figures go in docs/benchmarks.md)
 #   make deps     install every Debian package the targets need
 
-PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson
+PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson sqlite3
 CC       ?= cc
 WARN     := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings -Wshadow
 CFLAGS   ?= -O2 -g

@@ -1,0 +1,196 @@
+/* store.c - the SQLite database and its migrations. */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The migrations, in order: migration i brings the schema from version i to
+ * i + 1. Never edit one that has shipped; add a new one. */
+static const char *const migrations[] = {
+    /* 1: the first schema */
+    "CREATE TABLE registries ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL,"
+    "  url TEXT NOT NULL,"
+    "  username TEXT,"
+    "  password_sealed TEXT,"              /* AES-256-GCM, see secret.c */
+    "  ca_file TEXT,"
+    "  insecure INTEGER NOT NULL DEFAULT 0,"
+    "  created REAL NOT NULL,"
+    "  updated REAL NOT NULL);"
+    "CREATE TABLE policies ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  description TEXT,"
+    "  src_registry INTEGER NOT NULL REFERENCES registries(id),"
+    "  dst_registry INTEGER NOT NULL REFERENCES registries(id),"
+    "  repos TEXT NOT NULL DEFAULT '[]',"          /* JSON lists of globs */
+    "  exclude_repos TEXT NOT NULL DEFAULT '[]',"
+    "  tags TEXT NOT NULL DEFAULT '[]',"
+    "  exclude_tags TEXT NOT NULL DEFAULT '[]',"
+    "  dest_namespace TEXT,"
+    "  flatten INTEGER NOT NULL DEFAULT 0,"
+    "  trigger TEXT NOT NULL DEFAULT 'manual' CHECK (trigger IN ('manual', 'cron', 'event')),"
+    "  cron TEXT,"
+    "  override INTEGER NOT NULL DEFAULT 1,"
+    "  replicate_deletion INTEGER NOT NULL DEFAULT 0,"
+    "  enabled INTEGER NOT NULL DEFAULT 1,"
+    "  template TEXT NOT NULL DEFAULT 'distribution',"
+    "  jobs INTEGER NOT NULL DEFAULT 8,"
+    "  bandwidth_kbps INTEGER NOT NULL DEFAULT 0,"
+    "  created REAL NOT NULL,"
+    "  updated REAL NOT NULL);"
+    "CREATE TABLE executions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  policy INTEGER NOT NULL REFERENCES policies(id) ON DELETE CASCADE,"
+    "  status TEXT NOT NULL DEFAULT 'Pending'"
+    "    CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Stopped')),"
+    "  trigger TEXT NOT NULL,"
+    "  total INTEGER NOT NULL DEFAULT 0,"
+    "  succeeded INTEGER NOT NULL DEFAULT 0,"
+    "  failed INTEGER NOT NULL DEFAULT 0,"
+    "  stopped INTEGER NOT NULL DEFAULT 0,"
+    "  started REAL,"
+    "  finished REAL);"
+    "CREATE INDEX executions_by_policy ON executions(policy, id);"
+    "CREATE TABLE tasks ("
+    "  id INTEGER PRIMARY KEY,"
+    "  execution INTEGER NOT NULL REFERENCES executions(id) ON DELETE CASCADE,"
+    "  repository TEXT NOT NULL,"
+    "  dest_repository TEXT NOT NULL,"
+    "  tags TEXT NOT NULL DEFAULT '[]',"
+    "  status TEXT NOT NULL DEFAULT 'Pending'"
+    "    CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Stopped')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  started REAL,"
+    "  finished REAL,"
+    "  error TEXT);"
+    "CREATE INDEX tasks_by_execution ON tasks(execution, id);"
+    "CREATE INDEX tasks_by_status ON tasks(status);"
+    "CREATE TABLE stage_results ("
+    "  task INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,"
+    "  seq INTEGER NOT NULL,"                 /* template order */
+    "  name TEXT NOT NULL,"
+    "  function TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  started REAL,"
+    "  finished REAL,"
+    "  output TEXT,"                          /* JSON */
+    "  error TEXT,"
+    "  PRIMARY KEY (task, seq));"
+    "CREATE TABLE task_logs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  task INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,"
+    "  ts REAL NOT NULL,"
+    "  level TEXT NOT NULL,"
+    "  message TEXT NOT NULL);"
+    "CREATE INDEX task_logs_by_task ON task_logs(task, id);"
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY,"
+    "  received REAL NOT NULL,"
+    "  source TEXT NOT NULL,"                 /* distribution | harbor */
+    "  payload TEXT NOT NULL,"
+    "  status TEXT NOT NULL DEFAULT 'new' CHECK (status IN ('new', 'matched', 'ignored')));"
+    "CREATE TABLE tokens ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  hash TEXT NOT NULL UNIQUE,"            /* sha256 of the token; never the token */
+    "  created REAL NOT NULL);",
+};
+
+#define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+int store_latest_version(void)
+{
+    return NMIGRATIONS;
+}
+
+int store_version(struct store *s)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Runs sql; on failure writes "what: sqlite's message" into err. */
+static int exec(struct store *s, const char *sql, const char *what, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return 0;
+    snprintf(err, errlen, "%s: %s", what, msg ? msg : sqlite3_errmsg(s->db));
+    sqlite3_free(msg);
+    return -1;
+}
+
+/* Applies the migrations the database lacks, each in its own transaction
+ * together with its version bump, so a failure leaves the last good version. */
+static int migrate(struct store *s, char *err, size_t errlen)
+{
+    int v = store_version(s);
+    if (v < 0) {
+        snprintf(err, errlen, "cannot read the schema version: %s", sqlite3_errmsg(s->db));
+        return -1;
+    }
+    if (v > NMIGRATIONS) {
+        snprintf(err, errlen, "%s has schema version %d, newer than this replica knows (%d)",
+                 s->path, v, NMIGRATIONS);
+        return -1;
+    }
+    for (; v < NMIGRATIONS; v++) {
+        char what[64], bump[64];
+        snprintf(what, sizeof(what), "migration %d", v + 1);
+        snprintf(bump, sizeof(bump), "PRAGMA user_version = %d", v + 1);
+        if (exec(s, "BEGIN IMMEDIATE", what, err, errlen) != 0)
+            return -1;
+        if (exec(s, migrations[v], what, err, errlen) != 0 ||
+            exec(s, bump, what, err, errlen) != 0) {
+            char ignored[16];
+            exec(s, "ROLLBACK", "rollback", ignored, sizeof(ignored));
+            return -1;
+        }
+        if (exec(s, "COMMIT", what, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+struct store *store_open(const char *path, char *err, size_t errlen)
+{
+    struct store *s = calloc(1, sizeof(*s));
+    if (!s || !(s->path = strdup(path))) {
+        free(s);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        store_close(s);
+        return NULL;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    char what[300];
+    snprintf(what, sizeof(what), "setting up %s", path);
+    if (exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+             what, err, errlen) != 0 ||
+        migrate(s, err, errlen) != 0) {
+        store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void store_close(struct store *s)
+{
+    if (!s)
+        return;
+    sqlite3_close(s->db); /* prepared statements are finalized by their owners */
+    free(s->path);
+    free(s);
+}

@@ -1,0 +1,31 @@
+/* store.h - the SQLite database that `replica serve` keeps its state in:
+ * registries, policies, executions, tasks, stage results, task logs, webhook
+ * events and API tokens. WAL mode, foreign keys on, and a versioned schema
+ * brought up to date by ordered migrations when the file is opened. */
+#ifndef REPLICA_STORE_H
+#define REPLICA_STORE_H
+
+#include <stddef.h>
+
+#include <sqlite3.h>
+
+struct store {
+    sqlite3 *db;
+    char *path;
+};
+
+/* Opens (creating if needed) the database at path and migrates it to the
+ * current schema. Returns NULL with a message in err on failure. The caller
+ * owns the store and closes it with store_close. */
+struct store *store_open(const char *path, char *err, size_t errlen);
+
+/* Closes the database; NULL allowed. */
+void store_close(struct store *s);
+
+/* Returns the schema version the database is at (PRAGMA user_version). */
+int store_version(struct store *s);
+
+/* Returns the schema version this build migrates to. */
+int store_latest_version(void);
+
+#endif
