@@ -52,24 +52,13 @@ want=$(manifest_digest "$S" big/app v1)
 dst_pid=$(pgrep -f "docker-registry serve $E2E_WORK/dst/config.json")
 "$REPLICA" run --from "$S" --to "$D" --repo big/app >"$E2E_WORK/killed.out" 2>&1 &
 run_pid=$!
-uploads=$REG_DST_STORAGE/docker/registry/v2/repositories/big/app/_uploads
 killed=1
-for _ in $(seq 1 1000); do   # up to ~20 s
-    size=$(cat "$uploads"/*/data 2>/dev/null | wc -c || true)
-    if ((size > 16 << 20)); then
-        kill -9 "$dst_pid"
-        killed=0
-        break
-    fi
-    kill -0 "$run_pid" 2>/dev/null || break
-    sleep 0.02
-done
+if wait_for_upload "$REG_DST_STORAGE/docker/registry/v2/repositories/big/app/_uploads" $((16 << 20)) "$run_pid"; then
+    kill -9 "$dst_pid"
+    killed=0
+fi
 ok "$killed" "the target registry was killed with the blob upload in progress"
-set +e
-wait "$run_pid"
-RC=$?
-set -e
-OUT=$(cat "$E2E_WORK/killed.out")
+finish_run "$run_pid" "$E2E_WORK/killed.out"
 is "$RC" 1 "the run fails"
 like "$OUT" "FAILED big/app:v1 +stage (push|push_prepare): .*(closed|connect)" "with a clear error naming the transfer failure"
 
@@ -88,26 +77,15 @@ dst_pid=$(pgrep -f "docker-registry serve $E2E_WORK/dst/config.json" | head -n 1
 "$REPLICA" run --from "$S" --to "$D" --repo big/app --dest-namespace chunked --chunk-size 8M \
     >"$E2E_WORK/chunked.out" 2>&1 &
 run_pid=$!
-uploads=$REG_DST_STORAGE/docker/registry/v2/repositories/chunked/big/app/_uploads
 restarted=1
-for _ in $(seq 1 1000); do
-    size=$(cat "$uploads"/*/data 2>/dev/null | wc -c || true)
-    if ((size > 20 << 20)); then
-        kill -9 "$dst_pid"
-        docker-registry serve "$E2E_WORK/dst/config.json" </dev/null >>"$E2E_WORK/dst/registry.log" 2>&1 &
-        _REGISTRY_PIDS+=("$!")
-        restarted=0
-        break
-    fi
-    kill -0 "$run_pid" 2>/dev/null || break
-    sleep 0.02
-done
+if wait_for_upload "$REG_DST_STORAGE/docker/registry/v2/repositories/chunked/big/app/_uploads" $((20 << 20)) "$run_pid"; then
+    kill -9 "$dst_pid"
+    docker-registry serve "$E2E_WORK/dst/config.json" </dev/null >>"$E2E_WORK/dst/registry.log" 2>&1 &
+    _REGISTRY_PIDS+=("$!")
+    restarted=0
+fi
 ok "$restarted" "the target registry was killed and restarted with a chunked upload in progress"
-set +e
-wait "$run_pid"
-RC=$?
-set -e
-OUT=$(cat "$E2E_WORK/chunked.out")
+finish_run "$run_pid" "$E2E_WORK/chunked.out"
 is "$RC" 0 "the chunked run completes"
 like "$OUT" "resuming" "after asking the target how much of the upload it kept"
 is "$(manifest_digest "$D" chunked/big/app v1)" "$want" "and the image is complete and exact on the target"

@@ -50,3 +50,27 @@ blob_status() {
 tag_list() {
     curl -s "$1/v2/$2/tags/list" | tr -d '[]{}"' | sed 's/.*tags://' | tr ',' '\n' | sort
 }
+
+# wait_for_upload DIR BYTES PID: waits (up to ~20 s) until the upload data
+# under DIR (a repository's _uploads) passes BYTES, while process PID runs.
+# Returns 0 when it did, 1 when PID ended or time ran out first.
+wait_for_upload() {
+    local dir=$1 bytes=$2 pid=$3 size
+    for _ in $(seq 1 1000); do
+        size=$(cat "$dir"/*/data 2>/dev/null | wc -c || true)
+        ((size > bytes)) && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.02
+    done
+    return 1
+}
+
+# finish_run PID FILE: waits for a background `replica run`; its exit code in
+# $RC and its output (from FILE) in $OUT.
+finish_run() {
+    set +e
+    wait "$1"
+    RC=$?
+    set -e
+    OUT=$(cat "$2")
+}
