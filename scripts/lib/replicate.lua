@@ -54,18 +54,20 @@ local function select_repos(src, opts)
     if keep(n) then out[#out + 1] = n end
   end
   table.sort(out)
-  return out
+  return out, all_literal
 end
 
 -- Plans the tasks: for each repository, its tags that pass the tag filters.
 function replicate.plan(src, opts)
-  local repos, err = select_repos(src, opts)
-  if not repos then return nil, err end
+  local repos, named = select_repos(src, opts)
+  if not repos then return nil, named end
   local keep = glob.filter(opts.tags, opts.exclude_tags)
   local planned = {}
   local ok, perr = parallel.map(repos, function(repo, i)
     local tags, terr, kind = src:tags(repo)
-    if not tags and kind == "http 404" then
+    if not tags and kind == "http 404" and named then
+      return nil, string.format("repository %s not found on the source (%s)", repo, terr)
+    elseif not tags and kind == "http 404" then
       tags = {}  -- listed in the catalog but holding no tags (only blobs, after a mount)
     elseif not tags then
       return nil, string.format("listing tags of %s: %s", repo, terr)

@@ -41,6 +41,10 @@ arm_child=$(curl -s -H 'Accept: application/vnd.oci.image.index.v1+json' "$S/v2/
     python3 -c 'import json,sys; print([m["digest"] for m in json.load(sys.stdin)["manifests"] if m["platform"]["architecture"]=="arm64"][0])')
 is "$(manifest_digest "$D" arm/opt/multi v1)" "$arm_child" "the tag points at the arm64 image only"
 
+replica_run --from "$S" --to "$D" --repo opt/typo
+is "$RC" 1 "a repository named on the command line that does not exist fails the run"
+like "$OUT" "repository opt/typo not found on the source" "and says so"
+
 # A docker credential helper, as with `credsStore` in config.json.
 registry_start locked "$E2E_WORK/locked" basic
 mkdir -p "$E2E_WORK/bin" "$E2E_WORK/docker"
