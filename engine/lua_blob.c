@@ -67,9 +67,7 @@ static int push_outcome(lua_State *L, struct blob_op *o)
 {
     const struct stream_result *r = stream_result(o->s);
     if (o->op.cancelled || r->err == STREAM_ECANCELLED) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "cancelled");
-        return 2;
+        return task_push_cancelled(L);
     }
     if (r->err != STREAM_OK) {
         char buf[32];
@@ -156,9 +154,7 @@ static int l_copy(lua_State *L)
     if (!digest && to && strcmp(method, "PUT") == 0)
         return luaL_error(L, "blob.copy: 'digest' is required to complete an upload with PUT");
     if (t->cancelled) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "cancelled");
-        return 2;
+        return task_push_cancelled(L);
     }
 
     /* A PUT completes the upload: it names the digest the target verifies. */

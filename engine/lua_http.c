@@ -93,9 +93,7 @@ static int request_done(lua_State *L, int status, lua_KContext ctx)
     struct http_req *r = o->req;
     (void)status;
     if (o->op.cancelled || r->err == HTTP_ECANCELLED) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "cancelled");
-        return 2;
+        return task_push_cancelled(L);
     }
     if (r->err != HTTP_OK) {
         lua_pushnil(L);
@@ -255,9 +253,7 @@ static int l_request(lua_State *L)
         return luaL_error(L, "http.request: timeouts must be positive and max_body >= 0");
 
     if (t->cancelled) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "cancelled");
-        return 2;
+        return task_push_cancelled(L);
     }
 
     struct http_op *o = lua_newuserdatauv(L, sizeof(*o), 0);

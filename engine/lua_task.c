@@ -81,9 +81,7 @@ static int wait_done(lua_State *L, int status, lua_KContext ctx)
     struct task_op *op = (struct task_op *)ctx;
     (void)status;
     if (op->cancelled) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "cancelled");
-        return 2;
+        return task_push_cancelled(L);
     }
     return task_push_outcome(L, check_task(L, 1));
 }
@@ -96,9 +94,7 @@ static int l_wait(lua_State *L)
     task_check_yieldable(L, self);
     lua_settop(L, 1);
     if (self->cancelled) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "cancelled");
-        return 2;
+        return task_push_cancelled(L);
     }
     if (task_wait(L, self, t, wait_done) < 0)
         return task_push_outcome(L, t);

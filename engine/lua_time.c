@@ -61,9 +61,7 @@ static int sleep_done(lua_State *L, int status, lua_KContext ctx)
     struct sleep_op *s = (struct sleep_op *)ctx;
     (void)status;
     if (s->op.cancelled) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "cancelled");
-        return 2;
+        return task_push_cancelled(L);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -80,9 +78,7 @@ static int l_sleep(lua_State *L)
         return luaL_error(L, "time.sleep must be called from a task");
     task_check_yieldable(L, t);
     if (t->cancelled) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "cancelled");
-        return 2;
+        return task_push_cancelled(L);
     }
     struct sleep_op *s = lua_newuserdatauv(L, sizeof(*s), 0);
     memset(s, 0, sizeof(*s));

@@ -356,15 +356,19 @@ int task_wait(lua_State *L, struct task *self, struct task *t, lua_KFunction k)
     return task_yield(L, self, &w->op, k, (lua_KContext)w);
 }
 
+int task_push_cancelled(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_pushliteral(L, "cancelled");
+    return 2;
+}
+
 int task_push_outcome(lua_State *L, struct task *t)
 {
     if (t->state != TASK_DONE)
         return luaL_error(L, "task is not finished");
-    if (t->cancelled) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "cancelled");
-        return 2;
-    }
+    if (t->cancelled)
+        return task_push_cancelled(L);
     if (!t->ok) {
         lua_pushnil(L);
         lua_pushstring(L, t->err);

@@ -95,6 +95,10 @@ void task_release(struct task *t);
  * without yielding. */
 int task_wait(lua_State *L, struct task *self, struct task *t, lua_KFunction k);
 
+/* Pushes the outcome of a call the task's cancellation ended: nil,
+ * "cancelled". Returns 2. */
+int task_push_cancelled(lua_State *L);
+
 /* Pushes t's outcome onto L: true, results... or nil, err. Returns the count. */
 int task_push_outcome(lua_State *L, struct task *t);
 
