@@ -96,6 +96,7 @@ struct task *task_spawn(struct vm *vm, lua_State *L, int nargs, const struct tas
     t->nargs = nargs;
     t->parent = parent;
     if (parent) {
+        t->log_tag = parent->log_tag;
         t->sib_next = parent->children;
         if (parent->children)
             parent->children->sib_prev = t;

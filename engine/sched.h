@@ -39,6 +39,7 @@ struct task {
     enum task_kill kill;
     int cancelled;
     int has_handle;          /* a Lua handle refers to this task */
+    long log_tag;            /* sys.task_log: where its log lines go; inherited */
     int nargs;               /* arguments for the first resume */
     struct task_op *op;      /* what it waits on, or NULL */
     struct task *ready_next;

@@ -6,6 +6,7 @@
 #include <lauxlib.h>
 
 #include "cli.h"
+#include "sys.h"
 #include "vm.h"
 
 static void usage(FILE *f)
@@ -54,6 +55,7 @@ int cmd_script(int argc, char **argv)
         lua_pop(L, 1);
         rc = 1;
     } else {
+        sys_install(eng.vm, L);
         int nargs = argc - i;
         luaL_checkstack(L, nargs, "too many arguments");
         for (; i < argc; i++)
