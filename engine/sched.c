@@ -290,6 +290,9 @@ void task_check_yieldable(lua_State *L, struct task *t)
     if (L != t->co)
         luaL_error(L, "cannot wait inside a coroutine created by the script; "
                       "use task.spawn or parallel.map");
+    if (!lua_isyieldable(L))
+        luaL_error(L, "cannot wait here: a C function (such as db:transaction or table.sort) "
+                      "is running this code");
 }
 
 int task_yield(lua_State *L, struct task *t, struct task_op *op, lua_KFunction k, lua_KContext ctx)
