@@ -106,7 +106,8 @@ static int endpoint(lua_State *L, const char *field, const char **url)
 }
 
 /* blob.copy{from={url=, headers=, tls=}, to={url=, headers=, tls=, method=},
- *           digest="sha256:...", size=N, timeout=60, buffer=4 MiB, hash=h}
+ *           digest="sha256:...", size=N, timeout=60, buffer=4 MiB, hash=h,
+ *           max_speed=bytes/s}
  * -> {status=, bytes=, headers=, body=} | nil, err, detail
  * Without `to`, the source is only read (and hashed into h). Without
  * `digest` (a PATCH chunk), only the size is checked. */
@@ -137,6 +138,10 @@ static int l_copy(lua_State *L)
     lua_Integer timeout = luaL_optinteger(L, -1, 60);
     lua_getfield(L, 1, "buffer");
     lua_Integer bufsize = luaL_optinteger(L, -1, DEFAULT_BUFFER);
+    lua_getfield(L, 1, "max_speed");
+    lua_Integer max_speed = luaL_optinteger(L, -1, 0);
+    if (max_speed < 0)
+        return luaL_error(L, "blob.copy: 'max_speed' must not be negative");
     const char *method = "PUT";
     if (to) {
         lua_getfield(L, to, "method");
@@ -192,6 +197,9 @@ static int l_copy(lua_State *L)
         return luaL_error(L, "blob.copy: out of memory");
     o->get->max_body = 0;
     lhttp_configure(L, from, o->get, "GET", 0);
+    /* The download sets the pace; the upload follows it through the ring. */
+    if (max_speed > 0)
+        curl_easy_setopt(o->get->easy, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)max_speed);
     if (to) {
         lua_getfield(L, to, "headers");
         int has_type = 0;

@@ -36,7 +36,8 @@ local http_error, transfer_error = common.http_error, common.transfer_error
 -- Creates a client. opts: url (required), username, password,
 -- tls = {ca_file=, insecure=}, timeout (stall limit, default 60 s),
 -- retries (default 4), backoff = {base=, cap=} in seconds, chunk_size (bytes:
--- upload larger blobs in chunks, resuming from the target's reported range).
+-- upload larger blobs in chunks, resuming from the target's reported range),
+-- max_speed (bytes/s: the rate limit of each blob copied into this registry).
 function oci.new(opts)
   assert(type(opts) == "table" and type(opts.url) == "string", "oci.new: 'url' is required")
   local url = opts.url:gsub("/+$", "")
@@ -49,6 +50,7 @@ function oci.new(opts)
     timeout = opts.timeout or 60,
     retries = opts.retries or retry.RETRIES,
     chunk_size = (opts.chunk_size or 0) > 0 and opts.chunk_size or nil,  -- PATCH chunks above this
+    max_speed = (opts.max_speed or 0) > 0 and opts.max_speed or nil,
   }, Registry)
   self.retry = { retries = self.retries, base = backoff.base, cap = backoff.cap }
   self.auth = auth.new { username = opts.username, password = opts.password, tls = opts.tls,

@@ -25,6 +25,14 @@ function runner.template(name)
   if template_cache[name] then return template_cache[name] end
   local tpl, err = catalog.load("templates", name)
   if not tpl then return nil, err end
+  local out, terr = runner.template_from(name, tpl)
+  if out then template_cache[name] = out end
+  return out, terr
+end
+
+-- Checks a template table (as a template script returns it) named name.
+-- An optional delete_stages list runs for deletion tasks.
+function runner.template_from(name, tpl)
   if type(tpl) ~= "table" or type(tpl.stages) ~= "table" or #tpl.stages == 0 then
     return nil, string.format("template '%s' must return a table with a list of stages", name)
   end
@@ -46,7 +54,11 @@ function runner.template(name)
     end
     out.stages[i] = { name = sname, fn = fn, remote = remote }
   end
-  template_cache[name] = out
+  if tpl.delete_stages ~= nil then
+    local dtpl, derr = runner.template_from(name .. " (delete_stages)", { stages = tpl.delete_stages })
+    if not dtpl then return nil, derr end
+    out.delete_stages = dtpl.stages
+  end
   return out
 end
 
@@ -79,13 +91,22 @@ local function run_stage(s, ctx, input)
   return true, out, nil
 end
 
--- Runs the template's stages for ctx. Returns results (a list in template
--- order) and whether every stage succeeded. A hook, if given, is called as
+-- Runs the template's stages for ctx (its delete_stages when ctx.task.kind
+-- is "delete"). Returns results (a list in template order) and whether
+-- every stage succeeded. A hook, if given, is called as
 -- hook(event, stage_name, result) on "start" and "end".
 function runner.run(template, ctx, hook)
   local results, input, ok_all = {}, nil, true
   ctx.results = ctx.results or {}
-  for i, s in ipairs(template.stages) do
+  local stages = template.stages
+  if ctx.task and ctx.task.kind == "delete" then
+    stages = template.delete_stages
+    if not stages then
+      return { { name = "delete", status = "failed",
+                 error = "template '" .. template.name .. "' has no delete_stages" } }, false
+    end
+  end
+  for i, s in ipairs(stages) do
     local r = { name = s.name, ["function"] = s.fn or s.remote, status = "skipped" }
     results[i] = r
     if ok_all then

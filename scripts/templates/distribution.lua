@@ -12,4 +12,9 @@ return {
     { "push",         "distribution/push" },
     { "push_post",    "distribution/verify" },
   },
+  -- Run for deletions replicated from webhook events (policies with
+  -- replicate_deletion on).
+  delete_stages = {
+    { "delete", "distribution/delete" },
+  },
 }

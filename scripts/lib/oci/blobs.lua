@@ -101,7 +101,7 @@ function M:_stream(src, src_repo, repo, desc, location)
     from = { url = src:blob_url(src_repo, desc.digest), headers = { Authorization = from_auth },
              tls = src.tls },
     to = { url = location, headers = { Authorization = to_auth }, tls = self.tls, method = "PUT" },
-    digest = desc.digest, size = desc.size, timeout = self.timeout,
+    digest = desc.digest, size = desc.size, timeout = self.timeout, max_speed = self.max_speed,
   }
 end
 

@@ -33,7 +33,7 @@ local function stream_range(dst, src, src_repo, repo, desc, first, last, h, loca
   local spec = {
     from = { url = src:blob_url(src_repo, desc.digest), tls = src.tls,
              headers = { Authorization = from_auth, Range = string.format("bytes=%d-%d", first, last) } },
-    size = last - first + 1, hash = h, timeout = dst.timeout,
+    size = last - first + 1, hash = h, timeout = dst.timeout, max_speed = dst.max_speed,
   }
   if location then
     local to_auth

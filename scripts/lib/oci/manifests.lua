@@ -1,5 +1,5 @@
 -- oci/manifests.lua - the client's manifest methods: GET, HEAD and PUT of
--- exact bytes, with digests checked. oci.lua adds them to every client.
+-- exact bytes, with digests checked, and DELETE by digest. oci.lua adds them to every client.
 local common = require("oci.common")
 local pull, push = common.pull, common.push
 local digest_alg, digest_of = common.digest_alg, common.digest_of
@@ -97,6 +97,21 @@ function M:put_manifest(repo, ref, body, media_type)
       what, got, want), "digest mismatch"
   end
   return want
+end
+
+-- DELETEs the manifest with digest dgst (registries delete by digest only):
+-- true when deleted, false when it was not there, or nil, err, kind (a
+-- registry with deletes disabled answers 405 UNSUPPORTED).
+function M:delete_manifest(repo, dgst)
+  assert(digest_alg(dgst), "delete_manifest: a digest is required")
+  local url = self:manifest_url(repo, dgst)
+  local res, err, kind = self:_request("DELETE", url, "repository:" .. repo .. ":delete", {})
+  if not res then return nil, err, kind end
+  if res.status == 404 then return false end
+  if res.status ~= 202 and res.status ~= 200 and res.status ~= 204 then
+    return nil, http_error("DELETE " .. url, res, self)
+  end
+  return true
 end
 
 return M
