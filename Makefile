@@ -19,7 +19,7 @@ BUILD    ?= build/release
 OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-.PHONY: all deps deps-test deps-bench test check valgrind bench clean run
+.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve clean run
 
 all: replica
 
@@ -66,9 +66,11 @@ valgrind: deps-test replica $(BUILD)/unit build/faultserver
 bench: deps-bench replica build/faultserver
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/run.sh
 
+bench-serve: deps-bench replica
+	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/serve.sh
+
 run: replica
-	@echo "replica serve does not exist yet; running the example script:" >&2
-	./replica script examples/tour.lua
+	./replica serve
 
 clean:
 	rm -rf build replica

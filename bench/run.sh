@@ -168,3 +168,7 @@ awk -v k="$K" -v rss="$(json_num "$out" rss_per_task)" -v lua="$(json_num "$out"
 servers_stop
 echo
 REPLICA=$REPLICA "$ROOT/bench/replicate.sh"
+
+# The daemon: API reads under wrk during an execution, and a webhook burst.
+echo
+REPLICA=$REPLICA "$ROOT/bench/serve.sh"

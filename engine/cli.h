@@ -67,5 +67,7 @@ int cli_run_main(struct engine *e, int nargs, const char *name);
 int cmd_script(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_token(int argc, char **argv);
 
 #endif

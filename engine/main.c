@@ -34,6 +34,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: replica COMMAND [ARGS]\n\n"
                "commands:\n"
                "  run --from URL --to URL  replicate repositories between registries\n"
+               "  serve                    the daemon: HTTP API, schedules, webhooks (SQLite)\n"
+               "  token create             create an API token for serve's database\n"
                "  check                    validate every stage function and template\n"
                "  script FILE.lua [ARGS]   run a Lua script on the engine\n"
                "  version                  print the version\n"
@@ -59,6 +61,10 @@ int main(int argc, char **argv)
     int rc;
     if (strcmp(argv[1], "run") == 0) {
         rc = cmd_run(argc - 1, argv + 1);
+    } else if (strcmp(argv[1], "serve") == 0) {
+        rc = cmd_serve(argc - 1, argv + 1);
+    } else if (strcmp(argv[1], "token") == 0) {
+        rc = cmd_token(argc - 1, argv + 1);
     } else if (strcmp(argv[1], "check") == 0) {
         rc = cmd_check(argc - 1, argv + 1);
     } else if (strcmp(argv[1], "script") == 0) {

@@ -98,6 +98,23 @@ static const char *const migrations[] = {
     "  name TEXT NOT NULL UNIQUE,"
     "  hash TEXT NOT NULL UNIQUE,"            /* sha256 of the token; never the token */
     "  created REAL NOT NULL);",
+    /* 2: what `replica serve` needs beyond the first schema: webhook secrets
+     * per source registry (hashed), execution scope and queueing, task kinds
+     * (copy or delete), and what became of each webhook event. */
+    "ALTER TABLE registries ADD COLUMN description TEXT;"
+    "ALTER TABLE registries ADD COLUMN webhook_secret_hash TEXT;" /* sha256 hex */
+    "CREATE INDEX registries_by_webhook_secret ON registries(webhook_secret_hash);"
+    "ALTER TABLE executions ADD COLUMN scope TEXT NOT NULL DEFAULT 'all'"
+    "  CHECK (scope IN ('all', 'artifacts'));"
+    "ALTER TABLE executions ADD COLUMN planned INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE executions ADD COLUMN error TEXT;"
+    "ALTER TABLE executions ADD COLUMN created REAL;"
+    "ALTER TABLE executions ADD COLUMN triggers INTEGER NOT NULL DEFAULT 1;" /* coalesced */
+    "CREATE INDEX executions_by_status ON executions(status, policy);"
+    "ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'copy'"
+    "  CHECK (kind IN ('copy', 'delete'));"
+    "ALTER TABLE events ADD COLUMN registry INTEGER;"
+    "ALTER TABLE events ADD COLUMN detail TEXT;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -20,8 +20,10 @@
 #   REG_<NAME>_TOKEN_URL  token only: the token server (/token, /stats, /control;
 #                         see tests/tokenserver.py)
 # and after registry_sidecar_start NAME: REG_<NAME>_SIDECAR_URL.
-# Deletes are enabled and notifications are off. The processes run as
-# background children of the sourcing shell.
+# Deletes are enabled. Notifications are off unless REGISTRY_NOTIFY_URL is
+# set when registry_start runs: then the registry POSTs its events there,
+# with the header "Authorization: $REGISTRY_NOTIFY_AUTH" when that is set.
+# The processes run as background children of the sourcing shell.
 
 _REGISTRY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The port, liveness and stop helpers are shared with the other test servers.
@@ -109,8 +111,18 @@ _registry_config() {
              "delete": {"enabled": true},
              "maintenance": {"uploadpurging": {"enabled": false}}},
  "http": {"addr": "127.0.0.1:$port", "secret": "replica-test-$port"}${auth:+,
- \"auth\": $auth}}
+ \"auth\": $auth}$(_registry_notifications)}
 EOF
+}
+
+# Print the notifications block (with its leading comma) when
+# REGISTRY_NOTIFY_URL is set.
+_registry_notifications() {
+    [[ -n ${REGISTRY_NOTIFY_URL:-} ]] || return 0
+    local headers="{}"
+    [[ -n ${REGISTRY_NOTIFY_AUTH:-} ]] && headers="{\"Authorization\": [\"$REGISTRY_NOTIFY_AUTH\"]}"
+    printf ',\n "notifications": {"endpoints": [{"name": "replica", "url": "%s", "headers": %s, "timeout": "2s", "threshold": 3, "backoff": "500ms"}]}' \
+        "$REGISTRY_NOTIFY_URL" "$headers"
 }
 
 # Start docker-registry with DIR/config.json on a fresh port (retrying if the

@@ -34,20 +34,7 @@ done
 # --- a registry killed mid-transfer -------------------------------------------
 big=$E2E_WORK/big.bin
 head -c $((256 << 20)) /dev/urandom >"$big"
-big_digest=sha256:$(sha256sum "$big" | cut -d' ' -f1)
-loc=$(curl -s -D - -o /dev/null -X POST "$S/v2/big/app/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
-curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$big" \
-    "$loc&digest=${big_digest/:/%3A}" >/dev/null
-config='{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
-config_digest=sha256:$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
-loc=$(curl -s -D - -o /dev/null -X POST "$S/v2/big/app/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
-curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "$config" \
-    "$loc&digest=${config_digest/:/%3A}" >/dev/null
-manifest_json=$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}' \
-    "$config_digest" "${#config}" "$big_digest" "$(stat -c %s "$big")")
-curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "$manifest_json" \
-    "$S/v2/big/app/manifests/v1" >/dev/null
-want=$(manifest_digest "$S" big/app v1)
+want=$(push_big_image "$S" big/app v1 "$big")
 
 dst_pid=$(pgrep -f "docker-registry serve $E2E_WORK/dst/config.json")
 "$REPLICA" run --from "$S" --to "$D" --repo big/app >"$E2E_WORK/killed.out" 2>&1 &

@@ -11,7 +11,7 @@ source "$ROOT/tests/registry.sh"
 E2E_WORK=$(mktemp -d /tmp/replica-e2e.XXXXXX)
 _e2e_cleanup() {
     registry_stop_all
-    rm -rf "$E2E_WORK"
+    [[ -n ${E2E_KEEP:-} ]] || rm -rf "$E2E_WORK"
 }
 trap _e2e_cleanup EXIT
 
@@ -73,4 +73,24 @@ finish_run() {
     RC=$?
     set -e
     OUT=$(cat "$2")
+}
+
+# push_big_image URL REPO TAG FILE: pushes FILE as the one layer of an OCI
+# image REPO:TAG (monolithic uploads with curl); prints the manifest digest.
+push_big_image() {
+    local url=$1 repo=$2 tag=$3 file=$4 layer_digest config config_digest loc manifest_json
+    layer_digest=sha256:$(sha256sum "$file" | cut -d' ' -f1)
+    loc=$(curl -s -D - -o /dev/null -X POST "$url/v2/$repo/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+    curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$file" \
+        "$loc&digest=${layer_digest/:/%3A}" >/dev/null
+    config='{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    config_digest=sha256:$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
+    loc=$(curl -s -D - -o /dev/null -X POST "$url/v2/$repo/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+    curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "$config" \
+        "$loc&digest=${config_digest/:/%3A}" >/dev/null
+    manifest_json=$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}' \
+        "$config_digest" "${#config}" "$layer_digest" "$(stat -c %s "$file")")
+    curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "$manifest_json" \
+        "$url/v2/$repo/manifests/$tag" >/dev/null
+    manifest_digest "$url" "$repo" "$tag"
 }

@@ -1,0 +1,143 @@
+/* serve.c - `replica serve` (the daemon: HTTP API, scheduler, webhooks on
+ * SQLite) and `replica token create`. C parses the command line; the
+ * service itself is Lua (scripts/lib/serve.lua), which gets the privileged
+ * sys table (database, HTTP server, keyring) as its second argument. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "cli.h"
+#include "sys.h"
+#include "vm.h"
+
+#define DEFAULT_DB "replica.db"
+#define DEFAULT_LISTEN "127.0.0.1:8787"
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: replica serve [options]\n"
+            "  --db FILE            SQLite database (default ./" DEFAULT_DB ", created if absent)\n"
+            "  --key-file FILE      credential encryption key (default: the database path + .key;\n"
+            "                       created with mode 0600 at first start)\n"
+            "  --listen HOST:PORT   API address (default " DEFAULT_LISTEN "; loopback unless\n"
+            "                       you say otherwise)\n"
+            "  --max-body BYTES     largest API request body accepted (default 1048576)\n"
+            "  --token-file FILE    also write the admin token created at first start here\n"
+            "                       (mode 0600) instead of only printing it\n"
+            "engine:\n%s",
+            cli_common_usage());
+}
+
+/* The value options of serve and token, and their opts-table fields. */
+static const char *const serve_opts[][2] = {
+    { "--db", "db" }, { "--key-file", "key_file" }, { "--listen", "listen" },
+    { "--max-body", "max_body" }, { "--token-file", "token_file" }, { "--name", "name" },
+    { NULL, NULL },
+};
+
+static const char *opt_field(const char *opt)
+{
+    for (int i = 0; serve_opts[i][0]; i++)
+        if (strcmp(serve_opts[i][0], opt) == 0)
+            return serve_opts[i][1];
+    return NULL;
+}
+
+/* Parses argv[first..] into c and an options table pushed later; runs the
+ * Lua entry src with (opts, sys). allowed lists the fields this command
+ * takes. Returns the exit code. */
+static int run_entry(int argc, char **argv, int first, const char *cmd, const char *src,
+                     const char *const *allowed, void (*usage)(FILE *))
+{
+    struct cli_common c;
+    cli_common_init(&c);
+    c.vo.print_stdout = 1;
+    for (int i = first; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+    }
+    for (int i = first; i < argc; i++) {
+        if (i + 1 >= argc) {
+            fprintf(stderr, "replica %s: %s needs a value\n", cmd, argv[i]);
+            return 2;
+        }
+        const char *f = opt_field(argv[i]);
+        int ok = 0;
+        for (int k = 0; f && allowed[k]; k++)
+            ok |= strcmp(allowed[k], f) == 0;
+        if (!ok) {
+            int took = cli_common_opt(&c, argv[i], argv[i + 1]);
+            if (took <= 0) {
+                fprintf(stderr, "replica %s: %s option %s\n", cmd,
+                        took < 0 ? "bad value for" : "unknown", argv[i]);
+                usage(stderr);
+                return 2;
+            }
+        }
+        i++;
+    }
+    cli_common_finish(&c);
+    if (c.ho.max_total == 0)
+        c.ho.max_total = 512;
+
+    struct engine eng;
+    char name[64];
+    snprintf(name, sizeof(name), "=replica %s", cmd);
+    if (cli_open_entry(&eng, &c, src, name) != 0)
+        return 1;
+    lua_State *L = eng.vm->L;
+    sys_install(eng.vm, L);
+    lua_createtable(L, 0, 8);
+    for (int i = first; i + 1 < argc; i += 2) {
+        const char *f = opt_field(argv[i]);
+        if (f) {
+            lua_pushstring(L, argv[i + 1]);
+            lua_setfield(L, -2, f);
+        }
+    }
+    const char *v = getenv("REPLICA_DB");
+    if (v && *v && lua_getfield(L, -1, "db") == LUA_TNIL) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -3, "db");
+    }
+    lua_settop(L, 2);
+    lua_pushstring(L, DEFAULT_DB);
+    lua_setfield(L, -2, "default_db");
+    lua_pushstring(L, DEFAULT_LISTEN);
+    lua_setfield(L, -2, "default_listen");
+    int rc = cli_run_main(&eng, 1, cmd);
+    engine_close(&eng);
+    return rc;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    static const char *const allowed[] = { "db", "key_file", "listen", "max_body", "token_file",
+                                           NULL };
+    return run_entry(argc, argv, 1, "serve",
+                     "local opts = ... return require('serve').main(opts, sys)", allowed,
+                     serve_usage);
+}
+
+static void token_usage(FILE *f)
+{
+    fprintf(f, "usage: replica token create [--db FILE] [--name NAME]\n"
+               "  creates an API token, prints it once, and stores only its hash\n");
+}
+
+int cmd_token(int argc, char **argv)
+{
+    static const char *const allowed[] = { "db", "name", NULL };
+    if (argc < 2 || strcmp(argv[1], "create") != 0) {
+        token_usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+        return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    }
+    return run_entry(argc, argv, 2, "token",
+                     "local opts = ... return require('serve.tokens').cli_create(opts, sys)",
+                     allowed, token_usage);
+}

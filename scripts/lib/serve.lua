@@ -1,0 +1,148 @@
+-- serve.lua - `replica serve`: the daemon. It keeps registries, policies,
+-- executions, tasks, stage results, task logs and webhook events in SQLite,
+-- serves the HTTP API under /api/v1 (bearer tokens), runs executions (one
+-- at a time per policy, later triggers coalesced), fires cron schedules,
+-- takes registry webhooks, and at start resumes what a crash interrupted.
+-- sys (the privileged table: database, HTTP server, keyring) comes from the
+-- entry chunk; stage scripts never see it.
+local api = require("serve.api")
+local bus = require("serve.bus")
+local tokens = require("serve.tokens")
+local registries = require("serve.registries")
+local policies = require("serve.policies")
+local executions = require("serve.executions")
+local webhooks = require("serve.webhooks")
+local catalog_api = require("serve.catalog_api")
+local cron = require("cron")
+
+local serve = {}
+
+local LONG = 1e12 -- CPU budget of the service's long-lived tasks
+
+-- Parses HOST:PORT ([v6]:PORT, :PORT); returns host, port or nil, err.
+local function parse_listen(s)
+  local host, port = s:match("^%[([%x:]+)%]:(%d+)$")
+  if not host then host, port = s:match("^([^:]*):(%d+)$") end
+  port = math.tointeger(tonumber(port))
+  if not port or port > 65535 then return nil, "--listen must be HOST:PORT, e.g. 127.0.0.1:8787" end
+  if host == "" then host = "127.0.0.1" end
+  return host, port
+end
+
+-- Writes the task log lines captured since the last call into task_logs.
+local function flush_logs(s)
+  local lines, dropped = s.sys.log_drain()
+  if #lines == 0 and dropped == 0 then return end
+  s.db:transaction(function()
+    for _, l in ipairs(lines) do
+      s.db:exec([[INSERT INTO task_logs (task, ts, level, message)
+                  SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM tasks WHERE id = ?1)]],
+                l.tag, l.ts, l.level, l.message)
+    end
+    return true
+  end)
+  if dropped > 0 then log.warn("%d task log line(s) dropped: the log buffer was full", dropped) end
+end
+
+-- Fires cron-triggered policies; checks once a second.
+local function cron_loop(s)
+  local plans = {}
+  while not s.closing do
+    local now = time.now()
+    local seen = {}
+    local rows = s.db:query("SELECT id, cron FROM policies WHERE trigger = 'cron' AND enabled = 1 AND cron IS NOT NULL")
+    for _, r in ipairs(rows or {}) do
+      seen[r.id] = true
+      local plan = plans[r.id]
+      if not plan or plan.expr ~= r.cron then
+        local sched, err = cron.parse(r.cron)
+        plan = { expr = r.cron, sched = sched, at = sched and sched:next(now) }
+        if err then log.warn("policy %d: %s", r.id, err) end
+        plans[r.id] = plan
+      end
+      if plan.at and now >= plan.at then
+        local id, coalesced = executions.trigger(s, r.id, "cron")
+        log.info("policy %d: cron %q fired: execution %d%s", r.id, plan.expr, id,
+                 coalesced and " (coalesced into the queued run)" or "")
+        plan.at = plan.sched:next(now)
+      end
+    end
+    for id in pairs(plans) do
+      if not seen[id] then plans[id] = nil end
+    end
+    if not time.sleep(1) then return end
+  end
+end
+
+-- Answers one request: auth, then the router.
+local function handle(s, req)
+  local path = req.path
+  if path == "/api/v1/health" then
+    return api.reply(req, 200, { status = "ok" })
+  end
+  if not path:find("^/api/v1/webhooks/") then
+    local who, why = tokens.check(s.db, req:header("authorization"))
+    if not who then
+      return req:respond(401, { ["Content-Type"] = "application/json",
+                                ["WWW-Authenticate"] = 'Bearer realm="replica"' },
+                         json.encode({ error = why }))
+    end
+  end
+  if path == "/api/v1/events" and req.method == "GET" then return bus.serve(req) end
+  return s.router.dispatch(req)
+end
+
+-- The `replica serve` entry point.
+function serve.main(opts, sys)
+  local path = opts.db or opts.default_db
+  local host, port = parse_listen(opts.listen or opts.default_listen)
+  if not host then return nil, port end
+  local max_body = math.tointeger(tonumber(opts.max_body or "1048576"))
+  if not max_body or max_body < 1024 then return nil, "--max-body must be at least 1024" end
+  local db, err = sys.db_open(path)
+  if not db then return nil, err end
+  local keyring, kerr = sys.keyring(opts.key_file or (path .. ".key"))
+  if not keyring then return nil, kerr end
+  local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {} }
+  s.flush_logs = function() flush_logs(s) end
+  s.policy_changed = function() end -- cron_loop re-reads the policies every second
+  local r = api.router()
+  registries.routes(r, s)
+  policies.routes(r, s)
+  executions.routes(r, s)
+  webhooks.routes(r, s)
+  catalog_api.routes(r)
+  s.router = r
+
+  local admin = tokens.bootstrap(db, sys)
+  local server, lerr = sys.listen{ host = host, port = port, max_body = max_body,
+                                   handler = function(req) return handle(s, req) end }
+  if not server then return nil, lerr end
+  local url = string.format("http://%s:%d", host:find(":") and ("[" .. host .. "]") or host, server:port())
+  print(string.format("replica serve: API at %s/api/v1 (database %s)", url, path))
+  if admin then
+    print("replica serve: admin token (shown once; only its hash is stored): " .. admin)
+  else
+    print("replica serve: the admin token was printed at the first start; "
+          .. "'replica token create --db " .. path .. "' makes another")
+  end
+  sys.log_capture()
+  executions.recover(s)
+  webhooks.recover(s)
+  local loops = {
+    task.spawn({ name = "cron", cpu = LONG }, cron_loop, s),
+    task.spawn({ name = "task logs", cpu = LONG }, function()
+      while time.sleep(0.25) do flush_logs(s) end
+    end),
+  }
+  while time.sleep(3600) do end -- until SIGINT/SIGTERM cancels every task
+  s.closing = true
+  server:close()
+  for _, l in ipairs(loops) do l:cancel() end
+  flush_logs(s)
+  log.info("replica serve: stopped; unfinished executions resume at the next start")
+  db:close()
+  return 0
+end
+
+return serve

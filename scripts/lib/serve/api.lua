@@ -1,0 +1,163 @@
+-- serve/api.lua - the plumbing of the HTTP API: routes, JSON replies and
+-- errors, request bodies, and field validation for create/update bodies.
+local api = {}
+
+local JSON_HEADERS = { ["Content-Type"] = "application/json" }
+
+-- An error a handler raises to answer with status and a JSON message.
+local HttpError = {}
+HttpError.__index = HttpError
+HttpError.__tostring = function(e) return e.message end
+
+-- Raises an HttpError (status, message); handlers use it for bad input.
+function api.fail(status, fmt, ...)
+  local msg = select("#", ...) > 0 and string.format(fmt, ...) or fmt
+  error(setmetatable({ status = status, message = msg }, HttpError), 0)
+end
+
+-- Formats seconds since the epoch as ISO 8601 UTC with milliseconds; nil
+-- stays nil.
+function api.iso(t)
+  if t == nil then return nil end
+  local secs = math.floor(t)
+  return string.format("%s.%03dZ", os.date("!%Y-%m-%dT%H:%M:%S", secs), math.floor((t - secs) * 1000))
+end
+
+-- Sends value as JSON with status.
+function api.reply(req, status, value)
+  return req:respond(status, JSON_HEADERS, value == nil and "" or json.encode(value))
+end
+
+-- Sends {"error": message}.
+function api.reply_error(req, status, message)
+  return req:respond(status, JSON_HEADERS, json.encode({ error = message }))
+end
+
+-- Decodes the request body as a JSON object; raises 400 on anything else.
+function api.body(req)
+  if req.too_large then api.fail(400, "request body is larger than the limit") end
+  local body = req.body or ""
+  if body == "" then api.fail(400, "request body must be a JSON object") end
+  local ok, v = pcall(json.decode, body)
+  if not ok or v == nil then
+    api.fail(400, "request body is not valid JSON: %s", tostring(v):gsub("^.-: ", ""))
+  end
+  if type(v) ~= "table" or (next(v) == nil and body:match("^%s*%[")) or #v > 0 then
+    api.fail(400, "request body must be a JSON object")
+  end
+  return v
+end
+
+-- Parses a path parameter as a positive integer id; raises 404 otherwise.
+function api.id(s, what)
+  local n = math.tointeger(tonumber(s))
+  if not n or n < 1 or tostring(n) ~= s then api.fail(404, "%s %s not found", what, s) end
+  return n
+end
+
+-- Parses ?page=&page_size= into limit, offset (defaults 1 and 50, at most 500).
+function api.paging(req)
+  local q = req.query or {}
+  local page = math.tointeger(tonumber(q.page or "1"))
+  local size = math.tointeger(tonumber(q.page_size or "50"))
+  if not page or page < 1 then api.fail(400, "page must be a positive integer") end
+  if not size or size < 1 or size > 500 then api.fail(400, "page_size must be 1..500") end
+  return size, (page - 1) * size
+end
+
+-- Field validation. A spec maps field names to { type, required, check }:
+-- type is "string", "integer", "boolean", "array" (of strings) or "object";
+-- check(v) returns nil or an error message. Unknown fields, wrong types and
+-- missing required fields raise 400. Returns the body.
+function api.validate(body, spec, partial)
+  for k in pairs(body) do
+    if type(k) ~= "string" or not spec[k] then
+      api.fail(400, "unknown field '%s'", tostring(k))
+    end
+  end
+  for name, f in pairs(spec) do
+    local v = body[name]
+    if v == nil or v == json.null then
+      if v == json.null and f.nullable then
+        body[name] = json.null
+      elseif v == json.null then
+        api.fail(400, "field '%s' must not be null", name)
+      elseif f.required and not partial then
+        api.fail(400, "missing required field '%s'", name)
+      end
+    else
+      local t = f.type
+      local good
+      if t == "integer" then good = math.type(v) == "integer"
+      elseif t == "array" then
+        good = type(v) == "table" and (next(v) == nil or #v > 0)
+        if good then
+          for i, e in pairs(v) do
+            if math.type(i) ~= "integer" or type(e) ~= "string" then good = false end
+          end
+        end
+      elseif t == "object" then good = type(v) == "table"
+      else good = type(v) == t end
+      if not good then
+        api.fail(400, "field '%s' must be %s", name,
+                 t == "array" and "an array of strings" or (t == "integer" and "an integer" or "a " .. t))
+      end
+      if f.check then
+        local msg = f.check(v)
+        if msg then api.fail(400, "field '%s' %s", name, msg) end
+      end
+    end
+  end
+  return body
+end
+
+-- A router: add(method, pattern, fn) where pattern has {name} segments;
+-- dispatch(req) calls fn(req, params) and turns raised HttpErrors into
+-- replies. Unknown paths get 404, known paths with another method 405.
+function api.router()
+  local routes = {}
+  local r = {}
+
+  function r.add(method, pattern, fn)
+    local names = {}
+    local lua_pat = "^" .. pattern:gsub("[%-%.]", "%%%0"):gsub("{(%w+)}", function(n)
+      names[#names + 1] = n
+      return "([^/]+)"
+    end) .. "$"
+    routes[#routes + 1] = { method = method, pat = lua_pat, names = names, fn = fn }
+  end
+
+  function r.dispatch(req)
+    local path = req.path:gsub("/+$", "")
+    if path == "" then path = "/" end
+    local allowed
+    for _, rt in ipairs(routes) do
+      local caps = { path:match(rt.pat) }
+      if caps[1] then
+        if rt.method == req.method or (req.method == "HEAD" and rt.method == "GET") then
+          local params = {}
+          for i, n in ipairs(rt.names) do params[n] = caps[i] end
+          local ok, err = pcall(rt.fn, req, params)
+          if not ok then
+            if getmetatable(err) == HttpError then
+              return api.reply_error(req, err.status, err.message)
+            end
+            log.error("%s %s: %s", req.method, req.path, tostring(err))
+            return api.reply_error(req, 500, "internal error")
+          end
+          return
+        end
+        allowed = allowed and (allowed .. ", " .. rt.method) or rt.method
+      end
+    end
+    if allowed then
+      return req:respond(405, { ["Content-Type"] = "application/json", Allow = allowed },
+                         json.encode({ error = string.format("method %s not allowed here (allowed: %s)", req.method, allowed) }))
+    end
+    return api.reply_error(req, 404, "no such endpoint: " .. req.path)
+  end
+
+  return r
+end
+
+return api

@@ -1,0 +1,474 @@
+-- serve/executions.lua - running policies: executions and their tasks.
+--
+-- An execution is one run of a policy: either every repository its filters
+-- select (scope "all", planned when it starts) or the artifacts named by
+-- webhook events (scope "artifacts", tasks added as events arrive). A
+-- policy runs one execution at a time; later triggers are coalesced into a
+-- single queued (Pending, never started) execution. Every state change is
+-- written to SQLite before it is announced, so a restarted daemon resumes
+-- the tasks that were in flight (stages are idempotent: HEAD before PUT).
+local api = require("serve.api")
+local bus = require("serve.bus")
+local policies = require("serve.policies")
+local registries = require("serve.registries")
+local replicate = require("replicate")
+local runner = require("runner")
+local naming = require("naming")
+local glob = require("glob")
+
+local executions = {}
+
+local LONG = 1e12 -- CPU budget of long-lived service tasks (seconds)
+
+local function decode(s, default)
+  if s == nil then return default end
+  local ok, v = pcall(json.decode, s)
+  if ok and v ~= nil then return v end
+  return default
+end
+
+local function encode(v)
+  local ok, s = pcall(json.encode, v)
+  return ok and s or json.encode(tostring(v))
+end
+
+-- Recomputes an execution's task counts from its tasks.
+local function update_counts(db, id)
+  assert(db:exec([[UPDATE executions SET
+      total = (SELECT count(*) FROM tasks WHERE execution = ?1),
+      succeeded = (SELECT count(*) FROM tasks WHERE execution = ?1 AND status = 'Succeeded'),
+      failed = (SELECT count(*) FROM tasks WHERE execution = ?1 AND status = 'Failed'),
+      stopped = (SELECT count(*) FROM tasks WHERE execution = ?1 AND status = 'Stopped')
+    WHERE id = ?1]], id))
+end
+
+-- The API view of an execution row.
+function executions.view(row)
+  return {
+    id = row.id, policy = row.policy, status = row.status, trigger = row.trigger, scope = row.scope,
+    total = row.total, succeeded = row.succeeded, failed = row.failed, stopped = row.stopped,
+    in_progress = row.total - row.succeeded - row.failed - row.stopped,
+    triggers = row.triggers, created = api.iso(row.created), started = api.iso(row.started),
+    finished = api.iso(row.finished),
+    error = row.error,
+  }
+end
+
+local function load(db, id)
+  local row = db:row("SELECT * FROM executions WHERE id = ?", id)
+  if not row then api.fail(404, "execution %d not found", id) end
+  return row
+end
+executions.load = load
+
+local function announce(s, id)
+  local row = s.db:row("SELECT * FROM executions WHERE id = ?", id)
+  if row then bus.publish("execution", (function() local v = executions.view(row) v.execution = row.id return v end)()) end
+end
+
+-- The API view of a task row with its stage results in template order.
+local function task_view(db, row)
+  local stages = setmetatable({}, json.array_mt)
+  for _, r in ipairs(assert(db:query("SELECT * FROM stage_results WHERE task = ? ORDER BY seq", row.id))) do
+    stages[#stages + 1] = { name = r.name, ["function"] = r["function"], status = r.status,
+                            started = api.iso(r.started), finished = api.iso(r.finished),
+                            output = decode(r.output, nil), error = r.error }
+  end
+  return {
+    id = row.id, execution = row.execution, kind = row.kind, repository = row.repository,
+    dest_repository = row.dest_repository, tags = setmetatable(decode(row.tags, {}), json.array_mt),
+    status = row.status, attempts = row.attempts, started = api.iso(row.started),
+    finished = api.iso(row.finished),
+    error = row.error, stages = stages,
+  }
+end
+
+-- Queues a run of the whole policy (manual or cron trigger). A queued run
+-- that has not started absorbs the trigger. Returns the execution id and
+-- whether it was coalesced.
+function executions.trigger(s, policy_id, trigger)
+  local db = s.db
+  local id, coalesced
+  assert(db:transaction(function()
+    local pending = db:row([[SELECT id, scope FROM executions WHERE policy = ? AND status = 'Pending'
+                             AND started IS NULL ORDER BY id LIMIT 1]], policy_id)
+    if pending then
+      id, coalesced = pending.id, true
+      if pending.scope == "artifacts" then
+        -- a full run copies everything: the queued copies are covered
+        assert(db:exec("DELETE FROM tasks WHERE execution = ? AND kind = 'copy'", id))
+        assert(db:exec("UPDATE executions SET scope = 'all', planned = 0 WHERE id = ?", id))
+      end
+      assert(db:exec("UPDATE executions SET triggers = triggers + 1 WHERE id = ?", id))
+      update_counts(db, id)
+    else
+      local _, rowid = assert(db:exec([[INSERT INTO executions (policy, status, trigger, scope, planned, created)
+                                        VALUES (?, 'Pending', ?, 'all', 0, ?)]], policy_id, trigger, time.now()))
+      id = rowid
+    end
+    return true
+  end))
+  announce(s, id)
+  executions.kick(s, policy_id)
+  return id, coalesced
+end
+
+-- Whether an event's artifact passes a policy's filters.
+local function selects(p, ev)
+  local opts = policies.options(p)
+  if not glob.filter(opts.repos, opts.exclude_repos)(ev.repository) then return false end
+  if ev.tag and not glob.filter(opts.tags, opts.exclude_tags)(ev.tag) then return false end
+  if not ev.tag and ev.action == "push" then return false end
+  return true
+end
+
+-- Adds one webhook event's artifact to the policy's queued execution
+-- (creating it), coalescing per repository. Must run inside a transaction.
+-- Returns the execution id, or nil and why the event does not apply.
+function executions.add_artifact(s, p, ev)
+  local db = s.db
+  if ev.action == "delete" and p.replicate_deletion ~= 1 then
+    return nil, "policy does not replicate deletions"
+  end
+  if not selects(p, ev) then
+    return nil, ev.tag and "filtered out" or "push by digest carries no tag"
+  end
+  local kind = ev.action == "delete" and "delete" or "copy"
+  local ref = ev.tag
+  if kind == "delete" then
+    ref = ev.tag and ev.digest and (ev.tag .. "@" .. ev.digest) or ev.tag or ev.digest
+    if not ref then return nil, "deletion names neither tag nor digest" end
+  end
+  local dest, nerr = naming.destination(ev.repository, p.dest_namespace, p.flatten)
+  if not dest then return nil, nerr end
+  local pending = db:row([[SELECT id, scope FROM executions WHERE policy = ? AND status = 'Pending'
+                           AND started IS NULL ORDER BY id LIMIT 1]], p.id)
+  local id
+  if pending then
+    id = pending.id
+    assert(db:exec("UPDATE executions SET triggers = triggers + 1 WHERE id = ?", id))
+    if pending.scope == "all" and kind == "copy" then return id end
+  else
+    local _, rowid = assert(db:exec([[INSERT INTO executions (policy, status, trigger, scope, planned, created)
+                                      VALUES (?, 'Pending', 'event', 'artifacts', 1, ?)]], p.id, time.now()))
+    id = rowid
+  end
+  -- The latest event for a tag wins: drop it from the other kind's task.
+  local tagname = ref:match("^([^@]+)@") or ref
+  local other = db:row("SELECT id, tags FROM tasks WHERE execution = ? AND repository = ? AND kind = ?",
+                       id, ev.repository, kind == "copy" and "delete" or "copy")
+  if other then
+    local keep = {}
+    for _, r in ipairs(decode(other.tags, {})) do
+      if (r:match("^([^@]+)@") or r) ~= tagname then keep[#keep + 1] = r end
+    end
+    if #keep == 0 then
+      assert(db:exec("DELETE FROM tasks WHERE id = ?", other.id))
+    else
+      assert(db:exec("UPDATE tasks SET tags = ? WHERE id = ?", json.encode(keep), other.id))
+    end
+  end
+  local t = db:row("SELECT id, tags FROM tasks WHERE execution = ? AND repository = ? AND kind = ?",
+                   id, ev.repository, kind)
+  if t then
+    local refs, seen = decode(t.tags, {}), false
+    for _, r in ipairs(refs) do seen = seen or r == ref end
+    if not seen then
+      refs[#refs + 1] = ref
+      assert(db:exec("UPDATE tasks SET tags = ? WHERE id = ?", json.encode(refs), t.id))
+    end
+  else
+    assert(db:exec([[INSERT INTO tasks (execution, kind, repository, dest_repository, tags, status)
+                     VALUES (?, ?, ?, ?, ?, 'Pending')]], id, kind, ev.repository, dest, json.encode({ ref })))
+  end
+  update_counts(db, id)
+  return id
+end
+
+-- Writes a task's stage results (all of them, in template order).
+local function save_stages(db, task_id, results)
+  assert(db:exec("DELETE FROM stage_results WHERE task = ?", task_id))
+  for i, r in ipairs(results) do
+    assert(db:exec([[INSERT INTO stage_results (task, seq, name, function, status, started, finished, output, error)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)]], task_id, i, r.name, r["function"] or "?", r.status,
+                   r.started, r.finished, r.output ~= nil and encode(r.output) or nil, r.error))
+  end
+end
+
+-- Runs one task through the template. Writes its status and stage
+-- results unless the daemon is shutting down (then it stays Running and
+-- is resumed at the next start).
+local function run_task(s, exec_id, row, env)
+  local db = s.db
+  s.sys.task_log(row.id)
+  assert(db:exec([[UPDATE tasks SET status = 'Running', attempts = attempts + 1, started = ?,
+                   finished = NULL, error = NULL WHERE id = ?]], time.now(), row.id))
+  bus.publish("task", { execution = exec_id, task = row.id, status = "Running", repository = row.repository })
+  local t = { id = row.id, kind = row.kind, repository = row.repository,
+              dest_repository = row.dest_repository, tags = decode(row.tags, {}) }
+  local bytes, last = 0, 0
+  local ctx = { task = t, src = env.src, dst = env.dst, options = env.opts, run = env.run, data = {},
+                progress = function(kind, v)
+                  if kind == "bytes" then
+                    bytes = bytes + v
+                    local now = time.mono()
+                    if now - last >= 0.5 then
+                      last = now
+                      bus.publish("bytes", { execution = exec_id, task = row.id, bytes = bytes })
+                    end
+                  end
+                end }
+  log.info("task %d: %s %s -> %s [%s]", row.id, row.kind, row.repository, row.dest_repository,
+           table.concat(t.tags, ", "))
+  local results, ok = runner.run(env.template, ctx, function(ev, name, r)
+    if ev == "start" then
+      bus.publish("stage", { execution = exec_id, task = row.id, stage = name, status = "running" })
+    else
+      log.info("stage %s %s%s", name, r.status, r.error and (": " .. r.error) or "")
+      bus.publish("stage", { execution = exec_id, task = row.id, stage = name, status = r.status,
+                             error = r.error })
+    end
+  end)
+  s.sys.task_log(0)
+  if task.cancelled() and not s.stop_requested[exec_id] then return end -- shutdown: resume later
+  local status, err = ok and "Succeeded" or "Failed", nil
+  for _, r in ipairs(results) do
+    if r.status == "failed" or r.status == "cancelled" then err = r.name .. ": " .. tostring(r.error) break end
+  end
+  if bytes > 0 then bus.publish("bytes", { execution = exec_id, task = row.id, bytes = bytes }) end
+  assert(db:transaction(function()
+    save_stages(db, row.id, results)
+    if not s.stop_requested[exec_id] then
+      assert(db:exec("UPDATE tasks SET status = ?, finished = ?, error = ? WHERE id = ? AND status = 'Running'",
+                     status, time.now(), err, row.id))
+      update_counts(db, exec_id)
+    end
+    return true
+  end))
+  bus.publish("task", { execution = exec_id, task = row.id,
+                        status = s.stop_requested[exec_id] and "Stopped" or status, error = err })
+  announce(s, exec_id)
+end
+
+-- Ends an execution with an error (planning failed, a registry is gone).
+local function fail_execution(s, id, msg)
+  log.warn("execution %d failed: %s", id, msg)
+  assert(s.db:exec("UPDATE executions SET status = 'Failed', error = ?, finished = ? WHERE id = ? AND status = 'Running'",
+                   msg, time.now(), id))
+  announce(s, id)
+end
+
+-- Runs execution id to completion (the body of an execution task).
+local function run_execution(s, id)
+  local db = s.db
+  local e = db:row("SELECT * FROM executions WHERE id = ?", id)
+  if not e or (e.status ~= "Pending" and e.status ~= "Running") then return end
+  assert(db:exec("UPDATE executions SET status = 'Running', started = coalesce(started, ?), finished = NULL WHERE id = ?",
+                 time.now(), id))
+  announce(s, id)
+  local p = db:row("SELECT * FROM policies WHERE id = ?", e.policy)
+  if not p then return fail_execution(s, id, "the policy was deleted") end
+  local opts = policies.options(p)
+  local template, terr = runner.template(p.template)
+  if not template then return fail_execution(s, id, terr) end
+  local src_row = db:row("SELECT * FROM registries WHERE id = ?", p.src_registry)
+  local dst_row = db:row("SELECT * FROM registries WHERE id = ?", p.dst_registry)
+  if not src_row or not dst_row then return fail_execution(s, id, "a registry of the policy was deleted") end
+  local src, serr = registries.client(s, src_row)
+  if not src then return fail_execution(s, id, serr) end
+  local dst, derr = registries.client(s, dst_row, { max_speed = opts.bandwidth })
+  if not dst then return fail_execution(s, id, derr) end
+
+  if e.planned == 0 then
+    local planned, perr = replicate.plan(src, opts)
+    if task.cancelled() then return end
+    if not planned then return fail_execution(s, id, perr) end
+    assert(db:transaction(function()
+      for _, t in ipairs(planned) do
+        assert(db:exec([[INSERT INTO tasks (execution, kind, repository, dest_repository, tags, status)
+                         VALUES (?, 'copy', ?, ?, ?, 'Pending')]], id, t.repository, t.dest_repository,
+                       json.encode(t.tags)))
+      end
+      assert(db:exec("UPDATE executions SET planned = 1 WHERE id = ?", id))
+      update_counts(db, id)
+      return true
+    end))
+    log.info("execution %d: %d repositories planned", id, #planned)
+    announce(s, id)
+  end
+
+  local rows = assert(db:query([[SELECT * FROM tasks WHERE execution = ? AND status IN ('Pending', 'Running')
+                                 ORDER BY kind = 'delete', id]], id))
+  local env = { src = src, dst = dst, opts = opts, template = template,
+                run = { blob_copies = {}, first_copy = {} } }
+  parallel.map(rows, function(row)
+    run_task(s, id, row, env)
+    return true
+  end, { limit = p.jobs })
+  if task.cancelled() then return end -- stopped (already recorded) or shutting down
+  update_counts(db, id)
+  local c = db:row("SELECT failed, stopped, total, succeeded FROM executions WHERE id = ?", id)
+  local status = (c.failed > 0 and "Failed") or (c.stopped > 0 and "Stopped") or "Succeeded"
+  assert(db:exec("UPDATE executions SET status = ?, finished = ? WHERE id = ? AND status = 'Running'",
+                 status, time.now(), id))
+  log.info("execution %d %s: %d/%d tasks succeeded", id, status, c.succeeded, c.total)
+  announce(s, id)
+end
+
+-- Starts the policy's next execution unless one of its runs is in flight.
+function executions.kick(s, policy_id)
+  if s.running[policy_id] or s.closing then return end
+  local row = s.db:row([[SELECT id FROM executions WHERE policy = ? AND status IN ('Pending', 'Running')
+                         ORDER BY status = 'Running' DESC, id LIMIT 1]], policy_id)
+  if not row then return end
+  local slot = { execution = row.id }
+  s.running[policy_id] = slot
+  slot.handle = task.spawn({ name = "execution " .. row.id, cpu = LONG }, function()
+    local ok, err = pcall(run_execution, s, row.id)
+    if not ok then
+      log.error("execution %d: %s", row.id, tostring(err))
+      pcall(fail_execution, s, row.id, "internal error: " .. tostring(err))
+    end
+    s.running[policy_id] = nil
+    if not s.closing and not task.cancelled() then executions.kick(s, policy_id) end
+  end)
+end
+
+-- Stops an execution: its tasks become Stopped at once and their transfers
+-- are cancelled. Returns the updated row; raises 409 when it is finished.
+function executions.stop(s, id)
+  local db = s.db
+  local e = load(db, id)
+  if e.status ~= "Pending" and e.status ~= "Running" then
+    api.fail(409, "execution %d is already %s", id, e.status)
+  end
+  s.stop_requested[id] = true
+  local now = time.now()
+  assert(db:transaction(function()
+    assert(db:exec("UPDATE tasks SET status = 'Stopped', finished = ? WHERE execution = ? AND status IN ('Pending', 'Running')",
+                   now, id))
+    update_counts(db, id)
+    assert(db:exec("UPDATE executions SET status = 'Stopped', finished = ? WHERE id = ?", now, id))
+    return true
+  end))
+  local slot = s.running[e.policy]
+  if slot and slot.execution == id then
+    slot.handle:cancel()
+    -- the cancelled runner cannot start the next run itself
+    task.spawn({ name = "after stop " .. id }, function()
+      slot.handle:wait()
+      executions.kick(s, e.policy)
+    end)
+  end
+  announce(s, id)
+  return load(db, id)
+end
+
+-- Re-runs the failed and stopped tasks of a finished execution.
+function executions.retry(s, id)
+  local db = s.db
+  local e = load(db, id)
+  if e.status == "Pending" or e.status == "Running" then
+    api.fail(409, "execution %d is still %s", id, e.status)
+  end
+  local n
+  assert(db:transaction(function()
+    n = assert(db:exec([[UPDATE tasks SET status = 'Pending', finished = NULL, error = NULL
+                         WHERE execution = ? AND status IN ('Failed', 'Stopped')]], id))
+    if n == 0 and e.planned == 1 then api.fail(409, "execution %d has no failed tasks to retry", id) end
+    update_counts(db, id)
+    assert(db:exec("UPDATE executions SET status = 'Pending', finished = NULL, error = NULL WHERE id = ?", id))
+    return true
+  end))
+  s.stop_requested[id] = nil
+  announce(s, id)
+  executions.kick(s, e.policy)
+  return n
+end
+
+-- At start: tasks that were Running when the daemon died go back to
+-- Pending, and every policy with unfinished executions is started again.
+function executions.recover(s)
+  local db = s.db
+  local n = assert(db:exec([[UPDATE tasks SET status = 'Pending' WHERE status = 'Running'
+                             AND execution IN (SELECT id FROM executions WHERE status IN ('Pending', 'Running'))]]))
+  local pols = assert(db:query("SELECT DISTINCT policy FROM executions WHERE status IN ('Pending', 'Running')"))
+  if #pols > 0 then
+    log.info("resuming %d unfinished execution(s) (%d task(s) were in flight)", #pols, n)
+  end
+  for _, r in ipairs(pols) do executions.kick(s, r.policy) end
+end
+
+-- Adds the routes to router r.
+function executions.routes(r, s)
+  r.add("POST", "/api/v1/policies/{id}/executions", function(req, p)
+    local pid = api.id(p.id, "policy")
+    local pol = policies.load(s.db, pid)
+    if pol.enabled ~= 1 then api.fail(409, "policy %d is disabled", pid) end
+    if req.body and req.body ~= "" then api.validate(api.body(req), {}) end
+    local id, coalesced = executions.trigger(s, pid, "manual")
+    return api.reply(req, 202, { id = id, coalesced = coalesced or false })
+  end)
+  r.add("GET", "/api/v1/executions", function(req)
+    local limit, offset = api.paging(req)
+    local q = req.query or {}
+    local where, args = {}, {}
+    if q.policy then
+      where[#where + 1] = "policy = ?"
+      args[#args + 1] = math.tointeger(tonumber(q.policy)) or api.fail(400, "policy must be an id")
+    end
+    if q.status then
+      where[#where + 1] = "status = ?"
+      args[#args + 1] = q.status
+    end
+    args[#args + 1] = limit
+    args[#args + 1] = offset
+    local sql = "SELECT * FROM executions" .. (#where > 0 and (" WHERE " .. table.concat(where, " AND ")) or "")
+                .. " ORDER BY id DESC LIMIT ? OFFSET ?"
+    local out = setmetatable({}, json.array_mt)
+    for _, row in ipairs(assert(s.db:query(sql, table.unpack(args, 1, #args)))) do
+      out[#out + 1] = executions.view(row)
+    end
+    return api.reply(req, 200, out)
+  end)
+  r.add("GET", "/api/v1/executions/{id}", function(req, p)
+    return api.reply(req, 200, executions.view(load(s.db, api.id(p.id, "execution"))))
+  end)
+  r.add("GET", "/api/v1/executions/{id}/tasks", function(req, p)
+    local id = api.id(p.id, "execution")
+    load(s.db, id)
+    local limit, offset = api.paging(req)
+    local out = setmetatable({}, json.array_mt)
+    for _, row in ipairs(assert(s.db:query("SELECT * FROM tasks WHERE execution = ? ORDER BY id LIMIT ? OFFSET ?",
+                                           id, limit, offset))) do
+      out[#out + 1] = task_view(s.db, row)
+    end
+    return api.reply(req, 200, out)
+  end)
+  r.add("GET", "/api/v1/tasks/{id}", function(req, p)
+    local id = api.id(p.id, "task")
+    local row = s.db:row("SELECT * FROM tasks WHERE id = ?", id) or api.fail(404, "task %d not found", id)
+    return api.reply(req, 200, task_view(s.db, row))
+  end)
+  r.add("GET", "/api/v1/tasks/{id}/log", function(req, p)
+    local id = api.id(p.id, "task")
+    if not s.db:row("SELECT id FROM tasks WHERE id = ?", id) then api.fail(404, "task %d not found", id) end
+    s.flush_logs()
+    local lines = {}
+    for _, l in ipairs(assert(s.db:query("SELECT ts, level, message FROM task_logs WHERE task = ? ORDER BY id", id))) do
+      lines[#lines + 1] = string.format("%s %-5s %s", api.iso(l.ts), l.level:upper(), l.message)
+    end
+    return req:respond(200, { ["Content-Type"] = "text/plain; charset=utf-8" },
+                       #lines > 0 and (table.concat(lines, "\n") .. "\n") or "")
+  end)
+  r.add("POST", "/api/v1/executions/{id}/stop", function(req, p)
+    return api.reply(req, 200, executions.view(executions.stop(s, api.id(p.id, "execution"))))
+  end)
+  r.add("POST", "/api/v1/executions/{id}/retry", function(req, p)
+    local id = api.id(p.id, "execution")
+    local n = executions.retry(s, id)
+    return api.reply(req, 202, { id = id, retried = n })
+  end)
+end
+
+return executions

@@ -1,0 +1,206 @@
+-- serve/policies.lua - /api/v1/policies: what to replicate from where to
+-- where, and when. Fields follow Harbor's replication policies: source and
+-- target registry, repository and tag include/exclude globs, destination
+-- namespace and flattening, trigger (manual, cron, event), override,
+-- replicate deletions, enabled, plus the process template, jobs and a
+-- bandwidth limit.
+local api = require("serve.api")
+local glob = require("glob")
+local cron = require("cron")
+local runner = require("runner")
+
+local policies = {}
+
+local function check_globs(v)
+  for _, p in ipairs(v) do
+    local ok, err = pcall(glob.compile, p)
+    if not ok or p == "" then return string.format("has a bad pattern %q: %s", p, ok and "empty" or tostring(err)) end
+  end
+end
+
+local function check_cron(v)
+  local _, err = cron.parse(v)
+  if err then return err end
+end
+
+local function check_template(v)
+  local _, err = runner.template(v)
+  if err then return "names no usable template: " .. err end
+end
+
+local SPEC = {
+  name = { type = "string", required = true,
+           check = function(v) if v == "" or #v > 128 then return "must be 1-128 characters" end end },
+  description = { type = "string", nullable = true },
+  source_registry = { type = "integer", required = true },
+  target_registry = { type = "integer", required = true },
+  repositories = { type = "array", check = check_globs },
+  exclude_repositories = { type = "array", check = check_globs },
+  tags = { type = "array", check = check_globs },
+  exclude_tags = { type = "array", check = check_globs },
+  dest_namespace = { type = "string", nullable = true,
+                     check = function(v) if v ~= "" and not v:match("^[a-z0-9][a-z0-9._/-]*$") then
+                       return "must be a lower-case repository path" end end },
+  flatten = { type = "integer", check = function(v) if v < -1 then return "must be -1 or more" end end },
+  trigger = { type = "string", check = function(v)
+                if v ~= "manual" and v ~= "cron" and v ~= "event" then return "must be manual, cron or event" end end },
+  cron = { type = "string", nullable = true, check = check_cron },
+  override = { type = "boolean" },
+  replicate_deletion = { type = "boolean" },
+  enabled = { type = "boolean" },
+  template = { type = "string", check = check_template },
+  jobs = { type = "integer", check = function(v) if v < 1 or v > 256 then return "must be 1..256" end end },
+  bandwidth_kbps = { type = "integer", check = function(v) if v < 0 then return "must be 0 (unlimited) or more" end end },
+}
+
+-- Column of each list field.
+local LISTS = { repositories = "repos", exclude_repositories = "exclude_repos", tags = "tags",
+                exclude_tags = "exclude_tags" }
+local PLAIN = { "name", "description", "dest_namespace", "flatten", "trigger", "cron", "template",
+                "jobs", "bandwidth_kbps" }
+local BOOLS = { "override", "replicate_deletion", "enabled" }
+
+local function decode_list(s)
+  local ok, v = pcall(json.decode, s or "[]")
+  return ok and type(v) == "table" and v or {}
+end
+
+-- The API view of a policy row.
+function policies.view(row)
+  local v = {
+    id = row.id, name = row.name, description = row.description,
+    source_registry = row.src_registry, target_registry = row.dst_registry,
+    dest_namespace = row.dest_namespace, flatten = row.flatten, trigger = row.trigger,
+    cron = row.cron, override = row.override == 1, replicate_deletion = row.replicate_deletion == 1,
+    enabled = row.enabled == 1, template = row.template, jobs = row.jobs,
+    bandwidth_kbps = row.bandwidth_kbps, created = api.iso(row.created), updated = api.iso(row.updated),
+  }
+  for field, col in pairs(LISTS) do v[field] = setmetatable(decode_list(row[col]), json.array_mt) end
+  return v
+end
+
+-- Loads a policy row by id, or raises 404.
+function policies.load(db, id)
+  local row = db:row("SELECT * FROM policies WHERE id = ?", id)
+  if not row then api.fail(404, "policy %d not found", id) end
+  return row
+end
+
+-- The replication options of a policy row (the shape replicate.plan and the
+-- stages read, as `replica run` builds them).
+function policies.options(row)
+  local v = policies.view(row)
+  return {
+    repos = v.repositories, exclude_repos = v.exclude_repositories, tags = v.tags,
+    exclude_tags = v.exclude_tags, dest_namespace = v.dest_namespace, flatten = v.flatten,
+    override = v.override, jobs = v.jobs, template = v.template,
+    bandwidth = v.bandwidth_kbps > 0 and v.bandwidth_kbps * 1024 or nil,
+  }
+end
+
+-- Checks the registries exist and the trigger is complete; raises 400.
+local function check_refs(db, merged)
+  for _, f in ipairs({ "source_registry", "target_registry" }) do
+    if not db:row("SELECT id FROM registries WHERE id = ?", merged[f]) then
+      api.fail(400, "field '%s': registry %d does not exist", f, merged[f])
+    end
+  end
+  if merged.trigger == "cron" and (merged.cron == nil or merged.cron == json.null) then
+    api.fail(400, "a cron trigger needs field 'cron' (5 fields, e.g. \"0 2 * * *\")")
+  end
+end
+
+-- Writes body's fields into policy id.
+local function store_fields(db, id, body)
+  local sets, args = {}, {}
+  local function set(col, v)
+    sets[#sets + 1] = col .. " = ?"
+    args[#args + 1] = v == nil and json.null or v
+  end
+  for _, f in ipairs(PLAIN) do
+    if body[f] ~= nil then set(f, body[f]) end
+  end
+  for field, col in pairs(LISTS) do
+    if body[field] ~= nil then set(col, json.encode(setmetatable(body[field], json.array_mt))) end
+  end
+  for _, f in ipairs(BOOLS) do
+    if body[f] ~= nil then set(f, body[f] and 1 or 0) end
+  end
+  if body.source_registry then set("src_registry", body.source_registry) end
+  if body.target_registry then set("dst_registry", body.target_registry) end
+  set("updated", time.now())
+  args[#args + 1] = id
+  local ok, err, kind = db:exec("UPDATE policies SET " .. table.concat(sets, ", ") .. " WHERE id = ?",
+                                table.unpack(args, 1, #args))
+  if not ok then
+    if kind == "constraint" then api.fail(409, "a policy named '%s' exists already", tostring(body.name)) end
+    error(err)
+  end
+end
+
+local function create(s, req)
+  local body = api.validate(api.body(req), SPEC)
+  check_refs(s.db, body)
+  local now, id = time.now(), nil
+  local ok, err = s.db:transaction(function()
+    local n, rowid, kind = s.db:exec(
+      "INSERT INTO policies (name, src_registry, dst_registry, created, updated) VALUES (?, ?, ?, ?, ?)",
+      body.name, body.source_registry, body.target_registry, now, now)
+    if not n then
+      if kind == "constraint" then api.fail(409, "a policy named '%s' exists already", body.name) end
+      error(rowid)
+    end
+    id = rowid
+    store_fields(s.db, id, body)
+    return true
+  end)
+  if not ok then error(err) end
+  s.policy_changed(id)
+  return api.reply(req, 201, policies.view(policies.load(s.db, id)))
+end
+
+local function update(s, req, p)
+  local id = api.id(p.id, "policy")
+  local cur = policies.view(policies.load(s.db, id))
+  local body = api.validate(api.body(req), SPEC, true)
+  local merged = {}
+  for k, v in pairs(cur) do merged[k] = v end
+  for k, v in pairs(body) do merged[k] = v end
+  check_refs(s.db, merged)
+  store_fields(s.db, id, body)
+  s.policy_changed(id)
+  return api.reply(req, 200, policies.view(policies.load(s.db, id)))
+end
+
+local function delete(s, req, p)
+  local id = api.id(p.id, "policy")
+  policies.load(s.db, id)
+  if s.db:row("SELECT id FROM executions WHERE policy = ? AND status IN ('Pending', 'Running') LIMIT 1", id) then
+    api.fail(409, "policy %d has an execution in progress; stop it first", id)
+  end
+  assert(s.db:exec("DELETE FROM policies WHERE id = ?", id))
+  s.policy_changed(id)
+  return api.reply(req, 204)
+end
+
+local function list(s, req)
+  local limit, offset = api.paging(req)
+  local out = setmetatable({}, json.array_mt)
+  for _, row in ipairs(assert(s.db:query("SELECT * FROM policies ORDER BY id LIMIT ? OFFSET ?", limit, offset))) do
+    out[#out + 1] = policies.view(row)
+  end
+  return api.reply(req, 200, out)
+end
+
+-- Adds the routes to router r; s is the service state.
+function policies.routes(r, s)
+  r.add("GET", "/api/v1/policies", function(req) return list(s, req) end)
+  r.add("POST", "/api/v1/policies", function(req) return create(s, req) end)
+  r.add("GET", "/api/v1/policies/{id}", function(req, p)
+    return api.reply(req, 200, policies.view(policies.load(s.db, api.id(p.id, "policy"))))
+  end)
+  r.add("PUT", "/api/v1/policies/{id}", function(req, p) return update(s, req, p) end)
+  r.add("DELETE", "/api/v1/policies/{id}", function(req, p) return delete(s, req, p) end)
+end
+
+return policies

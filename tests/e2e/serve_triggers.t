@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# What starts executions in replica serve besides the API: a CNCF
+# Distribution registry's notifications (the registry configured to POST to
+# serve), Harbor's webhook payloads in both its formats, replicated
+# deletions, and cron schedules. An event replicates exactly the artifact it
+# names; events are recorded before they are acknowledged.
+set -euo pipefail
+source "$(dirname "$0")/../lib/serve.sh"
+
+serve_start triggers
+HOOK_SECRET=dist-hook-secret-0123456789
+HARBOR_SECRET=harbor-hook-secret-0123456789
+REGISTRY_NOTIFY_URL=$API/webhooks/distribution REGISTRY_NOTIFY_AUTH="Bearer $HOOK_SECRET" \
+    registry_start src "$E2E_WORK/src"
+registry_start hsrc "$E2E_WORK/hsrc"
+registry_start dst "$E2E_WORK/dst"
+S=$REG_SRC_URL H=$REG_HSRC_URL D=$REG_DST_URL
+
+api POST /registries "$(registry_json src "$S" "\"webhook_secret\": \"$HOOK_SECRET\"")"
+SRC_ID=$(jget .id)
+api POST /registries "$(registry_json harbor "$H" "\"webhook_secret\": \"$HARBOR_SECRET\"")"
+HSRC_ID=$(jget .id)
+api POST /registries "$(registry_json dst "$D")"
+DST_ID=$(jget .id)
+
+# A cron policy that fires every minute; checked at the end.
+seed "$H" cron/app c1 oci 1 1024 >/dev/null
+api POST /policies "{\"name\": \"cron\", \"source_registry\": $HSRC_ID, \"target_registry\": $DST_ID, \"repositories\": [\"cron/**\"], \"trigger\": \"cron\", \"cron\": \"* * * * *\"}"
+is "$STATUS:$(jget .cron)" "201:* * * * *" "a cron policy is created"
+CRON_PID=$(jget .id)
+
+# wait_execs POLICY N: waits until POLICY has N finished executions; the
+# newest execution's JSON in $BODY.
+wait_execs() {
+    local n end=$((SECONDS + 90))
+    while ((SECONDS < end)); do
+        api GET "/executions?policy=$1"
+        n=$(jget '[.[] | select(.status != "Pending" and .status != "Running")] | length')
+        ((n >= $2)) && { BODY=$(jget '.[0]'); return 0; }
+        sleep 0.02
+    done
+    echo "# policy $1: $n finished executions, want $2" >&2
+    return 1
+}
+# wait_events N: waits until N webhook events are recorded and matched or ignored.
+wait_events() {
+    local end=$((SECONDS + 30))
+    while ((SECONDS < end)); do
+        api GET "/events/received?page_size=500"
+        (( $(jget '[.[] | select(.status != "new" and (.detail | test("^0 artifact") | not))] | length') >= $1 )) && return 0
+        sleep 0.02
+    done
+    return 1
+}
+
+# --- Distribution notifications ---------------------------------------------------
+api POST /policies "{\"name\": \"hook\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"repositories\": [\"hook/**\"], \"tags\": [\"v*\"], \"trigger\": \"event\", \"replicate_deletion\": true, \"enabled\": false}"
+HP=$(jget .id)
+seed "$S" hook/app v0 oci 2 4096 >/dev/null
+ok "$(wait_events 1; echo $?)" "the registry's notification of a push is recorded while the policy is disabled"
+api GET "/executions?policy=$HP"
+is "$(jget length)" 0 "a disabled policy does not run"
+api PUT "/policies/$HP" '{"enabled": true}'
+is "$STATUS:$(jget .enabled)" "200:true" "enable the policy"
+want_v1=$(seed "$S" hook/app v1,dev oci 2 4096 | awk '$1 == "hook/app:v1" {print $2}')
+wait_execs "$HP" 1
+is "$(jget .status):$(jget .trigger):$(jget .scope)" "Succeeded:event:artifacts" "the notification triggers an event execution that succeeds"
+is "$(manifest_digest "$D" hook/app v1)" "$want_v1" "the pushed tag v1 is replicated"
+is "$(manifest_digest "$D" hook/app dev)" missing "the tag the filter excludes (dev) is not"
+is "$(manifest_digest "$D" hook/app v0)" missing "an earlier tag the event did not name (v0) is not"
+api GET "/executions/$(jget .id)/tasks"
+is "$(jget '[.[] | "\(.kind) \(.repository) \(.tags | join(","))"] | join("; ")')" "copy hook/app v1" \
+    "the execution has one task for exactly that tag"
+
+# Deleting the manifest on the source replicates the deletion.
+curl -s -o /dev/null -X DELETE "$S/v2/hook/app/manifests/$want_v1"
+wait_execs "$HP" 2
+is "$(jget .status)" Succeeded "the deletion event runs a deletion task"
+is "$(manifest_digest "$D" hook/app v1)" missing "the manifest is deleted on the target"
+
+# --- Harbor webhooks -----------------------------------------------------------------
+api POST /policies "{\"name\": \"harbor\", \"source_registry\": $HSRC_ID, \"target_registry\": $DST_ID, \"repositories\": [\"lib/**\"], \"trigger\": \"event\", \"replicate_deletion\": true}"
+HBP=$(jget .id)
+seeded=$(seed "$H" lib/nginx v5,v6 oci 2 4096)
+d5=$(awk '$1 == "lib/nginx:v5" {print $2}' <<<"$seeded")
+d6=$(awk '$1 == "lib/nginx:v6" {print $2}' <<<"$seeded")
+hp=${H#http://}
+harbor() { curl -s -o "$E2E_WORK/hb" -w '%{http_code}' -H "Authorization: $HARBOR_SECRET" \
+               -H 'Content-Type: application/json' --data-binary "$1" "$API/webhooks/harbor"; }
+default_push="{\"type\": \"PUSH_ARTIFACT\", \"occur_at\": $(date +%s), \"operator\": \"admin\",
+  \"event_data\": {\"resources\": [{\"digest\": \"$d5\", \"tag\": \"v5\", \"resource_url\": \"$hp/lib/nginx:v5\"}],
+  \"repository\": {\"date_created\": 1700000000, \"name\": \"nginx\", \"namespace\": \"lib\", \"repo_full_name\": \"lib/nginx\", \"repo_type\": \"private\"}}}"
+st=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: wrong-secret-0123456789" --data-binary "$default_push" "$API/webhooks/harbor")
+is "$st" 401 "a Harbor webhook with a wrong secret: 401"
+is "$(harbor "$default_push")" 202 "Harbor's default payload (PUSH_ARTIFACT) is accepted"
+wait_execs "$HBP" 1
+is "$(jget .status)" Succeeded "and triggers the matching policy"
+is "$(manifest_digest "$D" lib/nginx v5):$(manifest_digest "$D" lib/nginx v6)" "$d5:missing" "exactly lib/nginx:v5 is replicated"
+cloud="{\"specversion\": \"1.0\", \"id\": \"e-1\", \"source\": \"/projects/1/webhook/policies/1\",
+  \"type\": \"harbor.artifact.pushed\", \"datacontenttype\": \"application/json\", \"time\": \"2026-11-29T12:00:00Z\",
+  \"operator\": \"admin\", \"data\": {\"resources\": [{\"digest\": \"$d6\", \"tag\": \"v6\", \"resource_url\": \"$hp/lib/nginx:v6\"}],
+  \"repository\": {\"name\": \"nginx\", \"namespace\": \"lib\", \"repo_full_name\": \"lib/nginx\", \"repo_type\": \"private\"}}}"
+is "$(harbor "$cloud")" 202 "Harbor's CloudEvents payload (harbor.artifact.pushed) is accepted"
+wait_execs "$HBP" 2
+is "$(jget .status):$(manifest_digest "$D" lib/nginx v6)" "Succeeded:$d6" "and replicates lib/nginx:v6"
+delete="{\"type\": \"DELETE_ARTIFACT\", \"occur_at\": $(date +%s), \"operator\": \"admin\",
+  \"event_data\": {\"resources\": [{\"digest\": \"$d5\", \"tag\": \"v5\", \"resource_url\": \"$hp/lib/nginx:v5\"}],
+  \"repository\": {\"name\": \"nginx\", \"namespace\": \"lib\", \"repo_full_name\": \"lib/nginx\"}}}"
+is "$(harbor "$delete")" 202 "a DELETE_ARTIFACT payload is accepted"
+wait_execs "$HBP" 3
+is "$(manifest_digest "$D" lib/nginx v5):$(manifest_digest "$D" lib/nginx v6)" "missing:$d6" \
+    "the deletion is replicated, and the other tag stays"
+is "$(harbor '{"type": "PUSH_ARTIFACT"}')" 400 "a payload without its resources: 400"
+like "$(jq -r .error "$E2E_WORK/hb")" "not a harbor webhook payload" "with a clear message"
+is "$(harbor 'not json')" 400 "a body that is not JSON: 400"
+n=$(sqlite3 "$SERVE_DB" "SELECT count(*) FROM events WHERE source = 'harbor'")
+is "$n" 3 "the three accepted Harbor events are stored; the rejected ones are not"
+
+# --- cron ----------------------------------------------------------------------------
+wait_execs "$CRON_PID" 1
+is "$(jget .trigger):$(jget .status)" "cron:Succeeded" "the cron policy fired within its minute and succeeded"
+is "$(manifest_digest "$D" cron/app c1)" "$(manifest_digest "$H" cron/app c1)" "and replicated its repository"
+serve_stop
+done_testing
