@@ -47,13 +47,23 @@ static int keyring_gc(lua_State *L)
     return 0;
 }
 
+/* Returns the optional aad argument at idx; raises when it holds a NUL
+ * (secret.c takes it as a C string). */
+static const char *check_aad(lua_State *L, int idx)
+{
+    size_t n;
+    const char *aad = luaL_optlstring(L, idx, "", &n);
+    luaL_argcheck(L, strlen(aad) == n, idx, "must not contain NUL bytes");
+    return aad;
+}
+
 /* keyring:seal(plain [, aad]) -> "v1:..." */
 static int keyring_seal(lua_State *L)
 {
     struct keyring *k = luaL_checkudata(L, 1, KEYRING_MT);
     size_t len;
     const char *plain = luaL_checklstring(L, 2, &len);
-    const char *aad = luaL_optstring(L, 3, "");
+    const char *aad = check_aad(L, 3);
     luaL_argcheck(L, k->loaded, 1, "keyring not loaded");
     char *sealed = secret_seal(k->key, plain, len, aad);
     if (!sealed)
@@ -68,7 +78,7 @@ static int keyring_open(lua_State *L)
 {
     struct keyring *k = luaL_checkudata(L, 1, KEYRING_MT);
     const char *sealed = luaL_checkstring(L, 2);
-    const char *aad = luaL_optstring(L, 3, "");
+    const char *aad = check_aad(L, 3);
     luaL_argcheck(L, k->loaded, 1, "keyring not loaded");
     size_t len = 0;
     char *plain = secret_open(k->key, sealed, aad, &len);
@@ -163,6 +173,7 @@ static void capture_log(void *ud, struct task *t, enum log_level lvl, const char
 }
 
 #define CAPTURE_MT "replica.sys.capture"
+static char capture_key; /* registry[&capture_key]: the installed capture */
 
 /* __gc of the capture object: restores the VM's log function. */
 static int capture_gc(lua_State *L)
@@ -187,7 +198,7 @@ static int capture_gc(lua_State *L)
 /* Returns the capture installed in the VM, installing it on first use. */
 static struct capture *capture_get(lua_State *L, struct vm *vm)
 {
-    if (lua_getfield(L, LUA_REGISTRYINDEX, CAPTURE_MT) == LUA_TUSERDATA) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &capture_key) == LUA_TUSERDATA) {
         struct capture **cp = lua_touserdata(L, -1);
         lua_pop(L, 1);
         return *cp;
@@ -204,7 +215,7 @@ static struct capture *capture_get(lua_State *L, struct vm *vm)
     *cp = c;
     vm->log = capture_log;
     vm->log_ud = c;
-    lua_setfield(L, LUA_REGISTRYINDEX, CAPTURE_MT);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &capture_key);
     return c;
 }
 
@@ -235,7 +246,8 @@ static int l_log_drain(lua_State *L)
     }
     for (size_t i = 0; i < n; i++)
         free(c->lines[i].msg);
-    memmove(c->lines, c->lines + n, (c->n - n) * sizeof(*c->lines));
+    if (n > 0 && n < c->n)
+        memmove(c->lines, c->lines + n, (c->n - n) * sizeof(*c->lines));
     c->n -= n;
     lua_pushinteger(L, (lua_Integer)c->dropped);
     c->dropped = 0;

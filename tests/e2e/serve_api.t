@@ -92,11 +92,24 @@ api POST /policies "{\"name\": \"team\", \"source_registry\": $SRC_ID, \"target_
 is "$STATUS" 201 "create a policy"
 PID=$(jget .id)
 is "$(jget '.repositories | join(",")'):$(jget .trigger):$(jget .override)" "team/**:manual:true" "it has the fields given and Harbor-like defaults"
+curl -sN -H "Authorization: Bearer $TOKEN" "$API/events" >"$E2E_WORK/sse" &
+sse_pid=$!
+for _ in $(seq 1 250); do grep -q 'replica event stream' "$E2E_WORK/sse" && break; sleep 0.02; done
 api POST "/policies/$PID/executions"
 is "$STATUS" 202 "trigger it: 202"
 EID=$(jget .id)
 wait_exec "$EID" Succeeded Failed
 is "$(jget .status)" Succeeded "the execution succeeds"
+for _ in $(seq 1 250); do grep -q '"status":"Succeeded"' "$E2E_WORK/sse" && break; sleep 0.02; done
+kill "$sse_pid" 2>/dev/null; wait "$sse_pid" 2>/dev/null || true
+sse_data() { sed -n "/^event: $1\$/{n;s/^data: //p}" "$E2E_WORK/sse"; }
+is "$(sse_data execution | jq -r 'select(.id == '"$EID"') | .status' | uniq | tr '\n' ' ')" "Pending Running Succeeded " \
+    "GET /events streams the execution's transitions (Server-Sent Events)"
+is "$(sse_data stage | jq -r 'select(.status == "succeeded") | .stage' | sort | uniq -c | awk '{print $1}' | sort -u)" 2 \
+    "... and each task's stage results (six stages, two tasks)"
+is "$(sse_data task | jq -r .status | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')" "Running=2 Succeeded=2 " \
+    "... and the task transitions"
+like "$(sse_data bytes | tail -n 1)" '"bytes":[1-9]' "... and bytes copied"
 is "$(jget .total):$(jget .succeeded):$(jget .failed)" "2:2:0" "two tasks (one per repository), both succeeded"
 bad=0
 while read -r ref want; do

@@ -1,6 +1,8 @@
 /* test_store.c - the SQLite store: a new file gets the whole schema, in WAL
  * mode with foreign keys on; data and version survive a reopen; a database
- * from a newer replica is refused; constraints hold. */
+ * from an older replica is migrated in place, keeping its rows; a failed
+ * migration leaves the last good version; a database from a newer replica is
+ * refused; constraints hold. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +126,154 @@ TEST_IMPL(store_constraints_hold)
     ASSERT_EQ(sqlite3_exec(s->db, "DELETE FROM policies WHERE id = 1", NULL, NULL, NULL), SQLITE_OK);
     ASSERT_STR_EQ(scalar(s, "SELECT count(*) FROM executions"), "0");
     store_close(s);
+    remove_db(path);
+    return 0;
+}
+
+/* The tables migration 2 alters (and policies, which executions name), as the
+ * first release created them: the columns of migration 1 in store.c. */
+static const char v1_schema[] =
+    "CREATE TABLE registries ("
+    "  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,"
+    "  url TEXT NOT NULL, username TEXT, password_sealed TEXT, ca_file TEXT,"
+    "  insecure INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, updated REAL NOT NULL);"
+    "CREATE TABLE policies ("
+    "  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+    "  src_registry INTEGER NOT NULL REFERENCES registries(id),"
+    "  dst_registry INTEGER NOT NULL REFERENCES registries(id),"
+    "  created REAL NOT NULL, updated REAL NOT NULL);"
+    "CREATE TABLE executions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  policy INTEGER NOT NULL REFERENCES policies(id) ON DELETE CASCADE,"
+    "  status TEXT NOT NULL DEFAULT 'Pending'"
+    "    CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Stopped')),"
+    "  trigger TEXT NOT NULL, total INTEGER NOT NULL DEFAULT 0,"
+    "  succeeded INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,"
+    "  stopped INTEGER NOT NULL DEFAULT 0, started REAL, finished REAL);"
+    "CREATE TABLE tasks ("
+    "  id INTEGER PRIMARY KEY,"
+    "  execution INTEGER NOT NULL REFERENCES executions(id) ON DELETE CASCADE,"
+    "  repository TEXT NOT NULL, dest_repository TEXT NOT NULL,"
+    "  tags TEXT NOT NULL DEFAULT '[]',"
+    "  status TEXT NOT NULL DEFAULT 'Pending'"
+    "    CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Stopped')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0, started REAL, finished REAL, error TEXT);"
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY, received REAL NOT NULL, source TEXT NOT NULL,"
+    "  payload TEXT NOT NULL,"
+    "  status TEXT NOT NULL DEFAULT 'new' CHECK (status IN ('new', 'matched', 'ignored')));"
+    "INSERT INTO registries(id, name, kind, url, created, updated) VALUES"
+    "  (1, 'old-src', 'distribution', 'https://src', 1, 1),"
+    "  (2, 'old-dst', 'harbor', 'https://dst', 1, 1);"
+    "INSERT INTO policies(id, name, src_registry, dst_registry, created, updated)"
+    "  VALUES (1, 'p', 1, 2, 1, 1);"
+    "INSERT INTO executions(id, policy, status, trigger, total, succeeded)"
+    "  VALUES (7, 1, 'Succeeded', 'manual', 3, 3);"
+    "INSERT INTO tasks(id, execution, repository, dest_repository, status)"
+    "  VALUES (11, 7, 'lib/a', 'mirror/a', 'Succeeded');"
+    "INSERT INTO events(id, received, source, payload) VALUES (5, 1, 'distribution', '{}');"
+    "PRAGMA user_version = 1;";
+
+/* Writes a version-1 database at path, with extra SQL (may be NULL) run
+ * after the schema. Returns 0 or -1. */
+static int write_v1_db(const char *path, const char *extra)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open(path, &db) == SQLITE_OK &&
+                     sqlite3_exec(db, v1_schema, NULL, NULL, NULL) == SQLITE_OK &&
+                     (!extra || sqlite3_exec(db, extra, NULL, NULL, NULL) == SQLITE_OK)
+                 ? 0
+                 : -1;
+    if (rc != 0)
+        fprintf(stderr, "# write_v1_db: %s\n", db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_close(db);
+    return rc;
+}
+
+TEST_IMPL(store_migrates_a_v1_database_keeping_its_rows)
+{
+    char path[256], err[256];
+    ASSERT_NOT_NULL(temp_db(path, sizeof(path)));
+    ASSERT_EQ(write_v1_db(path, NULL), 0);
+    ASSERT_LE(2, store_latest_version());
+    struct store *s = store_open(path, err, sizeof(err));
+    if (!s)
+        TEST_FAIL("store_open: %s", err);
+    ASSERT_EQ(store_version(s), store_latest_version());
+    ASSERT_STR_EQ(scalar(s, "PRAGMA foreign_keys"), "1");
+    /* the old rows survive */
+    ASSERT_STR_EQ(scalar(s, "SELECT group_concat(r, ',') FROM "
+                            "(SELECT name || '=' || url AS r FROM registries ORDER BY id)"),
+                  "old-src=https://src,old-dst=https://dst");
+    ASSERT_STR_EQ(scalar(s, "SELECT policy || ' ' || status || ' ' || trigger || ' ' || total || ' ' || "
+                            "succeeded FROM executions WHERE id = 7"),
+                  "1 Succeeded manual 3 3");
+    ASSERT_STR_EQ(scalar(s, "SELECT repository || ' ' || status FROM tasks WHERE id = 11"), "lib/a Succeeded");
+    ASSERT_STR_EQ(scalar(s, "SELECT source FROM events WHERE id = 5"), "distribution");
+    /* and get the new columns' defaults */
+    ASSERT_STR_EQ(scalar(s, "SELECT scope FROM executions WHERE id = 7"), "all");
+    ASSERT_STR_EQ(scalar(s, "SELECT planned FROM executions WHERE id = 7"), "0");
+    ASSERT_STR_EQ(scalar(s, "SELECT triggers FROM executions WHERE id = 7"), "1");
+    ASSERT_STR_EQ(scalar(s, "SELECT quote(error) || quote(created) FROM executions WHERE id = 7"), "NULLNULL");
+    ASSERT_STR_EQ(scalar(s, "SELECT kind FROM tasks WHERE id = 11"), "copy");
+    ASSERT_STR_EQ(scalar(s, "SELECT quote(description) || quote(webhook_secret_hash) FROM registries "
+                            "WHERE id = 1"),
+                  "NULLNULL");
+    ASSERT_STR_EQ(scalar(s, "SELECT quote(registry) || quote(detail) FROM events WHERE id = 5"), "NULLNULL");
+    ASSERT_STR_EQ(scalar(s, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                            "('registries_by_webhook_secret', 'executions_by_status')"),
+                  "2");
+    /* the new columns work on the migrated tables: defaults and checks */
+    ASSERT_EQ(sqlite3_exec(s->db, "INSERT INTO executions(id, policy, trigger) VALUES (8, 1, 'event');"
+                                  "INSERT INTO tasks(id, execution, repository, dest_repository, kind) "
+                                  "VALUES (12, 8, 'lib/b', 'mirror/b', 'delete')",
+                           NULL, NULL, NULL),
+              SQLITE_OK);
+    ASSERT_STR_EQ(scalar(s, "SELECT scope || planned || triggers FROM executions WHERE id = 8"), "all01");
+    ASSERT_STR_EQ(scalar(s, "SELECT kind FROM tasks WHERE id = 12"), "delete");
+    ASSERT(sqlite3_exec(s->db, "UPDATE executions SET scope = 'some' WHERE id = 8", NULL, NULL, NULL) !=
+           SQLITE_OK);
+    ASSERT(sqlite3_exec(s->db, "UPDATE tasks SET kind = 'move' WHERE id = 12", NULL, NULL, NULL) != SQLITE_OK);
+    store_close(s);
+    /* a reopen finds nothing left to do */
+    s = store_open(path, err, sizeof(err));
+    if (!s)
+        TEST_FAIL("reopen: %s", err);
+    ASSERT_EQ(store_version(s), store_latest_version());
+    ASSERT_STR_EQ(scalar(s, "SELECT count(*) FROM executions"), "2");
+    store_close(s);
+    remove_db(path);
+    return 0;
+}
+
+TEST_IMPL(store_failed_migration_keeps_the_last_good_version)
+{
+    char path[256], err[256];
+    ASSERT_NOT_NULL(temp_db(path, sizeof(path)));
+    /* a column migration 2 adds is already there, so migration 2 fails part-way */
+    ASSERT_EQ(write_v1_db(path, "ALTER TABLE tasks ADD COLUMN kind TEXT"), 0);
+    err[0] = '\0';
+    struct store *s = store_open(path, err, sizeof(err));
+    ASSERT(s == NULL);
+    if (!strstr(err, "migration 2") || !strstr(err, "duplicate column name: kind"))
+        TEST_FAIL("unexpected error: %s", err);
+    /* nothing of migration 2 was kept, and the version is still 1 */
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT (SELECT user_version FROM pragma_user_version), "
+                                     "(SELECT count(*) FROM pragma_table_info('executions') WHERE name = 'scope'), "
+                                     "(SELECT count(*) FROM pragma_table_info('registries') WHERE name = 'description'), "
+                                     "(SELECT count(*) FROM registries)",
+                                 -1, &st, NULL),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    ASSERT_EQ(sqlite3_column_int(st, 0), 1);
+    ASSERT_EQ(sqlite3_column_int(st, 1), 0);
+    ASSERT_EQ(sqlite3_column_int(st, 2), 0);
+    ASSERT_EQ(sqlite3_column_int(st, 3), 2);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
     remove_db(path);
     return 0;
 }

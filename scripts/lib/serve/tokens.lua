@@ -14,7 +14,7 @@ end
 -- clear) or nil, err (e.g. the name is taken).
 function tokens.create(db, sys, name)
   local raw = sys.random(32)
-  local tok = PREFIX .. base64.encode(raw):gsub("[+/=]", { ["+"] = "-", ["/"] = "_", ["="] = "" })
+  local tok = PREFIX .. base64.urlencode(raw)
   local ok, err = db:exec("INSERT INTO tokens (name, hash, created) VALUES (?, ?, ?)",
                           name, tokens.hash(tok), time.now())
   if not ok then return nil, err end
