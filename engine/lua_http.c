@@ -133,49 +133,71 @@ static lua_Integer opt_int(lua_State *L, const char *k, lua_Integer def)
     return v;
 }
 
-/* Checks a header name or value for characters that would split the request. */
-static int header_safe(const char *s, size_t n, int is_name)
+/* Returns 1 if s[0..n) is a header name: a non-empty RFC 9110 token. */
+static int header_name_ok(const char *s, size_t n)
 {
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (n == 0)
+        return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '\r' || c == '\n' || c == 0 || (is_name && (c == ':' || c <= ' ')))
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c && strchr(extra, c))))
             return 0;
     }
-    return n > 0 || !is_name;
+    return 1;
 }
 
-/* Adds headers from the table at idx (name = value, or name = {values}). */
-static void add_headers(lua_State *L, struct http_req *r, int idx)
+/* Returns 1 if s[0..n) can be sent as a header value (no CR, LF or NUL). */
+static int header_value_ok(const char *s, size_t n)
 {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+            return 0;
+    return 1;
+}
+
+void lhttp_each_header(lua_State *L, int idx, const char *what, lhttp_header_fn fn, void *ud)
+{
+    idx = lua_absindex(L, idx);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         size_t nl;
         const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nl) : NULL;
-        if (!name || !header_safe(name, nl, 1))
-            luaL_error(L, "http.request: invalid header name");
+        if (!name || !header_name_ok(name, nl))
+            luaL_error(L, "%s: invalid header name", what);
         int multi = lua_istable(L, -1);
         lua_Integer n = multi ? luaL_len(L, -1) : 1;
         for (lua_Integer i = 1; i <= n; i++) {
             if (multi)
                 lua_geti(L, -1, i);
             size_t vl;
-            const char *v = lua_tolstring(L, -1, &vl);
-            if (!v || !header_safe(v, vl, 0))
-                luaL_error(L, "http.request: invalid value for header '%s'", name);
-            lua_pushfstring(L, "%s: %s", name, v);
-            if (http_req_header(r, lua_tostring(L, -1)) != 0)
-                luaL_error(L, "http.request: out of memory");
-            lua_pop(L, multi ? 2 : 1);
+            const char *v = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
+                                ? lua_tolstring(L, -1, &vl) : NULL;
+            if (!v || !header_value_ok(v, vl))
+                luaL_error(L, "%s: invalid value for header '%s'", what, name);
+            fn(L, ud, name, v);
+            if (multi)
+                lua_pop(L, 1);
         }
         lua_pop(L, 1); /* the value; the key stays for lua_next */
     }
+}
+
+/* lhttp_each_header callback: adds "name: value" to the request ud. */
+static void add_request_header(lua_State *L, void *ud, const char *name, const char *value)
+{
+    lua_pushfstring(L, "%s: %s", name, value);
+    if (http_req_header(ud, lua_tostring(L, -1)) != 0)
+        luaL_error(L, "http.request: out of memory");
+    lua_pop(L, 1);
 }
 
 void lhttp_configure(lua_State *L, int idx, struct http_req *r, const char *method, int with_body)
 {
     idx = lua_absindex(L, idx);
     if (lua_getfield(L, idx, "headers") == LUA_TTABLE)
-        add_headers(L, r, lua_gettop(L));
+        lhttp_each_header(L, -1, "http.request", add_request_header, r);
     else if (!lua_isnil(L, -1))
         luaL_error(L, "'headers' must be a table");
     lua_pop(L, 1);

@@ -5,6 +5,7 @@
 #include <lua.h>
 
 #include "http.h"
+#include "lua_headers.h"
 
 /* Applies the `headers`, `body`, `follow` and `tls` fields of the options
  * table at idx to r, raising a Lua error on misuse. with_body = 0 leaves the

@@ -33,6 +33,7 @@
 #include <lauxlib.h>
 
 #include "sched.h"
+#include "lua_headers.h"
 #include "sys.h"
 
 #define SERVER_MT "replica.httpd.server"
@@ -557,63 +558,33 @@ static int req_header(lua_State *L)
     return 1;
 }
 
-/* Returns 1 if s[0..n) is a valid header name (an HTTP token). */
-static int header_name_ok(const char *s, size_t n)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if (n == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c && strchr(extra, c))))
-            return 0;
-    }
-    return 1;
-}
-
-/* Returns 1 if s[0..n) can be sent as a header value (no CR, LF or NUL). */
-static int header_value_ok(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
-            return 0;
-    return 1;
-}
-
 /* Adds the headers in the table at idx (name = value or name = {values})
  * to the response; raises on an invalid name or value. Sets *has_len when
  * a Content-Length is among them. */
+struct resp_headers {
+    struct evkeyvalq *out;
+    int has_len;
+};
+
+/* lhttp_each_header callback: adds one response header. */
+static void add_response_header(lua_State *L, void *ud, const char *name, const char *value)
+{
+    struct resp_headers *h = ud;
+    if (evhttp_add_header(h->out, name, value) != 0)
+        luaL_error(L, "cannot add response header '%s'", name);
+    if (evutil_ascii_strcasecmp(name, "Content-Length") == 0)
+        h->has_len = 1;
+}
+
 static void add_headers(lua_State *L, int idx, struct evkeyvalq *out, int *has_len)
 {
     if (lua_isnoneornil(L, idx))
         return;
     luaL_checktype(L, idx, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        size_t nl;
-        const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nl) : NULL;
-        if (!name || !header_name_ok(name, nl))
-            luaL_error(L, "invalid response header name");
-        int multi = lua_istable(L, -1);
-        lua_Integer n = multi ? luaL_len(L, -1) : 1;
-        for (lua_Integer i = 1; i <= n; i++) {
-            if (multi)
-                lua_geti(L, -1, i);
-            size_t vl;
-            const char *v = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
-                                ? lua_tolstring(L, -1, &vl) : NULL;
-            if (!v || !header_value_ok(v, vl))
-                luaL_error(L, "invalid value for response header '%s'", name);
-            if (evhttp_add_header(out, name, v) != 0)
-                luaL_error(L, "cannot add response header '%s'", name);
-            if (multi)
-                lua_pop(L, 1);
-        }
-        if (evutil_ascii_strcasecmp(name, "Content-Length") == 0)
-            *has_len = 1;
-        lua_pop(L, 1);
-    }
+    struct resp_headers h = { out, 0 };
+    lhttp_each_header(L, idx, "response", add_response_header, &h);
+    if (h.has_len)
+        *has_len = 1;
 }
 
 /* Checks the status argument: an integer 200..599. */

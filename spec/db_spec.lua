@@ -2,14 +2,9 @@
 -- `replica script`) keep their state in, as their Lua code sees it.
 local t = require("tap").new(...)
 
-local work = (t.env.WORK and t.env.WORK ~= "") and t.env.WORK or "/tmp"
-local run_id = (sys.random(6):gsub(".", function(c) return string.format("%02x", c:byte()) end))
-local files = 0
-
--- A path for a new database file under WORK, unique to this run.
+-- A path for a new file under WORK, unique to this run.
 local function fresh_path()
-  files = files + 1
-  return string.format("%s/db-spec-%s-%d.sqlite", work, run_id, files)
+  return t.tmp_path("db-spec", "sqlite")
 end
 
 local function open()
@@ -44,7 +39,7 @@ t.test("db_open creates the file in WAL mode with foreign keys on and the schema
 end)
 
 t.test("db_open of a path it cannot create returns nil and the reason", function()
-  local db, err = sys.db_open(work .. "/no-such-dir-" .. run_id .. "/x.sqlite")
+  local db, err = sys.db_open(t.tmp_path("no-such-dir") .. "/x.sqlite")
   t.eq(db, nil)
   t.match(err, "no%-such%-dir")
 end)

@@ -214,7 +214,7 @@ t.test("an invalid response header raises, and the handler's task then gets a 50
     t.ok(not ok)
   end)
   local r = request{ url = base .. "/" }
-  t.match(err, "invalid value for response header 'X%-Bad'")
+  t.match(err, "response: invalid value for header 'X%-Bad'")
   t.eq(r.status, 500)
   t.eq(r.headers["injected"], nil)
   srv:close()

@@ -3,14 +3,9 @@
 -- store what each replication task logged.
 local t = require("tap").new(...)
 
-local work = (t.env.WORK and t.env.WORK ~= "") and t.env.WORK or "/tmp"
-local run_id = (sys.random(6):gsub(".", function(c) return string.format("%02x", c:byte()) end))
-local files = 0
-
--- A path for a new key file under WORK, unique to this run.
+-- A path for a new file under WORK, unique to this run.
 local function fresh_path()
-  files = files + 1
-  return string.format("%s/sys-spec-%s-%d.key", work, run_id, files)
+  return t.tmp_path("sys-spec", "key")
 end
 
 local function keyring()
@@ -105,7 +100,7 @@ t.test("a keyring with another key file cannot open the values", function()
 end)
 
 t.test("a key file in a missing directory is nil and an error naming the path", function()
-  local path = work .. "/no-such-dir-" .. run_id .. "/replica.key"
+  local path = t.tmp_path("no-such-dir") .. "/replica.key"
   local k, err = sys.keyring(path)
   t.eq(k, nil)
   t.eq(type(err), "string")

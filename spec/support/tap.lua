@@ -64,6 +64,16 @@ function tap.new(...)
     end
   end
 
+  -- A path under WORK (or /tmp) no earlier call or run has used:
+  -- WORK/NAME-RUNID-N.EXT (ext may be nil).
+  local run_id = string.format("%x%04x", math.floor(time.now() * 1e6), math.random(0, 0xffff))
+  local paths = 0
+  function self.tmp_path(name, ext)
+    paths = paths + 1
+    local work = (self.env.WORK and self.env.WORK ~= "") and self.env.WORK or "/tmp"
+    return string.format("%s/%s-%s-%d%s", work, name, run_id, paths, ext and ("." .. ext) or "")
+  end
+
   function self.done()
     print("1.." .. self.n)
   end
