@@ -25,6 +25,8 @@ static void usage(FILE *f)
             "  --jobs N              repositories replicated at once (default 8)\n"
             "  --no-override         keep target tags that point elsewhere, and report them\n"
             "  --platform OS/ARCH    copy only these platforms of multi-arch images (repeatable)\n"
+            "  --bandwidth BYTES     per-repository rate limit in bytes/s (e.g. 10M): a task\n"
+            "                        then copies one blob at a time at most at this rate\n"
             "  --chunk-size BYTES    upload blobs larger than this in PATCH chunks, resuming\n"
             "                        from the target's reported range (e.g. 10M)\n"
             "  --dry-run             print what would be copied\n"
@@ -52,7 +54,7 @@ static const char *const value_opts[][2] = {
     { "--template", "template" }, { "--jobs", "jobs" },
     { "--from-creds", "from_creds" }, { "--to-creds", "to_creds" },
     { "--from-ca", "from_ca" },   { "--to-ca", "to_ca" },
-    { "--chunk-size", "chunk_size" },
+    { "--chunk-size", "chunk_size" }, { "--bandwidth", "bandwidth" },
     { NULL, NULL },
 };
 

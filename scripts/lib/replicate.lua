@@ -26,13 +26,13 @@ local function parse_bytes(s)
 end
 
 -- Builds a registry client from the URL and credential/TLS options of one side.
-local function endpoint(url, creds_opt, ca, insecure, chunk_size)
+local function endpoint(url, creds_opt, ca, insecure, chunk_size, max_speed)
   if not url or url == "" then return nil, "missing registry URL" end
   if not url:find("^https?://") then url = "https://" .. url end
   url = url:gsub("/+$", "")
   local user, pass, err = credentials.resolve(url, creds_opt)
   if err then return nil, err end
-  return oci.new{ url = url, username = user, password = pass, chunk_size = chunk_size,
+  return oci.new{ url = url, username = user, password = pass, chunk_size = chunk_size, max_speed = max_speed,
                   tls = { ca_file = ca, insecure = insecure or false } }
 end
 
@@ -189,7 +189,12 @@ function replicate.main(opts)
     chunk = parse_bytes(opts.chunk_size)
     if not chunk or chunk < 1024 then return nil, "--chunk-size must be a byte count of at least 1K (e.g. 10M)" end
   end
-  local dst, derr = endpoint(opts.to, opts.to_creds, opts.to_ca, opts.to_insecure, chunk)
+  if opts.bandwidth then
+    local bw = parse_bytes(opts.bandwidth)
+    if not bw or bw < 1024 then return nil, "--bandwidth must be a byte rate of at least 1K (e.g. 10M)" end
+    opts.bandwidth = bw
+  end
+  local dst, derr = endpoint(opts.to, opts.to_creds, opts.to_ca, opts.to_insecure, chunk, opts.bandwidth)
   if not dst then return nil, "--to: " .. derr end
 
   local started = time.mono()

@@ -60,4 +60,17 @@ PATH=$E2E_WORK/bin:$PATH DOCKER_CONFIG=$E2E_WORK/docker replica_run --from "$S" 
 is "$RC" 0 "credentials from a credential helper (credsStore) open a Basic-auth target"
 unlike "$OUT" "$REG_LOCKED_PASS" "and the secret is not printed"
 
+# --bandwidth caps a repository's copy: 16 MiB at 2 MiB/s takes about 6 s
+# (curl lets a few MiB through at full speed before its limiter settles),
+# unlimited it takes a fraction of a second here.
+head -c $((16 << 20)) /dev/urandom >"$E2E_WORK/bw.bin"
+want=$(push_big_image "$S" bw/app v1 "$E2E_WORK/bw.bin")
+t0=$EPOCHREALTIME
+replica_run --from "$S" --to "$D" --repo bw/app --bandwidth 2M
+secs=$(awk -v s="$t0" -v n="$EPOCHREALTIME" 'BEGIN { printf "%.1f", n - s }')
+is "$RC:$(manifest_digest "$D" bw/app v1)" "0:$want" "a run with --bandwidth completes"
+ok "$(awk -v s="$secs" 'BEGIN { exit !(s >= 4) }'; echo $?)" "and 16 MiB at 2 MiB/s took at least 4 s ($secs s)"
+replica_run --from "$S" --to "$D" --repo bw/app --bandwidth 1
+like "$OUT" "--bandwidth must be a byte rate of at least 1K" "a bandwidth below 1K is refused"
+
 done_testing

@@ -6,6 +6,14 @@
 -- mounts the blob instead of uploading it again.
 local TAG_CONCURRENCY, BLOB_CONCURRENCY = 4, 8
 
+-- How many tags and blobs of a task copy at once. With a bandwidth limit
+-- (options.bandwidth, bytes/s, applied to each blob by the target client)
+-- a task copies one blob at a time, so the limit holds for the task.
+local function concurrency(ctx)
+  if ctx.options and ctx.options.bandwidth then return 1, 1 end
+  return TAG_CONCURRENCY, BLOB_CONCURRENCY
+end
+
 -- Copies one blob into dest once per run; concurrent callers share the copy.
 -- When another repository of the target is getting (or got) the same blob in
 -- this run, waits for it and mounts from there instead of uploading again.
@@ -55,7 +63,7 @@ local function copy_blobs(ctx, dest, blobs, stats)
     local r, e = ensure_blob(ctx, dest, d)
     if not r then return nil, string.format("blob %s: %s", d.digest, e) end
     return r
-  end, { limit = BLOB_CONCURRENCY })
+  end, { limit = select(2, concurrency(ctx)) })
   if not out then return nil, err end
   for _, r in ipairs(out) do
     if r.mounted then stats.blobs_mounted = stats.blobs_mounted + 1
@@ -105,7 +113,7 @@ return {
       records[i] = push_tag(ctx, art, stats)
       if ctx.progress then ctx.progress("tag", records[i]) end
       return true
-    end, { limit = TAG_CONCURRENCY })
+    end, { limit = (concurrency(ctx)) })
     local out = { tags = records, pushed = 0, skipped = 0, kept = 0, failed = 0 }
     for k, v in pairs(stats) do out[k] = v end
     local failures = {}
