@@ -53,7 +53,7 @@ is "$STATUS" 409 "a second registry with the same name: 409"
 before=$(sqlite3 "$SERVE_DB" 'SELECT count(*) FROM registries; SELECT count(*) FROM policies' | tr '\n' ' ')
 api POST /registries '{"name": "x", "url": '
 is "$STATUS" 400 "malformed JSON: 400"
-like "$(jget .error)" '^request body is not valid JSON' "... saying so"
+like "$(jget .error)" '^request body is not valid JSON: .*(Expected|unexpected|end|char)' "... saying so, and where"
 api POST /registries '{"name": "x", "url": "http://a", "colour": "blue"}'
 is "$STATUS:$(jget .error)" "400:unknown field 'colour'" "an unknown field: 400 naming it"
 api POST /registries '{"name": "x", "url": "http://a", "insecure": "yes"}'

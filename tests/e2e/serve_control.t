@@ -56,6 +56,10 @@ wait_exec "$B" Running
 mid=1
 wait_for_upload "$uploads" $((a_bytes + (8 << 20))) "$SERVE_PID" && mid=0
 ok "$mid" "the queued execution started after the stop and is mid-blob"
+api GET "/executions/$B/tasks"
+is "$(jget '.[0].stages | map("\(.name)=\(.status)") | join(" ")')" \
+    "pull_prepare=succeeded pull=succeeded pull_post=succeeded push_prepare=succeeded push=running" \
+    "while it runs, its task shows the stages done and the one running"
 serve_kill9
 is "$(sqlite3 "$SERVE_DB" "SELECT status FROM executions WHERE id = $B")" Running \
     "after kill -9 the database still has the execution Running"

@@ -38,9 +38,9 @@ function api.body(req)
   if req.too_large then api.fail(400, "request body is larger than the limit") end
   local body = req.body or ""
   if body == "" then api.fail(400, "request body must be a JSON object") end
-  local ok, v = pcall(json.decode, body)
-  if not ok or v == nil then
-    api.fail(400, "request body is not valid JSON: %s", tostring(v):gsub("^.-: ", ""))
+  local v, err = json.decode(body)
+  if v == nil then
+    api.fail(400, "request body is not valid JSON: %s", (tostring(err):gsub("^.-: ", "")))
   end
   if type(v) ~= "table" or (next(v) == nil and body:match("^%s*%[")) or #v > 0 then
     api.fail(400, "request body must be a JSON object")

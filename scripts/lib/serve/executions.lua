@@ -201,8 +201,12 @@ end
 local function run_task(s, exec_id, row, env)
   local db = s.db
   s.sys.task_log(row.id)
-  assert(db:exec([[UPDATE tasks SET status = 'Running', attempts = attempts + 1, started = ?,
-                   finished = NULL, error = NULL WHERE id = ?]], time.now(), row.id))
+  assert(db:transaction(function()
+    assert(db:exec([[UPDATE tasks SET status = 'Running', attempts = attempts + 1, started = ?,
+                     finished = NULL, error = NULL WHERE id = ?]], time.now(), row.id))
+    assert(db:exec("DELETE FROM stage_results WHERE task = ?", row.id)) -- an earlier attempt's
+    return true
+  end))
   bus.publish("task", { execution = exec_id, task = row.id, status = "Running", repository = row.repository })
   local t = { id = row.id, kind = row.kind, repository = row.repository,
               dest_repository = row.dest_repository, tags = decode(row.tags, {}) }
@@ -220,10 +224,22 @@ local function run_task(s, exec_id, row, env)
                 end }
   log.info("task %d: %s %s -> %s [%s]", row.id, row.kind, row.repository, row.dest_repository,
            table.concat(t.tags, ", "))
+  local seq = {}
+  for i, st in ipairs(row.kind == "delete" and env.template.delete_stages or env.template.stages) do
+    seq[st.name] = i
+  end
   local results, ok = runner.run(env.template, ctx, function(ev, name, r)
     if ev == "start" then
+      -- visible while it runs; the final results replace these rows
+      db:exec([[INSERT OR REPLACE INTO stage_results (task, seq, name, function, status, started)
+                VALUES (?, ?, ?, ?, 'running', ?)]], row.id, seq[name] or 0, name, r["function"] or "?", r.started)
       bus.publish("stage", { execution = exec_id, task = row.id, stage = name, status = "running" })
     else
+      if not task.cancelled() then
+        db:exec([[UPDATE stage_results SET status = ?, finished = ?, output = ?, error = ?
+                  WHERE task = ? AND seq = ?]], r.status, r.finished,
+                r.output ~= nil and encode(r.output) or json.null, r.error or json.null, row.id, seq[name] or 0)
+      end
       log.info("stage %s %s%s", name, r.status, r.error and (": " .. r.error) or "")
       bus.publish("stage", { execution = exec_id, task = row.id, stage = name, status = r.status,
                              error = r.error })
