@@ -71,6 +71,22 @@ api GET "/executions/$B/tasks"
 is "$(jget 'length'):$(jget '.[0].attempts')" "1:2" "one task, run twice (no duplicate task)"
 like "$(cat "$SERVE_LOG")" "resuming 1 unfinished execution" "the restart says what it resumed"
 
+# --- SIGTERM mid-execution: the daemon stops, and the next start resumes -------------
+api POST /policies "{\"name\": \"graceful\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"repositories\": [\"big/app\"], \"dest_namespace\": \"graceful\", \"bandwidth_kbps\": 8192}"
+GP=$(jget .id)
+api POST "/policies/$GP/executions"
+G=$(jget .id)
+mid=1
+wait_for_upload "$REG_DST_STORAGE/docker/registry/v2/repositories/graceful/big/app/_uploads" $((4 << 20)) "$SERVE_PID" && mid=0
+ok "$mid" "another execution is mid-blob"
+serve_stop
+is "$(sqlite3 "$SERVE_DB" "SELECT e.status || ' ' || t.status FROM executions e JOIN tasks t ON t.execution = e.id WHERE e.id = $G")" \
+    "Running Running" "after SIGTERM the execution and its task are left Running, not Failed or Stopped"
+serve_start control
+wait_exec "$G" Succeeded Failed Stopped
+is "$(jget .status):$(manifest_digest "$D" graceful/big/app v1)" "Succeeded:$want_big" \
+    "the next start resumes it and it succeeds"
+
 # --- retry re-runs only the failed tasks ------------------------------------------
 seed "$S" r/good v1 oci 2 65536 >/dev/null
 seed "$S" r/bad v1 oci 2 65536 bad-seed >/dev/null
