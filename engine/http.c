@@ -263,10 +263,7 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
     return evtimer_add(c->timer, &tv) == 0 ? 0 : -1;
 }
 
-/* Writes the origin of an http(s) URL ("scheme://host:port", scheme and host
- * lower-cased, no user info) into key. Returns 0, or -1 for another scheme
- * or a URL without a host. Done by hand: it runs for every request. */
-static int origin_of(const char *url, char *key, size_t n)
+int http_origin_key(const char *url, char *key, size_t n)
 {
     size_t slen;
     if (strncasecmp(url, "http://", 7) == 0)
@@ -282,7 +279,12 @@ static int origin_of(const char *url, char *key, size_t n)
         alen -= (size_t)(at + 1 - auth);
         auth = at + 1;
     }
-    if (alen == 0 || slen + 3 + alen + 1 > n)
+    /* A port after the host (after "]" for an IPv6 literal), or none. */
+    const char *close = memchr(auth, ']', alen);
+    const char *after = close ? close + 1 : auth;
+    int has_port = memchr(after, ':', alen - (size_t)(after - auth)) != NULL;
+    const char *port = has_port ? "" : (slen == 4 ? ":80" : ":443");
+    if (alen == 0 || slen + 3 + alen + strlen(port) + 1 > n)
         return -1;
     size_t k = 0;
     for (size_t i = 0; i < slen; i++)
@@ -291,7 +293,7 @@ static int origin_of(const char *url, char *key, size_t n)
     k += 3;
     for (size_t i = 0; i < alen; i++)
         key[k++] = (char)tolower((unsigned char)auth[i]);
-    key[k] = '\0';
+    strcpy(key + k, port);
     return 0;
 }
 
@@ -301,7 +303,7 @@ static struct http_host *host_for(struct http_client *c, const char *url, const 
                                   enum http_err *err)
 {
     char key[512];
-    if (origin_of(url, key, sizeof(key) - 64) != 0) {
+    if (http_origin_key(url, key, sizeof(key) - 64) != 0) {
         *err = HTTP_EBADURL;
         return NULL;
     }

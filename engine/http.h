@@ -122,4 +122,11 @@ void http_req_free(struct http_req *r);
 /* Returns the Lua-visible string for an error code. */
 const char *http_strerror(enum http_err e);
 
+/* Writes the origin of an http(s) URL into key: "scheme://host:port", with
+ * scheme and host lower-cased, no user info, and the default port made
+ * explicit, so "https://R.example" and "https://r.example:443" share one
+ * per-host queue. Returns 0, or -1 for another scheme, a URL without a host
+ * or a key that does not fit in n. Done by hand: it runs for every request. */
+int http_origin_key(const char *url, char *key, size_t n);
+
 #endif

@@ -1013,3 +1013,31 @@ TEST_IMPL(http_start_twice_fails)
     ASSERT_STR_EQ(http_strerror(err), "ok");
     return 0;
 }
+
+/* Origins that name the same server share a key: case, user info and an
+ * explicit default port do not matter; another port or scheme does. */
+TEST_IMPL(http_origin_key_normalises)
+{
+    char a[256], b[256];
+    static const char *const same[][2] = {
+        { "https://R.Example/v2/", "https://r.example:443/v2/x" },
+        { "http://user:pw@host/x", "HTTP://HOST:80" },
+        { "https://[::1]/v2/", "https://[::1]:443?x" },
+        { "http://10.0.0.1:5000/a", "http://10.0.0.1:5000" },
+    };
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        ASSERT_EQ(http_origin_key(same[i][0], a, sizeof(a)), 0);
+        ASSERT_EQ(http_origin_key(same[i][1], b, sizeof(b)), 0);
+        ASSERT_STR_EQ(a, b);
+    }
+    ASSERT_EQ(http_origin_key("https://r.example", a, sizeof(a)), 0);
+    ASSERT_STR_EQ(a, "https://r.example:443");
+    ASSERT_EQ(http_origin_key("http://r.example:8080/v2/", b, sizeof(b)), 0);
+    ASSERT_STR_EQ(b, "http://r.example:8080");
+    ASSERT_EQ(http_origin_key("http://r.example", b, sizeof(b)), 0);
+    ASSERT(strcmp(a, b) != 0);
+    ASSERT_EQ(http_origin_key("ftp://r.example", a, sizeof(a)), -1);
+    ASSERT_EQ(http_origin_key("http:///path", a, sizeof(a)), -1);
+    ASSERT_EQ(http_origin_key("https://r.example", a, 10), -1);
+    return 0;
+}

@@ -6,6 +6,7 @@ TEST_ENTRY(buf_append_zero_bytes_is_noop)
 TEST_ENTRY(buf_free_twice_is_safe)
 
 TEST_ENTRY(http_strerror_names)
+TEST_ENTRY(http_origin_key_normalises)
 TEST_ENTRY(http_get_returns_status_and_body)
 TEST_ENTRY(http_get_large_body_is_exact)
 TEST_ENTRY(http_error_status_is_not_a_transfer_error)
