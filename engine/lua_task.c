@@ -227,6 +227,35 @@ static const char parallel_src[] =
     "end\n"
     "return parallel\n";
 
+/* task.locate(msg) -> msg: an xpcall message handler. A string error that
+ * does not start with a position ("file:line:") gets the position of the
+ * innermost Lua code on the stack, the code that called the C function
+ * which raised (as in `for _ in ipairs(nil)`). Other values pass through. */
+static int l_locate(lua_State *L)
+{
+    size_t n;
+    const char *msg = lua_tolstring(L, 1, &n);
+    if (!msg || lua_type(L, 1) != LUA_TSTRING)
+        return lua_settop(L, 1), 1;
+    /* "src:123:" at the start means Lua placed it already. */
+    const char *c = memchr(msg, ':', n);
+    if (c && c[1] >= '0' && c[1] <= '9') {
+        const char *d = c + 1;
+        while (*d >= '0' && *d <= '9')
+            d++;
+        if (*d == ':')
+            return lua_settop(L, 1), 1;
+    }
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: %s", ar.short_src, ar.currentline, msg);
+            return 1;
+        }
+    }
+    return lua_settop(L, 1), 1;
+}
+
 void inject_task_api(struct vm *vm, lua_State *L)
 {
     int g = lua_gettop(L);
@@ -242,7 +271,8 @@ void inject_task_api(struct vm *vm, lua_State *L)
     lua_pop(L, 1);
 
     static const luaL_Reg funcs[] = { { "spawn", l_spawn }, { "yield", l_yield },
-        { "cancelled", l_cancelled }, { "name", l_name }, { "stats", l_stats }, { NULL, NULL } };
+        { "cancelled", l_cancelled }, { "name", l_name }, { "stats", l_stats },
+        { "locate", l_locate }, { NULL, NULL } };
     luaL_newlibtable(L, funcs);
     lua_pushlightuserdata(L, vm);
     luaL_setfuncs(L, funcs, 1);

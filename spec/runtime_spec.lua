@@ -187,4 +187,16 @@ t.test("print exists and takes any values", function()
   print("# runtime_spec: print works", 1, nil, true)
 end)
 
+t.test("task.locate gives an error raised inside a C function the position of the Lua code", function()
+  local ok, err = xpcall(function()
+    for _ in ipairs(nil) do end
+  end, task.locate)
+  t.eq(ok, false)
+  t.match(err, "^spec/runtime_spec%.lua:%d+: attempt to index a nil value")
+  local _, placed = xpcall(function() error("boom") end, task.locate)
+  t.match(placed, "^spec/runtime_spec%.lua:%d+: boom$", "a message with a position is left alone")
+  local _, tbl = xpcall(function() error({ code = 7 }) end, task.locate)
+  t.eq(type(tbl) == "table" and tbl.code, 7, "a table error passes through")
+end)
+
 t.done()

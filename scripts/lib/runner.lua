@@ -85,7 +85,7 @@ local function run_stage(s, ctx, input)
     return out ~= nil, out, err
   end
   local st = assert(runner.stage(s.fn))
-  local ok, out, err, partial = pcall(st.run, ctx, input)
+  local ok, out, err, partial = xpcall(st.run, task.locate, ctx, input)
   if not ok then return false, nil, tostring(out) end
   if out == nil and err ~= nil then return false, partial, tostring(err) end
   return true, out, nil
