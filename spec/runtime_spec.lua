@@ -192,9 +192,10 @@ t.test("task.locate gives an error raised inside a C function the position of th
     for _ in ipairs(nil) do end
   end, task.locate)
   t.eq(ok, false)
-  t.match(err, "^spec/runtime_spec%.lua:%d+: attempt to index a nil value")
+  t.match(err, "runtime_spec%.lua:%d+: attempt to index a nil value$")
   local _, placed = xpcall(function() error("boom") end, task.locate)
-  t.match(placed, "^spec/runtime_spec%.lua:%d+: boom$", "a message with a position is left alone")
+  t.match(placed, "runtime_spec%.lua:%d+: boom$")
+  t.eq(select(2, placed:gsub(":%d+:", "")), 1, "a message with a position is left alone")
   local _, tbl = xpcall(function() error({ code = 7 }) end, task.locate)
   t.eq(type(tbl) == "table" and tbl.code, 7, "a table error passes through")
 end)
