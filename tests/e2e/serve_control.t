@@ -105,6 +105,8 @@ wait_exec "$E" Succeeded Failed
 is "$(jget .status):$(jget .succeeded):$(jget .failed)" "Failed:1:1" "a corrupt source blob fails one task of two"
 api GET "/executions/$E/tasks"
 like "$(jget '.[] | select(.repository == "r/bad") | .error')" "push: .*digest mismatch" "the failed task says which stage failed and why"
+api GET "/executions/$E/tasks?status=Failed"
+is "$(jget '[.[].repository] | join(" ")')" r/bad "?status=Failed lists only the failed task"
 is "$(manifest_digest "$D" r/bad v1)" missing "the corrupt image is not pushed"
 printf "\\x$orig" | dd of="$data" bs=1 count=1 conv=notrunc status=none
 api POST "/executions/$E/retry"

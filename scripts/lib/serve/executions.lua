@@ -454,9 +454,14 @@ function executions.routes(r, s)
     local id = api.id(p.id, "execution")
     load(s.db, id)
     local limit, offset = api.paging(req)
+    local status = (req.query or {}).status
     local out = setmetatable({}, json.array_mt)
-    for _, row in ipairs(assert(s.db:query("SELECT * FROM tasks WHERE execution = ? ORDER BY id LIMIT ? OFFSET ?",
-                                           id, limit, offset))) do
+    local rows = status
+      and assert(s.db:query("SELECT * FROM tasks WHERE execution = ? AND status = ? ORDER BY id LIMIT ? OFFSET ?",
+                            id, status, limit, offset))
+      or assert(s.db:query("SELECT * FROM tasks WHERE execution = ? ORDER BY id LIMIT ? OFFSET ?",
+                           id, limit, offset))
+    for _, row in ipairs(rows) do
       out[#out + 1] = task_view(s.db, row)
     end
     return api.reply(req, 200, out)
