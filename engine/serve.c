@@ -25,8 +25,7 @@ static void serve_usage(FILE *f)
             "  --listen HOST:PORT   API address (default " DEFAULT_LISTEN "; loopback unless\n"
             "                       you say otherwise)\n"
             "  --max-body BYTES     largest API request body accepted (default 1048576)\n"
-            "  --token-file FILE    also write the admin token created at first start here\n"
-            "                       (mode 0600) instead of only printing it\n"
+            "The first start prints an admin token once; 'replica token create' makes more.\n"
             "engine:\n%s",
             cli_common_usage());
 }
@@ -34,7 +33,7 @@ static void serve_usage(FILE *f)
 /* The value options of serve and token, and their opts-table fields. */
 static const char *const serve_opts[][2] = {
     { "--db", "db" }, { "--key-file", "key_file" }, { "--listen", "listen" },
-    { "--max-body", "max_body" }, { "--token-file", "token_file" }, { "--name", "name" },
+    { "--max-body", "max_body" }, { "--name", "name" },
     { NULL, NULL },
 };
 
@@ -117,8 +116,7 @@ static int run_entry(int argc, char **argv, int first, const char *cmd, const ch
 
 int cmd_serve(int argc, char **argv)
 {
-    static const char *const allowed[] = { "db", "key_file", "listen", "max_body", "token_file",
-                                           NULL };
+    static const char *const allowed[] = { "db", "key_file", "listen", "max_body", NULL };
     return run_entry(argc, argv, 1, "serve",
                      "local opts = ... return require('serve').main(opts, sys)", allowed,
                      serve_usage);

@@ -105,7 +105,6 @@ function serve.main(opts, sys)
   if not keyring then return nil, kerr end
   local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {} }
   s.flush_logs = function() flush_logs(s) end
-  s.policy_changed = function() end -- cron_loop re-reads the policies every second
   local r = api.router()
   registries.routes(r, s)
   policies.routes(r, s)

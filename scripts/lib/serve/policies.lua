@@ -155,7 +155,6 @@ local function create(s, req)
     return true
   end)
   if not ok then error(err) end
-  s.policy_changed(id)
   return api.reply(req, 201, policies.view(policies.load(s.db, id)))
 end
 
@@ -168,7 +167,6 @@ local function update(s, req, p)
   for k, v in pairs(body) do merged[k] = v end
   check_refs(s.db, merged)
   store_fields(s.db, id, body)
-  s.policy_changed(id)
   return api.reply(req, 200, policies.view(policies.load(s.db, id)))
 end
 
@@ -179,7 +177,6 @@ local function delete(s, req, p)
     api.fail(409, "policy %d has an execution in progress; stop it first", id)
   end
   assert(s.db:exec("DELETE FROM policies WHERE id = ?", id))
-  s.policy_changed(id)
   return api.reply(req, 204)
 end
 
