@@ -586,49 +586,39 @@ TEST_IMPL(http_no_response_is_timeout)
     return 0;
 }
 
+/* GETs base + path (10 s stall limit) and checks that it fails with want. */
+static int fetch_fails_with(const char *base, const char *path, enum http_err want)
+{
+    struct fixture f;
+    char url[512];
+    ASSERT_EQ(fixture_open(&f, 0), 0);
+    struct http_req *r = fetch(&f, url_of(url, sizeof(url), base, path), 10, NULL, 0);
+    ASSERT_NOT_NULL(r);
+    ASSERT_EQ(r->err, want);
+    http_req_free(r);
+    fixture_close(&f);
+    return 0;
+}
+
 /* A body cut short by the peer's FIN: "closed". */
 TEST_IMPL(http_truncated_body_is_closed)
 {
     NEED_ENV(base, "FAULT_URL");
-    struct fixture f;
-    char url[512];
-    ASSERT_EQ(fixture_open(&f, 0), 0);
-    struct http_req *r = fetch(&f, url_of(url, sizeof(url), base, "/close"), 10, NULL, 0);
-    ASSERT_NOT_NULL(r);
-    ASSERT_EQ(r->err, HTTP_ECLOSED);
-    http_req_free(r);
-    fixture_close(&f);
-    return 0;
+    return fetch_fails_with(base, "/close", HTTP_ECLOSED);
 }
 
 /* A connection reset before any response: "closed". */
 TEST_IMPL(http_reset_is_closed)
 {
     NEED_ENV(base, "FAULT_URL");
-    struct fixture f;
-    char url[512];
-    ASSERT_EQ(fixture_open(&f, 0), 0);
-    struct http_req *r = fetch(&f, url_of(url, sizeof(url), base, "/reset"), 10, NULL, 0);
-    ASSERT_NOT_NULL(r);
-    ASSERT_EQ(r->err, HTTP_ECLOSED);
-    http_req_free(r);
-    fixture_close(&f);
-    return 0;
+    return fetch_fails_with(base, "/reset", HTTP_ECLOSED);
 }
 
 /* The test CA is not in the system store: verification fails with "tls". */
 TEST_IMPL(https_unknown_ca_is_tls_error)
 {
     NEED_ENV(base, "HTTPS_URL");
-    struct fixture f;
-    char url[512];
-    ASSERT_EQ(fixture_open(&f, 0), 0);
-    struct http_req *r = fetch(&f, url_of(url, sizeof(url), base, "/files/small.txt"), 10, NULL, 0);
-    ASSERT_NOT_NULL(r);
-    ASSERT_EQ(r->err, HTTP_ETLS);
-    http_req_free(r);
-    fixture_close(&f);
-    return 0;
+    return fetch_fails_with(base, "/files/small.txt", HTTP_ETLS);
 }
 
 /* Trusting the test CA through ca_file verifies the server, over HTTP/2. */
