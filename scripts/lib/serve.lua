@@ -17,7 +17,7 @@ local cron = require("cron")
 
 local serve = {}
 
-local LONG = 1e12 -- CPU budget of the service's long-lived tasks
+local LONG = executions.LONG -- CPU budget of the service's long-lived tasks
 
 -- Parses HOST:PORT ([v6]:PORT, :PORT); returns host, port or nil, err.
 local function parse_listen(s)

@@ -55,6 +55,40 @@ function api.id(s, what)
   return n
 end
 
+-- Loads row id of table tbl, or raises 404 naming what ("registry").
+function api.load_row(db, tbl, id, what)
+  local row = db:row("SELECT * FROM " .. tbl .. " WHERE id = ?", id)
+  if not row then api.fail(404, "%s %d not found", what, id) end
+  return row
+end
+
+-- Runs one write statement. A constraint violation (a name that is taken)
+-- raises 409 with the message conflict; any other failure raises.
+-- Returns changes, rowid.
+function api.write(db, conflict, sql, ...)
+  local n, rowid, kind = db:exec(sql, ...)
+  if not n then
+    if kind == "constraint" then api.fail(409, conflict) end
+    error(rowid)
+  end
+  return n, rowid
+end
+
+-- Sets columns of row id in table tbl, and its `updated` time. cols is a
+-- list of { column, value } (a nil value is NULL); conflict as api.write.
+function api.update_row(db, tbl, id, cols, conflict)
+  local sets, args = {}, {}
+  for _, c in ipairs(cols) do
+    sets[#sets + 1] = c[1] .. " = ?"
+    args[#args + 1] = c[2] == nil and json.null or c[2]
+  end
+  sets[#sets + 1] = "updated = ?"
+  args[#args + 1] = time.now()
+  args[#args + 1] = id
+  return api.write(db, conflict, "UPDATE " .. tbl .. " SET " .. table.concat(sets, ", ") .. " WHERE id = ?",
+                   table.unpack(args, 1, #args))
+end
+
 -- Parses ?page=&page_size= into limit, offset (defaults 1 and 50, at most 500).
 function api.paging(req)
   local q = req.query or {}

@@ -19,6 +19,7 @@ local glob = require("glob")
 local executions = {}
 
 local LONG = 1e12 -- CPU budget of long-lived service tasks (seconds)
+executions.LONG = LONG
 
 local function decode(s, default)
   if s == nil then return default end
@@ -55,15 +56,16 @@ function executions.view(row)
 end
 
 local function load(db, id)
-  local row = db:row("SELECT * FROM executions WHERE id = ?", id)
-  if not row then api.fail(404, "execution %d not found", id) end
-  return row
+  return api.load_row(db, "executions", id, "execution")
 end
-executions.load = load
 
+-- Publishes an execution's current state on the progress stream.
 local function announce(s, id)
   local row = s.db:row("SELECT * FROM executions WHERE id = ?", id)
-  if row then bus.publish("execution", (function() local v = executions.view(row) v.execution = row.id return v end)()) end
+  if not row then return end
+  local v = executions.view(row)
+  v.execution = row.id -- the key ?execution= subscribers filter on
+  bus.publish("execution", v)
 end
 
 -- The API view of a task row with its stage results in template order.
@@ -83,6 +85,13 @@ local function task_view(db, row)
   }
 end
 
+-- The policy's queued execution (Pending and never started), which new
+-- triggers join, or nil.
+local function queued(db, policy_id)
+  return db:row([[SELECT id, scope FROM executions WHERE policy = ? AND status = 'Pending'
+                  AND started IS NULL ORDER BY id LIMIT 1]], policy_id)
+end
+
 -- Queues a run of the whole policy (manual or cron trigger). A queued run
 -- that has not started absorbs the trigger. Returns the execution id and
 -- whether it was coalesced.
@@ -90,8 +99,7 @@ function executions.trigger(s, policy_id, trigger)
   local db = s.db
   local id, coalesced
   assert(db:transaction(function()
-    local pending = db:row([[SELECT id, scope FROM executions WHERE policy = ? AND status = 'Pending'
-                             AND started IS NULL ORDER BY id LIMIT 1]], policy_id)
+    local pending = queued(db, policy_id)
     if pending then
       id, coalesced = pending.id, true
       if pending.scope == "artifacts" then
@@ -141,8 +149,7 @@ function executions.add_artifact(s, p, ev)
   end
   local dest, nerr = naming.destination(ev.repository, p.dest_namespace, p.flatten)
   if not dest then return nil, nerr end
-  local pending = db:row([[SELECT id, scope FROM executions WHERE policy = ? AND status = 'Pending'
-                           AND started IS NULL ORDER BY id LIMIT 1]], p.id)
+  local pending = queued(db, p.id)
   local id
   if pending then
     id = pending.id
@@ -468,12 +475,11 @@ function executions.routes(r, s)
   end)
   r.add("GET", "/api/v1/tasks/{id}", function(req, p)
     local id = api.id(p.id, "task")
-    local row = s.db:row("SELECT * FROM tasks WHERE id = ?", id) or api.fail(404, "task %d not found", id)
-    return api.reply(req, 200, task_view(s.db, row))
+    return api.reply(req, 200, task_view(s.db, api.load_row(s.db, "tasks", id, "task")))
   end)
   r.add("GET", "/api/v1/tasks/{id}/log", function(req, p)
     local id = api.id(p.id, "task")
-    if not s.db:row("SELECT id FROM tasks WHERE id = ?", id) then api.fail(404, "task %d not found", id) end
+    api.load_row(s.db, "tasks", id, "task")
     s.flush_logs()
     local lines = {}
     for _, l in ipairs(assert(s.db:query("SELECT ts, level, message FROM task_logs WHERE task = ? ORDER BY id", id))) do

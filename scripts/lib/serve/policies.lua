@@ -81,9 +81,7 @@ end
 
 -- Loads a policy row by id, or raises 404.
 function policies.load(db, id)
-  local row = db:row("SELECT * FROM policies WHERE id = ?", id)
-  if not row then api.fail(404, "policy %d not found", id) end
-  return row
+  return api.load_row(db, "policies", id, "policy")
 end
 
 -- The replication options of a policy row (the shape replicate.plan and the
@@ -110,32 +108,25 @@ local function check_refs(db, merged)
   end
 end
 
+local function conflict(name)
+  return string.format("a policy named '%s' exists already", tostring(name))
+end
+
 -- Writes body's fields into policy id.
 local function store_fields(db, id, body)
-  local sets, args = {}, {}
-  local function set(col, v)
-    sets[#sets + 1] = col .. " = ?"
-    args[#args + 1] = v == nil and json.null or v
-  end
+  local cols = {}
   for _, f in ipairs(PLAIN) do
-    if body[f] ~= nil then set(f, body[f]) end
+    if body[f] ~= nil then cols[#cols + 1] = { f, body[f] } end
   end
   for field, col in pairs(LISTS) do
-    if body[field] ~= nil then set(col, json.encode(setmetatable(body[field], json.array_mt))) end
+    if body[field] ~= nil then cols[#cols + 1] = { col, json.encode(setmetatable(body[field], json.array_mt)) } end
   end
   for _, f in ipairs(BOOLS) do
-    if body[f] ~= nil then set(f, body[f] and 1 or 0) end
+    if body[f] ~= nil then cols[#cols + 1] = { f, body[f] and 1 or 0 } end
   end
-  if body.source_registry then set("src_registry", body.source_registry) end
-  if body.target_registry then set("dst_registry", body.target_registry) end
-  set("updated", time.now())
-  args[#args + 1] = id
-  local ok, err, kind = db:exec("UPDATE policies SET " .. table.concat(sets, ", ") .. " WHERE id = ?",
-                                table.unpack(args, 1, #args))
-  if not ok then
-    if kind == "constraint" then api.fail(409, "a policy named '%s' exists already", tostring(body.name)) end
-    error(err)
-  end
+  if body.source_registry then cols[#cols + 1] = { "src_registry", body.source_registry } end
+  if body.target_registry then cols[#cols + 1] = { "dst_registry", body.target_registry } end
+  api.update_row(db, "policies", id, cols, conflict(body.name))
 end
 
 local function create(s, req)
@@ -143,14 +134,9 @@ local function create(s, req)
   check_refs(s.db, body)
   local now, id = time.now(), nil
   local ok, err = s.db:transaction(function()
-    local n, rowid, kind = s.db:exec(
+    id = select(2, api.write(s.db, conflict(body.name),
       "INSERT INTO policies (name, src_registry, dst_registry, created, updated) VALUES (?, ?, ?, ?, ?)",
-      body.name, body.source_registry, body.target_registry, now, now)
-    if not n then
-      if kind == "constraint" then api.fail(409, "a policy named '%s' exists already", body.name) end
-      error(rowid)
-    end
-    id = rowid
+      body.name, body.source_registry, body.target_registry, now, now))
     store_fields(s.db, id, body)
     return true
   end)

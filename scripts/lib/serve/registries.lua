@@ -50,11 +50,8 @@ end
 
 -- Loads a registry row by id, or raises 404.
 local function load(db, id)
-  local row = db:row("SELECT * FROM registries WHERE id = ?", id)
-  if not row then api.fail(404, "registry %d not found", id) end
-  return row
+  return api.load_row(db, "registries", id, "registry")
 end
-registries.load = load
 
 -- Builds an OCI client for a registry row, decrypting its password.
 -- Returns the client or nil, err.
@@ -74,34 +71,26 @@ function registries.client(s, row, extra)
   return client
 end
 
+local function conflict(name)
+  return string.format("a registry named '%s' exists already", tostring(name))
+end
+
 -- Writes the fields of body into the row with id (create or update).
 local function store_fields(s, id, body)
-  local db = s.db
-  local sets, args = {}, {}
-  local function set(col, v)
-    sets[#sets + 1] = col .. " = ?"
-    if v == json.null then v = nil end
-    args[#args + 1] = v == nil and json.null or v
-  end
+  local cols = {}
   for _, f in ipairs({ "name", "kind", "url", "description", "username", "ca_file" }) do
-    if body[f] ~= nil then set(f, body[f]) end
+    if body[f] ~= nil then cols[#cols + 1] = { f, body[f] } end
   end
-  if body.insecure ~= nil then set("insecure", body.insecure and 1 or 0) end
+  if body.insecure ~= nil then cols[#cols + 1] = { "insecure", body.insecure and 1 or 0 } end
   if body.password ~= nil then
-    set("password_sealed", body.password ~= json.null and body.password ~= ""
-        and s.keyring:seal(body.password, "registry:" .. id) or nil)
+    cols[#cols + 1] = { "password_sealed", body.password ~= json.null and body.password ~= ""
+                        and s.keyring:seal(body.password, "registry:" .. id) or nil }
   end
   if body.webhook_secret ~= nil then
-    set("webhook_secret_hash", body.webhook_secret ~= json.null and digest.sha256(body.webhook_secret) or nil)
+    cols[#cols + 1] = { "webhook_secret_hash",
+                        body.webhook_secret ~= json.null and digest.sha256(body.webhook_secret) or nil }
   end
-  set("updated", time.now())
-  args[#args + 1] = id
-  local ok, err, kind = db:exec("UPDATE registries SET " .. table.concat(sets, ", ") .. " WHERE id = ?",
-                                table.unpack(args, 1, #args))
-  if not ok then
-    if kind == "constraint" then api.fail(409, "a registry named '%s' exists already", tostring(body.name)) end
-    error(err)
-  end
+  api.update_row(s.db, "registries", id, cols, conflict(body.name))
 end
 
 local function create(s, req)
@@ -109,14 +98,9 @@ local function create(s, req)
   local now = time.now()
   local id
   local ok, err = s.db:transaction(function()
-    local n, rowid, kind = s.db:exec(
+    id = select(2, api.write(s.db, conflict(body.name),
       "INSERT INTO registries (name, kind, url, created, updated) VALUES (?, ?, ?, ?, ?)",
-      body.name, body.kind or "distribution", body.url, now, now)
-    if not n then
-      if kind == "constraint" then api.fail(409, "a registry named '%s' exists already", body.name) end
-      error(rowid)
-    end
-    id = rowid
+      body.name, body.kind or "distribution", body.url, now, now))
     store_fields(s, id, body)
     return true
   end)

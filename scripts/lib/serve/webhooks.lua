@@ -19,16 +19,21 @@ local function registry_of(db, header)
   return db:row("SELECT id, name FROM registries WHERE webhook_secret_hash = ?", digest.sha256(secret))
 end
 
+-- The parser of a webhook source ("distribution" or "harbor").
+local function parser(source)
+  return source == "harbor" and webhook.harbor or webhook.distribution
+end
+
 -- Matches a stored event against the registry's event policies and queues
--- its artifacts; marks it matched or ignored. Returns the executions
--- touched (ids) and the policies to start.
-function webhooks.process(s, event_id)
+-- its artifacts (arts, when the caller parsed the payload already);
+-- marks it matched or ignored, and starts the policies it queued work for.
+-- Returns the ids of the executions it touched.
+function webhooks.process(s, event_id, arts)
   local db = s.db
   local ev = db:row("SELECT * FROM events WHERE id = ?", event_id)
   if not ev or ev.status ~= "new" then return {} end
-  local body = json.decode(ev.payload)
-  local parse = ev.source == "harbor" and webhook.harbor or webhook.distribution
-  local arts, perr = parse(body or {})
+  local perr
+  if not arts then arts, perr = parser(ev.source)(json.decode(ev.payload) or {}) end
   local touched, kick, reasons = {}, {}, {}
   local ok, err = db:transaction(function()
     if not arts then
@@ -74,13 +79,11 @@ local function receive(s, req, source)
   if not reg then
     return api.reply_error(req, 401, "missing or unknown webhook secret (Authorization header)")
   end
-  local body = api.body(req)
-  local parse = source == "harbor" and webhook.harbor or webhook.distribution
-  local arts, perr = parse(body)
+  local arts, perr = parser(source)(api.body(req))
   if not arts then api.fail(400, "not a %s webhook payload: %s", source, perr) end
   local _, id = assert(s.db:exec("INSERT INTO events (received, source, payload, registry, status) VALUES (?, ?, ?, ?, 'new')",
                                  time.now(), source, req.body, reg.id))
-  local execs = webhooks.process(s, id)
+  local execs = webhooks.process(s, id, arts)
   return api.reply(req, 202, { event = id, artifacts = #arts, executions = execs })
 end
 
