@@ -131,6 +131,17 @@ int cli_common_opt(struct cli_common *c, const char *opt, const char *val)
     return 1;
 }
 
+int cli_common_take(struct cli_common *c, const char *cmd, const char *opt, const char *val,
+                    void (*usage)(FILE *))
+{
+    int took = cli_common_opt(c, opt, val);
+    if (took > 0)
+        return 0;
+    fprintf(stderr, "replica %s: %s option %s\n", cmd, took < 0 ? "bad value for" : "unknown", opt);
+    usage(stderr);
+    return 2;
+}
+
 void cli_common_finish(struct cli_common *c)
 {
     if (cli_scripts_dir(c->bundled, sizeof(c->bundled), "") == 0)

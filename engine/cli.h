@@ -4,6 +4,7 @@
 #define REPLICA_CLI_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "http.h"
 #include "vm.h"
@@ -46,6 +47,12 @@ void cli_common_init(struct cli_common *c);
 /* Takes opt with its value if it is a common option: returns 1 when taken,
  * 0 when not a common option, -1 for a bad value. */
 int cli_common_opt(struct cli_common *c, const char *opt, const char *val);
+
+/* cli_common_opt for a command's option it does not take itself: returns
+ * 0 when taken, else prints "replica CMD: unknown option X" (or "bad value
+ * for") and the usage on stderr, and returns 2, the exit code. */
+int cli_common_take(struct cli_common *c, const char *cmd, const char *opt, const char *val,
+                    void (*usage)(FILE *));
 
 /* Adds the bundled script root and fills c->vo's directory lists. */
 void cli_common_finish(struct cli_common *c);

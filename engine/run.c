@@ -121,15 +121,9 @@ int cmd_run(int argc, char **argv)
             fprintf(stderr, "replica run: %s needs a value\n", argv[i]);
             return 2;
         }
-        if (!field_of(list_opts, argv[i]) && !field_of(value_opts, argv[i])) {
-            int took = cli_common_opt(&c, argv[i], argv[i + 1]);
-            if (took <= 0) {
-                fprintf(stderr, "replica run: %s option %s\n", took < 0 ? "bad value for" : "unknown",
-                        argv[i]);
-                usage(stderr);
-                return 2;
-            }
-        }
+        if (!field_of(list_opts, argv[i]) && !field_of(value_opts, argv[i]) &&
+            cli_common_take(&c, "run", argv[i], argv[i + 1], usage) != 0)
+            return 2;
         i++;
     }
     cli_common_finish(&c);

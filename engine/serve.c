@@ -69,15 +69,8 @@ static int run_entry(int argc, char **argv, int first, const char *cmd, const ch
         int ok = 0;
         for (int k = 0; f && allowed[k]; k++)
             ok |= strcmp(allowed[k], f) == 0;
-        if (!ok) {
-            int took = cli_common_opt(&c, argv[i], argv[i + 1]);
-            if (took <= 0) {
-                fprintf(stderr, "replica %s: %s option %s\n", cmd,
-                        took < 0 ? "bad value for" : "unknown", argv[i]);
-                usage(stderr);
-                return 2;
-            }
-        }
+        if (!ok && cli_common_take(&c, cmd, argv[i], argv[i + 1], usage) != 0)
+            return 2;
         i++;
     }
     cli_common_finish(&c);

@@ -229,7 +229,7 @@ static int l_log_drain(lua_State *L)
     struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
     struct capture *c = capture_get(L, vm);
     lua_Integer max = luaL_optinteger(L, 1, (lua_Integer)LOG_CAP);
-    size_t n = c->n < (size_t)(max > 0 ? max : 0) ? c->n : (size_t)(max > 0 ? max : 0);
+    size_t n = max <= 0 ? 0 : (size_t)max < c->n ? (size_t)max : c->n;
     lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
         struct logline *l = &c->lines[i];
