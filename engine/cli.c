@@ -212,7 +212,7 @@ int cli_run_main(struct engine *e, int nargs, const char *name)
     if (sigterm)
         evsignal_add(sigterm, NULL);
     int rc = 0;
-    struct task_opts to = { name, 0, 0 };
+    struct task_opts to = { name, 0, 0, 0 };
     struct task *t = task_spawn(e->vm, e->vm->L, nargs, &to, NULL);
     if (!t) {
         fprintf(stderr, "replica: out of memory\n");

@@ -241,6 +241,8 @@ void inject_blob_api(struct vm *vm, lua_State *L)
 {
     (void)vm;
     luaL_newmetatable(L, BLOB_MT);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
     lua_pushcfunction(L, op_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);

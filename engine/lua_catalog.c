@@ -1,12 +1,11 @@
-/* lua_catalog.c - the `catalog` module: finds and loads stage functions and
- * process templates under the script roots, so a new registry kind is a
- * matter of dropping files in.
- *   catalog.load("stages", "distribution/pull") -> value the file returns
- *   catalog.load("templates", "distribution")   -> value the file returns
+/* lua_catalog.c - the `catalog` module (trusted code only): finds stage
+ * functions and process templates under the script roots, so a new registry
+ * kind is a matter of dropping files in.
  *   catalog.list("stages") -> { {name=, path=}, ... } sorted by name
  *   catalog.source("stages", name) -> the file's text
- * A file is looked up in each root in order (the first root wins), loaded as
- * text in its own sandbox environment, and run once; callers cache. */
+ * A file is looked up in each root in order (the first root wins). Loading
+ * one is a sandbox's job (box:compile, lua_sandbox.c): its code never runs
+ * in a trusted context. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,15 +34,13 @@ static int valid_name(const char *s)
 }
 
 /* Returns the checked kind argument ("stages" or "templates"). */
-static const char *check_kind(lua_State *L, int idx)
+const char *catalog_check_kind(lua_State *L, int idx)
 {
     static const char *const kinds[] = { "stages", "templates", NULL };
     return kinds[luaL_checkoption(L, idx, NULL, kinds)];
 }
 
-/* Pushes the path of kind/name in the first root that has it and returns 1;
- * otherwise pushes nil, err and returns 0. */
-static int find(lua_State *L, const char *kind, const char *name)
+int catalog_find(lua_State *L, const char *kind, const char *name)
 {
     struct vm *vm = vm_of(L);
     if (!valid_name(name)) {
@@ -64,38 +61,12 @@ static int find(lua_State *L, const char *kind, const char *name)
     return 0;
 }
 
-/* catalog.load(kind, name) -> value, path | nil, err */
-static int l_load(lua_State *L)
-{
-    struct vm *vm = vm_of(L);
-    const char *kind = check_kind(L, 1);
-    const char *name = luaL_checkstring(L, 2);
-    if (!find(L, kind, name))
-        return 2;
-    const char *path = lua_tostring(L, -1);
-    lua_pushfstring(L, "@%s/%s.lua", kind, name);
-    int rc = vm_load_file(vm, L, path, lua_tostring(L, -1));
-    lua_remove(L, -2);
-    if (rc != LUA_OK) {
-        lua_pushnil(L);
-        lua_insert(L, -2);
-        return 2;
-    }
-    if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s/%s.lua: %s", kind, name, lua_tostring(L, -2));
-        return 2;
-    }
-    lua_insert(L, -2); /* value, path */
-    return 2;
-}
-
 /* catalog.source(kind, name) -> text of the file | nil, err */
 static int l_source(lua_State *L)
 {
-    const char *kind = check_kind(L, 1);
+    const char *kind = catalog_check_kind(L, 1);
     const char *name = luaL_checkstring(L, 2);
-    if (!find(L, kind, name))
+    if (!catalog_find(L, kind, name))
         return 2;
     if (vm_push_file(L, lua_tostring(L, -1), (size_t)-1) != 0) {
         lua_pushnil(L);
@@ -148,7 +119,7 @@ static void scan(lua_State *L, const char *dir, const char *prefix, int depth)
 static int l_list(lua_State *L)
 {
     struct vm *vm = vm_of(L);
-    const char *kind = check_kind(L, 1);
+    const char *kind = catalog_check_kind(L, 1);
     lua_newtable(L);
     for (int i = 0; i < vm->n_roots; i++) {
         char dir[4096];
@@ -183,8 +154,6 @@ void inject_catalog_api(struct vm *vm, lua_State *L)
 {
     (void)vm;
     lua_createtable(L, 0, 2);
-    lua_pushcfunction(L, l_load);
-    lua_setfield(L, -2, "load");
     lua_pushcfunction(L, l_list);
     lua_setfield(L, -2, "list");
     lua_pushcfunction(L, l_source);

@@ -229,6 +229,8 @@ void inject_crypto_api(struct vm *vm, lua_State *L)
     static const luaL_Reg hash_methods[] = { { "update", l_hash_update }, { "hex", l_hash_hex },
         { "clone", l_hash_clone }, { NULL, NULL } };
     luaL_newmetatable(L, HASH_MT);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
     luaL_newlib(L, hash_methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_hash_gc);

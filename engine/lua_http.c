@@ -302,6 +302,8 @@ static int l_request(lua_State *L)
 void inject_http_api(struct vm *vm, lua_State *L)
 {
     luaL_newmetatable(L, OP_MT);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
     lua_pushcfunction(L, op_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, op_gc);

@@ -342,7 +342,7 @@ static int setup_request(lua_State *L)
     lua_pushcfunction(L, runner);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->handler_ref);
     lua_pushvalue(L, ridx);
-    struct task_opts o = { name, 0, 0 };
+    struct task_opts o = { name, 0, 0, 0 };
     if (!task_spawn(s->vm, L, 2, &o, NULL))
         return luaL_error(L, "out of memory");
     r->ev = ev;

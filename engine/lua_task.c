@@ -41,12 +41,12 @@ static struct task *self_task(lua_State *L)
     return t;
 }
 
-/* task.spawn([opts,] fn, ...) -> handle */
-static int l_spawn(lua_State *L)
+int task_spawn_lua(lua_State *L, int sandboxed)
 {
-    struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
+    struct vm *vm = vm_of(L);
     struct task *self = self_task(L);
     struct task_opts o = { 0 };
+    o.sandboxed = sandboxed;
     int first = 1;
     char name[128];
     if (lua_istable(L, 1)) {
@@ -55,10 +55,15 @@ static int l_spawn(lua_State *L)
             snprintf(name, sizeof(name), "%s", luaL_checkstring(L, -1));
             o.name = name;
         }
-        lua_getfield(L, 1, "memory");
-        o.mem_limit = (size_t)luaL_optinteger(L, -1, 0);
-        lua_getfield(L, 1, "cpu");
-        o.cpu_limit = luaL_optnumber(L, -1, 0);
+        if (lua_getfield(L, 1, "memory") != LUA_TNIL) {
+            lua_Integer m = luaL_checkinteger(L, -1);
+            luaL_argcheck(L, m > 0, 1, "'memory' must be a positive number of bytes");
+            o.mem_limit = (size_t)m;
+        }
+        if (lua_getfield(L, 1, "cpu") != LUA_TNIL) {
+            o.cpu_limit = luaL_checknumber(L, -1);
+            luaL_argcheck(L, o.cpu_limit > 0, 1, "'cpu' must be a positive number of seconds");
+        }
         lua_pop(L, 3);
     }
     luaL_checktype(L, first, LUA_TFUNCTION);
@@ -74,6 +79,13 @@ static int l_spawn(lua_State *L)
     h->t = t;
     lua_settop(L, first);
     return 1;
+}
+
+/* task.spawn([opts,] fn, ...) -> handle. In a sandboxed task the child's
+ * limits are at most the caller's, and count against them. */
+static int l_spawn(lua_State *L)
+{
+    return task_spawn_lua(L, 0);
 }
 
 static int wait_done(lua_State *L, int status, lua_KContext ctx)

@@ -99,6 +99,8 @@ static int l_sleep(lua_State *L)
 void inject_time_api(struct vm *vm, lua_State *L)
 {
     luaL_newmetatable(L, SLEEP_MT);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
     lua_pushcfunction(L, sleep_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);

@@ -1,10 +1,18 @@
-/* sandbox.c - the allow-listed environment scripts run in.
+/* sandbox.c - the allow-listed environments scripts run in.
  *
  * Nothing reaches a script unless it is listed here: no io, no package, no
  * debug, os reduced to its time functions, load for text only, and require
  * limited to the library directories. Shared tables (the globals and every
- * library) are read-only proxies, so one script cannot change what another
- * sees.
+ * library) are read-only proxies whose pairs() never hands out the table
+ * behind them, so one script cannot change what another sees.
+ *
+ * Code runs in one of two kinds of context, each with its own module table:
+ * - trusted: the entry chunk of a command and the modules it requires; they
+ *   also see the trusted-only modules (catalog, creds, term, sandbox);
+ * - a sandbox context (sandbox.new()): stage and template code, with fresh
+ *   instances of every module it requires, so nothing it loads is shared
+ *   with the daemon or with another context.
+ * A chunk's environment carries its context's require and load.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -19,6 +27,8 @@
 
 static char protect_key;
 static char loading_key;
+static char require_key; /* loaded[&require_key]: the context's require */
+static char load_key;    /* loaded[&load_key]: the context's load */
 
 /* __newindex of a protected table. */
 static int ro_newindex(lua_State *L)
@@ -27,17 +37,28 @@ static int ro_newindex(lua_State *L)
                       lua_tostring(L, lua_upvalueindex(1)));
 }
 
-/* __pairs of a protected table: iterates the real table. */
+/* The iterator pairs() returns for a protected table: next over the real
+ * table (upvalue 1), whatever table it is given. */
+static int ro_next(lua_State *L)
+{
+    lua_settop(L, 2);
+    if (lua_next(L, lua_upvalueindex(1)))
+        return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
+/* __pairs of a protected table: the iterator (upvalue 1), the proxy, nil;
+ * the real table never leaves C. */
 static int ro_pairs(lua_State *L)
 {
-    lua_getglobal(L, "next");
     lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
     lua_pushnil(L);
     return 3;
 }
 
-/* Replaces the table on top of L by a read-only proxy of it named name. */
-static void protect(lua_State *L, const char *name)
+void sandbox_protect(lua_State *L, const char *name)
 {
     int real = lua_gettop(L);
     lua_newtable(L);                     /* proxy */
@@ -48,6 +69,7 @@ static void protect(lua_State *L, const char *name)
     lua_pushcclosure(L, ro_newindex, 1);
     lua_setfield(L, -2, "__newindex");
     lua_pushvalue(L, real);
+    lua_pushcclosure(L, ro_next, 1);
     lua_pushcclosure(L, ro_pairs, 1);
     lua_setfield(L, -2, "__pairs");
     lua_pushboolean(L, 0);
@@ -76,7 +98,8 @@ static int sb_rawset(lua_State *L)
 }
 
 /* load(chunk [, name [, mode [, env]]]): text chunks only; the default
- * environment is a fresh sandbox environment, never the real globals. */
+ * environment is a fresh one of the caller's context (its module table is
+ * upvalue 2), never the real globals. */
 static int sb_load(lua_State *L)
 {
     struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
@@ -115,10 +138,13 @@ static int sb_load(lua_State *L)
         lua_insert(L, -2);
         return 2;
     }
-    if (has_env)
+    if (has_env) {
         lua_pushvalue(L, 4);
-    else
-        vm_push_env(vm, L);
+    } else {
+        lua_pushvalue(L, lua_upvalueindex(2));
+        sandbox_push_env(vm, L, -1);
+        lua_remove(L, -2);
+    }
     if (!lua_setupvalue(L, -2, 1))
         lua_pop(L, 1);
     return 1;
@@ -187,13 +213,14 @@ static int valid_module_name(const char *s)
 }
 
 /* require(name): loads DIR/name.lua (dots become slashes) from the first
- * library directory that has it, once per VM. */
+ * library directory that has it, once per context (its module table is
+ * upvalue 2); the module runs in a fresh environment of that context. */
 static int sb_require(lua_State *L)
 {
     struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
     const char *name = luaL_checkstring(L, 1);
     lua_settop(L, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref); /* 2 */
+    lua_pushvalue(L, lua_upvalueindex(2)); /* 2 */
     lua_getfield(L, 2, name);
     if (lua_touserdata(L, -1) == &loading_key)
         return luaL_error(L, "require: module '%s' requires itself (a loop)", name);
@@ -216,7 +243,7 @@ static int sb_require(lua_State *L)
         lua_pushfstring(L, "%s/%s.lua", vm->lib_dirs[i], rel);
         const char *path = lua_tostring(L, -1);
         lua_pushfstring(L, "@%s", path);
-        int st = vm_load_file(vm, L, path, lua_tostring(L, -1));
+        int st = vm_load_file_in(vm, L, path, lua_tostring(L, -1), 2);
         if (st == LUA_ERRFILE) {
             lua_pushfstring(L, "\n\tno file '%s'", path);
             lua_remove(L, -2); /* error message */
@@ -249,6 +276,24 @@ static int sb_require(lua_State *L)
     return luaL_error(L, "require: module '%s' not found:%s", name, lua_tostring(L, -1));
 }
 
+/* setmetatable(t, mt): the stock function (upvalue 1), but a sandboxed task
+ * may not give a table a __gc metamethod: a finalizer runs whenever the
+ * collector gets to it, inside whatever task runs then. */
+static int sb_setmetatable(lua_State *L)
+{
+    struct task *t = task_current(vm_of(L));
+    if (t && t->sandboxed && lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "setmetatable: __gc metamethods are not available to scripts");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 /* Copies the named fields of the table at src into the table on top. */
 static void copy_fields(lua_State *L, int src, const char *const *names)
 {
@@ -258,22 +303,81 @@ static void copy_fields(lua_State *L, int src, const char *const *names)
     }
 }
 
-/* Opens a standard library and pushes a copy of the listed fields, protected. */
-static void add_lib(lua_State *L, const char *name, lua_CFunction open, const char *const *fields)
+/* Opens a standard library, copies the listed fields into a new table,
+ * lets install (may be NULL) replace some, and sets the copy's read-only
+ * proxy as field name of the globals at g. Leaves the copy itself on top. */
+static void add_lib(lua_State *L, int g, const char *name, lua_CFunction open,
+                    const char *const *fields, void (*install)(lua_State *, int))
 {
     luaL_requiref(L, name, open, 0);
     int src = lua_gettop(L);
     lua_newtable(L);
     copy_fields(L, src, fields);
-    protect(L, name);
-    lua_setfield(L, -3, name);
+    if (install)
+        install(L, -1);
+    lua_pushvalue(L, -1);
+    sandbox_protect(L, name);
+    lua_setfield(L, g, name);
+    lua_remove(L, src);
+}
+
+/* Pushes the context function cached in the module table at loaded under
+ * key, making it (fn with upvalues vm, loaded) on first use. */
+static void push_context_fn(struct vm *vm, lua_State *L, int loaded, const void *key,
+                            lua_CFunction fn)
+{
+    if (lua_rawgetp(L, loaded, key) == LUA_TFUNCTION)
+        return;
     lua_pop(L, 1);
+    lua_pushlightuserdata(L, vm);
+    lua_pushvalue(L, loaded);
+    lua_pushcclosure(L, fn, 2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, loaded, key);
+}
+
+void sandbox_push_env(struct vm *vm, lua_State *L, int loaded)
+{
+    loaded = lua_absindex(L, loaded);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref);
+    int trusted = lua_rawequal(L, -1, loaded);
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    push_context_fn(vm, L, loaded, &require_key, sb_require);
+    lua_setfield(L, -2, "require");
+    push_context_fn(vm, L, loaded, &load_key, sb_load);
+    lua_setfield(L, -2, "load");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, trusted ? vm->trusted_mt_ref : vm->env_mt_ref);
+    lua_setmetatable(L, -2);
+}
+
+/* Pushes the metatable of environments whose globals are the proxy on top
+ * (which it pops), and returns a registry reference to it. */
+static int env_metatable(lua_State *L)
+{
+    lua_createtable(L, 0, 2);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "__index");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Moves field name of the table at from to the table at to. */
+static void move_field(lua_State *L, int from, int to, const char *name)
+{
+    lua_getfield(L, from, name);
+    lua_setfield(L, to, name);
+    lua_pushnil(L);
+    lua_setfield(L, from, name);
 }
 
 int sandbox_open(struct vm *vm, lua_State *L)
 {
     static const char *const base[] = { "assert", "error", "getmetatable", "ipairs", "next",
-        "pairs", "pcall", "rawequal", "rawget", "rawlen", "select", "setmetatable", "tonumber",
+        "pairs", "pcall", "rawequal", "rawget", "rawlen", "select", "tonumber",
         "tostring", "type", "xpcall", "_VERSION", NULL };
     static const char *const string[] = { "byte", "char", "find", "format", "gmatch", "gsub",
         "len", "lower", "match", "pack", "packsize", "rep", "reverse", "sub", "unpack", "upper",
@@ -299,35 +403,40 @@ int sandbox_open(struct vm *vm, lua_State *L)
     int g = lua_gettop(L);
     copy_fields(L, realg, base);
 
-    lua_pushlightuserdata(L, vm);
-    lua_pushcclosure(L, sb_load, 1);
-    lua_setfield(L, g, "load");
+    lua_pushcfunction(L, sb_rawset);
+    lua_setfield(L, g, "rawset");
+    lua_getfield(L, realg, "setmetatable");
+    lua_pushcclosure(L, sb_setmetatable, 1);
+    lua_setfield(L, g, "setmetatable");
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, sb_print, 1);
     lua_setfield(L, g, "print");
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, sb_collectgarbage, 1);
     lua_setfield(L, g, "collectgarbage");
-    lua_pushlightuserdata(L, vm);
-    lua_pushcclosure(L, sb_require, 1);
-    lua_setfield(L, g, "require");
-    lua_pushcfunction(L, sb_rawset);
-    lua_setfield(L, g, "rawset");
 
-    add_lib(L, "string", luaopen_string, string);
-    add_lib(L, "table", luaopen_table, table);
-    add_lib(L, "math", luaopen_math, math);
-    add_lib(L, "utf8", luaopen_utf8, utf8);
-    add_lib(L, "coroutine", luaopen_coroutine, coroutine);
-    add_lib(L, "os", luaopen_os, os);
-
-    /* The string metatable's __index is the real string table: hide it. */
+    add_lib(L, g, "string", luaopen_string, string, limits_install_string);
+    /* Strings index the sandbox's copy of the library, which has no dump:
+     * ("").dump and ("x"):rep(...) reach what `string` does. */
     lua_pushliteral(L, "");
     lua_getmetatable(L, -1);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 2);
+    lua_pop(L, 3);
+    add_lib(L, g, "table", luaopen_table, table, limits_install_table);
+    lua_pop(L, 1);
+    add_lib(L, g, "math", luaopen_math, math, NULL);
+    lua_pop(L, 1);
+    add_lib(L, g, "utf8", luaopen_utf8, utf8, NULL);
+    lua_pop(L, 1);
+    add_lib(L, g, "coroutine", luaopen_coroutine, coroutine, coroutine_install);
+    lua_pop(L, 1);
+    add_lib(L, g, "os", luaopen_os, os, NULL);
+    lua_pop(L, 1);
 
+    lua_pushvalue(L, g);
     inject_http_api(vm, L);
     inject_json_api(vm, L);
     inject_log_api(vm, L);
@@ -338,28 +447,51 @@ int sandbox_open(struct vm *vm, lua_State *L)
     inject_catalog_api(vm, L);
     inject_term_api(vm, L);
     inject_creds_api(vm, L);
+    lua_pop(L, 1);
 
-    /* Injected modules are plain tables in g: protect each of them. */
+    /* The trusted-only modules move to the trusted globals, which fall back
+     * on the shared ones. */
+    lua_newtable(L);
+    int tg = lua_gettop(L);
+    move_field(L, g, tg, "catalog");
+    move_field(L, g, tg, "creds");
+    move_field(L, g, tg, "term");
+    lua_pushvalue(L, tg);
+    inject_sandbox_api(vm, L);
+    lua_pop(L, 1);
+
+    /* Injected modules are plain tables: protect each of them. */
     static const char *const mods[] = { "http", "json", "log", "time", "digest", "hmac",
-        "base64", "task", "parallel", "blob", "catalog", "term", "creds", NULL };
+        "base64", "task", "parallel", "blob", NULL };
+    static const char *const tmods[] = { "catalog", "term", "creds", "sandbox", NULL };
     for (const char *const *m = mods; *m; m++) {
         if (lua_getfield(L, g, *m) == LUA_TTABLE) {
-            protect(L, *m);
+            sandbox_protect(L, *m);
             lua_setfield(L, g, *m);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    for (const char *const *m = tmods; *m; m++) {
+        if (lua_getfield(L, tg, *m) == LUA_TTABLE) {
+            sandbox_protect(L, *m);
+            lua_setfield(L, tg, *m);
         } else {
             lua_pop(L, 1);
         }
     }
 
     lua_pushvalue(L, g);
-    protect(L, "_G");                          /* g stays; proxy on top */
-    lua_createtable(L, 0, 2);                  /* env metatable */
-    lua_pushvalue(L, -2);
+    sandbox_protect(L, "_G");                          /* g stays; proxy on top */
+    lua_pushvalue(L, -1);
+    vm->env_mt_ref = env_metatable(L);
+    lua_createtable(L, 0, 1);                  /* tg falls back on the shared proxy */
+    lua_insert(L, -2);
     lua_setfield(L, -2, "__index");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    vm->env_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
+    lua_setmetatable(L, tg);
+    lua_pushvalue(L, tg);
+    sandbox_protect(L, "_G");
+    vm->trusted_mt_ref = env_metatable(L);
     lua_settop(L, realg - 1);
     return 0;
 }

@@ -18,6 +18,13 @@
 #define HOOK_COUNT 1000
 /* A slice longer than this yields back to the loop so I/O keeps flowing. */
 #define SLICE_SECONDS 0.01
+/* Sandboxed code that cannot be paused (inside a callback of a C function)
+ * is killed when its slice reaches this: the loop must stay responsive. */
+#define STALL_SECONDS 0.5
+/* Work units (sched_tick) between two clock reads. */
+#define TICK_CHECK 16384
+
+char sched_co_busy, sched_co_noprop;
 /* Tasks resumed per loop turn before I/O gets a chance. */
 #define READY_BATCH 512
 
@@ -83,13 +90,28 @@ struct task *task_spawn(struct vm *vm, lua_State *L, int nargs, const struct tas
     }
     t->acct->refs = 1;
     t->vm = vm;
-    t->mem_limit = o && o->mem_limit ? o->mem_limit : vm->task_mem;
-    t->cpu_limit = o && o->cpu_limit > 0 ? o->cpu_limit : vm->task_cpu;
+    size_t mem = o && o->mem_limit ? o->mem_limit : 0;
+    double cpu = o && o->cpu_limit > 0 ? o->cpu_limit : 0;
+    if (parent && parent->sandboxed) {
+        /* A script's child: at most what its parent may use, and counted
+         * against the parent's budget too. */
+        struct acct *pa = parent->acct;
+        t->sandboxed = 1;
+        t->acct->mem_limit = mem && mem < pa->mem_limit ? mem : pa->mem_limit;
+        t->acct->cpu_limit = cpu > 0 && cpu < pa->cpu_limit ? cpu : pa->cpu_limit;
+        t->acct->up = pa;
+        pa->refs++;
+    } else {
+        t->sandboxed = o && o->sandboxed;
+        t->acct->mem_limit = mem ? mem : vm->task_mem;
+        t->acct->cpu_limit = cpu > 0 ? cpu : vm->task_cpu;
+    }
     /* The thread is charged to the new task. */
     struct task *saved = vm->current;
     vm->current = t;
     t->co = lua_newthread(L);
     vm->current = saved;
+    *(struct task **)lua_getextraspace(t->co) = t;
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, HOOK_COUNT);
     lua_xmove(L, t->co, nargs + 1);
@@ -129,10 +151,12 @@ static void task_destroy(struct task *t)
         vm->all = t->all_next;
     if (t->all_next)
         t->all_next->all_prev = t->all_prev;
-    if (!vm->closing)
+    if (!vm->closing) {
+        /* A script may still hold the thread: it must never be resumed. */
+        *(void **)lua_getextraspace(t->co) = &sched_co_busy;
         luaL_unref(vm->L, LUA_REGISTRYINDEX, t->co_ref);
-    if (--t->acct->refs == 0)
-        free(t->acct);
+    }
+    vm_acct_release(vm, t->acct);
     free(t->name);
     free(t->err);
     free(t);
@@ -167,7 +191,19 @@ static void unlink_child(struct task *t)
     t->sib_next = t->sib_prev = NULL;
 }
 
-/* Ends a task: records the outcome, wakes its waiters, detaches children. */
+/* Kills t and its descendants: a sandboxed task's children end with it. */
+static void kill_tree(struct task *t)
+{
+    for (struct task *c = t->children; c; c = c->sib_next)
+        kill_tree(c);
+    if (t->kill == KILL_NONE)
+        t->kill = KILL_ORPHAN;
+    lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, 1);
+    task_cancel(t);
+}
+
+/* Ends a task: records the outcome, wakes its waiters, detaches children
+ * (a sandboxed task's children are killed instead). */
 static void finish(struct task *t, int ok, int nres, const char *err)
 {
     struct vm *vm = t->vm;
@@ -177,6 +213,9 @@ static void finish(struct task *t, int ok, int nres, const char *err)
     if (!ok)
         t->err = strdup(err ? err : "unknown error");
     vm->live--;
+    if (t->sandboxed)
+        for (struct task *c = t->children; c; c = c->sib_next)
+            kill_tree(c);
     while (t->children) {
         struct task *c = t->children;
         unlink_child(c);
@@ -201,15 +240,27 @@ static void finish(struct task *t, int ok, int nres, const char *err)
 static char *failure_message(struct task *t)
 {
     char tmp[512];
-    if (t->kill == KILL_CPU) {
+    switch (t->kill) {
+    case KILL_CPU:
         snprintf(tmp, sizeof(tmp), "script '%s' exceeded its CPU limit (%.3g s)", t->name,
-                 t->cpu_limit);
+                 t->kill_limit);
         return strdup(tmp);
-    }
-    if (t->kill == KILL_MEM) {
-        snprintf(tmp, sizeof(tmp), "script '%s' exceeded its memory limit (%zu KiB)", t->name,
-                 t->mem_limit / 1024);
+    case KILL_MEM:
+        snprintf(tmp, sizeof(tmp), "script '%s' exceeded its memory limit (%.0f KiB)", t->name,
+                 t->kill_limit / 1024);
         return strdup(tmp);
+    case KILL_STALL:
+        snprintf(tmp, sizeof(tmp),
+                 "script '%s' ran %.3g s where it cannot be paused (in a callback of a C "
+                 "function, such as a table.sort comparator or a metamethod); such code must "
+                 "return within %.3g s", t->name, t->kill_limit, STALL_SECONDS);
+        return strdup(tmp);
+    case KILL_ORPHAN:
+        snprintf(tmp, sizeof(tmp), "script '%s' was stopped: the task that started it ended",
+                 t->name);
+        return strdup(tmp);
+    case KILL_NONE:
+        break;
     }
     const char *msg = lua_tostring(t->co, -1);
     if (!msg)
@@ -234,8 +285,11 @@ static void run(struct task *t)
      * instructions): a short slice, the common case, reads no clock. */
     t->slice_start = 0;
     int st = lua_resume(t->co, NULL, nargs, &nres);
-    if (t->slice_start > 0)
-        t->cpu_used += vm_now_mono() - t->slice_start;
+    if (t->slice_start > 0) {
+        double used = vm_now_mono() - t->slice_start;
+        for (struct acct *a = t->acct; a; a = a->up)
+            a->cpu_used += used;
+    }
     vm->current = NULL;
     if (st == LUA_YIELD) {
         lua_pop(t->co, nres);
@@ -387,17 +441,58 @@ int task_push_outcome(lua_State *L, struct task *t)
     return t->nres + 1;
 }
 
-void sched_hook(lua_State *L, lua_Debug *ar)
+struct task *sched_thread_task(lua_State *L)
 {
-    (void)ar;
-    struct task *t = vm_of(L)->current;
-    if (!t)
-        return;
+    void *p = *(void **)lua_getextraspace(L);
+    if (!p || p == &sched_co_busy || p == &sched_co_noprop)
+        return NULL;
+    return p;
+}
+
+int sched_can_pause(lua_State *L, struct task *t)
+{
+    if (!lua_isyieldable(L))
+        return 0;
+    return L == t->co || *(void **)lua_getextraspace(L) != &sched_co_noprop;
+}
+
+/* The message a killed task raises with. */
+static const char *kill_reason(enum task_kill k)
+{
+    switch (k) {
+    case KILL_CPU: return "CPU limit exceeded";
+    case KILL_MEM: return "memory limit exceeded";
+    case KILL_STALL: return "ran too long where it cannot be paused";
+    case KILL_ORPHAN: return "stopped: the task that started it ended";
+    case KILL_NONE: break;
+    }
+    return "killed";
+}
+
+/* Checks the running task's budgets and slice. Marks a kill when a CPU
+ * budget (its own or one it counts against) is spent, or when sandboxed
+ * code has run too long where it cannot be paused; raises when t is being
+ * killed. Returns 1 when the slice is over and L can pause. */
+static int check_slice(lua_State *L, struct task *t)
+{
     double now = vm_now_mono();
     if (t->slice_start == 0)
         t->slice_start = now;
-    if (t->kill == KILL_NONE && t->cpu_used + (now - t->slice_start) > t->cpu_limit)
-        t->kill = KILL_CPU;
+    double slice = now - t->slice_start;
+    if (t->kill == KILL_NONE) {
+        for (struct acct *a = t->acct; a; a = a->up) {
+            if (a->cpu_used + slice > a->cpu_limit) {
+                t->kill = KILL_CPU;
+                t->kill_limit = a->cpu_limit;
+                break;
+            }
+        }
+    }
+    int can = slice > SLICE_SECONDS && !t->op && sched_can_pause(L, t);
+    if (t->kill == KILL_NONE && t->sandboxed && slice > STALL_SECONDS && !can) {
+        t->kill = KILL_STALL;
+        t->kill_limit = slice;
+    }
     if (t->kill != KILL_NONE) {
         /* From now on raise at every instruction, on this thread and the
          * task's own: the first instruction outside a pcall re-raises, so a
@@ -405,10 +500,42 @@ void sched_hook(lua_State *L, lua_Debug *ar)
         lua_sethook(L, sched_hook, LUA_MASKCOUNT, 1);
         if (t->co != L)
             lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, 1);
-        luaL_error(L, "%s", t->kill == KILL_CPU ? "CPU limit exceeded" : "memory limit exceeded");
+        luaL_error(L, "%s", kill_reason(t->kill));
     }
-    if (now - t->slice_start > SLICE_SECONDS && L == t->co && lua_isyieldable(L) && !t->op)
+    return can;
+}
+
+void sched_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct task *t = vm_of(L)->current;
+    if (!t)
+        return;
+    if (check_slice(L, t)) {
+        if (L != t->co)
+            t->fair_yield = 1; /* the coroutine's resumer passes it up */
         lua_yield(L, 0);
+    }
+}
+
+int sched_tick(lua_State *L, unsigned long units)
+{
+    struct task *t = vm_of(L)->current;
+    if (!t)
+        return 0;
+    t->ticks += units;
+    if (t->ticks < TICK_CHECK && t->kill == KILL_NONE)
+        return 0;
+    t->ticks = 0;
+    return check_slice(L, t);
+}
+
+int sched_pause(lua_State *L, lua_KContext ctx, lua_KFunction k)
+{
+    struct task *t = vm_of(L)->current;
+    if (t && L != t->co)
+        t->fair_yield = 1;
+    return lua_yieldk(L, 0, ctx, k);
 }
 
 void sched_free_all(struct vm *vm)

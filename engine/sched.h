@@ -15,7 +15,15 @@
 #include "vm.h"
 
 enum task_state { TASK_READY, TASK_RUNNING, TASK_WAITING, TASK_DONE };
-enum task_kill { KILL_NONE, KILL_CPU, KILL_MEM };
+/* Why a task is being killed; a killed task raises at every instruction, so
+ * a script cannot catch the error and carry on. */
+enum task_kill {
+    KILL_NONE,
+    KILL_CPU,    /* its CPU budget (or one it counts against) is spent */
+    KILL_MEM,    /* its memory budget (or one it counts against) is full */
+    KILL_STALL,  /* sandboxed code ran too long where it cannot be paused */
+    KILL_ORPHAN, /* sandboxed, and the task that started it has ended */
+};
 
 /* An operation a task waits on. The owner embeds it in its own struct. */
 struct task_op {
@@ -32,12 +40,15 @@ struct task {
     lua_State *co;
     int co_ref;
     char *name;
-    struct acct *acct;
-    size_t mem_limit;
-    double cpu_limit, cpu_used, slice_start;
+    struct acct *acct;       /* its budget: limits and usage (vm.h) */
+    double slice_start;      /* when the running slice's clock started, or 0 */
+    unsigned long ticks;     /* work units charged by C functions since the last clock read */
     enum task_state state;
     enum task_kill kill;
+    double kill_limit;       /* the limit that kill names (bytes or seconds) */
     int cancelled;
+    int sandboxed;           /* runs script code: spawned by box:spawn, or by such a task */
+    int fair_yield;          /* a fairness yield is passing up through script coroutines */
     int has_handle;          /* a Lua handle refers to this task */
     long log_tag;            /* sys.task_log: where its log lines go; inherited */
     int nargs;               /* arguments for the first resume */
@@ -53,16 +64,48 @@ struct task {
 
 struct task_opts {
     const char *name;
-    size_t mem_limit;        /* 0 = the VM default */
-    double cpu_limit;        /* 0 = the VM default */
+    size_t mem_limit;        /* 0 = the VM default (a sandboxed parent's: its own) */
+    double cpu_limit;        /* 0 = the VM default (a sandboxed parent's: its own) */
+    int sandboxed;           /* the task runs script code under the sandbox's rules */
 };
+
+/* Marks in the extra space of a script-created coroutine (a task's own
+ * thread holds its task): busy while a fairness yield passes through it,
+ * noprop while it runs where a yield cannot pass up to the scheduler. */
+extern char sched_co_busy, sched_co_noprop;
+
+/* Returns the task whose own thread L is, or NULL for any other thread. */
+struct task *sched_thread_task(lua_State *L);
+
+/* Whether a fairness yield from L can reach the scheduler: L can yield, and
+ * it is t's thread or a coroutine resumed from where a yield passes up. */
+int sched_can_pause(lua_State *L, struct task *t);
+
+/* Charges units of work done by a C function to the running task (a unit
+ * is roughly 10 ns of work). Every so often it reads the clock and raises the
+ * task's CPU-limit error when its budget is spent. Returns 1 when the caller
+ * should pause now (its slice is over and it may yield), else 0. Outside a
+ * task it does nothing and returns 0. */
+int sched_tick(lua_State *L, unsigned long units);
+
+/* Pauses the running task for fairness from inside a C function: yields with
+ * continuation k and context ctx; the task is queued again behind I/O and k
+ * runs when it is resumed. Only call after sched_tick returned 1. */
+int sched_pause(lua_State *L, lua_KContext ctx, lua_KFunction k);
 
 /* Creates a task running the function below nargs arguments on top of L's
  * stack (they are popped). The task is queued to run. parent may be NULL.
+ * A child of a sandboxed task is sandboxed: its limits are at most its
+ * parent's and its usage counts against the parent's budget as well.
  * Returns NULL (with nothing popped) when out of memory. The scheduler owns
  * the task until it is done; task_hold keeps it alive for a handle. */
 struct task *task_spawn(struct vm *vm, lua_State *L, int nargs, const struct task_opts *o,
                         struct task *parent);
+
+/* task.spawn's body: ([opts,] fn, ...) on L's stack -> pushes a task handle
+ * and returns 1; sandboxed makes the task run under the sandbox's rules
+ * (lua_task.c). Raises on misuse. */
+int task_spawn_lua(lua_State *L, int sandboxed);
 
 /* Returns the task running on L (L may be a script coroutine inside it). */
 struct task *task_current(struct vm *vm);

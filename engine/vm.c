@@ -1,7 +1,9 @@
 /* vm.c - the Lua state: counting allocator, limits, loading, logging. */
 #include "vm.h"
 
+#include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,16 +28,50 @@ double vm_now_mono(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Drops one block reference from an acct; frees a task's acct with its last. */
-static void acct_unref(struct vm *vm, struct acct *a)
+void vm_acct_release(struct vm *vm, struct acct *a)
 {
-    if (--a->refs == 0 && a != &vm->root)
+    while (a && --a->refs == 0 && a != &vm->root) {
+        struct acct *up = a->up;
         free(a);
+        a = up;
+    }
+}
+
+/* Adds n bytes to a budget and to every budget it counts against. */
+static void acct_add(struct acct *a, size_t n)
+{
+    for (; a; a = a->up)
+        a->bytes += n;
+}
+
+/* Takes n bytes off a budget and every budget it counts against. */
+static void acct_sub(struct acct *a, size_t n)
+{
+    for (; a; a = a->up)
+        a->bytes -= n;
+}
+
+/* Returns the first of a budget and those it counts against that n more
+ * bytes would take past its memory limit, or NULL. */
+static const struct acct *acct_over(const struct acct *a, size_t n)
+{
+    for (; a; a = a->up)
+        if (a->bytes + n > a->mem_limit)
+            return a;
+    return NULL;
+}
+
+/* Marks t to be killed for memory, naming the limit over budget a. */
+static void kill_mem(struct task *t, const struct acct *a)
+{
+    t->kill = KILL_MEM;
+    t->kill_limit = (double)a->mem_limit;
 }
 
 /* The lua_Alloc: charges growth to the running task (or the root), refuses
- * growth past the task's limit or the state's cap, and never fails a shrink.
- * A block that is reallocated moves to the task that grew it. */
+ * growth past the task's budget (or one it counts against) or the state's
+ * cap, and never fails a shrink. A block that is reallocated moves to the
+ * task that grew it. */
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct vm *vm = ud;
@@ -46,9 +82,9 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
     if (nsize == 0) {
         if (old) {
-            old->owner->bytes -= oldsize;
+            acct_sub(old->owner, oldsize);
             vm->mem_used -= oldsize;
-            acct_unref(vm, old->owner);
+            vm_acct_release(vm, old->owner);
             free(old);
         }
         return NULL;
@@ -57,9 +93,10 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         size_t grow = nsize - oldsize;
         if (vm->mem_used + grow > vm->mem_cap)
             return NULL;
-        size_t after = cur->bytes + nsize - (old && old->owner == cur ? oldsize : 0);
-        if (t && after > t->mem_limit) {
-            t->kill = KILL_MEM;
+        size_t add = nsize - (old && old->owner == cur ? oldsize : 0);
+        const struct acct *over = t ? acct_over(cur, add) : NULL;
+        if (over) {
+            kill_mem(t, over);
             return NULL;
         }
     }
@@ -70,16 +107,42 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL;
     }
     if (old) {
-        nb->owner->bytes -= oldsize;
-        acct_unref(vm, nb->owner);
+        acct_sub(nb->owner, oldsize);
+        vm_acct_release(vm, nb->owner);
     }
     nb->owner = cur;
-    cur->bytes += nsize;
+    acct_add(cur, nsize);
     cur->refs++;
     vm->mem_used = vm->mem_used - oldsize + nsize;
     if (vm->mem_used > vm->mem_peak)
         vm->mem_peak = vm->mem_used;
     return nb + 1;
+}
+
+struct acct *vm_reserve(struct vm *vm, size_t n)
+{
+    struct task *t = vm->current;
+    struct acct *a = t ? t->acct : &vm->root;
+    const struct acct *over = t ? acct_over(a, n) : NULL;
+    if (over)
+        kill_mem(t, over);
+    if (over || vm->mem_used + n > vm->mem_cap)
+        return NULL;
+    acct_add(a, n);
+    a->refs++;
+    vm->mem_used += n;
+    if (vm->mem_used > vm->mem_peak)
+        vm->mem_peak = vm->mem_used;
+    return a;
+}
+
+void vm_unreserve(struct vm *vm, struct acct *a, size_t n)
+{
+    if (!a)
+        return;
+    acct_sub(a, n);
+    vm->mem_used -= n;
+    vm_acct_release(vm, a);
 }
 
 /* Called by Lua on an error outside any protected call: nothing can be
@@ -120,26 +183,29 @@ void vm_logf(struct vm *vm, struct task *t, enum log_level lvl, const char *fmt,
 
 void vm_push_env(struct vm *vm, lua_State *L)
 {
-    lua_createtable(L, 0, 4);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "_G");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->env_mt_ref);
-    lua_setmetatable(L, -2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref);
+    sandbox_push_env(vm, L, -1);
+    lua_remove(L, -2);
 }
 
-/* Gives the function on top of L a fresh sandbox environment as _ENV. */
-static void set_fresh_env(struct vm *vm, lua_State *L)
+int vm_load_buffer_in(struct vm *vm, lua_State *L, const char *s, size_t len, const char *name,
+                      int loaded)
 {
-    vm_push_env(vm, L);
-    if (!lua_setupvalue(L, -2, 1))
-        lua_pop(L, 1);
+    loaded = lua_absindex(L, loaded);
+    int st = luaL_loadbufferx(L, s, len, name, "t");
+    if (st == LUA_OK) {
+        sandbox_push_env(vm, L, loaded);
+        if (!lua_setupvalue(L, -2, 1))
+            lua_pop(L, 1);
+    }
+    return st;
 }
 
 int vm_load_buffer(struct vm *vm, lua_State *L, const char *s, size_t len, const char *name)
 {
-    int st = luaL_loadbufferx(L, s, len, name, "t");
-    if (st == LUA_OK)
-        set_fresh_env(vm, L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref);
+    int st = vm_load_buffer_in(vm, L, s, len, name, -1);
+    lua_remove(L, -2);
     return st;
 }
 
@@ -166,15 +232,25 @@ int vm_push_file(lua_State *L, const char *path, size_t max)
     return 0;
 }
 
-int vm_load_file(struct vm *vm, lua_State *L, const char *path, const char *chunkname)
+int vm_load_file_in(struct vm *vm, lua_State *L, const char *path, const char *chunkname,
+                    int loaded)
 {
+    loaded = lua_absindex(L, loaded);
     if (vm_push_file(L, path, (size_t)-1) != 0) {
         lua_pushfstring(L, "cannot read %s", path);
         return LUA_ERRFILE;
     }
     size_t len;
     const char *s = lua_tolstring(L, -1, &len);
-    int st = vm_load_buffer(vm, L, s, len, chunkname);
+    int st = vm_load_buffer_in(vm, L, s, len, chunkname, loaded);
+    lua_remove(L, -2);
+    return st;
+}
+
+int vm_load_file(struct vm *vm, lua_State *L, const char *path, const char *chunkname)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref);
+    int st = vm_load_file_in(vm, L, path, chunkname, -1);
     lua_remove(L, -2);
     return st;
 }
@@ -223,6 +299,8 @@ struct vm *vm_new(struct event_base *base, struct http_client *http, const struc
     vm->base = base;
     vm->http = http;
     vm->root.refs = 1;
+    vm->root.mem_limit = SIZE_MAX;
+    vm->root.cpu_limit = HUGE_VAL;
     vm->mem_cap = o && o->state_mem ? o->state_mem : (size_t)1 << 30;
     vm->task_mem = o && o->task_mem ? o->task_mem : (size_t)64 << 20;
     vm->task_cpu = o && o->task_cpu > 0 ? o->task_cpu : 30.0;
@@ -230,7 +308,7 @@ struct vm *vm_new(struct event_base *base, struct http_client *http, const struc
     vm->log_ud = o ? o->log_ud : NULL;
     vm->log_level = o ? o->log_level : LOG_INFO;
     vm->print_stdout = o ? o->print_stdout : 0;
-    vm->env_mt_ref = vm->loaded_ref = LUA_NOREF;
+    vm->env_mt_ref = vm->trusted_mt_ref = vm->loaded_ref = LUA_NOREF;
     if (strv_copy(o ? o->lib_dirs : NULL, &vm->lib_dirs, &vm->n_lib_dirs) != 0 ||
         strv_copy(o ? o->roots : NULL, &vm->roots, &vm->n_roots) != 0)
         goto fail_oom;
@@ -240,6 +318,7 @@ struct vm *vm_new(struct event_base *base, struct http_client *http, const struc
     if (!vm->L)
         goto fail_oom;
     lua_atpanic(vm->L, on_panic);
+    *(void **)lua_getextraspace(vm->L) = NULL; /* threads copy it: see sched.h */
     lua_pushcfunction(vm->L, open_protected);
     lua_pushlightuserdata(vm->L, vm);
     if (lua_pcall(vm->L, 1, 0, 0) != LUA_OK) {

@@ -21,11 +21,17 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 /* Receives every log line; task is NULL for engine messages. */
 typedef void (*vm_log_fn)(void *ud, struct task *t, enum log_level lvl, const char *msg);
 
-/* Memory charged to one task; freed when the task is gone and no block
- * charged to it is left. */
+/* The budget of one task: the memory and CPU time charged to it. A task
+ * that a sandboxed task spawns counts against its parent's budget too (up),
+ * so a script cannot raise its own limits by spawning. Freed when the task
+ * is gone and no block, and no budget below it, refers to it. */
 struct acct {
-    size_t bytes;
-    long refs;      /* live blocks, plus one while its task exists */
+    size_t bytes;       /* live bytes of this task and the budgets below it */
+    size_t mem_limit;   /* SIZE_MAX: none */
+    double cpu_used;    /* CPU seconds of this task and the budgets below it */
+    double cpu_limit;   /* HUGE_VAL: none */
+    long refs;          /* live blocks and budgets below, plus one while its task exists */
+    struct acct *up;    /* the budget this one also counts against, or NULL */
 };
 
 struct vm_opts {
@@ -62,8 +68,9 @@ struct vm {
     vm_log_fn log;
     void *log_ud;
     enum log_level log_level;
-    int env_mt_ref;          /* metatable of script environments */
-    int loaded_ref;          /* modules loaded by require */
+    int env_mt_ref;          /* metatable of sandboxed script environments */
+    int trusted_mt_ref;      /* metatable of trusted environments */
+    int loaded_ref;          /* modules the trusted code loaded with require */
     int closing;             /* set while vm_free closes the state */
     int print_stdout;
 };
@@ -80,12 +87,22 @@ void vm_free(struct vm *vm);
 void vm_logf(struct vm *vm, struct task *t, enum log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Pushes a new script environment table (globals read through the sandbox). */
+/* Pushes a new trusted environment table: the globals and the trusted-only
+ * modules, read through the sandbox's proxies. */
 void vm_push_env(struct vm *vm, lua_State *L);
 
-/* Loads a text chunk from a file with a fresh sandbox environment and pushes
- * the function. Returns LUA_OK, or an error code with the message pushed. */
+/* Loads a text chunk from a file with a fresh trusted environment and
+ * pushes the function. Returns LUA_OK, or an error code with the message
+ * pushed. */
 int vm_load_file(struct vm *vm, lua_State *L, const char *path, const char *chunkname);
+
+/* Like vm_load_file and vm_load_buffer, in the context whose module table
+ * is at stack index loaded (sandbox.c): trusted when it is the trusted
+ * module table, else a sandbox context. */
+int vm_load_file_in(struct vm *vm, lua_State *L, const char *path, const char *chunkname,
+                    int loaded);
+int vm_load_buffer_in(struct vm *vm, lua_State *L, const char *s, size_t len, const char *name,
+                      int loaded);
 
 /* Pushes the contents of a file (at most max bytes) as a string. Returns 0,
  * or -1 with nothing pushed when it cannot be read. */
@@ -102,11 +119,46 @@ static inline struct vm *vm_of(lua_State *L)
     return (struct vm *)ud;
 }
 
+/* Drops one reference to a budget, freeing it (and then dropping its
+ * reference to the budget above) with its last. */
+void vm_acct_release(struct vm *vm, struct acct *a);
+
+/* Charges n bytes that the running task holds outside Lua's heap (a C
+ * library's buffer) to its budget. Returns the budget charged, to give to
+ * vm_unreserve, or NULL when that would pass a limit (the task is then
+ * marked to be killed for memory). */
+struct acct *vm_reserve(struct vm *vm, size_t n);
+void vm_unreserve(struct vm *vm, struct acct *a, size_t n);
+
 /* Monotonic seconds. */
 double vm_now_mono(void);
 
+/* Returns the checked kind argument at idx: "stages" or "templates". */
+const char *catalog_check_kind(lua_State *L, int idx);
+
+/* Pushes the path of kind/name in the first script root that has it and
+ * returns 1; otherwise pushes nil, err and returns 0 (lua_catalog.c). */
+int catalog_find(lua_State *L, const char *kind, const char *name);
+
+/* Pushes json.array_mt, the marker metatable of arrays (lua_json.c). */
+void json_push_array_mt(lua_State *L);
+
 /* Installs the allow-listed globals into the state (sandbox.c). */
 int sandbox_open(struct vm *vm, lua_State *L);
+
+/* Pushes a new environment of the context whose module table is at stack
+ * index loaded: it holds _G and that context's require and load. */
+void sandbox_push_env(struct vm *vm, lua_State *L, int loaded);
+
+/* Replaces the table on top of L by a read-only proxy of it named name. */
+void sandbox_protect(lua_State *L, const char *name);
+
+/* Replacements of standard functions, set into the library copy at idx:
+ * coroutines that pass the fairness pause up (lua_coroutine.c), and
+ * string.rep, table.move and table.sort charged to the budget (lua_limits.c). */
+void coroutine_install(lua_State *L, int idx);
+void limits_install_string(lua_State *L, int idx);
+void limits_install_table(lua_State *L, int idx);
 
 /* Module injectors: each adds one global module table to the table on top of
  * the stack (the sandbox globals). */
@@ -120,5 +172,6 @@ void inject_blob_api(struct vm *vm, lua_State *L);
 void inject_catalog_api(struct vm *vm, lua_State *L);
 void inject_term_api(struct vm *vm, lua_State *L);
 void inject_creds_api(struct vm *vm, lua_State *L);
+void inject_sandbox_api(struct vm *vm, lua_State *L); /* trusted only: lua_sandbox.c */
 
 #endif

@@ -7,25 +7,95 @@ local runner = {}
 
 local stage_cache, template_cache = {}, {}
 
--- Loads and checks a stage function by name ("distribution/pull").
+-- Runs fn(...) as a sandboxed task named name, with the engine's per-task
+-- limits; returns its outcome: true, results... or nil, err.
+local function sandboxed(name, fn, ...)
+  return sandbox.spawn({ name = name }, fn, ...):wait()
+end
+
+-- An error value as a message. Runs inside the sandbox: a table's
+-- __tostring is script code.
+local function message(v)
+  if type(v) == "string" then return v end
+  local ok, s = pcall(tostring, v)
+  if ok and type(s) == "string" then return s end
+  return "(an error value of type " .. type(v) .. ")"
+end
+
+-- Loads stage name into the sandbox context box (its top-level code runs
+-- as a sandboxed task). Returns its run function and description, or nil,
+-- err.
+local function load_stage(box, name)
+  local chunk, err = box:compile("stages", name)
+  if not chunk then return nil, err end
+  local ok, run, desc = sandboxed("load stage " .. name, function()
+    local st = chunk()
+    if type(st) ~= "table" or type(rawget(st, "run")) ~= "function" then return false end
+    local d = rawget(st, "description")
+    return rawget(st, "run"), type(d) == "string" and d or nil
+  end)
+  if not ok then return nil, string.format("stages/%s.lua: %s", name, run) end
+  if not run then
+    return nil, string.format("stage '%s' must return a table with a run function", name)
+  end
+  return run, desc
+end
+
+-- The body of a stage's task: runs the stage; returns ok, output, err with
+-- err a string.
+local function stage_entry(run, ctx, input)
+  local ok, out, err, partial = xpcall(run, task.locate, ctx, input)
+  if not ok then return false, nil, message(out) end
+  if out == nil and err ~= nil then return false, partial, message(err) end
+  return true, out
+end
+
+-- Runs stage function name (loaded into box, a fresh context when nil) as
+-- a sandboxed task named "stage <label>". Returns ok, output, err; the
+-- output is a plain copy of what the stage returned.
+function runner.call(name, ctx, input, box, label)
+  local run, lerr = load_stage(box or sandbox.new(), name)
+  if not run then return false, nil, lerr end
+  local done, ok, out, err = sandboxed("stage " .. (label or name), stage_entry, run, ctx, input)
+  if not done then return false, nil, ok end
+  if out ~= nil then
+    local copy, cerr = sandbox.plain(out, "stage output")
+    if cerr then return false, nil, cerr end
+    out = copy
+  end
+  return ok, out, err
+end
+
+-- Checks a stage function by name ("distribution/pull"): its file loads and
+-- returns a table with a run function. Returns { name, description, run },
+-- whose run(ctx, input) runs the stage as runner.call does and returns
+-- output | nil, err, partial output.
 function runner.stage(name)
   if stage_cache[name] then return stage_cache[name] end
-  local st, err = catalog.load("stages", name)
-  if not st then return nil, err end
-  if type(st) ~= "table" or type(st.run) ~= "function" then
-    return nil, string.format("stage '%s' must return a table with a run function", name)
+  local run, desc = load_stage(sandbox.new(), name)
+  if not run then return nil, desc end
+  local st = { name = name, description = desc }
+  function st.run(ctx, input)
+    local ok, out, err = runner.call(name, ctx, input)
+    if ok then return out end
+    return nil, err, out
   end
   stage_cache[name] = st
   return st
 end
 
 -- Loads and checks a template by name; every stage it names must exist.
--- Returns { name, description, source, target, stages = { {name=, fn=, remote=} } }.
+-- Its code runs as a sandboxed task, and only the plain data it returns is
+-- kept. Returns { name, description, source, target, stages = { {name=, fn=, remote=} } }.
 function runner.template(name)
   if template_cache[name] then return template_cache[name] end
-  local tpl, err = catalog.load("templates", name)
-  if not tpl then return nil, err end
-  local out, terr = runner.template_from(name, tpl)
+  local chunk, err = sandbox.new():compile("templates", name)
+  if not chunk then return nil, err end
+  local ok, tpl = sandboxed("load template " .. name, chunk)
+  if not ok then return nil, string.format("templates/%s.lua: %s", name, tpl) end
+  local data, perr = sandbox.plain(tpl, "template '" .. name .. "'")
+  if perr then return nil, perr end
+  local out, terr = runner.template_from(name, data)
   if out then template_cache[name] = out end
   return out, terr
 end
@@ -79,25 +149,26 @@ local function call_remote(url, stage_name, ctx, input)
 end
 
 -- Runs one stage, catching errors. Returns ok, output, err.
-local function run_stage(s, ctx, input)
+local function run_stage(s, ctx, input, box)
   if s.remote then
     local out, err = call_remote(s.remote, s.name, ctx, input)
     return out ~= nil, out, err
   end
-  local st = assert(runner.stage(s.fn))
-  local ok, out, err, partial = xpcall(st.run, task.locate, ctx, input)
-  if not ok then return false, nil, tostring(out) end
-  if out == nil and err ~= nil then return false, partial, tostring(err) end
-  return true, out, nil
+  return runner.call(s.fn, ctx, input, box, s.name)
 end
 
 -- Runs the template's stages for ctx (its delete_stages when ctx.task.kind
 -- is "delete"). Returns results (a list in template order) and whether
 -- every stage succeeded. A hook, if given, is called as
--- hook(event, stage_name, result) on "start" and "end".
+-- hook(event, stage_name, result) on "start" and "end". Each stage runs as
+-- its own sandboxed task, with fresh instances of the modules the task's
+-- stages require (one context per task), and gets its own copy of the
+-- options.
 function runner.run(template, ctx, hook)
   local results, input, ok_all = {}, nil, true
+  local box = sandbox.new()
   ctx.results = ctx.results or {}
+  ctx.options = assert(sandbox.plain(ctx.options or {}, "options"))
   local stages = template.stages
   if ctx.task and ctx.task.kind == "delete" then
     stages = template.delete_stages
@@ -115,7 +186,7 @@ function runner.run(template, ctx, hook)
       else
         r.started = time.now()
         if hook then hook("start", s.name, r) end
-        local ok, out, err = run_stage(s, ctx, input)
+        local ok, out, err = run_stage(s, ctx, input, box)
         r.finished = time.now()
         r.output = out
         if ok then

@@ -124,7 +124,7 @@ static struct task *spawn(struct vmfix *x, const char *name, const char *code,
         lua_pop(L, 1);
         return NULL;
     }
-    struct task_opts o = { NULL, mem_limit, cpu_limit };
+    struct task_opts o = { NULL, mem_limit, cpu_limit, 0 };
     struct task *t = task_spawn(x->vm, L, 0, &o, NULL);
     if (t)
         task_hold(t);
@@ -320,13 +320,13 @@ TEST_IMPL(vm_cpu_limit_kills_only_that_task)
     ASSERT_EQ(spin->kill, KILL_CPU);
     if (!strstr(spin->err, "CPU limit"))
         TEST_FAIL("spin error \"%s\" does not mention the CPU limit", spin->err);
-    ASSERT(spin->cpu_used >= 0.3);
-    ASSERT(spin->cpu_used < 0.8);
+    ASSERT(spin->acct->cpu_used >= 0.3);
+    ASSERT(spin->acct->cpu_used < 0.8);
     if (!nap->ok)
         TEST_FAIL("the sleeping task failed: %s", nap->err);
     ASSERT_EQ(nap->kill, KILL_NONE);
     ASSERT(lua_tonumber(nap->co, -1) >= 0.1);
-    ASSERT(nap->cpu_used < 0.05);
+    ASSERT(nap->acct->cpu_used < 0.05);
     task_release(spin);
     task_release(nap);
     vmfix_close(&x);
