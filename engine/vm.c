@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <lauxlib.h>
@@ -232,10 +233,129 @@ int vm_push_file(lua_State *L, const char *path, size_t max)
     return 0;
 }
 
+/* Sandbox contexts load the same stage and library files once per task,
+ * so each file is compiled once into a factory, function(_ENV, ...) with
+ * the file's code as its body, and every load calls the factory with a
+ * fresh environment: every instance gets its own locals, closures and
+ * tables, sharing only the compiled code. The file alone is compiled first,
+ * so a file that is not a valid chunk by itself is refused with its own
+ * error, and the body of the factory is exactly the file. The cache is
+ * keyed by path and checked against the file's size and mtime. */
+static char factory_cache_key; /* registry[&factory_cache_key]: path -> entry */
+
+/* Pushes a function that runs the factory fac (at idx) with environment env
+ * (on top, popped): a Lua trampoline, so the module's top level may yield
+ * where its caller allows. */
+static void push_bound(lua_State *L, int fac)
+{
+    static const char binder[] = "local f, e = ... return function(...) return f(e, ...) end";
+    fac = lua_absindex(L, fac);
+    int env = lua_gettop(L);
+    if (luaL_loadbufferx(L, binder, sizeof(binder) - 1, "=(module)", "t") != LUA_OK)
+        lua_error(L);
+    lua_pushvalue(L, fac);
+    lua_pushvalue(L, env);
+    lua_call(L, 2, 1);
+    lua_remove(L, env);
+}
+
+/* Pushes the cached factory of the file at path (compiling it when its size
+ * or mtime changed) and returns LUA_OK, or an error code with the message
+ * pushed. */
+static int push_factory(struct vm *vm, lua_State *L, const char *path, const char *chunkname)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        lua_pushfstring(L, "cannot read %s", path);
+        return LUA_ERRFILE;
+    }
+    lua_Integer stamp = (lua_Integer)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &factory_cache_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &factory_cache_key);
+    }
+    int cache = lua_gettop(L);
+    if (lua_getfield(L, cache, path) == LUA_TTABLE) {
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        int same = lua_tointeger(L, -2) == stamp && lua_tointeger(L, -1) == (lua_Integer)st.st_size;
+        lua_pop(L, 2);
+        if (same) {
+            lua_rawgeti(L, -1, 3);
+            lua_replace(L, cache);
+            lua_settop(L, cache);
+            return LUA_OK;
+        }
+    }
+    lua_pop(L, 1);
+    if (vm_push_file(L, path, (size_t)-1) != 0) {
+        lua_settop(L, cache - 1);
+        lua_pushfstring(L, "cannot read %s", path);
+        return LUA_ERRFILE;
+    }
+    size_t len;
+    const char *src = lua_tolstring(L, -1, &len);
+    int rc = luaL_loadbufferx(L, src, len, chunkname, "t");
+    if (rc != LUA_OK) {
+        lua_replace(L, cache);
+        lua_settop(L, cache);
+        return rc;
+    }
+    lua_pop(L, 1);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "return function(_ENV, ...) ");
+    luaL_addlstring(&b, src, len);
+    luaL_addstring(&b, "\nend");
+    luaL_pushresult(&b);
+    size_t wlen;
+    const char *wrapped = lua_tolstring(L, -1, &wlen);
+    rc = luaL_loadbufferx(L, wrapped, wlen, chunkname, "t");
+    if (rc != LUA_OK) {
+        lua_replace(L, cache);
+        lua_settop(L, cache);
+        return rc;
+    }
+    lua_newtable(L); /* the outer chunk only makes the factory: it needs no globals */
+    lua_setupvalue(L, -2, 1);
+    rc = lua_pcall(L, 0, 1, 0);
+    if (rc != LUA_OK) {
+        lua_replace(L, cache);
+        lua_settop(L, cache);
+        return rc;
+    }
+    lua_createtable(L, 3, 0);
+    lua_pushinteger(L, stamp);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_rawseti(L, -2, 2);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, 3);
+    lua_setfield(L, cache, path);
+    lua_replace(L, cache);
+    lua_settop(L, cache);
+    (void)vm;
+    return LUA_OK;
+}
+
 int vm_load_file_in(struct vm *vm, lua_State *L, const char *path, const char *chunkname,
                     int loaded)
 {
     loaded = lua_absindex(L, loaded);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref);
+    int trusted = lua_rawequal(L, -1, loaded);
+    lua_pop(L, 1);
+    if (!trusted) {
+        int rc = push_factory(vm, L, path, chunkname);
+        if (rc != LUA_OK)
+            return rc;
+        sandbox_push_env(vm, L, loaded);
+        push_bound(L, -2);
+        lua_remove(L, -2);
+        return LUA_OK;
+    }
     if (vm_push_file(L, path, (size_t)-1) != 0) {
         lua_pushfstring(L, "cannot read %s", path);
         return LUA_ERRFILE;

@@ -29,6 +29,7 @@ local oci = {
 
 local Registry = {}
 Registry.__index = Registry
+Registry.__metatable = false -- stage code must not reach, and change, the class of every client
 
 local pull = common.pull
 local http_error, transfer_error = common.http_error, common.transfer_error
@@ -56,6 +57,31 @@ function oci.new(opts)
   self.auth = auth.new { username = opts.username, password = opts.password, tls = opts.tls,
                          timeout = self.timeout, retry = self.retry }
   return self
+end
+
+-- Returns a shallow copy of a table of settings (nil stays nil).
+local function copy(t)
+  if type(t) ~= "table" then return t end
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- Returns a client for one task: the same registry, settings and
+-- credentials, with its own state (token cache, discovered auth, ping), so
+-- that nothing the task's stages do to it reaches another task. The first
+-- fork pings this client once, so that the forks start with its answer.
+function Registry:fork()
+  if not self._ping and not self._ping_tried then
+    self._ping_tried = true
+    self:ping()
+  end
+  local c = setmetatable({ url = self.url, tls = copy(self.tls), timeout = self.timeout,
+                           retries = self.retries, chunk_size = self.chunk_size,
+                           max_speed = self.max_speed, _ping = copy(self._ping) }, Registry)
+  c.retry = copy(self.retry)
+  c.auth = self.auth:fork(c.retry, c.tls)
+  return c
 end
 
 -- Sends one request (no auth), retrying transient failures; returns the

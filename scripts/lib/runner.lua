@@ -163,12 +163,15 @@ end
 -- hook(event, stage_name, result) on "start" and "end". Each stage runs as
 -- its own sandboxed task, with fresh instances of the modules the task's
 -- stages require (one context per task), and gets its own copy of the
--- options.
+-- options and its own clients of the two registries (forks of ctx.src and
+-- ctx.dst).
 function runner.run(template, ctx, hook)
   local results, input, ok_all = {}, nil, true
   local box = sandbox.new()
   ctx.results = ctx.results or {}
   ctx.options = assert(sandbox.plain(ctx.options or {}, "options"))
+  if ctx.src and ctx.src.fork then ctx.src = ctx.src:fork() end
+  if ctx.dst and ctx.dst.fork then ctx.dst = ctx.dst:fork() end
   local stages = template.stages
   if ctx.task and ctx.task.kind == "delete" then
     stages = template.delete_stages

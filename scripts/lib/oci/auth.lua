@@ -9,6 +9,7 @@ local retry = require("oci.retry")
 local auth = {}
 local Auth = {}
 Auth.__index = Auth
+Auth.__metatable = false -- stage code must not reach, and change, the class of every client's auth
 
 local secrets = setmetatable({}, { __mode = "k" })  -- auth object -> Basic header
 
@@ -77,6 +78,17 @@ function auth.new(opts)
     secrets[self] = "Basic " .. base64.encode(opts.username .. ":" .. (opts.password or ""))
   end
   return self
+end
+
+-- Returns an auth state for a forked client: the same credentials, the
+-- scheme learnt so far, a copy of the token cache, nothing in flight.
+function Auth:fork(retry_opts, tls)
+  local c = setmetatable({ scheme = self.scheme, realm = self.realm, service = self.service,
+                           tokens = {}, inflight = {}, tls = tls, timeout = self.timeout,
+                           retry = retry_opts or self.retry }, Auth)
+  for k, v in pairs(self.tokens) do c.tokens[k] = { token = v.token, expires = v.expires } end
+  secrets[c] = secrets[self]
+  return c
 end
 
 -- True when the client was given credentials.
