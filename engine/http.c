@@ -550,7 +550,12 @@ struct http_req *http_req_new(struct http_client *c, const char *method, const c
     rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     rc |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    rc |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    /* A redirect never leaves https for http. */
+    rc |= curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR,
+                           strncasecmp(url, "https:", 6) == 0 ? "https" : "http,https");
+    /* The path goes out as given: libcurl would otherwise resolve "/../"
+     * and turn one repository's URL into another's. */
+    rc |= curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     rc |= curl_easy_setopt(e, CURLOPT_USERAGENT, c->user_agent);
     rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, connect_timeout > 0 ? connect_timeout : 10L);
     r->stall_timeout = timeout > 0 ? timeout : 60L;

@@ -76,4 +76,23 @@ t.test("destination namespace and flattening follow Harbor", function()
   t.eq(naming.destination("x/y", "mirror/", 0), "mirror/x/y", "a trailing slash is dropped")
 end)
 
+t.test("destination refuses a namespace or repository outside the OCI grammar", function()
+  for _, ns in ipairs { "..", "mirror/..", "../x", "mirror/./x", "Mirror", "a//b", "/mirror", "-x" } do
+    local r, err = naming.destination("evil/app", ns, 0)
+    t.eq(r, nil, ns)
+    t.match(err, "^destination namespace: invalid repository name ", ns)
+  end
+  for _, repo in ipairs { "evil/../../library/app", "team-a/../team-b/app", "./x", "a//b", "A/b" } do
+    for _, flatten in ipairs { -1, 0, 1 } do
+      local r, err = naming.destination(repo, "mirror", flatten)
+      t.eq(r, nil, repo)
+      t.match(err, "^invalid repository name ", repo)
+    end
+    t.eq(naming.destination(repo, nil, 0), nil, "no namespace: " .. repo)
+  end
+  local r, err = naming.destination(string.rep("a", 250), "mirror", 0)
+  t.eq(r, nil, "a destination over 255 characters")
+  t.match(err, "^destination: invalid repository name ")
+end)
+
 t.done()

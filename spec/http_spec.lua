@@ -125,6 +125,17 @@ t.test("POST does not follow redirects unless asked", function()
   t.eq(r.url, HTTP .. "/files/small.txt", "follow = true was not followed")
 end)
 
+t.test("the path reaches the server as sent: no dot segments are resolved", function()
+  -- tests/fakereg.py answers /echo/... with the request target it received.
+  for _, base in ipairs{ E.FAKEREG_URL, E.FAKEREG_TLS_URL } do
+    for _, path in ipairs{ "/echo/v2/a/../b", "/echo/v2/team-a/../../library/app/tags/list?n=1", "/echo/./x//y" } do
+      local r = get{ url = base .. path, tls = TLS }
+      t.eq(r.status, 200)
+      t.eq(r.body, path, base)
+    end
+  end
+end)
+
 t.test("HTTPS with the test CA works and negotiates HTTP/2", function()
   local r = get{ url = HTTPS .. "/files/small.txt", tls = TLS }
   t.eq(r.status, 200)

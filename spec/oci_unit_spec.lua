@@ -191,4 +191,35 @@ t.test("oci.is_foreign is true for foreign and non-distributable layers only", f
   t.ok(not oci.is_foreign(nil))
 end)
 
+t.test("a name or reference outside the OCI grammar fails the call before any URL is built", function()
+  -- Port 1 refuses connections: a call that got as far as a request would fail with "connect".
+  local reg = oci.new { url = "http://127.0.0.1:1", retries = 0 }
+  local D = "sha256:" .. string.rep("a", 64)
+  local calls = {
+    { "get_manifest", function() return reg:get_manifest("a/../b", "v1") end, "invalid repository name" },
+    { "get_manifest tag", function() return reg:get_manifest("a/b", "../v1") end, "invalid tag" },
+    { "get_manifest digest", function() return reg:get_manifest("a/b", "sha256:../x") end, "invalid digest" },
+    { "head_manifest", function() return reg:head_manifest("team-a/../team-b/app", "v1") end, "invalid repository" },
+    { "put_manifest", function() return reg:put_manifest("a/./b", "v1", "{}", oci.OCI_MANIFEST) end, "invalid repository" },
+    { "delete_manifest", function() return reg:delete_manifest("../b", D) end, "invalid repository" },
+    { "head_blob", function() return reg:head_blob("a//b", D) end, "invalid repository" },
+    { "start_upload", function() return reg:start_upload("A/b") end, "invalid repository" },
+    { "mount_blob", function() return reg:mount_blob("a/b", D, "x/../../y") end, "invalid repository" },
+    { "put_blob", function() return reg:put_blob("a/b/..", "x") end, "invalid repository" },
+    { "tags", function() return reg:tags("a/../b") end, "invalid repository" },
+    { "copy_blob_from", function() return reg:copy_blob_from(reg, "a/../b", "c", { digest = D, size = 1 }) end,
+      "invalid repository" },
+  }
+  for _, c in ipairs(calls) do
+    local v, err, kind = c[2]()
+    t.eq(v, nil, c[1])
+    t.eq(kind, "invalid name", c[1])
+    t.match(err, c[3], c[1])
+  end
+  local url, err = reg:blob_url("a/../b", D)
+  t.eq(url, nil)
+  t.match(err, "^blob: invalid repository name")
+  t.raises(function() oci.new { url = "http://127.0.0.1:1/x/../y" } end, "must not hold '.', '..'")
+end)
+
 t.done()

@@ -387,6 +387,51 @@ t.test("Harbor: malformed bodies fail with a clear error", function()
   same(events[1], { action = "push", repository = "a/b", tag = "v1" }, "tag only")
 end)
 
+t.test("Distribution: an event whose repository, tag or digest is not a valid name is left out", function()
+  -- A delete for team-a/../team-b/app would pass a policy for team-a/** and,
+  -- once libcurl resolved the "..", delete team-b/app.
+  local events = webhook.distribution(decode([[
+    { "events": [
+      { "action": "delete", "target": { "repository": "team-a/../team-b/app", "tag": "v1" } },
+      { "action": "delete", "target": { "repository": "team-a/./app", "digest": "]] .. MANIFEST .. [[" } },
+      { "action": "push", "target": { "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                      "digest": "]] .. MANIFEST .. [[", "repository": "Team-A/app" } },
+      { "action": "push", "target": { "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                      "digest": "]] .. MANIFEST .. [[", "repository": "team-a/app",
+                                      "tag": "../v1" } },
+      { "action": "delete", "target": { "repository": "team-a/app", "digest": "sha256:../../x" } },
+      { "action": "delete", "target": { "repository": "team-a/app", "tag": "v1" } }
+    ] }
+  ]]))
+  t.eq(#events, 1, "only the valid event is left")
+  same(events[1], { action = "delete", repository = "team-a/app", tag = "v1" }, "the valid delete")
+end)
+
+t.test("Harbor: a repository that is not a valid name fails the payload; a bad tag is left out", function()
+  local events, err = webhook.harbor(decode([[
+    { "type": "DELETE_ARTIFACT", "occur_at": 1700000000,
+      "event_data": { "resources": [ { "tag": "v1" } ],
+                      "repository": { "repo_full_name": "team-a/../team-b/app" } } }
+  ]]))
+  t.eq(events, nil)
+  t.match(err, '^harbor webhook: DELETE_ARTIFACT: invalid repository name "team%-a/%.%./team%-b/app": ')
+  events, err = webhook.harbor(decode([[
+    { "specversion": "1.0", "type": "harbor.artifact.deleted",
+      "data": { "resources": [ { "tag": "v1" } ],
+                "repository": { "namespace": "team-a/..", "name": "team-b" } } }
+  ]]))
+  t.eq(events, nil)
+  t.match(err, "invalid repository name")
+  events = webhook.harbor(decode([[
+    { "type": "PUSH_ARTIFACT", "occur_at": 1700000000,
+      "event_data": { "resources": [ { "tag": ".." }, { "tag": "v1", "digest": "md5:" }, { "tag": "v2" } ],
+                      "repository": { "repo_full_name": "team-a/app" } } }
+  ]]))
+  t.eq(#events, 1)
+  same(events[1], { action = "push", repository = "team-a/app", tag = "v2",
+                    time = "2023-11-14T22:13:20Z" }, "the valid resource")
+end)
+
 t.test("is_manifest_type knows manifest and index media types", function()
   local yes = {
     "application/vnd.docker.distribution.manifest.v2+json",

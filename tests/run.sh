@@ -12,10 +12,12 @@ export ROOT REPLICA UNIT
 
 source "$ROOT/tests/servers.sh"
 source "$ROOT/tests/registry.sh"
+source "$ROOT/tests/fakereg.sh"
 WORK=$(mktemp -d /tmp/replica-test.XXXXXX)
 export WORK
 cleanup() {
     registry_stop_all
+    fakereg_stop
     servers_stop
     rm -rf "$WORK"
 }
@@ -26,6 +28,8 @@ registry_start anon "$WORK/reg-anon" none
 registry_sidecar_start anon "$WORK/reg-anon"
 registry_start basic "$WORK/reg-basic" basic
 registry_start token "$WORK/reg-token" token
+# The stand-in that names other origins and invalid repositories.
+fakereg_start "$WORK/fakereg"
 
 if [[ ${VALGRIND:-} == 1 ]]; then
     mapfile -t files < <(sed -e 's/#.*//' -e '/^$/d' "$ROOT/tests/valgrind.list")

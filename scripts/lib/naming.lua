@@ -6,8 +6,19 @@
 --   flatten  1 -> n/b/c/img      (the first N levels replaced)
 --   flatten  3 -> n/img
 --   flatten  4 -> error: only 3 levels precede the last one
--- Without a namespace the repository keeps its name.
+-- Without a namespace the repository keeps its name. The repository and the
+-- namespace must be valid OCI repository paths (oci/reference.lua), and so
+-- is every name returned.
+local reference = require("oci.reference")
+
 local naming = {}
+
+-- Returns name when it is a valid repository name, else nil, err.
+local function checked(name)
+  local ok, err = reference.repository(name)
+  if not ok then return nil, "destination: " .. err end
+  return name
+end
 
 -- Returns the target repository name, or nil, err.
 function naming.destination(repository, namespace, flatten)
@@ -15,21 +26,25 @@ function naming.destination(repository, namespace, flatten)
   if math.type(flatten) ~= "integer" then
     return nil, "flatten must be an integer"
   end
+  local ok, err = reference.repository(repository)
+  if not ok then return nil, err end
   if namespace == nil or namespace == "" then
     return repository
   end
-  namespace = namespace:gsub("/+$", "")
+  namespace = tostring(namespace):gsub("/+$", "")
+  ok, err = reference.repository(namespace)
+  if not ok then return nil, "destination namespace: " .. err end
   local parts = {}
   for p in repository:gmatch("[^/]+") do parts[#parts + 1] = p end
   if flatten < 0 then
-    return namespace .. "/" .. parts[#parts]
+    return checked(namespace .. "/" .. parts[#parts])
   end
   if flatten > #parts - 1 then
     return nil, string.format(
       "repository %q has %d level(s) before its name, fewer than the flattening level %d",
       repository, #parts - 1, flatten)
   end
-  return namespace .. "/" .. table.concat(parts, "/", flatten + 1)
+  return checked(namespace .. "/" .. table.concat(parts, "/", flatten + 1))
 end
 
 return naming

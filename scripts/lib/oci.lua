@@ -10,10 +10,18 @@
 -- that branches on it. Transient failures are retried (oci/retry.lua), 401s
 -- run the auth flow (oci/auth.lua), and blob bytes are streamed in C by
 -- blob.copy, never read into Lua.
+--
+-- Credentials go only to the registry's own origin (scheme, host and port)
+-- and to the token realm its challenge names; a Link or Location naming
+-- another origin is followed without them. A registry on https never sends
+-- the client to http: such a Link, Location or realm fails the call. Names
+-- and references are checked against the OCI grammar (oci/reference.lua)
+-- before any URL is built from them.
 local auth = require("oci.auth")
 local common = require("oci.common")
 local link = require("oci.link")
 local media = require("oci.media")
+local reference = require("oci.reference")
 local retry = require("oci.retry")
 
 local oci = {
@@ -44,9 +52,13 @@ function oci.new(opts)
   local url = opts.url:gsub("/+$", "")
   assert(url:match("^https?://[^/@]+$") or url:match("^https?://[^/@]+/[^@]*$"),
     "oci.new: 'url' must be http(s)://host[:port] without credentials")
+  local path = url:match("^%a+://[^/]+(/.*)$") or ""
+  assert(not (path .. "/"):find("/%.%.?/") and not path:find("//", 1, true) and not path:find("%", 1, true),
+    "oci.new: the path of 'url' must not hold '.', '..' or empty segments, nor percent-escapes")
   local backoff = opts.backoff or {}
   local self = setmetatable({
     url = url,
+    origin = assert(link.origin(url), "oci.new: 'url' must be http(s)://host[:port] without credentials"),
     tls = opts.tls,
     timeout = opts.timeout or 60,
     retries = opts.retries or retry.RETRIES,
@@ -55,7 +67,7 @@ function oci.new(opts)
   }, Registry)
   self.retry = { retries = self.retries, base = backoff.base, cap = backoff.cap }
   self.auth = auth.new { username = opts.username, password = opts.password, tls = opts.tls,
-                         timeout = self.timeout, retry = self.retry }
+                         timeout = self.timeout, retry = self.retry, https = self.origin:find("^https:") ~= nil }
   return self
 end
 
@@ -104,7 +116,9 @@ function Registry:_discover()
   local res, err, kind = self:_send("GET", url, {}, {})
   if not res then return nil, err, kind end
   if res.status == 401 then
-    if not self.auth:learn(res.headers["www-authenticate"]) then
+    local learnt, lerr = self.auth:learn(res.headers["www-authenticate"])
+    if lerr then return nil, "GET " .. url .. ": " .. lerr, "insecure" end
+    if not learnt then
       return nil, "GET " .. url .. ": http 401 with no usable WWW-Authenticate challenge", "http 401"
     end
   elseif res.status == 200 then
@@ -115,9 +129,29 @@ function Registry:_discover()
   return true
 end
 
+-- Checks that a request to url may be made by this client: a registry on
+-- https refuses any http:// URL (a Link, Location or redirect it named).
+-- Returns true, and whether url is on the registry's own origin; or nil,
+-- err, "insecure".
+function Registry:_may_send(method, url)
+  local o = link.origin(url)
+  if self.origin:find("^https:") and not (o and o:find("^https:")) then
+    return nil, string.format("%s%s: refused: the registry %s is on https, and this URL is not (no downgrade "
+      .. "to http)", method and (method .. " ") or "", tostring(url), self.url), "insecure"
+  end
+  return true, o == self.origin
+end
+
 -- Returns the Authorization header value for a space-separated scope list
--- (nil when the registry needs none), or nil, err, kind.
-function Registry:authorization(scope)
+-- (nil when the registry needs none), or nil, err, kind. With url, the
+-- request's target: nil (no credentials) when url is on another origin, and
+-- nil, err, "insecure" for an http URL of a registry on https.
+function Registry:authorization(scope, url)
+  if url then
+    local ok, own, kind = self:_may_send(nil, url)
+    if not ok then return nil, own, kind end
+    if not own then return nil end
+  end
   local ok, err, kind = self:_discover()
   if not ok then return nil, err, kind end
   local value, aerr = self.auth:header(scope)
@@ -126,14 +160,20 @@ function Registry:authorization(scope)
 end
 
 -- Sends a request with auth for scope, retrying transient failures; a 401
--- refreshes the auth once and retries. opts: headers, body, max_body.
--- Returns the response (any status) or nil, err, kind.
+-- refreshes the auth once and retries. A url on another origin gets no
+-- credentials, and one on http from a registry on https is refused. opts:
+-- headers, body, max_body. Returns the response (any status) or nil, err, kind.
 function Registry:_request(method, url, scope, opts)
   opts = opts or {}
-  local refreshed = false
+  local ok, own, okind = self:_may_send(method, url)
+  if not ok then return nil, own, okind end
+  local refreshed = not own  -- another origin's 401 is not ours to answer
   while true do
-    local authz, err, kind = self:authorization(scope)
-    if err then return nil, err, kind end
+    local authz, err, kind
+    if own then
+      authz, err, kind = self:authorization(scope)
+      if err then return nil, err, kind end
+    end
     local headers = {}
     for k, v in pairs(opts.headers or {}) do headers[k] = v end
     headers.Authorization = authz
@@ -142,7 +182,9 @@ function Registry:_request(method, url, scope, opts)
     if not res then return nil, err, kind end
     if res.status ~= 401 or refreshed then return res end
     refreshed = true
-    if not self.auth:unauthorized(scope, res.headers["www-authenticate"]) then return res end
+    local again, aerr = self.auth:unauthorized(scope, res.headers["www-authenticate"])
+    if aerr then return nil, method .. " " .. url .. ": " .. aerr, "insecure" end
+    if not again then return res end
   end
 end
 
@@ -201,6 +243,8 @@ end
 
 -- Lists every tag of repo, following pages of opts.n (default 1000) entries.
 function Registry:tags(repo, opts)
+  local ok, err = reference.repository(repo)
+  if not ok then return nil, "tags: " .. err, "invalid name" end
   local n = opts and opts.n or 1000
   return self:_pages("/v2/" .. repo .. "/tags/list?n=" .. n, pull(repo), "tags")
 end

@@ -8,6 +8,7 @@ local naming = require("naming")
 local runner = require("runner")
 local credentials = require("credentials")
 local progress = require("progress")
+local reference = require("oci.reference")
 
 local replicate = {}
 
@@ -36,18 +37,37 @@ local function endpoint(url, creds_opt, ca, insecure, chunk_size, max_speed)
                   tls = { ca_file = ca, insecure = insecure or false } }
 end
 
--- Lists the source repositories the filters select, sorted.
+-- Returns the names in list that are valid for check (reference.repository
+-- or reference.tag); each other one is left out with a warning naming it and
+-- where it came from.
+local function valid_only(list, check, where)
+  local out = {}
+  for _, n in ipairs(list) do
+    local ok, err = check(n)
+    if ok then out[#out + 1] = n else log.warn("%s: left out %s", where, err) end
+  end
+  return out
+end
+
+-- Lists the source repositories the filters select, sorted. A literal
+-- repository filter that is not a valid name is refused: nil, err.
 local function select_repos(src, opts)
   local includes, excludes = opts.repos or {}, opts.exclude_repos or {}
   local all_literal = #includes > 0
-  for _, p in ipairs(includes) do all_literal = all_literal and literal(p) end
+  for _, p in ipairs(includes) do
+    all_literal = all_literal and literal(p)
+    if literal(p) then
+      local ok, err = reference.repository(p)
+      if not ok then return nil, "repository filter: " .. err end
+    end
+  end
   local names
   if all_literal then
     names = includes  -- no catalog needed: registries like Docker Hub refuse it
   else
     local cat, err = src:catalog()
     if not cat then return nil, "listing the source catalog: " .. err end
-    names = cat
+    names = valid_only(cat, reference.repository, "the source catalog")
   end
   local keep, out = glob.filter(includes, excludes), {}
   for _, n in ipairs(names) do
@@ -73,7 +93,7 @@ function replicate.plan(src, opts)
       return nil, string.format("listing tags of %s: %s", repo, terr)
     end
     local sel = {}
-    for _, t in ipairs(tags) do
+    for _, t in ipairs(valid_only(tags, reference.tag, "the tags of " .. repo)) do
       if keep(t) then sel[#sel + 1] = t end
     end
     table.sort(sel)
@@ -179,6 +199,10 @@ function replicate.main(opts)
   if opts.flatten ~= nil then
     opts.flatten = math.tointeger(tonumber(opts.flatten))
     if not opts.flatten then return nil, "--flatten must be an integer" end
+  end
+  if opts.dest_namespace ~= nil and opts.dest_namespace ~= "" then
+    local ok, err = reference.repository(opts.dest_namespace)
+    if not ok then return nil, "--dest-namespace: " .. err end
   end
   local template, terr = runner.template(opts.template or "distribution")
   if not template then return nil, terr end

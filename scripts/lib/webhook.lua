@@ -5,7 +5,12 @@
 -- webhook.distribution(body) -> events | nil, err   (CNCF Distribution)
 -- webhook.harbor(body) -> events | nil, err         (Harbor, Default or CloudEvents)
 -- The body is the decoded JSON. Events that are not manifest pushes or
--- deletes are left out, and so are malformed entries within a payload.
+-- deletes are left out, and so are malformed entries within a payload. An
+-- event whose repository, tag or digest is not valid in the OCI grammar
+-- (oci/reference.lua: "team-a/../team-b/app" is not a repository) is left out
+-- with a warning naming it; a Harbor payload naming such a repository fails.
+local reference = require("oci.reference")
+
 local webhook = {}
 
 local MANIFEST_TYPES = {
@@ -40,6 +45,16 @@ local function is_array(v)
   return n == #v
 end
 
+-- Checks the names of an event (repository, tag, digest: each when given);
+-- returns true, or nil and the message of the first that is not valid.
+local function valid_names(repository, tag, digest)
+  local ok, err = reference.repository(repository)
+  if ok and tag then ok, err = reference.tag(tag) end
+  if ok and digest then ok, err = reference.digest(digest) end
+  if not ok then return nil, err end
+  return true
+end
+
 -- Normalises one Distribution event; returns nil for events to leave out.
 local function distribution_event(ev)
   if type(ev) ~= "table" or type(ev.target) ~= "table" then return nil end
@@ -57,6 +72,11 @@ local function distribution_event(ev)
     if (mt and not webhook.is_manifest_type(mt)) or not (digest or tag) then return nil end
   else
     return nil                       -- pull, mount
+  end
+  local valid, verr = valid_names(repository, tag, digest)
+  if not valid then
+    log.warn("distribution webhook: %s event left out: %s", ev.action, verr)
+    return nil
   end
   local request = type(ev.request) == "table" and ev.request or {}
   return {
@@ -131,12 +151,19 @@ function webhook.harbor(body)
   if not repository then
     return nil, string.format('harbor webhook: %s names no repository', kind)
   end
+  local valid, verr = reference.repository(repository)
+  if not valid then
+    return nil, string.format("harbor webhook: %s: %s", kind, verr)
+  end
   local out = {}
   for _, res in ipairs(data.resources) do
     if type(res) == "table" then
       local digest, tag = str(res.digest), harbor_tag(res.tag)
       local url = str(res.resource_url)
-      if digest or tag then
+      local ok, err = valid_names(repository, tag, digest)
+      if not ok then
+        log.warn("harbor webhook: %s resource left out: %s", kind, err)
+      elseif digest or tag then
         out[#out + 1] = {
           action = action, repository = repository, tag = tag, digest = digest,
           host = url and url:match("^([^/]+)/"), id = id, time = time,

@@ -74,6 +74,15 @@ is "$STATUS" 400 "a bad cron expression: 400"
 like "$(jget .error)" 'minute 61 out of range' "... naming the field and the value"
 api POST /policies "{\"name\": \"p\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"jobs\": 2.5}"
 is "$STATUS:$(jget .error)" "400:field 'jobs' must be an integer" "a float where an integer belongs: 400"
+api POST /policies "{\"name\": \"p\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"dest_namespace\": \"mirror/..\"}"
+is "$STATUS" 400 "a dest_namespace with a '..' level: 400"
+like "$(jget .error)" "^field 'dest_namespace' must be a repository path: invalid repository name \"mirror/\.\.\": a repository name is" \
+    "... naming the field, the value and the grammar"
+api POST /policies "{\"name\": \"p\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"dest_namespace\": \"Mirror\"}"
+is "$STATUS" 400 "an upper-case dest_namespace: 400"
+api POST /policies "{\"name\": \"p\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"repositories\": [\"team/**\", \"team-a/../team-b/app\"]}"
+is "$STATUS" 400 "a literal repository outside the grammar: 400"
+like "$(jget .error)" "^field 'repositories' has invalid repository name \"team-a/\.\./team-b/app\"" "... naming it"
 api DELETE /registries/abc
 is "$STATUS" 404 "a non-numeric id: 404"
 after=$(sqlite3 "$SERVE_DB" 'SELECT count(*) FROM registries; SELECT count(*) FROM policies' | tr '\n' ' ')

@@ -3,7 +3,9 @@
 --
 -- Credentials live in a private table keyed by the auth object, never in a
 -- field, so logging or encoding a client cannot leak them, and no error
--- message built here contains them.
+-- message built here contains them. The Basic credentials go to the registry
+-- (oci.lua decides which URLs are its own) and to the token realm its
+-- challenge names; a registry on https may only name an https realm.
 local retry = require("oci.retry")
 
 local auth = {}
@@ -70,9 +72,10 @@ function auth.parse_challenges(value)
 end
 
 -- Creates the auth state of one client. opts: username, password, tls,
--- timeout, retry (options for retry.run).
+-- timeout, retry (options for retry.run), https (the registry is on https:
+-- an http token realm is refused).
 function auth.new(opts)
-  local self = setmetatable({ scheme = nil, tokens = {}, inflight = {},
+  local self = setmetatable({ scheme = nil, tokens = {}, inflight = {}, https = opts.https or false,
                               tls = opts.tls, timeout = opts.timeout, retry = opts.retry or {} }, Auth)
   if opts.username then
     secrets[self] = "Basic " .. base64.encode(opts.username .. ":" .. (opts.password or ""))
@@ -96,12 +99,30 @@ function Auth:has_credentials()
   return secrets[self] ~= nil
 end
 
+-- Returns nil when realm may receive the credentials of a registry on https
+-- (https) or http; else why not.
+local function realm_refused(realm, https)
+  local scheme = tostring(realm):match("^(%a[%w+.-]*)://[^/?#]")
+  scheme = scheme and scheme:lower()
+  if scheme ~= "https" and scheme ~= "http" then
+    return string.format("the token realm %q is not an absolute http(s) URL", tostring(realm))
+  end
+  if https and scheme ~= "https" then
+    return string.format("refused: the registry is on https, and its token realm %s is not (no downgrade to http)",
+      realm)
+  end
+  return nil
+end
+
 -- Adopts the scheme of a 401's WWW-Authenticate header (Bearer preferred,
--- then Basic); returns true when it is one this client can answer.
+-- then Basic); returns true when it is one this client can answer, or nil,
+-- err when the Bearer realm may not be used (http from a registry on https).
 function Auth:learn(header)
   local list = auth.parse_challenges(header)
   for _, c in ipairs(list) do
     if c.scheme == "bearer" and c.params.realm then
+      local refused = realm_refused(c.params.realm, self.https)
+      if refused then return nil, refused end
       self.scheme, self.realm, self.service = "bearer", c.params.realm, c.params.service
       return true
     end
@@ -126,6 +147,8 @@ end
 -- Fetches a token for the scopes in key from the realm; stores it in the
 -- cache and returns it, or nil, err.
 local function fetch_token(self, key)
+  local refused = realm_refused(self.realm, self.https)
+  if refused then return nil, "GET " .. tostring(self.realm) .. ": " .. refused end
   local q = {}
   if self.service then q[#q + 1] = "service=" .. urlencode(self.service) end
   for s in key:gmatch("%S+") do q[#q + 1] = "scope=" .. urlencode(s) end
@@ -189,11 +212,13 @@ function Auth:forget(scope)
 end
 
 -- Handles a 401 to a request made with scope: returns true when one retry may
--- succeed (a token to refresh, or a scheme learnt just now).
+-- succeed (a token to refresh, or a scheme learnt just now), or nil, err when
+-- the challenge names a realm that may not be used.
 function Auth:unauthorized(scope, header)
   if self.scheme == "bearer" then
     self:forget(scope)
-    self:learn(header)  -- the realm or service may have moved
+    local _, err = self:learn(header)  -- the realm or service may have moved
+    if err then return nil, err end
     return true
   end
   if self.scheme == "basic" then return false end

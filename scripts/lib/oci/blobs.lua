@@ -8,18 +8,24 @@ local http_error, transfer_error = common.http_error, common.transfer_error
 local link = require("oci.link")
 local retry = require("oci.retry")
 local chunked = require("oci.chunked")
+local reference = require("oci.reference")
 
 local M = {}
 
--- Returns the URL of a blob.
+-- Returns the URL of a blob, or nil, err, "invalid name" when repo or dgst
+-- is not valid in the OCI grammar.
 function M:blob_url(repo, dgst)
+  local ok, err = reference.repository(repo)
+  if ok then ok, err = reference.digest(dgst) end
+  if not ok then return nil, "blob: " .. err, "invalid name" end
   return self.url .. "/v2/" .. repo .. "/blobs/" .. dgst
 end
 
 -- HEADs a blob: its size, false when it does not exist, or nil, err.
 function M:head_blob(repo, dgst)
   if not digest_alg(dgst) then return nil, "invalid digest " .. tostring(dgst), "protocol" end
-  local url = self:blob_url(repo, dgst)
+  local url, uerr, ukind = self:blob_url(repo, dgst)
+  if not url then return nil, uerr, ukind end
   local res, err, kind = self:_request("HEAD", url, pull(repo))
   if not res then return nil, err, kind end
   if res.status == 404 then return false end
@@ -30,6 +36,8 @@ end
 -- POSTs to the uploads endpoint of repo with query; returns the response, the
 -- request's description, or nil, err, kind.
 function M:_post_upload(repo, query, scope)
+  local ok, rerr = reference.repository(repo)
+  if not ok then return nil, "upload: " .. rerr, "invalid name" end
   local url = self.url .. "/v2/" .. repo .. "/blobs/uploads/" .. query
   local res, err, kind = self:_request("POST", url, scope or push(repo))
   if not res then return nil, err, kind end
@@ -52,11 +60,13 @@ function M:start_upload(repo)
 end
 
 -- Abandons the upload session at location (from start_upload or mount_blob):
--- one DELETE, best effort, errors ignored.
+-- one DELETE, best effort, errors ignored (credentials only on the
+-- registry's own origin, nothing at all on a refused http URL).
 function M:cancel_upload(location)
   local repo = tostring(location):match("/v2/(.-)/blobs/uploads/")
-  if not repo then return end
-  local authz = self:authorization(push(repo))
+  if not repo or not reference.repository(repo) then return end
+  local authz, err = self:authorization(push(repo), location)
+  if err then return end
   http.request { method = "DELETE", url = location, headers = { Authorization = authz },
                  tls = self.tls, timeout = self.timeout }
 end
@@ -65,6 +75,8 @@ end
 -- Location of the ordinary upload session the registry opened instead (202).
 function M:mount_blob(repo, dgst, from)
   if not digest_alg(dgst) then return nil, "invalid digest " .. tostring(dgst), "protocol" end
+  local ok, ferr = reference.repository(from)
+  if not ok then return nil, "mount from: " .. ferr, "invalid name" end
   local scope = push(repo) .. " " .. pull(from)
   local res, what, kind = self:_post_upload(repo, "?mount=" .. dgst .. "&from=" .. from, scope)
   if not res then return nil, what, kind end
@@ -92,13 +104,16 @@ end
 -- Streams one blob from src into an upload session of repo through blob.copy;
 -- returns blob.copy's result or nil, err, detail.
 function M:_stream(src, src_repo, repo, desc, location)
-  local from_auth, err, kind = src:authorization(pull(src_repo))
+  local from_url, err, kind = src:blob_url(src_repo, desc.digest)
+  if not from_url then return nil, kind, err end
+  local from_auth
+  from_auth, err, kind = src:authorization(pull(src_repo), from_url)
   if err then return nil, kind, err end
   local to_auth
-  to_auth, err, kind = self:authorization(push(repo))
+  to_auth, err, kind = self:authorization(push(repo), location)
   if err then return nil, kind, err end
   return blob.copy {
-    from = { url = src:blob_url(src_repo, desc.digest), headers = { Authorization = from_auth },
+    from = { url = from_url, headers = { Authorization = from_auth },
              tls = src.tls },
     to = { url = location, headers = { Authorization = to_auth }, tls = self.tls, method = "PUT" },
     digest = desc.digest, size = desc.size, timeout = self.timeout, max_speed = self.max_speed,
@@ -114,11 +129,13 @@ function M:copy_blob_from(src, src_repo, repo, desc)
   if not digest_alg(desc.digest) or math.type(desc.size) ~= "integer" then
     return nil, "copy_blob_from: the descriptor needs a digest and an integer size", "protocol"
   end
-  local have, err, kind = self:head_blob(repo, desc.digest)
+  local from_url, err, kind = src:blob_url(src_repo, desc.digest)
+  if not from_url then return nil, err, kind end
+  local have
+  have, err, kind = self:head_blob(repo, desc.digest)
   if have == nil then return nil, err, kind end
   if have then return { skipped = true } end
-  local what = string.format("copy %s from %s to %s", desc.digest, src:blob_url(src_repo, desc.digest),
-    self.url .. "/v2/" .. repo)
+  local what = string.format("copy %s from %s to %s", desc.digest, from_url, self.url .. "/v2/" .. repo)
   local location
   if src.url == self.url and src_repo ~= repo then
     location, err, kind = self:mount_blob(repo, desc.digest, src_repo)

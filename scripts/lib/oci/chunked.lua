@@ -28,16 +28,19 @@ end
 -- Streams source bytes [first, last] into the running hash h, and into a
 -- PATCH on location when location is given. Returns blob.copy's result.
 local function stream_range(dst, src, src_repo, repo, desc, first, last, h, location)
-  local from_auth, err, kind = src:authorization(pull(src_repo))
+  local from_url, err, kind = src:blob_url(src_repo, desc.digest)
+  if not from_url then return nil, kind, err end
+  local from_auth
+  from_auth, err, kind = src:authorization(pull(src_repo), from_url)
   if err then return nil, kind, err end
   local spec = {
-    from = { url = src:blob_url(src_repo, desc.digest), tls = src.tls,
+    from = { url = from_url, tls = src.tls,
              headers = { Authorization = from_auth, Range = string.format("bytes=%d-%d", first, last) } },
     size = last - first + 1, hash = h, timeout = dst.timeout, max_speed = dst.max_speed,
   }
   if location then
     local to_auth
-    to_auth, err, kind = dst:authorization(push(repo))
+    to_auth, err, kind = dst:authorization(push(repo), location)
     if err then return nil, kind, err end
     spec.to = { url = location, method = "PATCH", tls = dst.tls,
                 headers = { Authorization = to_auth, ["Content-Range"] = string.format("%d-%d", first, last) } }

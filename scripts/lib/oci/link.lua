@@ -17,15 +17,32 @@ function link.next(header)
 end
 
 -- Returns the scheme://authority prefix of an absolute URL, or nil.
-local function origin(url)
+local function prefix(url)
   return url:match("^(%a[%w+.-]*://[^/?#]*)")
+end
+
+local DEFAULT_PORT = { http = "80", https = "443" }
+
+-- Returns the origin of an http(s) URL as "scheme://host:port", lower-case,
+-- with the default port made explicit, so that two spellings of one origin
+-- compare equal; nil for other URLs and for URLs with userinfo.
+function link.origin(url)
+  if type(url) ~= "string" then return nil end
+  local scheme, authority = url:match("^(%a[%w+.-]*)://([^/?#]*)")
+  scheme = scheme and scheme:lower()
+  if not DEFAULT_PORT[scheme] or authority == "" or authority:find("@", 1, true) then return nil end
+  local host, port = authority:match("^(%[[^%]]*%]):?(%d*)$")
+  if not host then host, port = authority:match("^([^:%[%]]+):?(%d*)$") end
+  if not host then return nil end
+  if port == "" then port = DEFAULT_PORT[scheme] end
+  return string.format("%s://%s:%d", scheme, host:lower(), tonumber(port))
 end
 
 -- Resolves ref against the absolute URL base: absolute, scheme-relative,
 -- absolute-path, query-only and path-relative references.
 function link.resolve(base, ref)
   if ref:match("^%a[%w+.-]*://") then return ref end
-  local o = assert(origin(base), "link.resolve: base must be an absolute URL")
+  local o = assert(prefix(base), "link.resolve: base must be an absolute URL")
   if ref:sub(1, 2) == "//" then return base:match("^(%a[%w+.-]*:)") .. ref end
   if ref:sub(1, 1) == "/" then return o .. ref end
   local path = base:sub(#o + 1):gsub("[?#].*$", "")

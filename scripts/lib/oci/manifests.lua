@@ -5,11 +5,15 @@ local pull, push = common.pull, common.push
 local digest_alg, digest_of = common.digest_alg, common.digest_of
 local http_error = common.http_error
 local media = require("oci.media")
+local reference = require("oci.reference")
 
 local M = {}
 
--- Returns the URL of a manifest.
+-- Returns the URL of a manifest, or nil, err, "invalid name" when repo or ref
+-- is not valid in the OCI grammar (no URL is built from such a name).
 function M:manifest_url(repo, ref)
+  local ok, err = reference.check(repo, ref)
+  if not ok then return nil, "manifest: " .. err, "invalid name" end
   return self.url .. "/v2/" .. repo .. "/manifests/" .. ref
 end
 
@@ -36,7 +40,8 @@ end
 -- GETs a manifest as exact bytes: {body, media_type, digest, size}, the
 -- digest computed and checked against the reference and the registry's header.
 function M:get_manifest(repo, ref)
-  local url = self:manifest_url(repo, ref)
+  local url, uerr, ukind = self:manifest_url(repo, ref)
+  if not url then return nil, uerr, ukind end
   local what = "GET " .. url
   local res, err, kind = self:_request("GET", url, pull(repo),
     { headers = { Accept = media.ACCEPT }, max_body = media.MAX_MANIFEST })
@@ -56,7 +61,8 @@ end
 -- HEADs a manifest: {digest, media_type, size}, false when it does not exist,
 -- or nil, err. Without a Docker-Content-Digest header it GETs the manifest.
 function M:head_manifest(repo, ref)
-  local url = self:manifest_url(repo, ref)
+  local url, uerr, ukind = self:manifest_url(repo, ref)
+  if not url then return nil, uerr, ukind end
   local res, err, kind = self:_request("HEAD", url, pull(repo), { headers = { Accept = media.ACCEPT } })
   if not res then return nil, err, kind end
   if res.status == 404 then return false end
@@ -81,7 +87,8 @@ function M:put_manifest(repo, ref, body, media_type)
     media_type = type(doc) == "table" and media.detect(doc)
     if not media_type then return nil, "put_manifest: the media type is unknown", "protocol" end
   end
-  local url = self:manifest_url(repo, ref)
+  local url, uerr, ukind = self:manifest_url(repo, ref)
+  if not url then return nil, uerr, ukind end
   local what = "PUT " .. url
   local want = digest_of(body, digest_alg(ref))
   if digest_alg(ref) and want ~= ref then
@@ -104,7 +111,8 @@ end
 -- registry with deletes disabled answers 405 UNSUPPORTED).
 function M:delete_manifest(repo, dgst)
   assert(digest_alg(dgst), "delete_manifest: a digest is required")
-  local url = self:manifest_url(repo, dgst)
+  local url, uerr, ukind = self:manifest_url(repo, dgst)
+  if not url then return nil, uerr, ukind end
   local res, err, kind = self:_request("DELETE", url, "repository:" .. repo .. ":delete", {})
   if not res then return nil, err, kind end
   if res.status == 404 then return false end

@@ -8,14 +8,40 @@ local api = require("serve.api")
 local glob = require("glob")
 local cron = require("cron")
 local runner = require("runner")
+local reference = require("oci.reference")
 
 local policies = {}
 
+-- Returns nil when every pattern of v compiles, else why not.
 local function check_globs(v)
   for _, p in ipairs(v) do
     local ok, err = pcall(glob.compile, p)
     if not ok or p == "" then return string.format("has a bad pattern %q: %s", p, ok and "empty" or tostring(err)) end
   end
+end
+
+-- Returns a check for include patterns: they compile, and each literal one
+-- (no glob characters) is a valid name for check_name (reference.repository
+-- or reference.tag).
+local function check_includes(check_name)
+  return function(v)
+    local err = check_globs(v)
+    if err then return err end
+    for _, p in ipairs(v) do
+      if not p:find("[%*%?%[%{\\]") then
+        local ok, nerr = check_name(p)
+        if not ok then return "has " .. nerr end
+      end
+    end
+  end
+end
+
+-- Returns nil when v is empty (no namespace) or a valid repository path,
+-- else why not.
+local function check_namespace(v)
+  if v == "" then return nil end
+  local ok, err = reference.repository(v)
+  if not ok then return "must be a repository path: " .. err end
 end
 
 local function check_cron(v)
@@ -34,13 +60,11 @@ local SPEC = {
   description = { type = "string", nullable = true },
   source_registry = { type = "integer", required = true },
   target_registry = { type = "integer", required = true },
-  repositories = { type = "array", check = check_globs },
+  repositories = { type = "array", check = check_includes(reference.repository) },
   exclude_repositories = { type = "array", check = check_globs },
-  tags = { type = "array", check = check_globs },
+  tags = { type = "array", check = check_includes(reference.tag) },
   exclude_tags = { type = "array", check = check_globs },
-  dest_namespace = { type = "string", nullable = true,
-                     check = function(v) if v ~= "" and not v:match("^[a-z0-9][a-z0-9._/-]*$") then
-                       return "must be a lower-case repository path" end end },
+  dest_namespace = { type = "string", nullable = true, check = check_namespace },
   flatten = { type = "integer", check = function(v) if v < -1 then return "must be -1 or more" end end },
   trigger = { type = "string", check = function(v)
                 if v ~= "manual" and v ~= "cron" and v ~= "event" then return "must be manual, cron or event" end end },
