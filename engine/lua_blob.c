@@ -14,13 +14,24 @@
 
 #define BLOB_MT "replica.blob.op"
 #define DEFAULT_BUFFER (4L << 20)
+#define MAX_BUFFER (64L << 20)
 
 struct blob_op {
     struct task_op op;
     struct task *task;
     struct http_req *get, *put;  /* until the stream owns them */
     struct stream *s;
+    struct acct *held;           /* the budget the ring is charged to, or NULL */
+    size_t held_bytes;
 };
+
+/* Gives the ring's bytes back to the budget they were charged to. */
+static void release_ring(struct blob_op *o, struct vm *vm)
+{
+    vm_unreserve(vm, o->held, o->held_bytes);
+    o->held = NULL;
+    o->held_bytes = 0;
+}
 
 static void on_done(struct stream *s, void *ud)
 {
@@ -40,6 +51,7 @@ static void op_cancel(struct task_op *op)
 static int op_gc(lua_State *L)
 {
     struct blob_op *o = luaL_checkudata(L, 1, BLOB_MT);
+    release_ring(o, vm_of(L));
     stream_free(o->s);
     http_req_free(o->get);
     http_req_free(o->put);
@@ -59,6 +71,7 @@ static int copy_done(lua_State *L, int status, lua_KContext ctx)
     /* Free the ring now: Lua's collector does not see its megabytes. */
     stream_free(o->s);
     o->s = NULL;
+    release_ring(o, vm_of(L));
     return n;
 }
 
@@ -152,8 +165,8 @@ static int l_copy(lua_State *L)
         lhash_check(L, -1);
         hash_idx = lua_gettop(L);
     }
-    if (timeout <= 0 || bufsize <= 0)
-        return luaL_error(L, "blob.copy: 'timeout' and 'buffer' must be positive");
+    if (timeout <= 0 || bufsize <= 0 || bufsize > MAX_BUFFER)
+        return luaL_error(L, "blob.copy: 'timeout' must be positive and 'buffer' 1..64 MiB");
     if (strcmp(method, "PUT") != 0 && strcmp(method, "PATCH") != 0)
         return luaL_error(L, "blob.copy: 'to.method' must be PUT or PATCH");
     if (!digest && to && strcmp(method, "PUT") == 0)
@@ -191,6 +204,11 @@ static int l_copy(lua_State *L)
     }
     o->op.cancel = op_cancel;
     o->task = t;
+    /* The ring is C memory: it counts against the task's memory budget for
+     * as long as the copy holds it. */
+    if (!(o->held = vm_reserve(vm, (size_t)bufsize)))
+        return luaL_error(L, "blob.copy: a %I-byte buffer does not fit the memory limit", bufsize);
+    o->held_bytes = (size_t)bufsize;
     o->get = http_req_new(vm->http, "GET", src, (long)timeout, 10);
     o->put = to ? http_req_new(vm->http, method, put_url, (long)timeout, 10) : NULL;
     if (!o->get || (to && !o->put))

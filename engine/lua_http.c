@@ -287,7 +287,10 @@ static int l_request(lua_State *L)
     if (!o->req)
         return luaL_error(L, "http.request: out of memory");
     struct http_req *r = o->req;
-    r->max_body = (size_t)max_body;
+    /* The body is C memory until it becomes a string: never more than the
+     * task's memory budget has left. */
+    size_t left = vm_budget_left(vm);
+    r->max_body = (size_t)max_body < left ? (size_t)max_body : left;
     lhttp_configure(L, 1, r, method, 1);
 
     if (http_req_start(r, on_done, o) != 0) {

@@ -129,7 +129,7 @@ static void copy_plain(lua_State *L, int idx, struct plain *p, int depth)
     lua_pushvalue(L, idx);
     int seen = lua_rawget(L, p->seen);
     if (seen == LUA_TBOOLEAN)
-        luaL_error(L, "%s: cycle (a table contains itself)", p->path);
+        luaL_error(L, "cycle in %s (a table that contains itself)", p->path);
     if (seen == LUA_TTABLE)
         return; /* shared, not a cycle: share the copy too */
     lua_pop(L, 1);

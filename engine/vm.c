@@ -120,6 +120,19 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return nb + 1;
 }
 
+size_t vm_budget_left(struct vm *vm)
+{
+    size_t left = SIZE_MAX;
+    if (!vm->current)
+        return left;
+    for (const struct acct *a = vm->current->acct; a; a = a->up) {
+        size_t l = a->bytes >= a->mem_limit ? 0 : a->mem_limit - a->bytes;
+        if (l < left)
+            left = l;
+    }
+    return left;
+}
+
 struct acct *vm_reserve(struct vm *vm, size_t n)
 {
     struct task *t = vm->current;

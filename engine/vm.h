@@ -123,6 +123,10 @@ static inline struct vm *vm_of(lua_State *L)
  * reference to the budget above) with its last. */
 void vm_acct_release(struct vm *vm, struct acct *a);
 
+/* Returns how many more bytes the running task's budget (and those it
+ * counts against) allows; SIZE_MAX outside a task. */
+size_t vm_budget_left(struct vm *vm);
+
 /* Charges n bytes that the running task holds outside Lua's heap (a C
  * library's buffer) to its budget. Returns the budget charged, to give to
  * vm_unreserve, or NULL when that would pass a limit (the task is then

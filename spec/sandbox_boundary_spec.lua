@@ -372,7 +372,7 @@ t.test("sandbox.plain copies plain data and refuses what is not", function()
   local cyc = {}
   cyc.me = { cyc }
   local _, err = sandbox.plain(cyc, "output")
-  t.match(err, "output%.me%[1%]: cycle")
+  t.match(err, "cycle in output%.me%[1%]")
   local _, err2 = sandbox.plain({ f = print }, "output")
   t.match(err2, "output%.f: function values cannot be stored")
 end)

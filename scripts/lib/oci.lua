@@ -88,10 +88,10 @@ function Registry:fork()
     self._ping_tried = true
     self:ping()
   end
-  local c = setmetatable({ url = self.url, tls = copy(self.tls), timeout = self.timeout,
-                           retries = self.retries, chunk_size = self.chunk_size,
-                           max_speed = self.max_speed, _ping = copy(self._ping) }, Registry)
-  c.retry = copy(self.retry)
+  local c = {}
+  for k, v in pairs(self) do c[k] = copy(v) end -- settings tables (tls, retry) copied too
+  c._ping_tried = nil
+  setmetatable(c, Registry)
   c.auth = self.auth:fork(c.retry, c.tls)
   return c
 end

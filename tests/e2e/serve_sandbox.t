@@ -80,7 +80,7 @@ like "$(task_error coloop)" "exceeded its CPU limit \\(2 s\\)" "a loop inside a 
 like "$(task_error move)" "exceeded its CPU limit \\(2 s\\)" "table.move over 3e8 elements is stopped at the CPU budget"
 
 # Finding 5: cycles and oversized JSON.
-like "$(task_error cycle)" "cycle" "a stage output that contains itself fails the stage"
+like "$(task_error cycle)" "cycle in stage output" "a stage output that contains itself fails the stage with \"cycle in stage output\""
 like "$(task_error dag)" "memory limit" "a 2^25-leaf JSON fails on the memory limit"
 
 # Finding 6: a child cannot raise its limits.

@@ -86,10 +86,11 @@ end
 -- Returns an auth state for a forked client: the same credentials, the
 -- scheme learnt so far, a copy of the token cache, nothing in flight.
 function Auth:fork(retry_opts, tls)
-  local c = setmetatable({ scheme = self.scheme, realm = self.realm, service = self.service,
-                           tokens = {}, inflight = {}, tls = tls, timeout = self.timeout,
-                           retry = retry_opts or self.retry }, Auth)
+  local c = {}
+  for k, v in pairs(self) do c[k] = v end
+  c.tokens, c.inflight, c.tls, c.retry = {}, {}, tls, retry_opts or self.retry
   for k, v in pairs(self.tokens) do c.tokens[k] = { token = v.token, expires = v.expires } end
+  setmetatable(c, Auth)
   secrets[c] = secrets[self]
   return c
 end
