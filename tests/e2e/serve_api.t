@@ -76,6 +76,13 @@ api POST /policies "{\"name\": \"p\", \"source_registry\": $SRC_ID, \"target_reg
 is "$STATUS:$(jget .error)" "400:field 'jobs' must be an integer" "a float where an integer belongs: 400"
 api DELETE /registries/abc
 is "$STATUS" 404 "a non-numeric id: 404"
+api GET "/registries?page=9223372036854775807&page_size=500"
+is "$STATUS:$(jget .error)" "400:page must be at most 18446744073709551 with page_size 500" \
+    "a page whose offset would overflow: 400, not the first page"
+api GET "/registries?page=18446744073709551&page_size=500"
+is "$STATUS:$(jget length)" "200:0" "the last page that can be asked for: 200, empty"
+api GET "/executions?page=9223372036854775807"
+is "$STATUS" 400 "the same for every list"
 after=$(sqlite3 "$SERVE_DB" 'SELECT count(*) FROM registries; SELECT count(*) FROM policies' | tr '\n' ' ')
 is "$after" "$before" "rejected requests changed nothing"
 
