@@ -439,9 +439,11 @@ static int db_gc(lua_State *L)
 }
 
 /* sys.db_open(path) -> db | nil, err. The db object owns the store it opens
- * (creating the file and migrating the schema). */
+ * (creating the file and migrating the schema); what the store changed on
+ * the way (a loose file mode made 0600) is logged once. */
 static int l_db_open(lua_State *L)
 {
+    struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
     const char *path = luaL_checkstring(L, 1);
     struct db *d = lua_newuserdatauv(L, sizeof(*d), 0);
     memset(d, 0, sizeof(*d));
@@ -453,12 +455,13 @@ static int l_db_open(lua_State *L)
         lua_pushstring(L, err);
         return 2;
     }
+    if (d->store->notice[0])
+        vm_logf(vm, task_current(vm), LOG_WARN, "database %s: %s", path, d->store->notice);
     return 1;
 }
 
 void sys_add_db(struct vm *vm, lua_State *L)
 {
-    (void)vm;
     if (luaL_newmetatable(L, DB_MT)) {
         static const luaL_Reg methods[] = {
             { "exec", db_exec },       { "query", db_query },     { "row", db_row },
@@ -473,6 +476,7 @@ void sys_add_db(struct vm *vm, lua_State *L)
         lua_setfield(L, -2, "__close");
     }
     lua_pop(L, 1);
-    lua_pushcfunction(L, l_db_open);
+    lua_pushlightuserdata(L, vm);
+    lua_pushcclosure(L, l_db_open, 1);
     lua_setfield(L, -2, "db_open");
 }

@@ -18,6 +18,8 @@ serve_start api
 like "$TOKEN" '^rpl_[A-Za-z0-9_-]{40,}$' "the first start prints an admin token"
 key=$SERVE_DB.key
 is "$(stat -c %a "$key")" 600 "the credential key file is created with mode 0600"
+is "$(stat -c %a "$SERVE_DB" "$SERVE_DB-wal" "$SERVE_DB-shm" | tr '\n' ' ')" "600 600 600 " \
+    "the database and its -wal and -shm files are created with mode 0600"
 
 # --- auth --------------------------------------------------------------------
 st=$(curl -s -o "$E2E_WORK/b" -w '%{http_code}' "$API/registries")
