@@ -119,6 +119,11 @@ static const char *const migrations[] = {
     "  CHECK (kind IN ('copy', 'delete'));"
     "ALTER TABLE events ADD COLUMN registry INTEGER;"
     "ALTER TABLE events ADD COLUMN detail TEXT;",
+    /* 3: named settings of the daemon; "key_check" holds a constant sealed
+     * under the key file, so that a start with the wrong key is refused. */
+    "CREATE TABLE settings ("
+    "  name TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
