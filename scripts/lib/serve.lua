@@ -78,11 +78,20 @@ local function flush_logs(s)
   if dropped > 0 then log.warn("%d task log line(s) dropped: the log buffer was full", dropped) end
 end
 
--- Fires cron-triggered policies; checks once a second.
+local REMATCH_EVERY = 5 -- seconds between retries of unmatched webhook events
+local REMATCH_AGE = 5   -- an event unmatched this long is retried
+
+-- Fires cron-triggered policies; checks once a second. Every few seconds
+-- it also retries the webhook events whose matching failed.
 local function cron_loop(s)
   local plans = {}
+  local rematch_at = time.mono() + REMATCH_EVERY
   while not s.closing do
     local now = time.now()
+    if time.mono() >= rematch_at then
+      rematch_at = time.mono() + REMATCH_EVERY
+      webhooks.rematch(s, REMATCH_AGE)
+    end
     local seen = {}
     local rows = s.db:query("SELECT id, cron FROM policies WHERE trigger = 'cron' AND enabled = 1 AND cron IS NOT NULL")
     for _, r in ipairs(rows or {}) do
