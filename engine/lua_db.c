@@ -510,7 +510,7 @@ static int l_db_open(lua_State *L)
         return 2;
     }
     if (d->store->notice[0])
-        vm_logf(vm, task_current(vm), LOG_WARN, "database %s: %s", path, d->store->notice);
+        vm_logf(vm, task_current(vm), LOG_WARN, "database files made private: %s", d->store->notice);
     return 1;
 }
 
