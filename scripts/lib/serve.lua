@@ -46,8 +46,9 @@ local function load_key(sys, db, db_path, key_path)
   local keyring, err, kind = sys.keyring(key_path, { create = not check and not sealed })
   if not keyring and kind == "missing" then
     return nil, string.format("key file %s does not exist, but the database %s holds values sealed under "
-      .. "its key (registry passwords): restore the key file from your backup, or name it with --key-file. "
-      .. "No new key is created, since it could not open them", key_path, db_path)
+      .. "its key (%s): restore the key file from your backup, or name it with --key-file. "
+      .. "No new key is created, since it could not open them", key_path, db_path,
+      sealed and "registry passwords" or "its key check value")
   end
   if not keyring then return nil, err end
   local wrong = string.format("key file %s is not the key of the database %s (it cannot open the values "
