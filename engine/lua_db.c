@@ -4,6 +4,7 @@
  * nil, err, kind (kind "constraint", "busy" or "error"); misuse raises. */
 #include <ctype.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -373,43 +374,96 @@ static int db_script(lua_State *L)
     return 1;
 }
 
-/* db:transaction(fn, ...) -> fn's results | nil, err[, kind]. Runs fn(...)
- * inside BEGIN IMMEDIATE, not yieldable; commits unless fn returns nil, err
- * (rolled back, returned) or raises (rolled back, re-raised). */
-static int db_transaction(lua_State *L)
+/* Returns the connection's PRAGMA synchronous level (0..3), or -1. */
+static int sync_level(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA synchronous", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Sets PRAGMA synchronous back to level (from sync_level); errors ignored,
+ * nothing pushed (the caller may hold an error on the stack). */
+static void sync_restore(sqlite3 *db, int level)
+{
+    char sql[48];
+    snprintf(sql, sizeof(sql), "PRAGMA synchronous = %d", level);
+    sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+/* The body of db:transaction and db:durable_transaction, for the db at 1
+ * and fn at 2 with its arguments above. A durable one commits with PRAGMA
+ * synchronous = FULL (the WAL is synced before COMMIT returns) and then
+ * restores the connection's level; fn cannot yield, so nothing else runs
+ * under FULL meanwhile. */
+static int transaction(lua_State *L, int durable)
 {
     struct db *d = check_open(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     if (d->in_tx)
         return luaL_error(L, "db: transaction already open");
     sqlite3 *db = d->store->db;
-    if (exec_script(L, db, "BEGIN IMMEDIATE") != 0)
+    int level = -1;
+    if (durable) {
+        if ((level = sync_level(db)) < 0)
+            return push_fail(L, sqlite3_errmsg(db), sqlite3_errcode(db));
+        if (exec_script(L, db, "PRAGMA synchronous = FULL") != 0)
+            return 3;
+    }
+    if (exec_script(L, db, "BEGIN IMMEDIATE") != 0) {
+        if (durable)
+            sync_restore(db, level);
         return 3;
+    }
     d->in_tx = 1;
     int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 0);
     d->in_tx = 0;
-    int nres = lua_gettop(L) - 1;
+    int nres = lua_gettop(L) - 1, rc;
     if (status != LUA_OK) {
         if (!sqlite3_get_autocommit(db))
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        if (durable)
+            sync_restore(db, level);
         return lua_error(L);
     }
     if (sqlite3_get_autocommit(db)) {
         lua_pushnil(L);
         lua_pushliteral(L, "db: the transaction was ended inside its function");
         lua_pushliteral(L, "error");
-        return 3;
-    }
-    if (nres >= 2 && lua_isnil(L, 2) && !lua_isnil(L, 3)) {
+        rc = 3;
+    } else if (nres >= 2 && lua_isnil(L, 2) && !lua_isnil(L, 3)) {
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return nres;
-    }
-    if (exec_script(L, db, "COMMIT") != 0) {
+        rc = nres;
+    } else if (exec_script(L, db, "COMMIT") != 0) {
         if (!sqlite3_get_autocommit(db))
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return 3;
+        rc = 3;
+    } else {
+        rc = nres;
     }
-    return nres;
+    if (durable)
+        sync_restore(db, level);
+    return rc;
+}
+
+/* db:transaction(fn, ...) -> fn's results | nil, err[, kind]. Runs fn(...)
+ * inside BEGIN IMMEDIATE, not yieldable; commits unless fn returns nil, err
+ * (rolled back, returned) or raises (rolled back, re-raised). */
+static int db_transaction(lua_State *L)
+{
+    return transaction(L, 0);
+}
+
+/* db:durable_transaction(fn, ...): db:transaction whose commit survives an
+ * OS crash or power cut once it returns (synchronous = FULL for this
+ * commit; the connection's NORMAL is restored after). */
+static int db_durable_transaction(lua_State *L)
+{
+    return transaction(L, 1);
 }
 
 /* db:version() -> the schema version (PRAGMA user_version) */
@@ -439,9 +493,11 @@ static int db_gc(lua_State *L)
 }
 
 /* sys.db_open(path) -> db | nil, err. The db object owns the store it opens
- * (creating the file and migrating the schema). */
+ * (creating the file and migrating the schema); what the store changed on
+ * the way (a loose file mode made 0600) is logged once. */
 static int l_db_open(lua_State *L)
 {
+    struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
     const char *path = luaL_checkstring(L, 1);
     struct db *d = lua_newuserdatauv(L, sizeof(*d), 0);
     memset(d, 0, sizeof(*d));
@@ -453,16 +509,18 @@ static int l_db_open(lua_State *L)
         lua_pushstring(L, err);
         return 2;
     }
+    if (d->store->notice[0])
+        vm_logf(vm, task_current(vm), LOG_WARN, "database files made private: %s", d->store->notice);
     return 1;
 }
 
 void sys_add_db(struct vm *vm, lua_State *L)
 {
-    (void)vm;
     if (luaL_newmetatable(L, DB_MT)) {
         static const luaL_Reg methods[] = {
             { "exec", db_exec },       { "query", db_query },     { "row", db_row },
             { "script", db_script },   { "transaction", db_transaction },
+            { "durable_transaction", db_durable_transaction },
             { "version", db_version }, { "close", db_close },     { NULL, NULL }
         };
         luaL_newlib(L, methods);
@@ -473,6 +531,7 @@ void sys_add_db(struct vm *vm, lua_State *L)
         lua_setfield(L, -2, "__close");
     }
     lua_pop(L, 1);
-    lua_pushcfunction(L, l_db_open);
+    lua_pushlightuserdata(L, vm);
+    lua_pushcclosure(L, l_db_open, 1);
     lua_setfield(L, -2, "db_open");
 }

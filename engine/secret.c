@@ -136,13 +136,21 @@ fail:
     return -1;
 }
 
-int secret_key_load(const char *path, unsigned char key[SECRET_KEY_LEN], char *err,
-                    size_t errlen)
+enum secret_key_rc secret_key_load(const char *path, unsigned char key[SECRET_KEY_LEN],
+                                   int may_create, char *err, size_t errlen)
 {
+    if (!may_create) {
+        struct stat st;
+        if (lstat(path, &st) != 0 && errno == ENOENT) {
+            set_err(err, errlen, "key file %s: does not exist", path);
+            return SECRET_KEY_MISSING;
+        }
+        return key_read(path, key, err, errlen) == 0 ? SECRET_KEY_OK : SECRET_KEY_ERROR;
+    }
     int rc = key_create(path, key, err, errlen);
     if (rc == 1)
         rc = key_read(path, key, err, errlen);
-    return rc;
+    return rc == 0 ? SECRET_KEY_OK : SECRET_KEY_ERROR;
 }
 
 /* Runs AES-256-GCM one way over in[0..n) into out, with aad; for decryption

@@ -7,11 +7,19 @@
 
 #define SECRET_KEY_LEN 32
 
-/* Loads the key at path, creating it (mode 0600, 32 random bytes) if absent;
- * refuses a non-regular file, a wrong size or group/other mode bits.
- * Returns 0, or -1 with a message naming path in err. Caller owns key. */
-int secret_key_load(const char *path, unsigned char key[SECRET_KEY_LEN], char *err,
-                    size_t errlen);
+/* What secret_key_load returns. */
+enum secret_key_rc {
+    SECRET_KEY_OK = 0,
+    SECRET_KEY_ERROR = -1,   /* unreadable, or refused: err says why */
+    SECRET_KEY_MISSING = -2, /* absent, and the caller did not allow creating it */
+};
+
+/* Loads the key at path. An absent file is created (mode 0600, 32 random
+ * bytes) when may_create is non-zero, else it is SECRET_KEY_MISSING and
+ * nothing is created. Refuses a non-regular file, a wrong size or
+ * group/other mode bits. On failure err names path. Caller owns key. */
+enum secret_key_rc secret_key_load(const char *path, unsigned char key[SECRET_KEY_LEN],
+                                   int may_create, char *err, size_t errlen);
 
 /* Encrypts len bytes of plain bound to aad (may be NULL, same as "");
  * returns a malloc'd "v1:..." ASCII string the caller frees, or NULL. */

@@ -1,9 +1,13 @@
 /* store.c - the SQLite database and its migrations. */
 #include "store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* The migrations, in order: migration i brings the schema from version i to
  * i + 1. Never edit one that has shipped; add a new one. */
@@ -115,6 +119,11 @@ static const char *const migrations[] = {
     "  CHECK (kind IN ('copy', 'delete'));"
     "ALTER TABLE events ADD COLUMN registry INTEGER;"
     "ALTER TABLE events ADD COLUMN detail TEXT;",
+    /* 3: named settings of the daemon; "key_check" holds a constant sealed
+     * under the key file, so that a start with the wrong key is refused. */
+    "CREATE TABLE settings ("
+    "  name TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -178,12 +187,74 @@ static int migrate(struct store *s, char *err, size_t errlen)
     return 0;
 }
 
+/* Appends "file was mode M, now 0600" to s->notice. */
+static void note_tightened(struct store *s, const char *file, mode_t was)
+{
+    size_t n = strlen(s->notice);
+    snprintf(s->notice + n, sizeof(s->notice) - n, "%s%s was mode %04o, now 0600", n ? "; " : "",
+             file, (unsigned)(was & 07777));
+}
+
+/* Tightens the open file fd (named file) to 0600 when group or others may
+ * access it, noting it in s->notice. Returns 0, or -1 with err. */
+static int tighten(struct store *s, int fd, const char *file, char *err, size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cannot stat %s: %s", file, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 077) == 0)
+        return 0;
+    if (fchmod(fd, 0600) != 0) {
+        snprintf(err, errlen, "%s has mode %04o and cannot be made private: %s", file,
+                 (unsigned)(st.st_mode & 07777), strerror(errno));
+        return -1;
+    }
+    note_tightened(s, file, st.st_mode);
+    return 0;
+}
+
+/* Makes the database private before SQLite opens it: creates the file 0600
+ * when absent (SQLite gives -wal and -shm the mode of the database), and
+ * tightens an existing database, -wal or -shm that group or others may
+ * access. Returns 0, or -1 with err. */
+static int make_private(struct store *s, char *err, size_t errlen)
+{
+    if (s->path[0] == '\0' || strcmp(s->path, ":memory:") == 0 || strncmp(s->path, "file:", 5) == 0)
+        return 0; /* temporary, in-memory or URI databases: SQLite's business */
+    static const char *const suffixes[] = { "", "-wal", "-shm" };
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        char file[4096];
+        if (snprintf(file, sizeof(file), "%s%s", s->path, suffixes[i]) >= (int)sizeof(file)) {
+            snprintf(err, errlen, "database path too long: %s", s->path);
+            return -1;
+        }
+        int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (i == 0 ? O_CREAT : 0), 0600);
+        if (fd < 0) {
+            if (i > 0 && errno == ENOENT)
+                continue;
+            snprintf(err, errlen, "cannot open %s: %s", file, strerror(errno));
+            return -1;
+        }
+        int rc = tighten(s, fd, file, err, errlen);
+        close(fd);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
     struct store *s = calloc(1, sizeof(*s));
     if (!s || !(s->path = strdup(path))) {
         free(s);
         snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (make_private(s, err, errlen) != 0) {
+        store_close(s);
         return NULL;
     }
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {

@@ -12,11 +12,14 @@
 struct store {
     sqlite3 *db;
     char *path;
+    char notice[1024]; /* what store_open changed that the log should say, or "" */
 };
 
-/* Opens (creating if needed) the database at path and migrates it to the
- * current schema. Returns NULL with a message in err on failure. The caller
- * owns the store and closes it with store_close. */
+/* Opens (creating it mode 0600 if needed) the database at path and migrates
+ * it to the current schema. A database, -wal or -shm file that group or
+ * others may access is made 0600, and notice says so. Returns NULL with a
+ * message in err on failure. The caller owns the store and closes it with
+ * store_close. */
 struct store *store_open(const char *path, char *err, size_t errlen);
 
 /* Closes the database; NULL allowed. */

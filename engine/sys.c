@@ -21,19 +21,32 @@ struct keyring {
     int loaded;
 };
 
-/* sys.keyring(path) -> keyring | nil, err. Loads (creating, mode 0600) the
- * 32-byte key file; the keyring object owns the key and wipes it on __gc. */
+/* sys.keyring(path [, {create = true}]) -> keyring | nil, err, kind. Loads
+ * the 32-byte key file, creating it (mode 0600) when absent unless create is
+ * false; kind is "missing" (absent and not created) or "error". The keyring
+ * object owns the key and wipes it on __gc. */
 static int l_keyring(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
+    int create = 1;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        if (lua_getfield(L, 2, "create") != LUA_TNIL) {
+            luaL_argcheck(L, lua_isboolean(L, -1), 2, "create must be a boolean");
+            create = lua_toboolean(L, -1);
+        }
+        lua_pop(L, 1);
+    }
     struct keyring *k = lua_newuserdatauv(L, sizeof(*k), 0);
     memset(k, 0, sizeof(*k));
     luaL_setmetatable(L, KEYRING_MT);
     char err[512];
-    if (secret_key_load(path, k->key, err, sizeof(err)) != 0) {
+    enum secret_key_rc rc = secret_key_load(path, k->key, create, err, sizeof(err));
+    if (rc != SECRET_KEY_OK) {
         lua_pushnil(L);
         lua_pushstring(L, err);
-        return 2;
+        lua_pushstring(L, rc == SECRET_KEY_MISSING ? "missing" : "error");
+        return 3;
     }
     k->loaded = 1;
     return 1;

@@ -29,6 +29,41 @@ local function parse_listen(s)
   return host, port
 end
 
+local KEY_CHECK = "replica key check" -- sealed under the key, stored in settings
+local KEY_CHECK_AAD = "replica:key-check"
+
+-- Loads the key file at key_path and checks that it is the key of database
+-- db (at db_path). A new key is created only while the database holds no
+-- sealed value; the key check value is written at the first start (or the
+-- first start of this version, once a sealed password opened with the key).
+-- Returns the keyring, or nil and a message that says what to do.
+local function load_key(sys, db, db_path, key_path)
+  local check, cerr = db:row("SELECT value FROM settings WHERE name = 'key_check'")
+  if cerr then return nil, "cannot read the key check value: " .. cerr end
+  local sealed, serr = db:row([[SELECT id, password_sealed FROM registries WHERE password_sealed IS NOT NULL
+                                ORDER BY id LIMIT 1]])
+  if serr then return nil, "cannot read the registries: " .. serr end
+  local keyring, err, kind = sys.keyring(key_path, { create = not check and not sealed })
+  if not keyring and kind == "missing" then
+    return nil, string.format("key file %s does not exist, but the database %s holds values sealed under "
+      .. "its key (%s): restore the key file from your backup, or name it with --key-file. "
+      .. "No new key is created, since it could not open them", key_path, db_path,
+      sealed and "registry passwords" or "its key check value")
+  end
+  if not keyring then return nil, err end
+  local wrong = string.format("key file %s is not the key of the database %s (it cannot open the values "
+    .. "sealed there): restore the right key file, or name it with --key-file", key_path, db_path)
+  if check then
+    if keyring:open(check.value, KEY_CHECK_AAD) ~= KEY_CHECK then return nil, wrong end
+    return keyring
+  end
+  if sealed and not keyring:open(sealed.password_sealed, "registry:" .. sealed.id) then return nil, wrong end
+  local ok, ierr = db:exec("INSERT INTO settings (name, value) VALUES ('key_check', ?)",
+                           keyring:seal(KEY_CHECK, KEY_CHECK_AAD))
+  if not ok then return nil, "cannot store the key check value: " .. tostring(ierr) end
+  return keyring
+end
+
 -- Writes the task log lines captured since the last call into task_logs.
 local function flush_logs(s)
   local lines, dropped = s.sys.log_drain()
@@ -44,11 +79,20 @@ local function flush_logs(s)
   if dropped > 0 then log.warn("%d task log line(s) dropped: the log buffer was full", dropped) end
 end
 
--- Fires cron-triggered policies; checks once a second.
+local REMATCH_EVERY = 5 -- seconds between retries of unmatched webhook events
+local REMATCH_AGE = 5   -- an event unmatched this long is retried
+
+-- Fires cron-triggered policies; checks once a second. Every few seconds
+-- it also retries the webhook events whose matching failed.
 local function cron_loop(s)
   local plans = {}
+  local rematch_at = time.mono() + REMATCH_EVERY
   while not s.closing do
     local now = time.now()
+    if time.mono() >= rematch_at then
+      rematch_at = time.mono() + REMATCH_EVERY
+      webhooks.rematch(s, REMATCH_AGE)
+    end
     local seen = {}
     local rows = s.db:query("SELECT id, cron FROM policies WHERE trigger = 'cron' AND enabled = 1 AND cron IS NOT NULL")
     for _, r in ipairs(rows or {}) do
@@ -101,8 +145,11 @@ function serve.main(opts, sys)
   if not max_body or max_body < 1024 then return nil, "--max-body must be at least 1024" end
   local db, err = sys.db_open(path)
   if not db then return nil, err end
-  local keyring, kerr = sys.keyring(opts.key_file or (path .. ".key"))
-  if not keyring then return nil, kerr end
+  local keyring, kerr = load_key(sys, db, path, opts.key_file or (path .. ".key"))
+  if not keyring then
+    db:close()
+    return nil, kerr
+  end
   local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {} }
   s.flush_logs = function() flush_logs(s) end
   local r = api.router()

@@ -18,6 +18,8 @@ serve_start api
 like "$TOKEN" '^rpl_[A-Za-z0-9_-]{40,}$' "the first start prints an admin token"
 key=$SERVE_DB.key
 is "$(stat -c %a "$key")" 600 "the credential key file is created with mode 0600"
+is "$(stat -c %a "$SERVE_DB" "$SERVE_DB-wal" "$SERVE_DB-shm" | tr '\n' ' ')" "600 600 600 " \
+    "the database and its -wal and -shm files are created with mode 0600"
 
 # --- auth --------------------------------------------------------------------
 st=$(curl -s -o "$E2E_WORK/b" -w '%{http_code}' "$API/registries")
@@ -85,6 +87,13 @@ is "$STATUS" 400 "a literal repository outside the grammar: 400"
 like "$(jget .error)" "^field 'repositories' has invalid repository name \"team-a/\.\./team-b/app\"" "... naming it"
 api DELETE /registries/abc
 is "$STATUS" 404 "a non-numeric id: 404"
+api GET "/registries?page=9223372036854775807&page_size=500"
+is "$STATUS:$(jget .error)" "400:page must be at most 18446744073709551 with page_size 500" \
+    "a page whose offset would overflow: 400, not the first page"
+api GET "/registries?page=18446744073709551&page_size=500"
+is "$STATUS:$(jget length)" "200:0" "the last page that can be asked for: 200, empty"
+api GET "/executions?page=9223372036854775807"
+is "$STATUS" 400 "the same for every list"
 after=$(sqlite3 "$SERVE_DB" 'SELECT count(*) FROM registries; SELECT count(*) FROM policies' | tr '\n' ' ')
 is "$after" "$before" "rejected requests changed nothing"
 

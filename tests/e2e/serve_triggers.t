@@ -139,6 +139,19 @@ is "$(harbor 'not json')" 400 "a body that is not JSON: 400"
 n=$(sqlite3 "$SERVE_DB" "SELECT count(*) FROM events WHERE source = 'harbor'")
 is "$n" 3 "the three accepted Harbor events are stored; the rejected ones are not"
 
+# An event stored but left unmatched (as when its matching raised after the
+# insert) is matched within seconds, without a restart.
+d7=$(seed "$H" lib/nginx v7 oci 1 1024 | awk '$1 == "lib/nginx:v7" {print $2}')
+push7="{\"type\": \"PUSH_ARTIFACT\", \"occur_at\": $(date +%s), \"operator\": \"admin\",
+  \"event_data\": {\"resources\": [{\"digest\": \"$d7\", \"tag\": \"v7\", \"resource_url\": \"$hp/lib/nginx:v7\"}],
+  \"repository\": {\"name\": \"nginx\", \"namespace\": \"lib\", \"repo_full_name\": \"lib/nginx\"}}}"
+EV=$(sqlite3 "$SERVE_DB" "INSERT INTO events (received, source, payload, registry, status)
+                          VALUES (strftime('%s', 'now') - 10, 'harbor', '$push7', $HSRC_ID, 'new') RETURNING id")
+wait_execs "$HBP" 4
+is "$(sqlite3 "$SERVE_DB" "SELECT status FROM events WHERE id = $EV")" matched "an event left new is matched without a restart"
+is "$(statuses):$(manifest_digest "$D" lib/nginx v7)" "Succeeded:$d7" "and its artifact is replicated"
+like "$(cat "$SERVE_LOG")" "matched 1 webhook event\(s\) left unmatched" "the log says so"
+
 # --- cron ----------------------------------------------------------------------------
 wait_execs "$CRON_PID" 1
 is "$(jget '.[-1].trigger'):$(statuses)" "cron:Succeeded" "the cron policy fired within its minute and succeeded"

@@ -190,10 +190,10 @@ TEST_IMPL(secret_key_created_0600_and_reused)
     char dir[64], path[128], err[256] = "";
     ASSERT_EQ(tmp_path(dir, sizeof(dir), path, sizeof(path), "key"), 0);
     unsigned char k1[SECRET_KEY_LEN], k2[SECRET_KEY_LEN];
-    int rc1 = secret_key_load(path, k1, err, sizeof(err));
+    int rc1 = secret_key_load(path, k1, 1, err, sizeof(err));
     struct stat st;
     int rcs = stat(path, &st);
-    int rc2 = secret_key_load(path, k2, err, sizeof(err));
+    int rc2 = secret_key_load(path, k2, 1, err, sizeof(err));
     unlink(path);
     rmdir(dir);
     ASSERT_EQ(rc1, 0);
@@ -222,10 +222,10 @@ TEST_IMPL(secret_key_world_readable_refused)
     ASSERT_EQ(tmp_path(dir, sizeof(dir), path, sizeof(path), "key"), 0);
     unsigned char k[SECRET_KEY_LEN] = { 0 };
     int wr = write_file(path, key_a, SECRET_KEY_LEN, 0644);
-    int rc = secret_key_load(path, k, err, sizeof(err));
+    int rc = secret_key_load(path, k, 1, err, sizeof(err));
     int wr2 = chmod(path, 0640);
     char err2[256] = "";
-    int rc2 = secret_key_load(path, k, err2, sizeof(err2));
+    int rc2 = secret_key_load(path, k, 1, err2, sizeof(err2));
     unlink(path);
     rmdir(dir);
     ASSERT_EQ(wr, 0);
@@ -245,15 +245,15 @@ TEST_IMPL(secret_key_wrong_size_refused)
     ASSERT_EQ(tmp_path(dir, sizeof(dir), path, sizeof(path), "key"), 0);
     unsigned char k[SECRET_KEY_LEN + 1] = { 0 };
     int w1 = write_file(path, key_a, SECRET_KEY_LEN - 1, 0600);
-    int short_rc = secret_key_load(path, k, err, sizeof(err));
+    int short_rc = secret_key_load(path, k, 1, err, sizeof(err));
     int short_named = strstr(err, path) != NULL;
     int w2 = write_file(path, k, SECRET_KEY_LEN + 1, 0600);
-    int long_rc = secret_key_load(path, k, err, sizeof(err));
+    int long_rc = secret_key_load(path, k, 1, err, sizeof(err));
     int w3 = write_file(path, "", 0, 0600);
-    int empty_rc = secret_key_load(path, k, err, sizeof(err));
+    int empty_rc = secret_key_load(path, k, 1, err, sizeof(err));
     unlink(path);
     int w4 = mkdir(path, 0700);
-    int dir_rc = secret_key_load(path, k, err, sizeof(err));
+    int dir_rc = secret_key_load(path, k, 1, err, sizeof(err));
     int dir_named = strstr(err, path) != NULL;
     rmdir(path);
     rmdir(dir);
@@ -267,5 +267,29 @@ TEST_IMPL(secret_key_wrong_size_refused)
     ASSERT_EQ(empty_rc, -1);
     ASSERT_EQ(dir_rc, -1);
     ASSERT(dir_named);
+    return 0;
+}
+
+/* When the caller may not create a key (the database holds values sealed
+ * under one), an absent key file is reported as missing, naming it, and is
+ * not created; an existing one loads as usual. */
+TEST_IMPL(secret_key_missing_not_created_when_not_allowed)
+{
+    char dir[64], path[128], err[256] = "", err2[256] = "";
+    ASSERT_EQ(tmp_path(dir, sizeof(dir), path, sizeof(path), "key"), 0);
+    unsigned char k1[SECRET_KEY_LEN], k2[SECRET_KEY_LEN];
+    enum secret_key_rc missing = secret_key_load(path, k1, 0, err, sizeof(err));
+    int created = access(path, F_OK) == 0;
+    enum secret_key_rc made = secret_key_load(path, k1, 1, err2, sizeof(err2));
+    enum secret_key_rc again = secret_key_load(path, k2, 0, err2, sizeof(err2));
+    unlink(path);
+    rmdir(dir);
+    ASSERT_EQ(missing, SECRET_KEY_MISSING);
+    if (!strstr(err, path) || !strstr(err, "does not exist"))
+        TEST_FAIL("error does not name the missing file: %s", err);
+    ASSERT_EQ(created, 0);
+    ASSERT_EQ(made, SECRET_KEY_OK);
+    ASSERT_EQ(again, SECRET_KEY_OK);
+    ASSERT_EQ(memcmp(k1, k2, SECRET_KEY_LEN), 0);
     return 0;
 }

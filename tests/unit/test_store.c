@@ -2,10 +2,12 @@
  * mode with foreign keys on; data and version survive a reopen; a database
  * from an older replica is migrated in place, keeping its rows; a failed
  * migration leaves the last good version; a database from a newer replica is
- * refused; constraints hold. */
+ * refused; constraints hold; the database and its -wal and -shm are private
+ * (0600), and a loose one is made so. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -86,6 +88,74 @@ TEST_IMPL(store_reopen_keeps_data_and_does_not_migrate_again)
     ASSERT_STR_EQ(scalar(s, "SELECT name FROM registries"), "hub");
     store_close(s);
     remove_db(path);
+    return 0;
+}
+
+/* Returns the permission bits of path, or -1 when it cannot be stat'ed. */
+static int file_mode(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (int)(st.st_mode & 07777) : -1;
+}
+
+/* Even under a permissive umask, a new database and the -wal and -shm files
+ * SQLite makes next to it are readable by their owner only. */
+TEST_IMPL(store_new_files_are_private)
+{
+    char path[256], wal[300], shm[300], err[256];
+    ASSERT_NOT_NULL(temp_db(path, sizeof(path)));
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    snprintf(shm, sizeof(shm), "%s-shm", path);
+    mode_t old = umask(022);
+    struct store *s = store_open(path, err, sizeof(err));
+    umask(old);
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(sqlite3_exec(s->db, "INSERT INTO registries(name, kind, url, created, updated) "
+                                  "VALUES ('hub', 'distribution', 'https://r', 0, 0)", NULL, NULL, NULL),
+              SQLITE_OK);
+    int db_mode = file_mode(path), wal_mode = file_mode(wal), shm_mode = file_mode(shm);
+    ASSERT_STR_EQ(s->notice, "");
+    store_close(s);
+    remove_db(path);
+    ASSERT_EQ(db_mode, 0600);
+    ASSERT_EQ(wal_mode, 0600);
+    ASSERT_EQ(shm_mode, 0600);
+    return 0;
+}
+
+/* A database (and a leftover -wal) that others may read is made 0600 at
+ * open, and the store says what it changed, once. */
+TEST_IMPL(store_tightens_a_readable_database)
+{
+    char path[256], wal[300], err[256];
+    ASSERT_NOT_NULL(temp_db(path, sizeof(path)));
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    struct store *s = store_open(path, err, sizeof(err));
+    ASSERT_NOT_NULL(s);
+    store_close(s);
+    FILE *f = fopen(wal, "wb"); /* an empty WAL is valid and ignored */
+    ASSERT_NOT_NULL(f);
+    fclose(f);
+    ASSERT_EQ(chmod(path, 0644), 0);
+    ASSERT_EQ(chmod(wal, 0640), 0);
+    s = store_open(path, err, sizeof(err));
+    ASSERT_NOT_NULL(s);
+    char notice[sizeof(s->notice)];
+    snprintf(notice, sizeof(notice), "%s", s->notice);
+    int db_mode = file_mode(path), wal_mode = file_mode(wal);
+    store_close(s);
+    s = store_open(path, err, sizeof(err));
+    ASSERT_NOT_NULL(s);
+    char again[sizeof(s->notice)];
+    snprintf(again, sizeof(again), "%s", s->notice);
+    store_close(s);
+    remove_db(path);
+    ASSERT_EQ(db_mode, 0600);
+    ASSERT_EQ(wal_mode, 0600);
+    if (!strstr(notice, path) || !strstr(notice, "was mode 0644, now 0600") ||
+        !strstr(notice, "-wal was mode 0640, now 0600"))
+        TEST_FAIL("the notice does not say what changed: %s", notice);
+    ASSERT_STR_EQ(again, "");
     return 0;
 }
 

@@ -89,13 +89,16 @@ function api.update_row(db, tbl, id, cols, conflict)
                    table.unpack(args, 1, #args))
 end
 
--- Parses ?page=&page_size= into limit, offset (defaults 1 and 50, at most 500).
+-- Parses ?page=&page_size= into limit, offset (defaults 1 and 50, at most
+-- 500); raises 400 for a page whose offset would overflow.
 function api.paging(req)
   local q = req.query or {}
   local page = math.tointeger(tonumber(q.page or "1"))
   local size = math.tointeger(tonumber(q.page_size or "50"))
   if not page or page < 1 then api.fail(400, "page must be a positive integer") end
   if not size or size < 1 or size > 500 then api.fail(400, "page_size must be 1..500") end
+  local last = math.maxinteger // size -- so that (page - 1) * size cannot overflow
+  if page > last then api.fail(400, "page must be at most %d with page_size %d", last, size) end
   return size, (page - 1) * size
 end
 

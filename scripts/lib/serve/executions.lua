@@ -202,10 +202,11 @@ local function save_stages(db, task_id, results)
   end
 end
 
--- Runs one task through the template. Writes its status and stage
--- results unless the daemon is shutting down (then it stays Running and
--- is resumed at the next start).
-local function run_task(s, exec_id, row, env)
+-- One attempt at a task: runs it through the template and writes its
+-- status and stage results, unless the daemon is shutting down (then it
+-- stays Running and is resumed at the next start). The body of the task's
+-- own child task (see run_task).
+local function attempt(s, exec_id, row, env)
   local db = s.db
   s.sys.task_log(row.id)
   assert(db:transaction(function()
@@ -273,11 +274,75 @@ local function run_task(s, exec_id, row, env)
   announce(s, exec_id)
 end
 
--- Ends an execution with an error (planning failed, a registry is gone).
+-- Marks a task that has not ended Failed with err (a stopped or finished
+-- task is left alone), and its stage still running failed. Raises on a
+-- database error.
+local function fail_task(s, exec_id, task_id, err)
+  local db, now, n = s.db, time.now(), 0
+  assert(db:transaction(function()
+    n = assert(db:exec([[UPDATE tasks SET status = 'Failed', finished = ?, error = ?
+                         WHERE id = ? AND status IN ('Pending', 'Running')]], now, err, task_id))
+    assert(db:exec([[UPDATE stage_results SET status = 'failed', finished = ?, error = ?
+                     WHERE task = ? AND status = 'running']], now, err, task_id))
+    update_counts(db, exec_id)
+    return true
+  end))
+  if n == 0 then return end
+  log.warn("task %d failed: %s", task_id, err)
+  bus.publish("task", { execution = exec_id, task = task_id, status = "Failed", error = err })
+  announce(s, exec_id)
+end
+
+-- Runs one task in a child task of its own, so that however the attempt
+-- ends (an error, a database error, a CPU or memory kill that no pcall
+-- contains) the task gets a final state: Failed with the reason, unless
+-- the execution was stopped or the daemon is shutting down. Never raises.
+local function run_task(s, exec_id, row, env)
+  local ok, done, why = pcall(function()
+    local h = task.spawn({ name = "task " .. row.id }, attempt, s, exec_id, row, env)
+    return h:wait()
+  end)
+  if ok and done then return end -- the attempt wrote the task's state
+  if task.cancelled() then return end -- stopped (recorded) or shutting down (resumed later)
+  local msg = "task aborted: " .. tostring(ok and why or done)
+  local prev = s.sys.task_log(row.id)
+  local fok, ferr = pcall(fail_task, s, exec_id, row.id, msg)
+  if not fok then log.error("task %d: %s; it could not be recorded: %s", row.id, msg, tostring(ferr)) end
+  s.sys.task_log(prev)
+end
+
+-- Marks the tasks of execution id that are still Pending or Running
+-- Failed ("the task ended without a result: why") and recomputes its
+-- counts. Must run inside a transaction; returns how many it marked.
+local function fail_unfinished(db, id, why)
+  local n = assert(db:exec([[UPDATE tasks SET status = 'Failed', finished = ?, error = ?
+                             WHERE execution = ? AND status IN ('Pending', 'Running')]],
+                           time.now(), "the task ended without a result: " .. why, id))
+  update_counts(db, id)
+  return n
+end
+
+-- The final status of an execution whose tasks all ended, from its counts
+-- (a row of executions): never Succeeded while a task is not.
+local function final_status(c)
+  if c.failed > 0 then return "Failed" end
+  if c.stopped > 0 then return "Stopped" end
+  if c.succeeded == c.total then return "Succeeded" end
+  return "Failed"
+end
+
+-- Ends an execution with an error (planning failed, a registry is gone);
+-- tasks it had not run are Failed too, so that retry runs them.
 local function fail_execution(s, id, msg)
   log.warn("execution %d failed: %s", id, msg)
-  assert(s.db:exec("UPDATE executions SET status = 'Failed', error = ?, finished = ? WHERE id = ? AND status = 'Running'",
-                   msg, time.now(), id))
+  assert(s.db:transaction(function()
+    local e = s.db:row("SELECT status FROM executions WHERE id = ?", id)
+    if not e or e.status ~= "Running" then return true end
+    fail_unfinished(s.db, id, msg)
+    assert(s.db:exec("UPDATE executions SET status = 'Failed', error = ?, finished = ? WHERE id = ?",
+                     msg, time.now(), id))
+    return true
+  end))
   announce(s, id)
 end
 
@@ -324,17 +389,22 @@ local function run_execution(s, id)
                                  ORDER BY kind = 'delete', id]], id))
   local env = { src = src, dst = dst, opts = opts, template = template,
                 run = { blob_copies = {}, first_copy = {} } }
-  parallel.map(rows, function(row)
+  local done, merr = parallel.map(rows, function(row)
     run_task(s, id, row, env)
     return true
   end, { limit = p.jobs })
   if task.cancelled() then return end -- stopped (already recorded) or shutting down
-  update_counts(db, id)
-  local c = db:row("SELECT failed, stopped, total, succeeded FROM executions WHERE id = ?", id)
-  local status = (c.failed > 0 and "Failed") or (c.stopped > 0 and "Stopped") or "Succeeded"
-  assert(db:exec("UPDATE executions SET status = ?, finished = ? WHERE id = ? AND status = 'Running'",
-                 status, time.now(), id))
-  log.info("execution %d %s: %d/%d tasks succeeded", id, status, c.succeeded, c.total)
+  if not done then log.error("execution %d: a worker ended early: %s", id, tostring(merr)) end
+  local c
+  assert(db:transaction(function()
+    local n = fail_unfinished(db, id, done and "no final state was written" or tostring(merr))
+    if n > 0 then log.warn("execution %d: %d task(s) ended without a result", id, n) end
+    c = db:row("SELECT failed, stopped, total, succeeded FROM executions WHERE id = ?", id)
+    assert(db:exec("UPDATE executions SET status = ?, finished = ? WHERE id = ? AND status = 'Running'",
+                   final_status(c), time.now(), id))
+    return true
+  end))
+  log.info("execution %d %s: %d/%d tasks succeeded", id, final_status(c), c.succeeded, c.total)
   announce(s, id)
 end
 
@@ -350,7 +420,8 @@ function executions.kick(s, policy_id)
     local ok, err = pcall(run_execution, s, row.id)
     if not ok then
       log.error("execution %d: %s", row.id, tostring(err))
-      pcall(fail_execution, s, row.id, "internal error: " .. tostring(err))
+      -- stopped (recorded) or shutting down (resumed at the next start)
+      if not task.cancelled() then pcall(fail_execution, s, row.id, "internal error: " .. tostring(err)) end
     end
     s.running[policy_id] = nil
     if not s.closing and not task.cancelled() then executions.kick(s, policy_id) end
@@ -409,10 +480,33 @@ function executions.retry(s, id)
   return n
 end
 
--- At start: tasks that were Running when the daemon died go back to
--- Pending, and every policy with unfinished executions is started again.
+-- At start, repairs what an older daemon left: tasks Pending or Running
+-- under a finished execution become Failed, and that execution's counts
+-- and status are derived again (so retry works on it).
+local function repair(db)
+  local rows = assert(db:query([[SELECT id FROM executions WHERE status NOT IN ('Pending', 'Running')
+                                 AND id IN (SELECT execution FROM tasks WHERE status IN ('Pending', 'Running'))]]))
+  if #rows == 0 then return end
+  local n = 0
+  assert(db:transaction(function()
+    for _, e in ipairs(rows) do
+      n = n + fail_unfinished(db, e.id, "it was left unfinished under a finished execution")
+      local c = db:row("SELECT failed, stopped, total, succeeded FROM executions WHERE id = ?", e.id)
+      assert(db:exec("UPDATE executions SET status = ?, finished = coalesce(finished, ?) WHERE id = ?",
+                     final_status(c), time.now(), e.id))
+    end
+    return true
+  end))
+  log.warn("repaired %d unfinished task(s) of %d finished execution(s): they are Failed now, and retry runs them",
+           n, #rows)
+end
+
+-- At start: repairs finished executions with unfinished tasks; tasks that
+-- were Running when the daemon died go back to Pending, and every policy
+-- with unfinished executions is started again.
 function executions.recover(s)
   local db = s.db
+  repair(db)
   local n = assert(db:exec([[UPDATE tasks SET status = 'Pending' WHERE status = 'Running'
                              AND execution IN (SELECT id FROM executions WHERE status IN ('Pending', 'Running'))]]))
   local pols = assert(db:query("SELECT DISTINCT policy FROM executions WHERE status IN ('Pending', 'Running')"))

@@ -5,7 +5,9 @@
 -- request is stored in the events table before the 2xx is sent, then its
 -- artifacts are matched against the enabled event-triggered policies of
 -- that registry and queued, coalesced per repository, in one transaction.
--- Events still 'new' at start (the daemon died in between) are matched then.
+-- The insert is a durable commit (synced to disk before the 202). Events
+-- still 'new' (the daemon died in between, or matching raised) are matched
+-- at start and retried every few seconds after.
 local api = require("serve.api")
 local executions = require("serve.executions")
 local webhook = require("webhook")
@@ -81,17 +83,42 @@ local function receive(s, req, source)
   end
   local arts, perr = parser(source)(api.body(req))
   if not arts then api.fail(400, "not a %s webhook payload: %s", source, perr) end
-  local _, id = assert(s.db:exec("INSERT INTO events (received, source, payload, registry, status) VALUES (?, ?, ?, ?, 'new')",
-                                 time.now(), source, req.body, reg.id))
+  local id = assert(s.db:durable_transaction(function()
+    local _, rowid = assert(s.db:exec([[INSERT INTO events (received, source, payload, registry, status)
+                                        VALUES (?, ?, ?, ?, 'new')]], time.now(), source, req.body, reg.id))
+    return rowid
+  end))
   local execs = webhooks.process(s, id, arts)
   return api.reply(req, 202, { event = id, artifacts = #arts, executions = execs })
 end
 
--- Matches the events left 'new' by a crash.
-function webhooks.recover(s)
-  for _, r in ipairs(assert(s.db:query("SELECT id FROM events WHERE status = 'new' ORDER BY id"))) do
-    webhooks.process(s, r.id)
+-- Matches the events still 'new' that were received at least min_age
+-- seconds ago (all of them without min_age): those a crash or a failed
+-- matching left. An event whose matching raises stays 'new' for the next
+-- call. Returns how many were matched or ignored.
+function webhooks.rematch(s, min_age)
+  local before = min_age and (time.now() - min_age) or math.huge
+  local rows, err = s.db:query("SELECT id FROM events WHERE status = 'new' AND received <= ? ORDER BY id", before)
+  if not rows then
+    log.warn("webhook events: cannot list the unmatched ones: %s", tostring(err))
+    return 0
   end
+  local n = 0
+  for _, r in ipairs(rows) do
+    local ok, perr = pcall(webhooks.process, s, r.id)
+    if not ok then
+      log.warn("webhook event %d: matching failed, retried later: %s", r.id, tostring(perr))
+    elseif s.db:row("SELECT 1 AS done FROM events WHERE id = ? AND status <> 'new'", r.id) then
+      n = n + 1
+    end
+  end
+  if n > 0 then log.info("matched %d webhook event(s) left unmatched", n) end
+  return n
+end
+
+-- Matches the events left 'new' by a crash (at start).
+function webhooks.recover(s)
+  webhooks.rematch(s)
 end
 
 function webhooks.routes(r, s)
