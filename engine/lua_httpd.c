@@ -78,7 +78,7 @@ enum conn_state {
     C_BODY,    /* reading a body (body deadline) */
     C_HANDLER, /* the request is with its handler; input is held, not parsed */
     C_FLUSH,   /* the response is complete and being written */
-    C_LINGER,  /* written and shut down; input is dropped until EOF or the timer */
+    C_LINGER,  /* written and shut down; input is dropped (on_drain) until EOF or the timer */
 };
 
 /* Why accepting is paused (bits of server.paused). */
@@ -131,6 +131,7 @@ struct conn {
     struct conn *prev, *next;
     struct bufferevent *bev;
     struct event *timer;             /* the header or body deadline, or the linger */
+    struct event *drain;             /* reads and drops input while lingering, or NULL */
     enum conn_state state;
     http_parser parser;
     struct msg *m;                   /* the request being read, or NULL */
@@ -434,10 +435,13 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     int e = EVUTIL_SOCKET_ERROR();
     unsigned long quiet;
     (void)l;
-    if (log_limit_pass(&s->accept_log, &quiet))
-        vm_logf(s->vm, NULL, LOG_WARN,
-                "http: accept() on port %d failed: %s; pausing %d ms (%lu more failures not logged)",
-                s->port, evutil_socket_error_to_string(e), ACCEPT_BACKOFF_MS, quiet);
+    if (log_limit_pass(&s->accept_log, &quiet)) {
+        char more[64] = "";
+        if (quiet)
+            snprintf(more, sizeof(more), " (%lu more since the last report)", quiet);
+        vm_logf(s->vm, NULL, LOG_WARN, "http: accept() on port %d failed: %s; pausing %d ms%s",
+                s->port, evutil_socket_error_to_string(e), ACCEPT_BACKOFF_MS, more);
+    }
     s->paused |= PAUSE_ERROR;
     listener_update(s);
     struct timeval tv = { 0, ACCEPT_BACKOFF_MS * 1000 };
@@ -849,6 +853,7 @@ static int conn_reject(struct conn *c, int status, const char *why, const char *
     c->close_after = 1;
     c->state = C_FLUSH;
     evtimer_del(c->timer);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, HOLD_READ_MAX);
     return 0;
 }
 
@@ -863,11 +868,7 @@ static void conn_dispatch(struct conn *c)
     int rc = LUA_ERRMEM;
     evtimer_del(c->timer);
     c->state = C_HANDLER;
-    if (c->close_after) {
-        bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    } else {
-        bufferevent_setwatermark(c->bev, EV_READ, 0, HOLD_READ_MAX);
-    }
+    bufferevent_setwatermark(c->bev, EV_READ, 0, HOLD_READ_MAX);
     if (lua_checkstack(L, 4)) {
         lua_pushcfunction(L, handler_msgh);
         lua_pushcfunction(L, setup_request);
@@ -1180,6 +1181,25 @@ static void conn_parse(struct conn *c)
     }
 }
 
+/* The drain event of a lingering connection: reads and drops what the
+ * client still sends, into a stack buffer (nothing is allocated), until EOF
+ * or an error end the connection. */
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    char buf[16384];
+    (void)what;
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        conn_free(c);
+        return;
+    }
+}
+
 /* After a response is written: reads the next request, or shuts the
  * connection down (dropping input for up to LINGER_SECS, so that the
  * client reads the response rather than a reset). */
@@ -1194,10 +1214,11 @@ static void conn_continue(struct conn *c)
         }
         c->state = C_LINGER;
         struct timeval tv = { LINGER_SECS, 0 };
-        bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+        bufferevent_disable(c->bev, EV_READ);
         evbuffer_drain(bufferevent_get_input(c->bev),
                        evbuffer_get_length(bufferevent_get_input(c->bev)));
-        if (conn_arm(c, &tv) != 0 || bufferevent_enable(c->bev, EV_READ) != 0)
+        c->drain = event_new(s->vm->base, fd, EV_READ | EV_PERSIST, on_drain, c);
+        if (!c->drain || event_add(c->drain, NULL) != 0 || conn_arm(c, &tv) != 0)
             conn_free(c);
         return;
     }
@@ -1222,10 +1243,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         break;
     case C_HANDLER:
     case C_FLUSH:
-        /* Held for the next request, unless this connection will close. */
-        if (c->close_after)
-            evbuffer_drain(in, evbuffer_get_length(in));
-        break;
+        break; /* held (up to HOLD_READ_MAX) for the next request */
     case C_LINGER:
         evbuffer_drain(in, evbuffer_get_length(in));
         break;
@@ -1279,6 +1297,8 @@ static void conn_free(struct conn *c)
         s->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (c->drain)
+        event_free(c->drain);
     bufferevent_free(c->bev);
     event_free(c->timer);
     evbuffer_free(c->field);
