@@ -1,4 +1,5 @@
-# replica - hand-written Makefile. Dependencies come through pkg-config.
+# replica - hand-written Makefile. Dependencies come through pkg-config
+# (http-parser has no .pc file: it is linked by name).
 #   make          build ./replica (installs missing Debian packages first)
 #   make test     C unit tests and Lua specs against real servers on loopback
 #   make check    the same suite under ASan + UBSan, then valgrind's leak check
@@ -12,7 +13,7 @@ CFLAGS   ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
              -DREPLICA_SCRIPTS_DIR='"$(CURDIR)/scripts"'
-LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
 
 ENGINE_SRC := $(filter-out engine/main.c,$(wildcard engine/*.c))
 BUILD    ?= build/release

@@ -25,6 +25,12 @@ static void serve_usage(FILE *f)
             "  --listen HOST:PORT   API address (default " DEFAULT_LISTEN "; loopback unless\n"
             "                       you say otherwise)\n"
             "  --max-body BYTES     largest API request body accepted (default 1048576)\n"
+            "  --max-connections N  open API connections at most (default 1024)\n"
+            "  --max-per-address N  open API connections from one client address at most\n"
+            "                       (default 64)\n"
+            "  --header-timeout SECS\n"
+            "                       seconds a request line and headers may take (default 10)\n"
+            "  --body-timeout SECS  seconds a request body may take (default 60)\n"
             "The first start prints an admin token once; 'replica token create' makes more.\n"
             "engine:\n%s",
             cli_common_usage());
@@ -34,6 +40,8 @@ static void serve_usage(FILE *f)
 static const char *const serve_opts[][2] = {
     { "--db", "db" }, { "--key-file", "key_file" }, { "--listen", "listen" },
     { "--max-body", "max_body" }, { "--name", "name" },
+    { "--max-connections", "max_connections" }, { "--max-per-address", "max_per_address" },
+    { "--header-timeout", "header_timeout" }, { "--body-timeout", "body_timeout" },
     { NULL, NULL },
 };
 
@@ -109,7 +117,9 @@ static int run_entry(int argc, char **argv, int first, const char *cmd, const ch
 
 int cmd_serve(int argc, char **argv)
 {
-    static const char *const allowed[] = { "db", "key_file", "listen", "max_body", NULL };
+    static const char *const allowed[] = { "db", "key_file", "listen", "max_body",
+                                           "max_connections", "max_per_address",
+                                           "header_timeout", "body_timeout", NULL };
     return run_entry(argc, argv, 1, "serve",
                      "local opts = ... return require('serve').main(opts, sys)", allowed,
                      serve_usage);

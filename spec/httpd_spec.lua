@@ -235,10 +235,106 @@ t.test("a body over max_body sets req.too_large and leaves req.body nil", functi
   t.eq(seen[2].too_large, true)
   t.eq(seen[2].body, nil)
   t.eq(seen[1].too_large, false)
-  -- Past 4 * max_body evhttp itself answers 413; the handler never runs.
+  -- The cap is max_body itself: a body of several times it is not read
+  -- either, and the handler still answers.
   r = request{ method = "POST", url = base .. "/", body = string.rep("c", 100) }
+  t.eq(r.status, 400)
+  t.eq(#seen, 3)
+  t.eq(seen[3].too_large, true)
+  t.eq(r.headers["connection"], "close", "the unread body ends the connection")
+  srv:close()
+end)
+
+t.test("a chunked body over max_body is cut at max_body and the handler sees too_large", function()
+  local seen
+  local srv, base = serve(function(req)
+    seen = { too_large = req.too_large, body = req.body }
+    req:respond(req.too_large and 413 or 200)
+  end, { max_body = 1000 })
+  local r = request{ method = "POST", url = base .. "/", body = string.rep("z", 5000),
+                     headers = { ["Transfer-Encoding"] = "chunked" } }
   t.eq(r.status, 413)
-  t.eq(#seen, 2)
+  t.eq(seen.too_large, true)
+  t.eq(seen.body, nil)
+  r = request{ method = "POST", url = base .. "/", body = string.rep("z", 1000),
+               headers = { ["Transfer-Encoding"] = "chunked" } }
+  t.eq(r.status, 200)
+  t.eq(seen.body, string.rep("z", 1000))
+  srv:close()
+end)
+
+t.test("authorize sees method, decoded path and Authorization before the body; false gives 401", function()
+  local calls, handled = {}, {}
+  local srv, base = serve(function(req)
+    handled[#handled + 1] = req.path
+    req:respond(200, nil, "in")
+  end, {
+    max_body = 1 << 20,
+    authorize = function(method, path, auth)
+      calls[#calls + 1] = { method = method, path = path, auth = auth }
+      if path == "/open" or auth == "Bearer good" then return true end
+      if path == "/hook" then return false, "no secret" end
+      return false, 'bad "token"', 'Bearer realm="test"'
+    end,
+  })
+  local r = request{ url = base .. "/open%20door?x=1" }
+  t.eq(r.status, 401)
+  t.eq(calls[1].method, "GET")
+  t.eq(calls[1].path, "/open door", "the path is decoded, without the query")
+  t.eq(calls[1].auth, nil)
+  r = request{ url = base .. "/open" }
+  t.eq(r.status, 200)
+  r = request{ method = "POST", url = base .. "/x", body = string.rep("b", 900000),
+               headers = { Authorization = "Bearer good" } }
+  t.eq(r.status, 200)
+  t.eq(calls[3].auth, "Bearer good")
+  r = request{ method = "POST", url = base .. "/x", body = string.rep("b", 900000),
+               headers = { Authorization = "Bearer bad" } }
+  t.eq(r.status, 401)
+  t.eq(r.headers["content-type"], "application/json")
+  t.eq(r.headers["www-authenticate"], 'Bearer realm="test"')
+  t.eq(r.headers["connection"], "close")
+  t.eq(json.decode(r.body).error, 'bad "token"')
+  r = request{ method = "POST", url = base .. "/hook", body = "{}" }
+  t.eq(r.status, 401)
+  t.eq(r.headers["www-authenticate"], nil, "no challenge when authorize gives none")
+  t.eq(json.decode(r.body).error, "no secret")
+  r = request{ method = "HEAD", url = base .. "/x" }
+  t.eq(r.status, 401)
+  t.eq(r.body, "")
+  t.eq(#handled, 2, "refused requests never reach the handler")
+  srv:close()
+end)
+
+t.test("two Authorization headers reach authorize joined; an authorize that raises gives 500", function()
+  local got
+  local srv, base = serve(function(req) req:respond(200) end, {
+    authorize = function(_, path, auth)
+      got = auth
+      if path == "/raise" then error("authorize failed (expected in the test output)") end
+      if path == "/yield" then time.sleep(0.01) end
+      return auth == "Bearer a"
+    end,
+  })
+  local r = request{ url = base .. "/", headers = { Authorization = { "Bearer a", "Bearer b" } } }
+  t.eq(r.status, 401)
+  t.eq(got, "Bearer a, Bearer b")
+  t.eq(json.decode(r.body).error, "unauthorized", "the default message")
+  t.eq(request{ url = base .. "/", headers = { Authorization = "Bearer a" } }.status, 200)
+  t.eq(request{ url = base .. "/raise" }.status, 500)
+  t.eq(request{ url = base .. "/yield", headers = { Authorization = "Bearer a" } }.status, 500,
+       "authorize must not yield")
+  srv:close()
+  t.raises(function() sys.listen{ port = 0, handler = print, authorize = 1 } end, "authorize")
+end)
+
+t.test("the limits are options of sys.listen and are checked", function()
+  for _, k in ipairs{ "max_connections", "max_per_address", "header_timeout", "body_timeout" } do
+    t.raises(function() sys.listen{ port = 0, handler = print, [k] = 0 } end, k)
+  end
+  local srv = serve(function(req) req:respond(200) end,
+                    { max_connections = 3, max_per_address = 2, header_timeout = 0.5, body_timeout = 1 })
+  t.eq(srv:connections(), 0)
   srv:close()
 end)
 

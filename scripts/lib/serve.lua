@@ -118,6 +118,25 @@ local function cron_loop(s)
   end
 end
 
+-- Decides, before a request body is read, whether the request may go on
+-- (sys.listen's authorize): the same rule as handle(), which checks again
+-- and is the authority. Returns true, or false, the 401 message and the
+-- WWW-Authenticate challenge (none for the webhooks).
+local function authorize(s, path, header)
+  if path == "/api/v1/health" then return true end
+  if path:find("^/api/v1/webhooks/") then
+    local secret = header and header:match("^[Bb]earer%s+(.-)%s*$") or header
+    if secret and secret ~= ""
+       and s.db:row("SELECT 1 AS ok FROM registries WHERE webhook_secret_hash = ?", digest.sha256(secret)) then
+      return true
+    end
+    return false, "missing or unknown webhook secret (Authorization header)"
+  end
+  local who, why = tokens.check(s.db, header)
+  if who then return true end
+  return false, why, 'Bearer realm="replica"'
+end
+
 -- Answers one request: auth, then the router.
 local function handle(s, req)
   local path = req.path
@@ -143,6 +162,18 @@ function serve.main(opts, sys)
   if not host then return nil, port end
   local max_body = math.tointeger(tonumber(opts.max_body or "1048576"))
   if not max_body or max_body < 1024 then return nil, "--max-body must be at least 1024" end
+  local limits = {}
+  for _, o in ipairs{ { "max_connections", "--max-connections", 1024, true },
+                      { "max_per_address", "--max-per-address", 64, true },
+                      { "header_timeout", "--header-timeout", 10 },
+                      { "body_timeout", "--body-timeout", 60 } } do
+    local v = tonumber(opts[o[1]] or o[3])
+    if o[4] then v = math.tointeger(v) end
+    if not v or v <= 0 or v ~= v or v > 1e7 then
+      return nil, o[2] .. (o[4] and " must be a positive integer" or " must be a positive number of seconds")
+    end
+    limits[o[1]] = v
+  end
   local db, err = sys.db_open(path)
   if not db then return nil, err end
   local keyring, kerr = load_key(sys, db, path, opts.key_file or (path .. ".key"))
@@ -161,8 +192,13 @@ function serve.main(opts, sys)
   s.router = r
 
   local admin = tokens.bootstrap(db, sys)
-  local server, lerr = sys.listen{ host = host, port = port, max_body = max_body,
-                                   handler = function(req) return handle(s, req) end }
+  local server, lerr = sys.listen{
+    host = host, port = port, max_body = max_body,
+    max_connections = limits.max_connections, max_per_address = limits.max_per_address,
+    header_timeout = limits.header_timeout, body_timeout = limits.body_timeout,
+    authorize = function(_, path, header) return authorize(s, path, header) end,
+    handler = function(req) return handle(s, req) end,
+  }
   if not server then return nil, lerr end
   local url = string.format("http://%s:%d", host:find(":") and ("[" .. host .. "]") or host, server:port())
   print(string.format("replica serve: API at %s/api/v1 (database %s)", url, path))
