@@ -113,6 +113,33 @@ static int l_wait(lua_State *L)
     return 0; /* not reached: task_wait yields */
 }
 
+/* Continuation of h:join(): a wake that is not the task's end (the caller
+ * was cancelled) waits again. */
+static int join_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    struct task *t = check_task(L, 1);
+    lua_settop(L, 1);
+    if (t->state == TASK_DONE || task_wait(L, self_task(L), t, join_done) < 0)
+        return task_push_outcome(L, t);
+    return 0; /* not reached: task_wait yields */
+}
+
+/* h:join() -> true, results... | nil, err: like h:wait(), but it waits for
+ * the task to end even when the caller is cancelled, for code that must
+ * record how a child ended. */
+static int l_join(lua_State *L)
+{
+    struct task *t = check_task(L, 1);
+    struct task *self = self_task(L);
+    task_check_yieldable(L, self);
+    lua_settop(L, 1);
+    if (task_wait(L, self, t, join_done) < 0)
+        return task_push_outcome(L, t);
+    return 0; /* not reached: task_wait yields */
+}
+
 /* h:cancel() */
 static int l_cancel(lua_State *L)
 {
@@ -271,7 +298,7 @@ static int l_locate(lua_State *L)
 void inject_task_api(struct vm *vm, lua_State *L)
 {
     int g = lua_gettop(L);
-    static const luaL_Reg methods[] = { { "wait", l_wait }, { "cancel", l_cancel },
+    static const luaL_Reg methods[] = { { "wait", l_wait }, { "join", l_join }, { "cancel", l_cancel },
         { "status", l_status }, { NULL, NULL } };
     luaL_newmetatable(L, TASK_MT);
     luaL_newlib(L, methods);

@@ -19,6 +19,7 @@ local glob = require("glob")
 local executions = {}
 
 local LONG = 1e12 -- CPU budget of long-lived service tasks (seconds)
+local EXEC_MEMORY = 256 * 1024 * 1024 -- an execution's own memory (its plan), outside the stages
 executions.LONG = LONG
 
 local function decode(s, default)
@@ -300,7 +301,7 @@ end
 local function run_task(s, exec_id, row, env)
   local ok, done, why = pcall(function()
     local h = task.spawn({ name = "task " .. row.id }, attempt, s, exec_id, row, env)
-    return h:wait()
+    return h:join() -- even when stopped: the attempt has ended when this returns
   end)
   if ok and done then return end -- the attempt wrote the task's state
   if task.cancelled() then return end -- stopped (recorded) or shutting down (resumed later)
@@ -417,7 +418,14 @@ function executions.kick(s, policy_id)
   local slot = { execution = row.id }
   s.running[policy_id] = slot
   slot.handle = task.spawn({ name = "execution " .. row.id, cpu = LONG }, function()
-    local ok, err = pcall(run_execution, s, row.id)
+    -- The body runs in a child task: a CPU or memory kill, which no pcall
+    -- contains, ends the child, and this task still records the outcome.
+    local ok, err = pcall(function()
+      local h = task.spawn({ name = "execution " .. row.id .. " body", cpu = LONG, memory = EXEC_MEMORY },
+                           run_execution, s, row.id)
+      local done, why = h:join() -- even when stopped: the body has ended when this returns
+      if not done then error(why, 0) end
+    end)
     if not ok then
       log.error("execution %d: %s", row.id, tostring(err))
       -- stopped (recorded) or shutting down (resumed at the next start)
