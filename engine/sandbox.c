@@ -16,6 +16,7 @@
 
 #include "sched.h"
 #include "vm.h"
+#include "watchdog.h"
 
 static char protect_key;
 static char loading_key;
@@ -338,6 +339,7 @@ int sandbox_open(struct vm *vm, lua_State *L)
     inject_catalog_api(vm, L);
     inject_term_api(vm, L);
     inject_creds_api(vm, L);
+    watchdog_inject_test_hooks(vm, L);
 
     /* Injected modules are plain tables in g: protect each of them. */
     static const char *const mods[] = { "http", "json", "log", "time", "digest", "hmac",
