@@ -552,7 +552,13 @@ static int l_watchdog_records(lua_State *L)
         lua_setfield(L, -2, "name");
         lua_rawseti(L, -2, ++n);
     }
+    int bad = ferror(f);
     fclose(f);
+    if (bad) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot read %s", path);
+        return 2;
+    }
     return 1;
 }
 
