@@ -30,6 +30,9 @@
 #define NAME_LEN 128        /* task names are cut to this in reports */
 #define PATH_LEN 4096
 #define RECORD_MAX (1 << 20) /* bytes of the record file read at start */
+#define HELD_MIN 1.0        /* a forced exit blames the running task only when
+                             * the loop made no progress for this long (or the
+                             * stall bound or half the grace, if shorter) */
 
 /* What the watchdog knows of a task: copied, never a pointer to it. */
 struct wd_task {
@@ -118,15 +121,24 @@ static void describe(char *buf, size_t n, const struct wd_task *t)
 }
 
 /* Ends the process after the grace period: appends the task holding the
- * loop (if any) to the record file with fsync, says so on stderr, _exit. */
-static void force_exit(struct watchdog *wd, int sig, double grace)
+ * loop, if the loop is held (no progress for a while), to the record file
+ * with fsync, says so on stderr, and calls _exit. A task that merely runs a
+ * short slice at that moment is not blamed. */
+static void force_exit(struct watchdog *wd, const struct wd_watch *w, double stall, double grace)
 {
     struct wd_task cur;
     char path[PATH_LEN], who[NAME_LEN + 64], msg[PATH_LEN + 512];
     pthread_mutex_lock(&wd->mu);
     cur = wd->cur;
+    unsigned long seq = wd->seq;
     memcpy(path, wd->record, sizeof(path));
     pthread_mutex_unlock(&wd->mu);
+    double held_min = stall > 0 && stall < HELD_MIN ? stall : HELD_MIN;
+    if (held_min > grace / 2)
+        held_min = grace / 2;
+    if (seq != w->seen_seq || mono() - w->since < held_min)
+        cur.set = 0;
+    int sig = w->first_sig;
     describe(who, sizeof(who), &cur);
     const char *note = "";
     if (cur.set && path[0]) {
@@ -167,7 +179,8 @@ static void take_signal(struct watchdog *wd, struct wd_watch *w, int sig, double
 }
 
 /* Compares the progress count with the last one seen: reports a stall on
- * stderr once it passes the bound, and records it when the loop is back. */
+ * stderr once it passes the bound (if stall > 0), and records it when the
+ * loop is back. */
 static void check_progress(struct watchdog *wd, struct wd_watch *w, double stall)
 {
     pthread_mutex_lock(&wd->mu);
@@ -189,7 +202,7 @@ static void check_progress(struct watchdog *wd, struct wd_watch *w, double stall
         w->seen_seq = seq;
         w->since = now;
         w->since_wall = wall();
-    } else if (!w->stalled && now - w->since > stall) {
+    } else if (stall > 0 && !w->stalled && now - w->since > stall) {
         char who[NAME_LEN + 64], msg[NAME_LEN + 256];
         w->stalled = 1;
         w->held = cur;
@@ -229,8 +242,12 @@ static void *wd_main(void *arg)
             break;
         int timeout = stall > 0 ? poll_ms(stall) : -1;
         if (w.signals) {
+            /* keep watching the loop until the deadline, to know whether it
+             * is held when the deadline comes */
             double left = w.deadline - mono();
             int ms = left <= 0 ? 0 : (int)(left * 1000) + 1;
+            if (ms > 100)
+                ms = 100;
             if (timeout < 0 || ms < timeout)
                 timeout = ms;
         }
@@ -249,8 +266,8 @@ static void *wd_main(void *arg)
                 take_signal(wd, &w, (int)si.ssi_signo, grace);
         }
         if (w.signals && mono() >= w.deadline)
-            force_exit(wd, w.first_sig, grace);
-        if (stall > 0)
+            force_exit(wd, &w, stall, grace);
+        if (stall > 0 || w.signals)
             check_progress(wd, &w, stall);
     }
     return NULL;
