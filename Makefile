@@ -10,10 +10,10 @@ PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson sqlite3
 CC       ?= cc
 WARN     := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings -Wshadow
 CFLAGS   ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
              -DREPLICA_SCRIPTS_DIR='"$(CURDIR)/scripts"'
-LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
+LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -pthread
 
 ENGINE_SRC := $(filter-out engine/main.c,$(wildcard engine/*.c))
 BUILD    ?= build/release

@@ -1,6 +1,5 @@
 /* cli.c - what the subcommands share: the engine, the options common to all
  * of them, and running a Lua function as the main task. */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +15,18 @@
 #define REPLICA_SCRIPTS_DIR "/usr/share/replica/scripts"
 #endif
 
+/* SIGINT/SIGTERM, forwarded to the loop by the watchdog thread: the first
+ * cancels every task; the thread itself ends the process on a second one, or
+ * when the grace period runs out. */
+static void on_signal(void *ud, int sig)
+{
+    struct vm *vm = ud;
+    vm_logf(vm, NULL, LOG_WARN, "signal %d: cancelling every task (again to quit at once)", sig);
+    sched_cancel_all(vm);
+}
+
 int engine_open(struct engine *e, const struct vm_opts *vo, const struct http_client_opts *ho,
-                char *err, size_t errlen)
+                const struct watchdog_opts *wo, char *err, size_t errlen)
 {
     memset(e, 0, sizeof(*e));
     e->base = event_base_new();
@@ -36,6 +45,12 @@ int engine_open(struct engine *e, const struct vm_opts *vo, const struct http_cl
         engine_close(e);
         return -1;
     }
+    e->wd = watchdog_new(e->base, e->vm, wo, on_signal, e->vm, err, errlen);
+    if (!e->wd) {
+        engine_close(e);
+        return -1;
+    }
+    e->vm->wd = e->wd;
     return 0;
 }
 
@@ -43,6 +58,7 @@ void engine_close(struct engine *e)
 {
     vm_free(e->vm); /* before the client: pending requests are freed with it */
     http_client_free(e->http);
+    watchdog_free(e->wd); /* last: a shutdown stuck in the frees above still ends */
     if (e->base)
         event_base_free(e->base);
     memset(e, 0, sizeof(*e));
@@ -122,6 +138,14 @@ int cli_common_opt(struct cli_common *c, const char *opt, const char *val)
         if (atol(val) <= 0)
             return -1;
         c->ho.max_total = atol(val);
+    } else if (strcmp(opt, "--grace") == 0) {
+        if (atof(val) <= 0)
+            return -1;
+        c->wo.grace = atof(val);
+    } else if (strcmp(opt, "--watchdog") == 0) {
+        if (atof(val) < 0 || (atof(val) == 0 && strspn(val, "0.") != strlen(val)))
+            return -1;
+        c->wo.stall = atof(val) > 0 ? atof(val) : -1;
     } else if (strcmp(opt, "--log-level") == 0) {
         if (cli_log_level(val, &c->vo.log_level) != 0)
             return -1;
@@ -165,13 +189,17 @@ const char *cli_common_usage(void)
            "  --cpu SECONDS      CPU budget per task (default 30)\n"
            "  --max-per-host N   requests in flight per registry host (default 64)\n"
            "  --max-transfers N  requests in flight in all (default: no limit; run: 256)\n"
-           "  --log-level LEVEL  debug, info, warn or error (default info)\n";
+           "  --log-level LEVEL  debug, info, warn or error (default info)\n"
+           "  --grace SECONDS    after SIGTERM/SIGINT, end the process within this time even\n"
+           "                     if the event loop is stuck (default 10)\n"
+           "  --watchdog SECONDS report the task holding the event loop when it makes no\n"
+           "                     progress for longer than this (default 2; 0: never)\n";
 }
 
 int cli_open_entry(struct engine *e, struct cli_common *c, const char *src, const char *name)
 {
     char err[256];
-    if (engine_open(e, &c->vo, &c->ho, err, sizeof(err)) != 0) {
+    if (engine_open(e, &c->vo, &c->ho, &c->wo, err, sizeof(err)) != 0) {
         fprintf(stderr, "replica: %s\n", err);
         return -1;
     }
@@ -183,34 +211,8 @@ int cli_open_entry(struct engine *e, struct cli_common *c, const char *src, cons
     return 0;
 }
 
-struct signal_state {
-    struct vm *vm;
-    int count;
-};
-
-/* SIGINT/SIGTERM: the first cancels every task, the second exits at once. */
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-    struct signal_state *s = arg;
-    (void)what;
-    if (s->count++ > 0) {
-        fprintf(stderr, "replica: interrupted\n");
-        _exit(128 + (int)sig);
-    }
-    vm_logf(s->vm, NULL, LOG_WARN, "signal %d: cancelling every task (again to quit at once)",
-            (int)sig);
-    sched_cancel_all(s->vm);
-}
-
 int cli_run_main(struct engine *e, int nargs, const char *name)
 {
-    struct signal_state ss = { e->vm, 0 };
-    struct event *sigint = evsignal_new(e->base, SIGINT, on_signal, &ss);
-    struct event *sigterm = evsignal_new(e->base, SIGTERM, on_signal, &ss);
-    if (sigint)
-        evsignal_add(sigint, NULL);
-    if (sigterm)
-        evsignal_add(sigterm, NULL);
     int rc = 0;
     struct task_opts to = { name, 0, 0, 0 };
     struct task *t = task_spawn(e->vm, e->vm->L, nargs, &to, NULL);
@@ -238,9 +240,5 @@ int cli_run_main(struct engine *e, int nargs, const char *name)
         }
         task_release(t);
     }
-    if (sigint)
-        event_free(sigint);
-    if (sigterm)
-        event_free(sigterm);
     return rc;
 }

@@ -8,17 +8,21 @@
 
 #include "http.h"
 #include "vm.h"
+#include "watchdog.h"
 
 struct engine {
     struct event_base *base;
     struct http_client *http;
     struct vm *vm;
+    struct watchdog *wd;     /* owns SIGINT/SIGTERM; vm->wd points to it */
 };
 
-/* Creates the event base, HTTP client and VM. Returns 0, or -1 with err. The
- * caller closes it with engine_close. */
+/* Creates the event base, HTTP client, VM and watchdog (which takes over
+ * SIGINT/SIGTERM; wo may be NULL for the defaults). Call before any other
+ * thread exists. Returns 0, or -1 with err. The caller closes it with
+ * engine_close. */
 int engine_open(struct engine *e, const struct vm_opts *vo, const struct http_client_opts *ho,
-                char *err, size_t errlen);
+                const struct watchdog_opts *wo, char *err, size_t errlen);
 void engine_close(struct engine *e);
 
 /* Parses a log level name; returns 0 or -1. */
@@ -35,6 +39,7 @@ int cli_scripts_dir(char *out, size_t n, const char *sub);
 struct cli_common {
     struct vm_opts vo;
     struct http_client_opts ho;
+    struct watchdog_opts wo;
     const char *roots[CLI_MAX_DIRS + 2];
     const char *libs[2 * CLI_MAX_DIRS + 2];
     int nroots, nlibs;
@@ -66,7 +71,8 @@ const char *cli_common_usage(void);
 int cli_open_entry(struct engine *e, struct cli_common *c, const char *src, const char *name);
 
 /* Runs the function below nargs arguments on top of the VM's stack as the
- * main task until every task ends; SIGINT/SIGTERM cancel. Returns the exit
+ * main task until every task ends; SIGINT/SIGTERM cancel (see engine_open
+ * and watchdog.h for the grace period). Returns the exit
  * code: 1 when it failed or returned nil, err; an integer it returned; 0/1 for
  * a boolean; else 0. */
 int cli_run_main(struct engine *e, int nargs, const char *name);

@@ -24,6 +24,7 @@
 
 #include "sched.h"
 #include "vm.h"
+#include "watchdog.h"
 
 static char protect_key;
 static char loading_key;
@@ -447,6 +448,7 @@ int sandbox_open(struct vm *vm, lua_State *L)
     inject_catalog_api(vm, L);
     inject_term_api(vm, L);
     inject_creds_api(vm, L);
+    watchdog_inject_test_hooks(vm, L);
     lua_pop(L, 1);
 
     /* The trusted-only modules move to the trusted globals, which fall back

@@ -13,6 +13,8 @@
 
 #include <lauxlib.h>
 
+#include "watchdog.h"
+
 /* Instructions between two hook calls: small enough for a prompt CPU check,
  * large enough to cost nothing measurable. */
 #define HOOK_COUNT 1000
@@ -284,7 +286,11 @@ static void run(struct task *t)
     /* The clock starts at the first hook call (after HOOK_COUNT
      * instructions): a short slice, the common case, reads no clock. */
     t->slice_start = 0;
+    if (vm->wd)
+        watchdog_slice_begin(vm, t);
     int st = lua_resume(t->co, NULL, nargs, &nres);
+    if (vm->wd)
+        watchdog_slice_end(vm);
     if (t->slice_start > 0) {
         double used = vm_now_mono() - t->slice_start;
         for (struct acct *a = t->acct; a; a = a->up)

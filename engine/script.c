@@ -42,7 +42,7 @@ int cmd_script(int argc, char **argv)
 
     struct engine eng;
     char err[256];
-    if (engine_open(&eng, &c.vo, &c.ho, err, sizeof(err)) != 0) {
+    if (engine_open(&eng, &c.vo, &c.ho, &c.wo, err, sizeof(err)) != 0) {
         fprintf(stderr, "replica: %s\n", err);
         return 1;
     }

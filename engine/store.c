@@ -124,6 +124,13 @@ static const char *const migrations[] = {
     "CREATE TABLE settings ("
     "  name TEXT PRIMARY KEY,"
     "  value TEXT NOT NULL);",
+    /* 4: how often each unfinished task held the event loop when the daemon
+     * had to be ended after its grace period (serve/poison.lua). */
+    "CREATE TABLE stuck_tasks ("
+    "  task INTEGER PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,"
+    "  count INTEGER NOT NULL,"
+    "  stage TEXT NOT NULL,"                  /* the engine task holding the loop */
+    "  updated REAL NOT NULL);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

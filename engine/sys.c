@@ -307,6 +307,7 @@ void sys_push(struct vm *vm, lua_State *L)
     lua_setfield(L, -2, "log_drain");
     sys_add_db(vm, L);
     sys_add_httpd(vm, L);
+    sys_add_watchdog(vm, L);
 }
 
 void sys_install(struct vm *vm, lua_State *L)

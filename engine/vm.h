@@ -15,6 +15,7 @@
 
 struct http_client;
 struct task;
+struct watchdog;
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
@@ -73,6 +74,7 @@ struct vm {
     int loaded_ref;          /* modules the trusted code loaded with require */
     int closing;             /* set while vm_free closes the state */
     int print_stdout;
+    struct watchdog *wd;     /* NULL, or told of every task slice (watchdog.h) */
 };
 
 /* Creates a VM on base, using http for http.request. Returns NULL and writes a

@@ -13,6 +13,7 @@ local policies = require("serve.policies")
 local executions = require("serve.executions")
 local webhooks = require("serve.webhooks")
 local catalog_api = require("serve.catalog_api")
+local poison = require("serve.poison")
 local cron = require("cron")
 
 local serve = {}
@@ -141,7 +142,7 @@ end
 local function handle(s, req)
   local path = req.path
   if path == "/api/v1/health" then
-    return api.reply(req, 200, { status = "ok" })
+    return api.reply(req, 200, { status = "ok", watchdog = poison.health(s.sys, api.iso) })
   end
   if not path:find("^/api/v1/webhooks/") then
     local who, why = tokens.check(s.db, req:header("authorization"))
@@ -182,6 +183,7 @@ function serve.main(opts, sys)
     return nil, kerr
   end
   local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {} }
+  sys.watchdog{ record = poison.record_path(path) }
   s.flush_logs = function() flush_logs(s) end
   local r = api.router()
   registries.routes(r, s)
@@ -209,6 +211,7 @@ function serve.main(opts, sys)
           .. "'replica token create --db " .. path .. "' makes another")
   end
   sys.log_capture()
+  poison.recover(s)
   executions.recover(s)
   webhooks.recover(s)
   local loops = {
