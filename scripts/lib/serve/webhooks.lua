@@ -15,7 +15,7 @@ local webhook = require("webhook")
 local webhooks = {}
 
 -- Finds the registry whose webhook secret the header carries, or nil.
-local function registry_of(db, header)
+function webhooks.registry_of(db, header)
   if not header or header == "" then return nil end
   local secret = header:match("^[Bb]earer%s+(.-)%s*$") or header
   return db:row("SELECT id, name FROM registries WHERE webhook_secret_hash = ?", digest.sha256(secret))
@@ -77,7 +77,7 @@ end
 
 -- Handles one webhook POST of the given source ("distribution" or "harbor").
 local function receive(s, req, source)
-  local reg = registry_of(s.db, req:header("authorization"))
+  local reg = webhooks.registry_of(s.db, req:header("authorization"))
   if not reg then
     return api.reply_error(req, 401, "missing or unknown webhook secret (Authorization header)")
   end
