@@ -168,15 +168,25 @@ int cli_common_take(struct cli_common *c, const char *cmd, const char *opt, cons
 
 void cli_common_finish(struct cli_common *c)
 {
-    if (cli_scripts_dir(c->bundled, sizeof(c->bundled), "") == 0)
+    int has_bundled = cli_scripts_dir(c->bundled, sizeof(c->bundled), "") == 0;
+    if (has_bundled)
         c->roots[c->nroots++] = c->bundled;
     c->roots[c->nroots] = NULL;
+    /* Trusted code requires only from --lib and the bundled library: a
+     * script root cannot put a module of its own under the daemon. */
+    int nt = 0;
+    for (int i = 0; i < c->nlibs; i++)
+        c->tlibs[nt++] = c->libs[i];
     for (int r = 0; r < c->nroots; r++) {
         snprintf(c->rootlibs[r], sizeof(c->rootlibs[r]), "%s/lib", c->roots[r]);
         c->libs[c->nlibs++] = c->rootlibs[r];
     }
     c->libs[c->nlibs] = NULL;
+    if (has_bundled)
+        c->tlibs[nt++] = c->rootlibs[c->nroots - 1];
+    c->tlibs[nt] = NULL;
     c->vo.lib_dirs = c->libs;
+    c->vo.trusted_lib_dirs = c->tlibs;
     c->vo.roots = c->roots;
 }
 

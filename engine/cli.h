@@ -42,6 +42,7 @@ struct cli_common {
     struct watchdog_opts wo;
     const char *roots[CLI_MAX_DIRS + 2];
     const char *libs[2 * CLI_MAX_DIRS + 2];
+    const char *tlibs[CLI_MAX_DIRS + 2];      /* --lib dirs and the bundled lib: trusted code's */
     int nroots, nlibs;
     char bundled[4096];
     char rootlibs[CLI_MAX_DIRS + 1][4200];

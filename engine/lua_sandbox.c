@@ -48,10 +48,11 @@ static int l_new(lua_State *L)
 static int box_compile(lua_State *L)
 {
     struct vm *vm = vm_of(L);
-    push_box_modules(L, 1);
-    int mods = lua_gettop(L);
     const char *kind = catalog_check_kind(L, 2);
     const char *name = luaL_checkstring(L, 3);
+    lua_settop(L, 3);
+    push_box_modules(L, 1);
+    int mods = lua_gettop(L);
     if (!catalog_find(L, kind, name))
         return 2;
     const char *path = lua_tostring(L, -1);
@@ -68,11 +69,12 @@ static int box_compile(lua_State *L)
 static int box_load(lua_State *L)
 {
     struct vm *vm = vm_of(L);
-    push_box_modules(L, 1);
-    int mods = lua_gettop(L);
     size_t len;
     const char *src = luaL_checklstring(L, 2, &len);
     const char *name = luaL_optstring(L, 3, "=(sandbox)");
+    lua_settop(L, 3);
+    push_box_modules(L, 1);
+    int mods = lua_gettop(L);
     if (vm_load_buffer_in(vm, L, src, len, name, mods) != LUA_OK) {
         lua_pushnil(L);
         lua_insert(L, -2);

@@ -238,10 +238,16 @@ static int sb_require(lua_State *L)
         if (!name[i])
             break;
     }
+    /* Trusted code searches --lib and the bundled library only. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref);
+    int trusted = lua_rawequal(L, -1, 2);
+    lua_pop(L, 1);
+    char **dirs = trusted ? vm->tlib_dirs : vm->lib_dirs;
+    int ndirs = trusted ? vm->n_tlib_dirs : vm->n_lib_dirs;
     luaL_Buffer tried;
     luaL_buffinit(L, &tried);
-    for (int i = 0; i < vm->n_lib_dirs; i++) {
-        lua_pushfstring(L, "%s/%s.lua", vm->lib_dirs[i], rel);
+    for (int i = 0; i < ndirs; i++) {
+        lua_pushfstring(L, "%s/%s.lua", dirs[i], rel);
         const char *path = lua_tostring(L, -1);
         lua_pushfstring(L, "@%s", path);
         int st = vm_load_file_in(vm, L, path, lua_tostring(L, -1), 2);

@@ -442,7 +442,9 @@ struct vm *vm_new(struct event_base *base, struct http_client *http, const struc
     vm->log_level = o ? o->log_level : LOG_INFO;
     vm->print_stdout = o ? o->print_stdout : 0;
     vm->env_mt_ref = vm->trusted_mt_ref = vm->loaded_ref = LUA_NOREF;
+    const char *const *tlibs = o && o->trusted_lib_dirs ? o->trusted_lib_dirs : o ? o->lib_dirs : NULL;
     if (strv_copy(o ? o->lib_dirs : NULL, &vm->lib_dirs, &vm->n_lib_dirs) != 0 ||
+        strv_copy(tlibs, &vm->tlib_dirs, &vm->n_tlib_dirs) != 0 ||
         strv_copy(o ? o->roots : NULL, &vm->roots, &vm->n_roots) != 0)
         goto fail_oom;
     if (sched_init(vm) != 0)
@@ -479,6 +481,7 @@ void vm_free(struct vm *vm)
     if (vm->ready_ev)
         event_free(vm->ready_ev);
     strv_free(vm->lib_dirs, vm->n_lib_dirs);
+    strv_free(vm->tlib_dirs, vm->n_tlib_dirs);
     strv_free(vm->roots, vm->n_roots);
     free(vm);
 }

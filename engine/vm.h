@@ -40,6 +40,7 @@ struct vm_opts {
     size_t task_mem;         /* default per-task memory limit; default 64 MiB */
     double task_cpu;         /* default per-task CPU budget in seconds; default 30 */
     const char *const *lib_dirs; /* directories `require` searches, NULL-terminated */
+    const char *const *trusted_lib_dirs; /* those trusted code's require searches (NULL: lib_dirs) */
     const char *const *roots;    /* script roots holding stages/ and templates/, NULL-terminated */
     vm_log_fn log;           /* default: lines on stderr */
     void *log_ud;
@@ -64,6 +65,8 @@ struct vm {
     double task_cpu;
     char **lib_dirs;
     int n_lib_dirs;
+    char **tlib_dirs;        /* what trusted code's require searches */
+    int n_tlib_dirs;
     char **roots;
     int n_roots;
     vm_log_fn log;

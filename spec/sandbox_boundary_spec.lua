@@ -72,6 +72,15 @@ t.test("require gives stage code its own module instances, never the daemon's", 
   t.match(same, "missing bearer token")
 end)
 
+t.test("box:load and box:compile take their optional arguments", function()
+  local fn = assert(sandbox.new():load("return 41 + 1"))
+  t.eq(select(2, sandbox.spawn(fn):wait()), 42)
+  local _, err = sandbox.new():load("return (")
+  t.match(err, "unexpected symbol")
+  local _, cerr = sandbox.new():compile("stages", "no/such/stage")
+  t.match(cerr, "no stage named 'no/such/stage'")
+end)
+
 t.test("modules are shared within one context, as require promises", function()
   local box = sandbox.new()
   t.ok(run_boxed([[ require("glob").marker = 42 ]], nil, box))
