@@ -15,6 +15,7 @@
 #define BLOB_MT "replica.blob.op"
 #define DEFAULT_BUFFER (4L << 20)
 #define MAX_BUFFER (64L << 20)
+#define MIN_BUFFER (512L << 10) /* stream.c's smallest ring */
 
 struct blob_op {
     struct task_op op;
@@ -204,11 +205,19 @@ static int l_copy(lua_State *L)
     }
     o->op.cancel = op_cancel;
     o->task = t;
-    /* The ring is C memory: it counts against the task's memory budget for
-     * as long as the copy holds it. */
-    if (!(o->held = vm_reserve(vm, (size_t)bufsize)))
-        return luaL_error(L, "blob.copy: a %I-byte buffer does not fit the memory limit", bufsize);
-    o->held_bytes = (size_t)bufsize;
+    /* The ring is C memory: what of it the copy can touch (the ring, or
+     * the blob when smaller) counts against the task's memory budget while
+     * the copy runs. Under a tight budget the ring shrinks, to 512 KiB. */
+    while (to) {
+        size_t touched = (lua_Unsigned)size < (lua_Unsigned)bufsize ? (size_t)size : (size_t)bufsize;
+        if ((o->held = vm_reserve(vm, touched, bufsize <= MIN_BUFFER))) {
+            o->held_bytes = touched;
+            break;
+        }
+        if (bufsize <= MIN_BUFFER)
+            return luaL_error(L, "blob.copy: its buffer does not fit the memory limit");
+        bufsize = bufsize / 2 > MIN_BUFFER ? bufsize / 2 : MIN_BUFFER;
+    }
     o->get = http_req_new(vm->http, "GET", src, (long)timeout, 10);
     o->put = to ? http_req_new(vm->http, method, put_url, (long)timeout, 10) : NULL;
     if (!o->get || (to && !o->put))

@@ -47,7 +47,7 @@ static int l_decode(lua_State *L)
     size_t len;
     luaL_checklstring(L, 1, &len);
     lua_settop(L, 1);
-    struct acct *held = vm_reserve(vm, len);
+    struct acct *held = vm_reserve(vm, len, 1);
     if (!held)
         return luaL_error(L, "json.decode: a %I-byte document does not fit the memory limit",
                           (lua_Integer)len);
@@ -214,7 +214,7 @@ static int l_encode(lua_State *L)
     lua_pushlightuserdata(L, &size);
     int rc = lua_pcall(L, 3, 0, 0);
     struct acct *held = NULL;
-    if (rc == LUA_OK && !(held = vm_reserve(vm, size))) {
+    if (rc == LUA_OK && !(held = vm_reserve(vm, size, 1))) {
         lua_pushfstring(L, "json.encode: the output (up to %I bytes) does not fit the memory limit",
                         (lua_Integer)(size > (size_t)LUA_MAXINTEGER ? LUA_MAXINTEGER : size));
         rc = LUA_ERRMEM;

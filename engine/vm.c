@@ -133,12 +133,12 @@ size_t vm_budget_left(struct vm *vm)
     return left;
 }
 
-struct acct *vm_reserve(struct vm *vm, size_t n)
+struct acct *vm_reserve(struct vm *vm, size_t n, int strict)
 {
     struct task *t = vm->current;
     struct acct *a = t ? t->acct : &vm->root;
     const struct acct *over = t ? acct_over(a, n) : NULL;
-    if (over)
+    if (over && strict)
         kill_mem(t, over);
     if (over || vm->mem_used + n > vm->mem_cap)
         return NULL;

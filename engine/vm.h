@@ -134,9 +134,9 @@ size_t vm_budget_left(struct vm *vm);
 
 /* Charges n bytes that the running task holds outside Lua's heap (a C
  * library's buffer) to its budget. Returns the budget charged, to give to
- * vm_unreserve, or NULL when that would pass a limit (the task is then
- * marked to be killed for memory). */
-struct acct *vm_reserve(struct vm *vm, size_t n);
+ * vm_unreserve, or NULL when that would pass a limit (and, when strict,
+ * the task is then marked to be killed for memory, as for Lua's own). */
+struct acct *vm_reserve(struct vm *vm, size_t n, int strict);
 void vm_unreserve(struct vm *vm, struct acct *a, size_t n);
 
 /* Monotonic seconds. */

@@ -40,7 +40,7 @@ policy() { # NAME TEMPLATE REPO
     jget .id
 }
 declare -A EXEC
-for name in steal tap coloop move cycle dag spawn; do
+for name in steal tap coloop move rep cycle dag spawn; do
     pid=$(policy "$name" "$name" good/app)
     api POST "/policies/$pid/executions"
     EXEC[$name]=$(jget .id)
@@ -78,6 +78,9 @@ unlike "$(cat "$SERVE_LOG")" "CAPTURED" "no token was captured"
 # Finding 4: loops in C calls and in coroutines stop at the budget.
 like "$(task_error coloop)" "exceeded its CPU limit \\(2 s\\)" "a loop inside a coroutine is stopped at the CPU budget"
 like "$(task_error move)" "exceeded its CPU limit \\(2 s\\)" "table.move over 3e8 elements is stopped at the CPU budget"
+
+api GET "/executions/${EXEC[rep]}/tasks"
+is "$(jget '.[0].status'):$(jget '.[0].stages[0].output.length')" "Succeeded:0" "string.rep('', 3e9) returns at once"
 
 # Finding 5: cycles and oversized JSON.
 like "$(task_error cycle)" "cycle in stage output" "a stage output that contains itself fails the stage with \"cycle in stage output\""
