@@ -150,10 +150,7 @@ static int l_close(lua_State *L)
         return luaL_error(L, "cannot close a normal coroutine");
     if (sched_thread_task(co))
         return luaL_error(L, "cannot close a task's own thread");
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return sandbox_call_stock(L, LUA_MULTRET);
 }
 
 /* coroutine.status(co): the stock function (upvalue 1), except that a
@@ -166,10 +163,7 @@ static int l_status(lua_State *L)
         lua_pushliteral(L, "normal");
         return 1;
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return sandbox_call_stock(L, 1);
 }
 
 void coroutine_install(lua_State *L, int idx)

@@ -141,10 +141,7 @@ static int l_sort(lua_State *L)
         lua_settop(L, 1);
         lua_pushcfunction(L, less_than);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 0);
-    return 0;
+    return sandbox_call_stock(L, 0);
 }
 
 void limits_install_string(lua_State *L, int idx)

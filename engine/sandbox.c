@@ -295,10 +295,7 @@ static int sb_setmetatable(lua_State *L)
             return luaL_error(L, "setmetatable: __gc metamethods are not available to scripts");
         lua_pop(L, 1);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return sandbox_call_stock(L, 1);
 }
 
 /* Copies the named fields of the table at src into the table on top. */
@@ -370,6 +367,28 @@ static int env_metatable(lua_State *L)
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
     return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Replaces each listed field of the table at t that is a table by its
+ * read-only proxy. */
+static void protect_fields(lua_State *L, int t, const char *const *names)
+{
+    for (; *names; names++) {
+        if (lua_getfield(L, t, *names) == LUA_TTABLE) {
+            sandbox_protect(L, *names);
+            lua_setfield(L, t, *names);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+}
+
+int sandbox_call_stock(lua_State *L, int nresults)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, nresults);
+    return nresults == LUA_MULTRET ? lua_gettop(L) : nresults;
 }
 
 /* Moves field name of the table at from to the table at to. */
@@ -472,22 +491,8 @@ int sandbox_open(struct vm *vm, lua_State *L)
     static const char *const mods[] = { "http", "json", "log", "time", "digest", "hmac",
         "base64", "task", "parallel", "blob", NULL };
     static const char *const tmods[] = { "catalog", "term", "creds", "sandbox", NULL };
-    for (const char *const *m = mods; *m; m++) {
-        if (lua_getfield(L, g, *m) == LUA_TTABLE) {
-            sandbox_protect(L, *m);
-            lua_setfield(L, g, *m);
-        } else {
-            lua_pop(L, 1);
-        }
-    }
-    for (const char *const *m = tmods; *m; m++) {
-        if (lua_getfield(L, tg, *m) == LUA_TTABLE) {
-            sandbox_protect(L, *m);
-            lua_setfield(L, tg, *m);
-        } else {
-            lua_pop(L, 1);
-        }
-    }
+    protect_fields(L, g, mods);
+    protect_fields(L, tg, tmods);
 
     lua_pushvalue(L, g);
     sandbox_protect(L, "_G");                          /* g stays; proxy on top */

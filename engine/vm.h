@@ -159,6 +159,11 @@ int sandbox_open(struct vm *vm, lua_State *L);
  * index loaded: it holds _G and that context's require and load. */
 void sandbox_push_env(struct vm *vm, lua_State *L, int loaded);
 
+/* The body of a replacement that defers to the stock function it wraps
+ * (its upvalue 1): calls it with every argument, returns nresults (or all,
+ * for LUA_MULTRET) results. */
+int sandbox_call_stock(lua_State *L, int nresults);
+
 /* Replaces the table on top of L by a read-only proxy of it named name. */
 void sandbox_protect(lua_State *L, const char *name);
 
