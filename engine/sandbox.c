@@ -14,6 +14,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "lua_pattern.h"
 #include "sched.h"
 #include "vm.h"
 
@@ -265,6 +266,8 @@ static void add_lib(lua_State *L, const char *name, lua_CFunction open, const ch
     int src = lua_gettop(L);
     lua_newtable(L);
     copy_fields(L, src, fields);
+    if (open == luaopen_string)
+        pattern_install(L, -1);
     protect(L, name);
     lua_setfield(L, -3, name);
     lua_pop(L, 1);

@@ -411,6 +411,33 @@ void sched_hook(lua_State *L, lua_Debug *ar)
         lua_yield(L, 0);
 }
 
+/* Units sched_tick lets pass between two reads of the clock. */
+#define TICK_CLOCK_UNITS 65536
+
+int sched_tick(lua_State *L, unsigned long units)
+{
+    struct task *t = task_current(vm_of(L));
+    if (!t)
+        return 0;
+    t->tick_units += units;
+    if (t->tick_units < TICK_CLOCK_UNITS)
+        return 0;
+    t->tick_units = 0;
+    double now = vm_now_mono();
+    if (t->slice_start == 0)
+        t->slice_start = now;
+    if (t->kill == KILL_NONE && t->cpu_used + (now - t->slice_start) > t->cpu_limit)
+        t->kill = KILL_CPU;
+    if (t->kill != KILL_NONE)
+        luaL_error(L, "%s", t->kill == KILL_CPU ? "CPU limit exceeded" : "memory limit exceeded");
+    return now - t->slice_start > SLICE_SECONDS && lua_isyieldable(L) && L == t->co && !t->op;
+}
+
+int sched_pause(lua_State *L, lua_KContext ctx, lua_KFunction k)
+{
+    return lua_yieldk(L, 0, ctx, k);
+}
+
 void sched_free_all(struct vm *vm)
 {
     while (vm->all) {

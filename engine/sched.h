@@ -49,6 +49,7 @@ struct task {
     int ok;                  /* when done: 1 = returned, 0 = failed */
     int nres;                /* when done and ok: results left on co's stack */
     char *err;               /* when done and failed: the error message */
+    unsigned long tick_units; /* sched_tick: units charged since the clock was read */
 };
 
 struct task_opts {
@@ -102,6 +103,17 @@ int task_push_cancelled(lua_State *L);
 
 /* Pushes t's outcome onto L: true, results... or nil, err. Returns the count. */
 int task_push_outcome(lua_State *L, struct task *t);
+
+/* Charges units of work done by a C function to the running task (a unit
+ * is roughly 10 ns of work). Every so often it reads the clock and raises the
+ * task's CPU-limit error when its budget is spent. Returns 1 when the caller
+ * should pause now (its 10 ms slice is over and it may yield), else 0.
+ * Outside a task it does nothing and returns 0. */
+int sched_tick(lua_State *L, unsigned long units);
+/* Pauses the running task for fairness from inside a C function: yields with
+ * continuation k and context ctx; the task is queued again behind I/O and k
+ * runs when it is resumed. Only call after sched_tick returned 1. */
+int sched_pause(lua_State *L, lua_KContext ctx, lua_KFunction k);
 
 /* Count hook installed on every task thread (CPU budget and fairness). */
 void sched_hook(lua_State *L, lua_Debug *ar);
