@@ -277,7 +277,7 @@ static int pm_forward(lua_State *L, struct pm *m)
         case '5': case '6': case '7': case '8': case '9': {
             int l = p[1] - '1';
             if (l < 0 || l >= m->level || m->cap[l].len == CAP_UNFINISHED)
-                luaL_error(L, "invalid capture index %%%d in pattern", l + 1);
+                luaL_error(L, "invalid capture index %%%d", l + 1);
             size_t len = (size_t)m->cap[l].len;
             if ((size_t)(m->src_end - s) >= len && memcmp(m->cap[l].init, s, len) == 0) {
                 m->s = s + len;
