@@ -86,22 +86,37 @@ struct pbuf {
     size_t len, cap;
 };
 
-/* Pushes a new state for subject s and pattern p (both must stay alive on
- * the stack). The stack the matcher needs is bounded by the pattern length.
- * The userdata is left on the stack, which owns it. */
-static struct pm *pm_new(lua_State *L, const char *s, size_t ls, const char *p, size_t lp)
+/* The bytes a state for a pattern of length lp needs: the stack the matcher
+ * uses is bounded by the pattern length (each level is a later item). */
+static size_t pm_size(size_t lp, int *maxframes)
 {
-    int maxframes = lp < PM_MAXCALLS - 1 ? (int)lp : PM_MAXCALLS - 1;
-    if (maxframes < 1)
-        maxframes = 1;
-    struct pm *m = lua_newuserdatauv(L, sizeof(*m) + (size_t)maxframes * sizeof(struct pm_frame), 0);
+    int n = lp < PM_MAXCALLS - 1 ? (int)lp : PM_MAXCALLS - 1;
+    if (n < 1)
+        n = 1;
+    if (maxframes)
+        *maxframes = n;
+    return sizeof(struct pm) + (size_t)n * sizeof(struct pm_frame);
+}
+
+/* Initialises the state in mem (pm_size bytes) for subject s and pattern p,
+ * which must stay alive on the stack while it is used. Returns it. */
+static struct pm *pm_init(void *mem, const char *s, size_t ls, const char *p, size_t lp)
+{
+    struct pm *m = mem;
     memset(m, 0, sizeof(*m));
+    pm_size(lp, &m->maxframes);
     m->src_init = s;
     m->src_end = s + ls;
     m->pat = p;
     m->p_end = p + lp;
-    m->maxframes = maxframes;
     return m;
+}
+
+/* Pushes a new state for subject s and pattern p; the stack owns the
+ * userdata. */
+static struct pm *pm_new(lua_State *L, const char *s, size_t ls, const char *p, size_t lp)
+{
+    return pm_init(lua_newuserdatauv(L, pm_size(lp, NULL), 0), s, ls, p, lp);
 }
 
 /* Starts a match attempt at subject position s. */
@@ -551,17 +566,30 @@ static int plain_k(lua_State *L, int status, lua_KContext ctx)
     }
 }
 
-/* Continuation of find and match: tries each start position in turn. The
- * state is at stack index 5. */
+/* Tries each start position in turn for find and match. m is the state at
+ * stack index 5, or one on the C stack (heap == 0) that is moved into a
+ * userdata there when the call has to pause. */
+static int find_loop(lua_State *L, struct pm *m, int heap);
+
+/* Continuation of find and match after a pause. */
 static int find_k(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
     (void)ctx;
-    struct pm *m = lua_touserdata(L, 5);
+    return find_loop(L, lua_touserdata(L, 5), 1);
+}
+
+static int find_loop(lua_State *L, struct pm *m, int heap)
+{
     for (;;) {
         int r = pm_run(L, m);
-        if (r == PM_PAUSED)
+        if (r == PM_PAUSED) {
+            if (!heap) {
+                size_t size = pm_size((size_t)(m->p_end - m->pat), NULL);
+                memcpy(lua_newuserdatauv(L, size, 0), m, size);
+            }
             return sched_pause(L, 0, find_k);
+        }
         if (r == PM_MATCHED) {
             if (!m->find)
                 return push_captures(L, m, m->s1, m->e);
@@ -577,7 +605,8 @@ static int find_k(lua_State *L, int status, lua_KContext ctx)
     return 1;
 }
 
-/* string.find and string.match: the shared argument handling. */
+/* string.find and string.match: the shared argument handling. The state
+ * lives on the C stack unless the call pauses. */
 static int find_aux(lua_State *L, int find)
 {
     size_t ls, lp;
@@ -598,12 +627,16 @@ static int find_aux(lua_State *L, int find)
         p++;
         lp--;
     }
-    struct pm *m = pm_new(L, s, ls, p, lp);
+    union {
+        struct pm m;
+        char bytes[sizeof(struct pm) + (PM_MAXCALLS - 1) * sizeof(struct pm_frame)];
+    } local;
+    struct pm *m = pm_init(&local, s, ls, p, lp);
     m->find = find;
     m->anchor = anchor;
     m->s1 = s + init;
     pm_begin(m, m->s1);
-    return find_k(L, LUA_OK, 0);
+    return find_loop(L, m, 0);
 }
 
 /* string.find(s, pattern [, init [, plain]]) */
