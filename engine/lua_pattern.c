@@ -566,19 +566,10 @@ static int plain_k(lua_State *L, int status, lua_KContext ctx)
     }
 }
 
-/* Tries each start position in turn for find and match. m is the state at
- * stack index 5, or one on the C stack (heap == 0) that is moved into a
- * userdata there when the call has to pause. */
-static int find_loop(lua_State *L, struct pm *m, int heap);
+static int find_k(lua_State *L, int status, lua_KContext ctx);
 
-/* Continuation of find and match after a pause. */
-static int find_k(lua_State *L, int status, lua_KContext ctx)
-{
-    (void)status;
-    (void)ctx;
-    return find_loop(L, lua_touserdata(L, 5), 1);
-}
-
+/* Tries each start position for find and match. m is the userdata at index 5
+ * (heap = 1) or a state on the C stack, moved into one there if it pauses. */
 static int find_loop(lua_State *L, struct pm *m, int heap)
 {
     for (;;) {
@@ -603,6 +594,14 @@ static int find_loop(lua_State *L, struct pm *m, int heap)
     }
     luaL_pushfail(L);
     return 1;
+}
+
+/* Continuation of find and match after a pause. */
+static int find_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    return find_loop(L, lua_touserdata(L, 5), 1);
 }
 
 /* string.find and string.match: the shared argument handling. The state
