@@ -22,6 +22,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "lua_pattern.h"
 #include "sched.h"
 #include "vm.h"
 #include "watchdog.h"
@@ -325,6 +326,14 @@ static void add_lib(lua_State *L, int g, const char *name, lua_CFunction open,
     lua_remove(L, src);
 }
 
+/* The replacements in the sandbox's string library: the pattern functions
+ * (lua_pattern.c) and string.rep (lua_limits.c). */
+static void string_install(lua_State *L, int idx)
+{
+    pattern_install(L, idx);
+    limits_install_string(L, idx);
+}
+
 /* Pushes the context function cached in the module table at loaded under
  * key, making it (fn with upvalues vm, loaded) on first use. */
 static void push_context_fn(struct vm *vm, lua_State *L, int loaded, const void *key,
@@ -441,7 +450,7 @@ int sandbox_open(struct vm *vm, lua_State *L)
     lua_pushcclosure(L, sb_collectgarbage, 1);
     lua_setfield(L, g, "collectgarbage");
 
-    add_lib(L, g, "string", luaopen_string, string, limits_install_string);
+    add_lib(L, g, "string", luaopen_string, string, string_install);
     /* Strings index the sandbox's copy of the library, which has no dump:
      * ("").dump and ("x"):rep(...) reach what `string` does. */
     lua_pushliteral(L, "");

@@ -40,7 +40,7 @@ policy() { # NAME TEMPLATE REPO
     jget .id
 }
 declare -A EXEC
-for name in steal tap coloop move rep cycle dag spawn; do
+for name in steal tap pattern coloop move rep cycle dag spawn; do
     pid=$(policy "$name" "$name" good/app)
     api POST "/policies/$pid/executions"
     EXEC[$name]=$(jget .id)
@@ -76,6 +76,7 @@ is "$STATUS" 200 "the API still authenticates with digest.sha256"
 unlike "$(cat "$SERVE_LOG")" "CAPTURED" "no token was captured"
 
 # Finding 4: loops in C calls and in coroutines stop at the budget.
+like "$(task_error pattern)" "exceeded its CPU limit \\(2 s\\)" "a backtracking pattern is stopped at the CPU budget"
 like "$(task_error coloop)" "exceeded its CPU limit \\(2 s\\)" "a loop inside a coroutine is stopped at the CPU budget"
 like "$(task_error move)" "exceeded its CPU limit \\(2 s\\)" "table.move over 3e8 elements is stopped at the CPU budget"
 
