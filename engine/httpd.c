@@ -213,6 +213,7 @@ void httpd_msg_free(struct httpd_msg *m)
     if (m->uri_elems)
         evhttp_uri_free(m->uri_elems);
     free(m->uri);
+    free(m->who);
     evbuffer_free(m->body);
     free(m);
 }

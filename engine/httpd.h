@@ -49,6 +49,7 @@ struct httpd_msg {
     int too_large;                   /* the body is over max_body and was not read */
     int keepalive;                   /* the client asked to keep the connection */
     int close;                       /* the client asked to close it */
+    char *who;                       /* who authorize said the client is, or NULL (owned) */
 };
 
 struct httpd_opts {
@@ -64,7 +65,7 @@ struct httpd_callbacks {
     /* The head of m on c is complete and valid; no body byte is read yet.
      * Returns 1 to go on, or refuses with httpd_reject and returns what it
      * returned. m stays the server's. NULL: every request goes on. */
-    int (*authorize)(void *ud, struct httpd_conn *c, const struct httpd_msg *m);
+    int (*authorize)(void *ud, struct httpd_conn *c, struct httpd_msg *m);
     /* The request *m on c is complete. The callback takes it by setting *m
      * to NULL (it owns it from then on). Returns the user's token for the
      * request, which makes it "with its handler" until its response is

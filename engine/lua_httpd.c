@@ -336,7 +336,7 @@ static void *on_dispatch(void *ud, struct httpd_conn *c, struct httpd_msg **m)
  * may go on; otherwise the refusal (401, or 500 if authorize raised) is
  * queued with httpd_reject and 0 returned, or -1 when c had to be freed.
  * Runs from the event loop, on the main state, and must not yield. */
-static int on_authorize(void *ud, struct httpd_conn *c, const struct httpd_msg *m)
+static int on_authorize(void *ud, struct httpd_conn *c, struct httpd_msg *m)
 {
     struct server *s = ud;
     lua_State *L = s->vm->L;
@@ -368,6 +368,11 @@ static int on_authorize(void *ud, struct httpd_conn *c, const struct httpd_msg *
         return httpd_reject(c, 500, "internal error", NULL);
     }
     if (lua_toboolean(L, top + 2)) {
+        /* authorize may name the client: req.who, so the handler need not
+         * look it up again */
+        const char *who = lua_tostring(L, top + 3);
+        free(m->who);
+        m->who = who ? strdup(who) : NULL;
         lua_settop(L, top);
         return 1;
     }
@@ -488,6 +493,13 @@ static int req_index(lua_State *L)
     }
     if (strcmp(k, "too_large") == 0) {
         lua_pushboolean(L, r->m && r->m->too_large);
+        return 1;
+    }
+    if (strcmp(k, "who") == 0) {
+        if (r->m && r->m->who)
+            lua_pushstring(L, r->m->who);
+        else
+            lua_pushnil(L);
         return 1;
     }
     for (int i = 0; lazy[i]; i++)

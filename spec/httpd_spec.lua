@@ -306,6 +306,23 @@ t.test("authorize sees method, decoded path and Authorization before the body; f
   srv:close()
 end)
 
+t.test("a name authorize gives the client reaches the handler as req.who", function()
+  local seen = {}
+  local srv, base = serve(function(req)
+    seen[#seen + 1] = tostring(req.who)
+    req:respond(200, nil, "in")
+  end, {
+    authorize = function(_, path)
+      if path == "/named" then return true, "alice" end
+      return true
+    end,
+  })
+  t.eq(request{ url = base .. "/named" }.status, 200)
+  t.eq(request{ url = base .. "/anonymous" }.status, 200)
+  t.eq(table.concat(seen, " "), "alice nil")
+  srv:close()
+end)
+
 t.test("two Authorization headers reach authorize joined; an authorize that raises gives 500", function()
   local got
   local srv, base = serve(function(req) req:respond(200) end, {

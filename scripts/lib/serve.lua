@@ -120,8 +120,8 @@ local function cron_loop(s)
 end
 
 -- Decides, before a request body is read, whether the request may go on
--- (sys.listen's authorize): the same rule as handle(), which checks again
--- and is the authority. Returns true, or false, the 401 message and the
+-- (sys.listen's authorize). Returns true and the token's name (which the
+-- request then carries as req.who), or false, the 401 message and the
 -- WWW-Authenticate challenge (none for the webhooks).
 local function authorize(s, path, header)
   if path == "/api/v1/health" then return true end
@@ -130,7 +130,7 @@ local function authorize(s, path, header)
     return false, "missing or unknown webhook secret (Authorization header)"
   end
   local who, why = tokens.check(s.db, header)
-  if who then return true end
+  if who then return true, who end
   return false, why, 'Bearer realm="replica"'
 end
 
@@ -140,7 +140,9 @@ local function handle(s, req)
   if path == "/api/v1/health" then
     return api.reply(req, 200, { status = "ok", watchdog = poison.health(s.sys, api.iso) })
   end
-  if not path:find("^/api/v1/webhooks/") then
+  if not path:find("^/api/v1/webhooks/") and not req.who then
+    -- authorize() checked the token before the body was read; this is for
+    -- a request it did not see
     local who, why = tokens.check(s.db, req:header("authorization"))
     if not who then
       return req:respond(401, { ["Content-Type"] = "application/json",
