@@ -1,7 +1,7 @@
 -- distribution/pull: resolve the selected tags to manifests (the whole tree of
 -- an index) and list their blobs. Manifests stay in memory as exact bytes
 -- (ctx.data.artifacts); the stored output is a summary.
-local oci = require("oci")
+local media = require("oci.media")
 
 -- Fetches a manifest and, for an index, its child manifests. With `dst`, a
 -- tag the target already has at the source's digest is settled by two HEADs
@@ -26,13 +26,13 @@ local function resolve(src, repo, tag, dst, dest)
   if not m then return nil, err end
   local art = { tag = tag, digest = m.digest, media_type = m.media_type, body = m.body,
                 size = m.size, manifests = {}, blobs = {}, target = target }
-  local kids, kerr = oci.children(m)
+  local kids, kerr = media.children(m)
   if not kids then return nil, string.format("%s:%s: %s", repo, tag, kerr) end
-  if oci.is_index(m.media_type) then
+  if media.is_index(m.media_type) then
     local fetched, ferr = parallel.map(kids, function(d)
       local child, cerr = src:get_manifest(repo, d.digest)
       if not child then return nil, cerr end
-      local blobs, berr = oci.children(child)
+      local blobs, berr = media.children(child)
       if not blobs then return nil, string.format("%s@%s: %s", repo, d.digest, berr) end
       return { descriptor = d, digest = child.digest, media_type = child.media_type,
                body = child.body, blobs = blobs }

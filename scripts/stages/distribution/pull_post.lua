@@ -5,7 +5,7 @@
 --     source's).
 --   Foreign and non-distributable layers are never copied: registries may not
 --   redistribute them, and clients fetch them from their own URLs.
-local oci = require("oci")
+local media = require("oci.media")
 
 -- Whether a child descriptor's platform is in the wanted set.
 local function wanted(d, set)
@@ -19,7 +19,7 @@ end
 local function drop_foreign(blobs)
   local kept, dropped = {}, 0
   for _, b in ipairs(blobs) do
-    if oci.is_foreign(b.mediaType) then dropped = dropped + 1 else kept[#kept + 1] = b end
+    if media.is_foreign(b.mediaType) then dropped = dropped + 1 else kept[#kept + 1] = b end
   end
   return kept, dropped
 end
