@@ -6,6 +6,7 @@
 -- The calls are written string.match(s, ...) rather than s:match(...): the
 -- engine's functions are in the sandbox's string table.
 local t = require("tap").new(...)
+local loopwatch = require("loopwatch")
 local E = t.env
 
 local MiB = 1024 * 1024
@@ -14,27 +15,11 @@ local slow = E.VALGRIND == "1"
 local SCALE = slow and 1 / 16 or 1
 local MAX_GAP = slow and 1.0 or 0.2
 
--- A task that sleeps 10 ms at a time until stop() is true; returns the
--- longest time one round took (how long the loop was kept from it).
-local function watcher(stop)
-  return task.spawn({ name = "watcher" }, function()
-    local worst, rounds, last = 0, 0, time.mono()
-    repeat
-      time.sleep(0.01)
-      local now = time.mono()
-      if now - last > worst then worst = now - last end
-      last = now
-      rounds = rounds + 1
-    until stop()
-    return worst, rounds
-  end)
-end
-
 -- Runs fn as a task next to a watcher; returns fn's outcome (ok, ...), the
 -- seconds it took and the watcher's longest gap.
 local function beside_watcher(opts, fn)
   local done = false
-  local w = watcher(function() return done end)
+  local w = loopwatch.start(function() return done end, 0.01)
   local t0 = time.mono()
   local h = task.spawn(opts, fn)
   local r = table.pack(h:wait())

@@ -6,6 +6,7 @@
 -- sandbox.spawn. (The security review of 2026-12-01, findings 1, 2, 4, 5, 6
 -- and 12, reproduced each of these against the previous engine.)
 local t = require("tap").new(...)
+local loopwatch = require("loopwatch")
 
 local MiB = 1024 * 1024
 
@@ -17,26 +18,11 @@ local function run_boxed(source, opts, box, ...)
   return sandbox.spawn(opts or { name = "hostile" }, fn, ...):wait()
 end
 
--- Starts a task that sleeps 5 ms at a time until stop() and returns the
--- longest gap it saw between two wake-ups: how long the loop was held.
-local function watch_gaps(stop)
-  return task.spawn({ name = "watcher" }, function()
-    local last, worst = time.mono(), 0
-    while not stop() do
-      time.sleep(0.005)
-      local now = time.mono()
-      if now - last > worst then worst = now - last end
-      last = now
-    end
-    return worst
-  end)
-end
-
 -- Runs source boxed with opts while a watcher measures the loop's gaps;
 -- returns ok, err, the longest gap and the wall time.
 local function boxed_with_watch(source, opts)
   local done = false
-  local w = watch_gaps(function() return done end)
+  local w = loopwatch.start(function() return done end)
   local t0 = time.mono()
   local ok, err = run_boxed(source, opts)
   local wall = time.mono() - t0
