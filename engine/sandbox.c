@@ -240,9 +240,7 @@ static int sb_require(lua_State *L)
             break;
     }
     /* Trusted code searches --lib and the bundled library only. */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref);
-    int trusted = lua_rawequal(L, -1, 2);
-    lua_pop(L, 1);
+    int trusted = sandbox_is_trusted(vm, L, 2);
     char **dirs = trusted ? vm->tlib_dirs : vm->lib_dirs;
     int ndirs = trusted ? vm->n_tlib_dirs : vm->n_lib_dirs;
     luaL_Buffer tried;
@@ -349,12 +347,19 @@ static void push_context_fn(struct vm *vm, lua_State *L, int loaded, const void 
     lua_rawsetp(L, loaded, key);
 }
 
-void sandbox_push_env(struct vm *vm, lua_State *L, int loaded)
+int sandbox_is_trusted(struct vm *vm, lua_State *L, int loaded)
 {
     loaded = lua_absindex(L, loaded);
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref);
     int trusted = lua_rawequal(L, -1, loaded);
     lua_pop(L, 1);
+    return trusted;
+}
+
+void sandbox_push_env(struct vm *vm, lua_State *L, int loaded)
+{
+    loaded = lua_absindex(L, loaded);
+    int trusted = sandbox_is_trusted(vm, L, loaded);
     lua_createtable(L, 0, 4);
     lua_pushvalue(L, -1);
     lua_setfield(L, -2, "_G");

@@ -195,13 +195,6 @@ void vm_logf(struct vm *vm, struct task *t, enum log_level lvl, const char *fmt,
     vm->log(vm->log_ud, t, lvl, msg);
 }
 
-void vm_push_env(struct vm *vm, lua_State *L)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref);
-    sandbox_push_env(vm, L, -1);
-    lua_remove(L, -2);
-}
-
 int vm_load_buffer_in(struct vm *vm, lua_State *L, const char *s, size_t len, const char *name,
                       int loaded)
 {
@@ -357,10 +350,7 @@ int vm_load_file_in(struct vm *vm, lua_State *L, const char *path, const char *c
                     int loaded)
 {
     loaded = lua_absindex(L, loaded);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->loaded_ref);
-    int trusted = lua_rawequal(L, -1, loaded);
-    lua_pop(L, 1);
-    if (!trusted) {
+    if (!sandbox_is_trusted(vm, L, loaded)) {
         int rc = push_factory(vm, L, path, chunkname);
         if (rc != LUA_OK)
             return rc;

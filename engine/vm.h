@@ -92,10 +92,6 @@ void vm_free(struct vm *vm);
 void vm_logf(struct vm *vm, struct task *t, enum log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Pushes a new trusted environment table: the globals and the trusted-only
- * modules, read through the sandbox's proxies. */
-void vm_push_env(struct vm *vm, lua_State *L);
-
 /* Loads a text chunk from a file with a fresh trusted environment and
  * pushes the function. Returns LUA_OK, or an error code with the message
  * pushed. */
@@ -154,6 +150,10 @@ void json_push_array_mt(lua_State *L);
 
 /* Installs the allow-listed globals into the state (sandbox.c). */
 int sandbox_open(struct vm *vm, lua_State *L);
+
+/* Whether the module table at stack index loaded is the trusted code's
+ * (else it is a sandbox context's). */
+int sandbox_is_trusted(struct vm *vm, lua_State *L, int loaded);
 
 /* Pushes a new environment of the context whose module table is at stack
  * index loaded: it holds _G and that context's require and load. */
