@@ -1,6 +1,6 @@
 # replica - hand-written Makefile. Dependencies come through pkg-config
 # (http-parser has no .pc file: it is linked by name).
-#   make          build ./replica (installs missing Debian packages first)
+#   make          build ./replica and the web console (installs missing Debian packages first)
 #   make test     C unit tests and Lua specs against real servers on loopback
 #   make check    the same suite under ASan + UBSan, then valgrind's leak check
 #   make bench    benchmarks (figures go in docs/benchmarks.md)
@@ -20,9 +20,9 @@ BUILD    ?= build/release
 OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve clean run
+.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve clean run web
 
-all: replica
+all: replica web
 
 deps:
 	@tools/deps.sh build
@@ -46,11 +46,21 @@ $(BUILD)/unit: $(UNIT_SRC) tests/unit/*.h $(OBJ) | $(BUILD)
 $(BUILD):
 	@mkdir -p $(BUILD)
 
+# The web console: npm packages pinned by web/package-lock.json, bundled by
+# esbuild into build/web (served by `replica serve` at /).
+WEB_SRC := $(wildcard web/src/*.js web/src/*/*.js web/src/*.css) web/index.html web/build.mjs
+web: build/web/index.html
+build/web/index.html: web/node_modules/.package-lock.json $(WEB_SRC)
+	@cd web && node build.mjs
+web/node_modules/.package-lock.json: web/package-lock.json web/package.json
+	@tools/deps.sh node
+	@cd web && npm ci --no-audit --no-fund --loglevel=error
+
 build/faultserver: tests/faultserver.c
 	@mkdir -p build
 	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -O2 -o $@ $<
 
-test: deps-test replica $(BUILD)/unit build/faultserver
+test: deps-test replica web $(BUILD)/unit build/faultserver
 	@REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh
 
 check: deps-test build/faultserver
@@ -70,7 +80,7 @@ bench: deps-bench replica build/faultserver
 bench-serve: deps-bench replica
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/serve.sh
 
-run: replica
+run: replica web
 	./replica serve
 
 clean:

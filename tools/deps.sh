@@ -4,19 +4,25 @@
 #   tools/deps.sh build   libraries and tools for `make`
 #   tools/deps.sh test    plus the servers and tools the tests start
 #   tools/deps.sh bench   plus the peers the benchmarks compare against
+#   tools/deps.sh node    Node.js and npm, unless the machine has them
 set -eu
 
 build="gcc make pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libevent-dev
 libsqlite3-dev libssl-dev libhttp-parser-dev"
 test="$build perl curl openssl nginx-light libnginx-mod-http-echo iproute2 valgrind procps
-docker-registry apache2-utils python3 jq sqlite3 lua5.4"
+docker-registry apache2-utils python3 jq sqlite3 lua5.4 chromium fonts-dejavu-core"
 bench="$test skopeo wrk time"
 
 case "${1:-build}" in
+node)
+    # The console's build and browser tests need Node.js and npm; a machine
+    # that has them from elsewhere (NodeSource) keeps its own.
+    command -v node >/dev/null && command -v npm >/dev/null && exit 0
+    want="nodejs npm" ;;
 build) want=$build ;;
 test) want=$test ;;
 bench) want=$bench ;;
-*) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+*) echo "usage: $0 build|test|bench|node" >&2; exit 2 ;;
 esac
 
 missing=""
