@@ -6,7 +6,8 @@ import { interceptLinks, match, navigate, useLocation } from "./router.js";
 import { onUnauthorized, token } from "./api.js";
 import { Login } from "./pages/login.js";
 import { Dashboard } from "./pages/dashboard.js";
-import { Registries } from "./pages/registries.js";
+import { Registries, RegistryForm } from "./pages/registries.js";
+import { Toasts } from "./ui.js";
 import { Policies, PolicyForm } from "./pages/policies.js";
 import { Executions, ExecutionDetail } from "./pages/executions.js";
 import { FunctionsList, FunctionEditor } from "./pages/functions.js";
@@ -16,6 +17,8 @@ const ROUTES = [
   { path: "/login", page: Login, bare: true },
   { path: "/", page: Dashboard, nav: "dashboard" },
   { path: "/registries", page: Registries, nav: "registries" },
+  { path: "/registries/new", page: RegistryForm, nav: "registries" },
+  { path: "/registries/:id", page: RegistryForm, nav: "registries" },
   { path: "/policies", page: Policies, nav: "policies" },
   { path: "/policies/new", page: PolicyForm, nav: "policies" },
   { path: "/policies/:id", page: PolicyForm, nav: "policies" },
@@ -26,8 +29,9 @@ const ROUTES = [
   { path: "/templates/new", page: TemplateComposer, nav: "templates" },
   { path: "/templates/:name", page: TemplateComposer, nav: "templates" },
   { path: "/executions", page: Executions, nav: "executions" },
-  { path: "/executions/:id", page: ExecutionDetail, nav: "executions" },
-  { path: "/executions/:id/tasks/:task", page: ExecutionDetail, nav: "executions" },
+  // one key for an execution and its open task: opening a task keeps the page
+  { path: "/executions/:id", page: ExecutionDetail, nav: "executions", key: (p) => `execution-${p.id}` },
+  { path: "/executions/:id/tasks/:task", page: ExecutionDetail, nav: "executions", key: (p) => `execution-${p.id}` },
 ];
 
 const NAV = [
@@ -77,9 +81,10 @@ function App() {
         navigate("/login");
       }}>Log out</button>
     </header>
-    <main key=${loc.path}>
+    <main key=${m && m.route.key ? m.route.key(m.params) : loc.path}>
       <${Page} params=${m ? m.params : {}} query=${loc.query} path=${loc.path} />
-    </main>`;
+    </main>
+    <${Toasts} />`;
 }
 
 const root = document.getElementById("app");
