@@ -47,8 +47,10 @@ export async function launch(opts = {}) {
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("console", (m) => {
     if (m.type() !== "error") return;
-    const where = m.location() && m.location().url ? ` (${m.location().url})` : "";
-    problems.push(`console error: ${m.text()}${where}`);
+    const url = (m.location() && m.location().url) || "";
+    // the browser asks for /favicon.ico by itself; the console has none
+    if (url.endsWith("/favicon.ico")) return;
+    problems.push(`console error: ${m.text()}${url ? ` (${url})` : ""}`);
   });
   return { browser, context, page, problems };
 }

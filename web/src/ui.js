@@ -5,7 +5,7 @@
 // text: no markup is ever built from strings.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { html } from "./html.js";
-import { events } from "./api.js";
+import { events, get } from "./api.js";
 
 // ---- status -----------------------------------------------------------------
 
@@ -268,6 +268,17 @@ export function JsonView({ value, open = 1, testid = "json" }) {
 }
 
 // ---- data -------------------------------------------------------------------
+
+// A list answer as an array: an empty list that a server encodes as {}
+// (Lua's empty table) counts as [].
+export function asList(v) {
+  return Array.isArray(v) ? v : [];
+}
+
+// GETs path and returns its list (see asList).
+export async function getList(path) {
+  return asList(await get(path));
+}
 
 // A hook that loads data with fn (async) whenever deps change. Returns
 // {data, error, loading, reload, set}: set(v | fn) changes the data in place

@@ -2,8 +2,7 @@
 // latest ones, with counts per status, kept current by the event stream
 // (each `execution` event carries the whole execution view), not polling.
 import { html } from "../html.js";
-import { get } from "../api.js";
-import { Badge, ErrorBanner, LiveMark, Time, active, duration, useEvents, useLoad, useNow } from "../ui.js";
+import { Badge, ErrorBanner, LiveMark, Time, active, duration, getList, useEvents, useLoad, useNow } from "../ui.js";
 
 const WINDOW = 500; // the executions the counts cover (the newest)
 const RECENT = 10;
@@ -58,7 +57,7 @@ export function Progress({ e }) {
 export function Dashboard() {
   const data = useLoad(async () => {
     const [execs, policies] = await Promise.all([
-      get(`/executions?page_size=${WINDOW}`), get("/policies?page_size=500")]);
+      getList(`/executions?page_size=${WINDOW}`), getList("/policies?page_size=500")]);
     return { execs, names: Object.fromEntries(policies.map((p) => [p.id, p.name])) };
   }, []);
   const live = useEvents(null, (type, ev) => {

@@ -9,7 +9,7 @@ import { get, post } from "../api.js";
 import { navigate } from "../router.js";
 import {
   Badge, ErrorBanner, JsonView, LiveMark, Pager, ReasonButton, Time, active, bytes, duration, href,
-  intParam, throttle, toast, useConfirm, useEvents, useLoad, useNow,
+  getList, intParam, throttle, toast, useConfirm, useEvents, useLoad, useNow,
 } from "../ui.js";
 import { ExecTable, STATUSES, countStatuses } from "./dashboard.js";
 
@@ -32,7 +32,7 @@ export function Executions({ query }) {
   const link = (q) => href("/executions", { ...f, page_size: size === 50 ? "" : size, ...q });
   const data = useLoad(async () => {
     const [rows, policies] = await Promise.all([
-      get(`/executions${href("", { ...f, page, page_size: size })}`), get("/policies?page_size=500")]);
+      getList(`/executions${href("", { ...f, page, page_size: size })}`), getList("/policies?page_size=500")]);
     return { rows, full: rows.length === size, policies };
   }, [f.policy, f.status, f.trigger, page, size]);
   const live = useEvents(null, (type, ev) => {
@@ -111,9 +111,7 @@ function Header({ e, policy, now }) {
       <div><dt>Started</dt><dd><${Time} iso=${e.started} full /></dd></div>
       <div><dt>Finished</dt><dd><${Time} iso=${e.finished} full /></dd></div>
       <div><dt>Duration</dt><dd data-testid="execution-duration">${duration(e.started, e.finished, now) || "—"}</dd></div>
-      <div><dt>Tasks</dt><dd data-testid="execution-counts">
-        ${e.total} in all: <span class="c-ok">${e.succeeded} succeeded</span>, <span class="c-bad">${e.failed} failed</span>,
-        <span class="c-stop">${e.stopped} stopped</span>, ${e.in_progress} in progress</dd></div>
+      <div><dt>Tasks</dt><dd data-testid="execution-counts">${`${e.total} in all: `}<span class="c-ok">${e.succeeded} succeeded</span>${", "}<span class="c-bad">${e.failed} failed</span>${", "}<span class="c-stop">${e.stopped} stopped</span>${`, ${e.in_progress} in progress`}</dd></div>
       <div><dt>Template</dt><dd data-testid="execution-template">${e.template ? versionText(e.template)
         : html`<span class="muted">${policy ? policy.template : ""} (pinned when it starts)</span>`}</dd></div>
     </dl>
@@ -173,7 +171,7 @@ function Stage({ s, i, now }) {
     </summary>
     ${s.error && html`<pre class="stage-error" data-testid="stage-error">${s.error}</pre>`}
     ${s.output !== undefined && s.output !== null
-      ? html`<div class="output"><span class="muted small">output</span><${JsonView} value=${s.output} testid="stage-output" /></div>`
+      ? html`<div class="output"><span class="muted small">output</span><${JsonView} value=${s.output} open=${2} testid="stage-output" /></div>`
       : html`<p class="muted small">no output</p>`}
   </details>`;
 }
@@ -247,7 +245,7 @@ export function ExecutionDetail({ params, query }) {
     const policy = await get(`/policies/${e.policy}`).catch(() => null);
     return { e, policy };
   }, [id]);
-  const tasks = useLoad(() => get(`/executions/${id}/tasks${href("", { page, page_size: TASK_PAGE, status: tstatus })}`),
+  const tasks = useLoad(() => getList(`/executions/${id}/tasks${href("", { page, page_size: TASK_PAGE, status: tstatus })}`),
     [id, page, tstatus]);
   const refetch = useRef({});
   if (!refetch.current.tasks) {

@@ -7,7 +7,7 @@ import { useState } from "preact/hooks";
 import { html } from "../html.js";
 import { del, get, post, put } from "../api.js";
 import { navigate } from "../router.js";
-import { ErrorBanner, Field, ReasonButton, splitList, toast, useConfirm, useLoad } from "../ui.js";
+import { ErrorBanner, Field, ReasonButton, getList, splitList, toast, useConfirm, useLoad } from "../ui.js";
 
 // Why a policy cannot be run now, or null when it can.
 export function runBlocked(p) {
@@ -37,7 +37,7 @@ function filters(p) {
 // The list of policies.
 export function Policies() {
   const data = useLoad(async () => {
-    const [policies, registries] = await Promise.all([get("/policies?page_size=500"), get("/registries?page_size=500")]);
+    const [policies, registries] = await Promise.all([getList("/policies?page_size=500"), getList("/registries?page_size=500")]);
     return { policies, names: Object.fromEntries(registries.map((r) => [r.id, r.name])) };
   }, []);
   const [error, setError] = useState(null);
@@ -124,9 +124,7 @@ function PreviewResult({ preview }) {
   const t = preview.totals || {};
   const repos = preview.repositories || [];
   return html`<div class="preview" data-testid="preview">
-    <p class="totals" data-testid="preview-totals">
-      ${t.repositories ?? repos.length} repositories, ${t.tags ?? 0} tags: <strong>${t.copy ?? 0} to copy</strong>,
-      ${t.up_to_date ?? 0} up to date, ${t.kept ?? 0} kept</p>
+    <p class="totals" data-testid="preview-totals">${`${t.repositories ?? repos.length} repositories, ${t.tags ?? 0} tags: `}<strong>${t.copy ?? 0} to copy</strong>${`, ${t.up_to_date ?? 0} up to date, ${t.kept ?? 0} kept`}</p>
     ${repos.length === 0 ? html`<p class="empty">The filters select nothing on the source.</p>` : html`
     <table class="list">
       <thead><tr><th>Source repository</th><th>Target repository</th><th>Tags</th></tr></thead>
@@ -154,7 +152,7 @@ export function PolicyForm({ params }) {
   const [dialog, ask] = useConfirm();
   const ctx = useLoad(async () => {
     const [registries, templates, policy] = await Promise.all([
-      get("/registries?page_size=500"), get("/templates"), id ? get(`/policies/${id}`) : null]);
+      getList("/registries?page_size=500"), getList("/templates"), id ? get(`/policies/${id}`) : null]);
     setSaved(policy);
     setV(policy ? toForm(policy) : { ...DEFAULTS,
       source_registry: registries[0] ? String(registries[0].id) : "",

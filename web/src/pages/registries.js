@@ -7,7 +7,7 @@ import { useState } from "preact/hooks";
 import { html } from "../html.js";
 import { del, get, post, put } from "../api.js";
 import { navigate } from "../router.js";
-import { ErrorBanner, Field, Time, toast, useConfirm, useLoad } from "../ui.js";
+import { ErrorBanner, Field, getList, toast, useConfirm, useLoad } from "../ui.js";
 
 // Tests a stored registry (POST /registries/{id}/ping); resolves to
 // {ok, error?}; a failed request counts as not ok.
@@ -53,7 +53,7 @@ function RegistryRow({ r, onDelete }) {
 
 // The list of registries.
 export function Registries() {
-  const list = useLoad(() => get("/registries?page_size=500"), []);
+  const list = useLoad(() => getList("/registries?page_size=500"), []);
   const [error, setError] = useState(null);
   const [dialog, ask] = useConfirm();
   const remove = async (r) => {
@@ -96,7 +96,6 @@ function body(v, editing) {
               ca_file: v.ca_file.trim() || null, insecure: !!v.insecure };
   if (v.password) b.password = v.password;
   else if (editing && v.clear_password) b.password = null;
-  else if (!editing) delete b.password;
   if (v.webhook_secret) b.webhook_secret = v.webhook_secret;
   else if (editing && v.clear_secret) b.webhook_secret = null;
   if (!editing && !b.username) delete b.username;
@@ -145,6 +144,7 @@ export function RegistryForm({ params }) {
     <h1>${editing ? `Registry ${stored.name}` : "New registry"}</h1>
     <${ErrorBanner} error=${error} onClose=${() => setError(null)} />
     <form class="form" onSubmit=${save} data-testid="registry-form">
+      <fieldset><legend>Registry</legend>
       <${Field} label="Name" id="reg-name" help="How policies refer to it: letters, digits, '.', '_' or '-'.">
         <input id="reg-name" value=${v.name} onInput=${set("name")} required maxlength="128" />
       <//>
@@ -158,6 +158,8 @@ export function RegistryForm({ params }) {
       <${Field} label="Description" id="reg-description" help="Free text for the people who read this list.">
         <input id="reg-description" value=${v.description} onInput=${set("description")} />
       <//>
+      </fieldset>
+      <fieldset><legend>Access</legend>
       <${Field} label="Username" id="reg-username" help="Leave empty for anonymous access.">
         <input id="reg-username" value=${v.username} onInput=${set("username")} autocomplete="off" />
       <//>
@@ -183,6 +185,7 @@ export function RegistryForm({ params }) {
         ${editing && stored.has_webhook_secret && html`<label class="check"><input type="checkbox" id="reg-clear-secret"
             checked=${!!v.clear_secret} onChange=${set("clear_secret")} /> remove the stored secret</label>`}
       <//>
+      </fieldset>
       <div class="form-actions">
         <button type="submit" class="primary" data-testid="save" disabled=${busy}>${editing ? "Save" : "Create"}</button>
         <a class="button" href="/registries">Cancel</a>
