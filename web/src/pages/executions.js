@@ -139,13 +139,13 @@ function retryBlocked(e) {
 function TaskRow({ t, open, link, copied, now }) {
   return html`<tr data-testid="task-row" data-id=${t.id} data-repository=${t.repository}
       class=${open ? "open" : ""} aria-selected=${open ? "true" : "false"}>
-    <td><a href=${link} data-testid="task-link">${t.id}</a></td>
+    <td class="id"><a href=${link} data-testid="task-link">${t.id}</a></td>
     <td class="mono"><a href=${link}>${t.repository}</a>${t.dest_repository !== t.repository
       ? html`<div class="muted small">→ ${t.dest_repository}</div>` : null}</td>
     <td><${Badge} status=${t.status} />${t.kind === "delete" ? html` <span class="tag">delete</span>` : null}</td>
     <td class="small">${(t.tags || []).length} tag${(t.tags || []).length === 1 ? "" : "s"}</td>
     <td class="small">${t.attempts}</td>
-    <td class="small">${duration(t.started, t.finished, now)}${copied ? html`<div class="muted" data-testid="task-bytes">${bytes(copied)} copied</div>` : null}</td>
+    <td class="small">${duration(t.started, t.finished, now)}${copied ? html`<div class="muted" data-testid="task-bytes" data-bytes=${copied}>${bytes(copied)} copied</div>` : null}</td>
     <td class="err small">${t.error || ""}</td>
   </tr>`;
 }
