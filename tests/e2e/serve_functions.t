@@ -20,7 +20,12 @@ head -c $((24 << 20)) /dev/urandom >"$big"
 push_big_image "$S" fn/big v1 "$big" >/dev/null
 bundled_pp=$(sha256sum "$ROOT/scripts/stages/distribution/pull_post.lua" | cut -d' ' -f1)
 
-serve_start functions
+# a script root of the operator's own (a bundled origin, as files are)
+mkdir -p "$E2E_WORK/root/stages/test"
+mark() { printf 'return { description = "mark", run = function() return { mark = "%s" } end }\n' "$1" \
+    >"$E2E_WORK/root/stages/test/mark.lua"; }
+mark file-v1
+serve_start functions --scripts "$E2E_WORK/root"
 all=$E2E_WORK/all-responses
 : >"$all"
 keep() { printf '%s\n' "$BODY" >>"$all"; }
@@ -237,6 +242,29 @@ wait_exec "$DT" Succeeded Failed Stopped
 is "$(jget '.template | [.origin, .name] | join(" ")')" "draft reporting" "runs the draft template"
 api GET "/executions/$DT/tasks"
 is "$(jget '.[0].stages[5] | .function')" common/pass "whose last stage is the one it names"
+
+# --- a resumed execution runs the sources it pinned --------------------------------------
+api PUT /templates/marking "$(jq -c '.stages[5] = {name: "mark", function: "test/mark"}' <<<"$tpl_body")"
+is "$STATUS" 201 "a template whose last stage is a file of the operator's root"
+api POST /policies "{\"name\": \"resume\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"repositories\": [\"fn/big\"], \"dest_namespace\": \"resume\", \"template\": \"marking\", \"bandwidth_kbps\": 4096}"
+RP=$(jget .id)
+api POST "/policies/$RP/executions"
+ER=$(jget .id)
+mid=1
+wait_for_upload "$REG_DST_STORAGE/docker/registry/v2/repositories/resume/fn/big/_uploads" $((2 << 20)) "$SERVE_PID" && mid=0
+ok "$mid" "an execution is mid-blob"
+serve_kill9
+mark file-v2
+serve_start functions --scripts "$E2E_WORK/root"
+wait_exec "$ER" Succeeded Failed Stopped
+is "$(jget .status)" Succeeded "after kill -9 and a changed file, the execution resumes and succeeds"
+api GET "/executions/$ER/tasks"
+is "$(jget '.[0].stages[5].output.mark')" file-v1 "it ran the source it pinned when it started, not the changed file"
+api POST "/policies/$RP/executions"
+ER2=$(jget .id)
+wait_exec "$ER2" Succeeded Failed Stopped
+api GET "/executions/$ER2/tasks"
+is "$(jget '.[0].stages[5].output.mark')" file-v2 "a new execution runs the changed file"
 
 # --- no paths ----------------------------------------------------------------------------------
 api GET /templates
