@@ -189,6 +189,7 @@ function serve.main(opts, sys)
   executions.routes(r, s)
   webhooks.routes(r, s)
   catalog_api.routes(r)
+  require("serve.preview").routes(r, s)
   s.router = r
 
   local admin = tokens.bootstrap(db, sys)
