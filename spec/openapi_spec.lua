@@ -363,6 +363,14 @@ t.test("security follows serve.lua: a bearer token except health, the webhooks (
   none(problems, "security problem(s)")
 end)
 
+t.test("the console's documented headers are the ones serve/console.lua sends", function()
+  local h = doc().root.by.components.by.headers.by
+  t.eq(h.ContentSecurityPolicy.by.schema.by.example.value, require("serve.console").CSP, "Content-Security-Policy")
+  t.eq(h.XContentTypeOptions.by.schema.by.const.value, "nosniff")
+  t.eq(h.ReferrerPolicy.by.schema.by.const.value, "no-referrer")
+  t.eq(h.XFrameOptions.by.schema.by.const.value, "DENY")
+end)
+
 t.test("every route the router serves is documented with its method", function()
   local undocumented = compare(routes(), doc(), read("scripts/lib", "serve.lua"))
   none(undocumented, "route(s) of serve.router missing from " .. DOC)
