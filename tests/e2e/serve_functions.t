@@ -266,6 +266,20 @@ wait_exec "$ER2" Succeeded Failed Stopped
 api GET "/executions/$ER2/tasks"
 is "$(jget '.[0].stages[5].output.mark')" file-v2 "a new execution runs the changed file"
 
+# --- the executions list: filters, totals and counts per status --------------------------
+api GET "/executions?draft=true"
+is "$(jget 'map(.draft) | unique | join(",")'):$(jget length)" "true:2" "?draft=true lists the two drafts"
+api GET "/executions/counts?policy=$SLOW"
+is "$(jget .total):$(jget .by_status.Succeeded):$(jget .by_status.Failed)" "4:4:0" \
+    "counts per status of one policy's executions"
+api GET "/executions/counts?trigger=cron"
+is "$(jget .total)" 0 "?trigger=cron: none"
+api GET "/executions?trigger=bogus"
+is "$STATUS" 400 "a bad trigger filter: 400"
+total=$(curl -s -D - -o /dev/null -H "Authorization: Bearer $TOKEN" "$API/executions?page_size=1" |
+        sed -n 's/^X-Total-Count: //Ip' | tr -d '\r')
+is "$total" "$(sqlite3 "$SERVE_DB" 'SELECT count(*) FROM executions')" "X-Total-Count gives the total past one page"
+
 # --- no paths ----------------------------------------------------------------------------------
 api GET /templates
 keep
