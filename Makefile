@@ -12,7 +12,7 @@ WARN     := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings -Wshadow
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
-             -DREPLICA_SCRIPTS_DIR='"$(CURDIR)/scripts"'
+             -DREPLICA_SCRIPTS_DIR='"$(CURDIR)/scripts"' -DREPLICA_WEB_DIR='"$(CURDIR)/build/web"'
 LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -pthread
 
 ENGINE_SRC := $(filter-out engine/main.c,$(wildcard engine/*.c))

@@ -14,6 +14,9 @@
 #ifndef REPLICA_SCRIPTS_DIR
 #define REPLICA_SCRIPTS_DIR "/usr/share/replica/scripts"
 #endif
+#ifndef REPLICA_WEB_DIR
+#define REPLICA_WEB_DIR "/usr/share/replica/web"
+#endif
 
 /* SIGINT/SIGTERM, forwarded to the loop by the watchdog thread: the first
  * cancels every task; the thread itself ends the process on a second one, or
@@ -103,6 +106,35 @@ int cli_scripts_dir(char *out, size_t n, const char *sub)
         }
     }
     snprintf(out, n, "%s%s%s", REPLICA_SCRIPTS_DIR, *sub ? "/" : "", sub);
+    return is_dir(out) ? 0 : -1;
+}
+
+int cli_console_dir(char *out, size_t n)
+{
+    const char *env = getenv("REPLICA_CONSOLE");
+    if (env && *env) {
+        snprintf(out, n, "%s", env);
+        return is_dir(out) ? 0 : -1;
+    }
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(out, n, "%s/build/web", exe);
+            if (is_dir(out))
+                return 0;
+            snprintf(out, n, "%s/../web", exe);
+            if (is_dir(out))
+                return 0;
+        }
+    }
+    snprintf(out, n, "%s", REPLICA_WEB_DIR);
+    if (is_dir(out))
+        return 0;
+    snprintf(out, n, "/usr/share/replica/web");
     return is_dir(out) ? 0 : -1;
 }
 

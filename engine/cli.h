@@ -32,6 +32,11 @@ int cli_log_level(const char *s, enum log_level *out);
  * else scripts/ beside the executable, else the build-time default. Returns 0
  * when the directory exists. */
 int cli_scripts_dir(char *out, size_t n, const char *sub);
+/* Finds the web console's built files: $REPLICA_CONSOLE, else build/web
+ * beside the binary (or its parent's, for build/release/replica), else the
+ * directory the Makefile compiled in, else /usr/share/replica/web. Writes the
+ * path to out; returns 0 when it is a directory, -1 otherwise. */
+int cli_console_dir(char *out, size_t n);
 
 #define CLI_MAX_DIRS 8
 

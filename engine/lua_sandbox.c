@@ -4,7 +4,9 @@
  *   local box = sandbox.new()          a context with its own module instances
  *   box:compile("stages", name)        -> fn | nil, err: the file compiled in a
  *                                         fresh environment of the box, not run
- *   box:load(source, chunkname)        -> fn | nil, err: the same for text
+ *   box:load(source, chunkname [, key]) -> fn | nil, err: the same for text;
+ *                                         with key (its content hash), compiled
+ *                                         once and cached under it
  *   sandbox.spawn([opts,] fn, ...)     -> task handle: fn(...) as a sandboxed
  *                                         task (opts as task.spawn's)
  *   sandbox.plain(v [, what])          -> copy | nil, err: v as plain data
@@ -65,17 +67,20 @@ static int box_compile(lua_State *L)
     return 1;
 }
 
-/* box:load(source, chunkname) -> fn | nil, err */
+/* box:load(source, chunkname [, key]) -> fn | nil, err */
 static int box_load(lua_State *L)
 {
     struct vm *vm = vm_of(L);
     size_t len;
     const char *src = luaL_checklstring(L, 2, &len);
     const char *name = luaL_optstring(L, 3, "=(sandbox)");
-    lua_settop(L, 3);
+    const char *key = luaL_optstring(L, 4, NULL);
+    lua_settop(L, 4);
     push_box_modules(L, 1);
     int mods = lua_gettop(L);
-    if (vm_load_buffer_in(vm, L, src, len, name, mods) != LUA_OK) {
+    int rc = key ? vm_load_keyed_in(vm, L, key, src, len, name, mods)
+                 : vm_load_buffer_in(vm, L, src, len, name, mods);
+    if (rc != LUA_OK) {
         lua_pushnil(L);
         lua_insert(L, -2);
         return 2;

@@ -31,6 +31,9 @@ static void serve_usage(FILE *f)
             "  --header-timeout SECS\n"
             "                       seconds a request line and headers may take (default 10)\n"
             "  --body-timeout SECS  seconds a request body may take (default 60)\n"
+            "  --console DIR        the web console's built files, served at / (default: the\n"
+            "                       build/web beside the binary, or /usr/share/replica/web);\n"
+            "                       'none' serves the API only\n"
             "The first start prints an admin token once; 'replica token create' makes more.\n"
             "engine:\n%s",
             cli_common_usage());
@@ -42,6 +45,7 @@ static const char *const serve_opts[][2] = {
     { "--max-body", "max_body" }, { "--name", "name" },
     { "--max-connections", "max_connections" }, { "--max-per-address", "max_per_address" },
     { "--header-timeout", "header_timeout" }, { "--body-timeout", "body_timeout" },
+    { "--console", "console" },
     { NULL, NULL },
 };
 
@@ -110,6 +114,11 @@ static int run_entry(int argc, char **argv, int first, const char *cmd, const ch
     lua_setfield(L, -2, "default_db");
     lua_pushstring(L, DEFAULT_LISTEN);
     lua_setfield(L, -2, "default_listen");
+    char console[4096];
+    if (cli_console_dir(console, sizeof(console)) == 0) {
+        lua_pushstring(L, console);
+        lua_setfield(L, -2, "default_console");
+    }
     int rc = cli_run_main(&eng, 1, cmd);
     engine_close(&eng);
     return rc;
@@ -119,7 +128,7 @@ int cmd_serve(int argc, char **argv)
 {
     static const char *const allowed[] = { "db", "key_file", "listen", "max_body",
                                            "max_connections", "max_per_address",
-                                           "header_timeout", "body_timeout", NULL };
+                                           "header_timeout", "body_timeout", "console", NULL };
     return run_entry(argc, argv, 1, "serve",
                      "local opts = ... return require('serve').main(opts, sys)", allowed,
                      serve_usage);

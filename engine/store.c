@@ -131,6 +131,33 @@ static const char *const migrations[] = {
     "  count INTEGER NOT NULL,"
     "  stage TEXT NOT NULL,"                  /* the engine task holding the loop */
     "  updated REAL NOT NULL);",
+    /* 5: stage functions and process templates managed through the API
+     * (serve/library.lua): every save is an immutable version; sources are
+     * kept once per content hash. An execution pins the versions it runs
+     * (drafts included) when it starts, and each stage result records the
+     * function version that ran. */
+    "CREATE TABLE script_sources ("
+    "  sha256 TEXT PRIMARY KEY,"
+    "  source TEXT NOT NULL);"
+    "CREATE TABLE script_versions ("
+    "  kind TEXT NOT NULL CHECK (kind IN ('stages', 'templates')),"
+    "  name TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL REFERENCES script_sources(sha256),"
+    "  created REAL NOT NULL,"
+    "  by TEXT NOT NULL,"
+    "  PRIMARY KEY (kind, name, version));"
+    "CREATE TABLE execution_scripts ("
+    "  execution INTEGER NOT NULL REFERENCES executions(id) ON DELETE CASCADE,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('stages', 'templates')),"
+    "  name TEXT NOT NULL,"
+    "  origin TEXT NOT NULL CHECK (origin IN ('bundled', 'user', 'draft')),"
+    "  version INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL REFERENCES script_sources(sha256),"
+    "  PRIMARY KEY (execution, kind, name));"
+    "ALTER TABLE executions ADD COLUMN draft INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE stage_results ADD COLUMN function_version INTEGER;"
+    "ALTER TABLE stage_results ADD COLUMN function_origin TEXT;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

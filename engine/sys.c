@@ -308,6 +308,7 @@ void sys_push(struct vm *vm, lua_State *L)
     sys_add_db(vm, L);
     sys_add_httpd(vm, L);
     sys_add_watchdog(vm, L);
+    sys_add_files(vm, L);
 }
 
 void sys_install(struct vm *vm, lua_State *L)

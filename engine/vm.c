@@ -265,6 +265,44 @@ static void push_bound(lua_State *L, int fac)
     lua_remove(L, env);
 }
 
+/* Compiles src (len bytes, chunk name chunkname) into a factory, pushed,
+ * and returns LUA_OK, or an error code with the message pushed. */
+static int compile_factory(lua_State *L, const char *src, size_t len, const char *chunkname)
+{
+    int rc = luaL_loadbufferx(L, src, len, chunkname, "t");
+    if (rc != LUA_OK)
+        return rc;
+    lua_pop(L, 1);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "return function(_ENV, ...) ");
+    luaL_addlstring(&b, src, len);
+    luaL_addstring(&b, "\nend");
+    luaL_pushresult(&b);
+    size_t wlen;
+    const char *wrapped = lua_tolstring(L, -1, &wlen);
+    rc = luaL_loadbufferx(L, wrapped, wlen, chunkname, "t");
+    lua_remove(L, -2);
+    if (rc != LUA_OK)
+        return rc;
+    lua_newtable(L); /* the outer chunk only makes the factory: it needs no globals */
+    lua_setupvalue(L, -2, 1);
+    return lua_pcall(L, 0, 1, 0);
+}
+
+/* Pushes the factory cache (creating it): path -> {stamp, size, factory}
+ * for files, and at [1] the table of keyed sources, key -> factory. */
+static int push_factory_cache(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &factory_cache_key) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &factory_cache_key);
+    }
+    return lua_gettop(L);
+}
+
 /* Pushes the cached factory of the file at path (compiling it when its size
  * or mtime changed) and returns LUA_OK, or an error code with the message
  * pushed. */
@@ -276,13 +314,7 @@ static int push_factory(struct vm *vm, lua_State *L, const char *path, const cha
         return LUA_ERRFILE;
     }
     lua_Integer stamp = (lua_Integer)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &factory_cache_key) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &factory_cache_key);
-    }
-    int cache = lua_gettop(L);
+    int cache = push_factory_cache(L);
     if (lua_getfield(L, cache, path) == LUA_TTABLE) {
         lua_rawgeti(L, -1, 1);
         lua_rawgeti(L, -2, 2);
@@ -303,30 +335,7 @@ static int push_factory(struct vm *vm, lua_State *L, const char *path, const cha
     }
     size_t len;
     const char *src = lua_tolstring(L, -1, &len);
-    int rc = luaL_loadbufferx(L, src, len, chunkname, "t");
-    if (rc != LUA_OK) {
-        lua_replace(L, cache);
-        lua_settop(L, cache);
-        return rc;
-    }
-    lua_pop(L, 1);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, "return function(_ENV, ...) ");
-    luaL_addlstring(&b, src, len);
-    luaL_addstring(&b, "\nend");
-    luaL_pushresult(&b);
-    size_t wlen;
-    const char *wrapped = lua_tolstring(L, -1, &wlen);
-    rc = luaL_loadbufferx(L, wrapped, wlen, chunkname, "t");
-    if (rc != LUA_OK) {
-        lua_replace(L, cache);
-        lua_settop(L, cache);
-        return rc;
-    }
-    lua_newtable(L); /* the outer chunk only makes the factory: it needs no globals */
-    lua_setupvalue(L, -2, 1);
-    rc = lua_pcall(L, 0, 1, 0);
+    int rc = compile_factory(L, src, len, chunkname);
     if (rc != LUA_OK) {
         lua_replace(L, cache);
         lua_settop(L, cache);
@@ -343,6 +352,75 @@ static int push_factory(struct vm *vm, lua_State *L, const char *path, const cha
     lua_replace(L, cache);
     lua_settop(L, cache);
     (void)vm;
+    return LUA_OK;
+}
+
+/* Keyed sources (stored versions of stage and template files, which the
+ * caller names by content hash) are cached the same way, at most this many;
+ * past it the keyed cache starts again empty. */
+#define KEYED_FACTORIES 512
+
+/* Pushes the cached factory of source src under key (with chunkname, part
+ * of the key), compiling it the first time; returns as push_factory. */
+static int push_keyed_factory(lua_State *L, const char *key, const char *src, size_t len,
+                              const char *chunkname)
+{
+    int cache = push_factory_cache(L);
+    if (lua_rawgeti(L, cache, 1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, cache, 1);
+    }
+    int keyed = lua_gettop(L);
+    lua_pushfstring(L, "%s\n%s", key, chunkname);
+    int k = lua_gettop(L);
+    lua_pushvalue(L, k);
+    if (lua_rawget(L, keyed) == LUA_TFUNCTION) {
+        lua_replace(L, cache);
+        lua_settop(L, cache);
+        return LUA_OK;
+    }
+    lua_pop(L, 1);
+    int rc = compile_factory(L, src, len, chunkname);
+    if (rc != LUA_OK) {
+        lua_replace(L, cache);
+        lua_settop(L, cache);
+        return rc;
+    }
+    int fac = lua_gettop(L);
+    lua_Integer n = (lua_rawgeti(L, cache, 2), lua_tointeger(L, -1));
+    lua_pop(L, 1);
+    if (n >= KEYED_FACTORIES) {
+        lua_newtable(L);
+        lua_replace(L, keyed);
+        lua_pushvalue(L, keyed);
+        lua_rawseti(L, cache, 1);
+        n = 0;
+    }
+    lua_pushinteger(L, n + 1);
+    lua_rawseti(L, cache, 2);
+    lua_pushvalue(L, k);
+    lua_pushvalue(L, fac);
+    lua_rawset(L, keyed);
+    lua_pushvalue(L, fac);
+    lua_replace(L, cache);
+    lua_settop(L, cache);
+    return LUA_OK;
+}
+
+int vm_load_keyed_in(struct vm *vm, lua_State *L, const char *key, const char *src, size_t len,
+                     const char *chunkname, int loaded)
+{
+    loaded = lua_absindex(L, loaded);
+    if (sandbox_is_trusted(vm, L, loaded))
+        return vm_load_buffer_in(vm, L, src, len, chunkname, loaded);
+    int rc = push_keyed_factory(L, key, src, len, chunkname);
+    if (rc != LUA_OK)
+        return rc;
+    sandbox_push_env(vm, L, loaded);
+    push_bound(L, -2);
+    lua_remove(L, -2);
     return LUA_OK;
 }
 

@@ -102,6 +102,11 @@ int vm_load_file(struct vm *vm, lua_State *L, const char *path, const char *chun
  * module table, else a sandbox context. */
 int vm_load_file_in(struct vm *vm, lua_State *L, const char *path, const char *chunkname,
                     int loaded);
+/* Loads source src as vm_load_buffer_in does, but into a sandbox context
+ * through a factory cached under key (a content hash the caller vouches
+ * for): the same source is compiled once however many tasks load it. */
+int vm_load_keyed_in(struct vm *vm, lua_State *L, const char *key, const char *src, size_t len,
+                     const char *chunkname, int loaded);
 int vm_load_buffer_in(struct vm *vm, lua_State *L, const char *s, size_t len, const char *name,
                       int loaded);
 

@@ -3,68 +3,9 @@
 -- missing stages, and use of what the sandbox does not provide.
 local runner = require("runner")
 
+local validate = require("validate")
+
 local check = {}
-
-local FORBIDDEN = { io = true, debug = true, package = true, dofile = true, loadfile = true }
-local FORBIDDEN_OS = { execute = true, getenv = true, exit = true, remove = true, rename = true,
-                       tmpname = true, setlocale = true }
-
--- Removes comments and string literals so names inside them do not count.
-local function strip(src)
-  local out, i, n = {}, 1, #src
-  while i <= n do
-    local c = src:sub(i, i)
-    if src:sub(i, i + 1) == "--" then
-      local eq = src:match("^%-%-%[(=*)%[", i)
-      if eq then
-        local close = src:find("]" .. eq .. "]", i, true)
-        i = close and close + #eq + 2 or n + 1
-      else
-        local nl = src:find("\n", i, true)
-        i = nl or n + 1
-      end
-    elseif c == "[" and src:match("^%[=*%[", i) then
-      local eq = src:match("^%[(=*)%[", i)
-      local close = src:find("]" .. eq .. "]", i, true)
-      out[#out + 1] = '""'
-      i = close and close + #eq + 2 or n + 1
-    elseif c == '"' or c == "'" then
-      local j = i + 1
-      while j <= n do
-        local d = src:sub(j, j)
-        if d == "\\" then j = j + 2
-        elseif d == c or d == "\n" then break
-        else j = j + 1 end
-      end
-      out[#out + 1] = '""'
-      i = j + 1
-    else
-      out[#out + 1] = c
-      i = i + 1
-    end
-  end
-  return table.concat(out)
-end
-
--- Returns the forbidden names a source uses as globals.
-function check.forbidden_uses(src)
-  local code, found, seen = strip(src), {}, {}
-  local locals = {}
-  for name in code:gmatch("local%s+([%a_][%w_]*)") do locals[name] = true end
-  for pre, name, post in code:gmatch("([%.:%w_]?)%f[%a_]([%a_][%w_]*)%f[^%w_]([%s%.]*[%w_]*)") do
-    if pre ~= "." and pre ~= ":" and not locals[name] then
-      local what
-      if FORBIDDEN[name] then what = name end
-      local field = post:match("^%s*%.%s*([%a_][%w_]*)")
-      if name == "os" and field and FORBIDDEN_OS[field] then what = "os." .. field end
-      if what and not seen[what] then
-        seen[what] = true
-        found[#found + 1] = what
-      end
-    end
-  end
-  return found
-end
 
 -- Checks every file of a kind; returns a list of problems.
 local function check_kind(kind, problems)
@@ -88,9 +29,9 @@ function check.main(opts)
     for _, item in ipairs(catalog.list(kind)) do
       local src = catalog.source(kind, item.name)
       if src then
-        for _, what in ipairs(check.forbidden_uses(src)) do
+        for _, what in ipairs(validate.forbidden_uses(src)) do
           problems[#problems + 1] = string.format(
-            "%s %s: uses %s, which the sandbox does not provide", kind, item.name, what)
+            "%s %s: uses %s, which the sandbox does not provide (line %d)", kind, item.name, what.what, what.line)
         end
       end
     end

@@ -2,10 +2,15 @@
 -- records each stage's result: name, function, status, started, finished,
 -- output, error. A stage fails by raising or by returning nil, err (an
 -- optional third value is kept as its output); the stages after it are
--- recorded as skipped.
+-- recorded as skipped. Where each function and template comes from is a
+-- script set (scriptset.lua): the files by default; each result records the
+-- version of the function that ran.
+local scriptset = require("scriptset")
+
 local runner = {}
 
-local stage_cache, template_cache = {}, {}
+local files = scriptset.files()
+local stage_cache, template_cache = {}, {} -- of the files set only
 
 -- Runs fn(...) as a sandboxed task named name, with the engine's per-task
 -- limits; returns its outcome: true, results... or nil, err.
@@ -22,11 +27,21 @@ local function message(v)
   return "(an error value of type " .. type(v) .. ")"
 end
 
--- Loads stage name into the sandbox context box (its top-level code runs
--- as a sandboxed task). Returns its run function and description, or nil,
--- err.
-local function load_stage(box, name)
-  local chunk, err = box:compile("stages", name)
+-- Compiles entry e (a script set's) into the sandbox context box, not run:
+-- from its source when it has one, else from its file.
+local function compile(box, e)
+  if e.source then
+    return box:load(e.source, "@" .. e.kind .. "/" .. e.name .. ".lua", e.sha256 or digest.sha256(e.source))
+  end
+  return box:compile(e.kind, e.name)
+end
+
+-- Loads stage entry e into the sandbox context box (its top-level code
+-- runs as a sandboxed task). Returns its run function and description, or
+-- nil, err.
+local function load_stage(box, e)
+  local name = e.name
+  local chunk, err = compile(box, e)
   if not chunk then return nil, err end
   local ok, run, desc = sandboxed("load stage " .. name, function()
     local st = chunk()
@@ -50,11 +65,19 @@ local function stage_entry(run, ctx, input)
   return true, out
 end
 
--- Runs stage function name (loaded into box, a fresh context when nil) as
--- a sandboxed task named "stage <label>". Returns ok, output, err; the
--- output is a plain copy of what the stage returned.
-function runner.call(name, ctx, input, box, label)
-  local run, lerr = load_stage(box or sandbox.new(), name)
+-- Runs stage function fn (an entry of a script set, or a name in the files)
+-- loaded into box (a fresh context when nil) as a sandboxed task named
+-- "stage <label>". Returns ok, output, err; the output is a plain copy of
+-- what the stage returned.
+function runner.call(fn, ctx, input, box, label)
+  local e = fn
+  if type(fn) == "string" then
+    local ferr
+    e, ferr = files.get("stages", fn)
+    if not e then return false, nil, ferr end
+  end
+  local name = e.name
+  local run, lerr = load_stage(box or sandbox.new(), e)
   if not run then return false, nil, lerr end
   local done, ok, out, err = sandboxed("stage " .. (label or name), stage_entry, run, ctx, input)
   if not done then return false, nil, ok end
@@ -66,43 +89,59 @@ function runner.call(name, ctx, input, box, label)
   return ok, out, err
 end
 
--- Checks a stage function by name ("distribution/pull"): its file loads and
--- returns a table with a run function. Returns { name, description, run },
--- whose run(ctx, input) runs the stage as runner.call does and returns
--- output | nil, err, partial output.
-function runner.stage(name)
-  if stage_cache[name] then return stage_cache[name] end
-  local run, desc = load_stage(sandbox.new(), name)
+-- Checks a stage function by name ("distribution/pull") in set (the files
+-- when nil): it loads and returns a table with a run function. Returns
+-- { name, description, entry, run }, whose run(ctx, input) runs the stage
+-- as runner.call does and returns output | nil, err, partial output.
+function runner.stage(name, set)
+  local cache = not set or set == files
+  if cache and stage_cache[name] then return stage_cache[name] end
+  local e, gerr = (set or files).get("stages", name)
+  if not e then return nil, gerr end
+  local run, desc = load_stage(sandbox.new(), e)
   if not run then return nil, desc end
-  local st = { name = name, description = desc }
+  local st = { name = name, description = desc, entry = e }
   function st.run(ctx, input)
-    local ok, out, err = runner.call(name, ctx, input)
+    local ok, out, err = runner.call(e, ctx, input)
     if ok then return out end
     return nil, err, out
   end
-  stage_cache[name] = st
+  if cache then stage_cache[name] = st end
   return st
 end
 
--- Loads and checks a template by name; every stage it names must exist.
--- Its code runs as a sandboxed task, and only the plain data it returns is
--- kept. Returns { name, description, source, target, stages = { {name=, fn=, remote=} } }.
-function runner.template(name)
-  if template_cache[name] then return template_cache[name] end
-  local chunk, err = sandbox.new():compile("templates", name)
+-- Runs a template entry's code as a sandboxed task and returns the plain
+-- data it returned, or nil, err.
+function runner.template_data(e)
+  local chunk, err = compile(sandbox.new(), e)
   if not chunk then return nil, err end
-  local ok, tpl = sandboxed("load template " .. name, chunk)
-  if not ok then return nil, string.format("templates/%s.lua: %s", name, tpl) end
-  local data, perr = sandbox.plain(tpl, "template '" .. name .. "'")
-  if perr then return nil, perr end
-  local out, terr = runner.template_from(name, data)
-  if out then template_cache[name] = out end
-  return out, terr
+  local ok, tpl = sandboxed("load template " .. e.name, chunk)
+  if not ok then return nil, string.format("templates/%s.lua: %s", e.name, tpl) end
+  return sandbox.plain(tpl, "template '" .. e.name .. "'")
 end
 
--- Checks a template table (as a template script returns it) named name.
--- An optional delete_stages list runs for deletion tasks.
-function runner.template_from(name, tpl)
+-- Loads and checks a template by name from set (the files when nil); every
+-- stage it names must exist in the set. Its code runs as a sandboxed task,
+-- and only the plain data it returns is kept. Returns { name, description,
+-- source, target, entry, stages = { {name=, fn=, remote=, entry=} } }.
+function runner.template(name, set)
+  local cache = not set or set == files
+  if cache and template_cache[name] then return template_cache[name] end
+  local e, gerr = (set or files).get("templates", name)
+  if not e then return nil, gerr end
+  local data, perr = runner.template_data(e)
+  if perr then return nil, perr end
+  local out, terr = runner.template_from(name, data, set)
+  if not out then return nil, terr end
+  out.entry = e
+  if cache then template_cache[name] = out end
+  return out
+end
+
+-- Checks a template table (as a template script returns it) named name,
+-- whose functions come from set (the files when nil). An optional
+-- delete_stages list runs for deletion tasks.
+function runner.template_from(name, tpl, set)
   if type(tpl) ~= "table" or type(tpl.stages) ~= "table" or #tpl.stages == 0 then
     return nil, string.format("template '%s' must return a table with a list of stages", name)
   end
@@ -118,14 +157,16 @@ function runner.template_from(name, tpl)
       return nil, string.format("template '%s': stage name '%s' is used twice", name, sname)
     end
     seen[sname] = true
+    local entry
     if fn then
-      local _, serr = runner.stage(fn)
-      if serr then return nil, string.format("template '%s': %s", name, serr) end
+      local st, serr = runner.stage(fn, set)
+      if not st then return nil, string.format("template '%s': %s", name, serr) end
+      entry = st.entry
     end
-    out.stages[i] = { name = sname, fn = fn, remote = remote }
+    out.stages[i] = { name = sname, fn = fn, remote = remote, entry = entry }
   end
   if tpl.delete_stages ~= nil then
-    local dtpl, derr = runner.template_from(name .. " (delete_stages)", { stages = tpl.delete_stages })
+    local dtpl, derr = runner.template_from(name .. " (delete_stages)", { stages = tpl.delete_stages }, set)
     if not dtpl then return nil, derr end
     out.delete_stages = dtpl.stages
   end
@@ -154,7 +195,7 @@ local function run_stage(s, ctx, input, box)
     local out, err = call_remote(s.remote, s.name, ctx, input)
     return out ~= nil, out, err
   end
-  return runner.call(s.fn, ctx, input, box, s.name)
+  return runner.call(s.entry or s.fn, ctx, input, box, s.name)
 end
 
 -- Runs the template's stages for ctx (its delete_stages when ctx.task.kind
@@ -181,7 +222,8 @@ function runner.run(template, ctx, hook)
     end
   end
   for i, s in ipairs(stages) do
-    local r = { name = s.name, ["function"] = s.fn or s.remote, status = "skipped" }
+    local r = { name = s.name, ["function"] = s.fn or s.remote, status = "skipped",
+                function_version = s.entry and s.entry.version, function_origin = s.entry and s.entry.origin }
     results[i] = r
     if ok_all then
       if task.cancelled() then

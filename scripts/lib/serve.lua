@@ -14,6 +14,7 @@ local executions = require("serve.executions")
 local webhooks = require("serve.webhooks")
 local catalog_api = require("serve.catalog_api")
 local poison = require("serve.poison")
+local console = require("serve.console")
 local cron = require("cron")
 
 local serve = {}
@@ -124,7 +125,7 @@ end
 -- request then carries as req.who), or false, the 401 message and the
 -- WWW-Authenticate challenge (none for the webhooks).
 local function authorize(s, path, header)
-  if path == "/api/v1/health" then return true end
+  if path == "/api/v1/health" or not path:find("^/api/") then return true end
   if path:find("^/api/v1/webhooks/") then
     if webhooks.registry_of(s.db, header) then return true end
     return false, "missing or unknown webhook secret (Authorization header)"
@@ -137,6 +138,7 @@ end
 -- Answers one request: auth, then the router.
 local function handle(s, req)
   local path = req.path
+  if not path:find("^/api/") then return console.serve(s.console, req) end
   if path == "/api/v1/health" then
     return api.reply(req, 200, { status = "ok", watchdog = poison.health(s.sys, api.iso) })
   end
@@ -152,6 +154,17 @@ local function handle(s, req)
   end
   if path == "/api/v1/events" and req.method == "GET" then return bus.serve(req) end
   return s.router.dispatch(req)
+end
+
+-- Builds the API's router: every module's routes, for the service state s.
+function serve.router(s)
+  local r = api.router()
+  registries.routes(r, s)
+  policies.routes(r, s)
+  executions.routes(r, s)
+  webhooks.routes(r, s)
+  catalog_api.routes(r, s)
+  return r
 end
 
 -- The `replica serve` entry point.
@@ -183,13 +196,10 @@ function serve.main(opts, sys)
   local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {} }
   sys.watchdog{ record = poison.record_path(path) }
   s.flush_logs = function() flush_logs(s) end
-  local r = api.router()
-  registries.routes(r, s)
-  policies.routes(r, s)
-  executions.routes(r, s)
-  webhooks.routes(r, s)
-  catalog_api.routes(r)
-  s.router = r
+  s.router = serve.router(s)
+  local cerr
+  s.console, cerr = console.load(sys, opts.console or opts.default_console)
+  if not s.console then log.warn("the web console is not served: %s", cerr) end
 
   local admin = tokens.bootstrap(db, sys)
   local server, lerr = sys.listen{
@@ -202,6 +212,7 @@ function serve.main(opts, sys)
   if not server then return nil, lerr end
   local url = string.format("http://%s:%d", host:find(":") and ("[" .. host .. "]") or host, server:port())
   print(string.format("replica serve: API at %s/api/v1 (database %s)", url, path))
+  if s.console then print(string.format("replica serve: console at %s/", url)) end
   if admin then
     print("replica serve: admin token (shown once; only its hash is stored): " .. admin)
   else

@@ -13,6 +13,8 @@ local policies = require("serve.policies")
 local registries = require("serve.registries")
 local replicate = require("replicate")
 local runner = require("runner")
+local library = require("serve.library")
+local validate = require("validate")
 local naming = require("naming")
 local glob = require("glob")
 
@@ -44,9 +46,24 @@ local function update_counts(db, id)
     WHERE id = ?1]], id))
 end
 
--- The API view of an execution row.
-function executions.view(row)
+-- The versions execution id pinned: the template's ({name, origin,
+-- version, sha256}, or json.null before it starts) and its functions'.
+local function pinned_view(db, id)
+  local tpl, fns = json.null, setmetatable({}, json.array_mt)
+  for _, r in ipairs(assert(db:query([[SELECT kind, name, origin, version, sha256 FROM execution_scripts
+                                       WHERE execution = ? ORDER BY name]], id))) do
+    local v = { name = r.name, origin = r.origin, version = r.version, sha256 = r.sha256 }
+    if r.kind == "templates" then tpl = v else fns[#fns + 1] = v end
+  end
+  return tpl, fns
+end
+
+-- The API view of an execution row (with db, also the versions it runs).
+function executions.view(row, db)
+  local tpl, fns
+  if db then tpl, fns = pinned_view(db, row.id) end
   return {
+    draft = row.draft == 1, template = tpl, functions = fns,
     id = row.id, policy = row.policy, status = row.status, trigger = row.trigger, scope = row.scope,
     total = row.total, succeeded = row.succeeded, failed = row.failed, stopped = row.stopped,
     in_progress = row.total - row.succeeded - row.failed - row.stopped,
@@ -64,7 +81,7 @@ end
 local function announce(s, id)
   local row = s.db:row("SELECT * FROM executions WHERE id = ?", id)
   if not row then return end
-  local v = executions.view(row)
+  local v = executions.view(row, s.db)
   v.execution = row.id -- the key ?execution= subscribers filter on
   bus.publish("execution", v)
 end
@@ -74,6 +91,7 @@ local function task_view(db, row)
   local stages = setmetatable({}, json.array_mt)
   for _, r in ipairs(assert(db:query("SELECT * FROM stage_results WHERE task = ? ORDER BY seq", row.id))) do
     stages[#stages + 1] = { name = r.name, ["function"] = r["function"], status = r.status,
+                            function_version = r.function_version, function_origin = r.function_origin,
                             started = api.iso(r.started), finished = api.iso(r.finished),
                             output = decode(r.output, nil), error = r.error }
   end
@@ -90,7 +108,7 @@ end
 -- triggers join, or nil.
 local function queued(db, policy_id)
   return db:row([[SELECT id, scope FROM executions WHERE policy = ? AND status = 'Pending'
-                  AND started IS NULL ORDER BY id LIMIT 1]], policy_id)
+                  AND started IS NULL AND draft = 0 ORDER BY id LIMIT 1]], policy_id)
 end
 
 -- Queues a run of the whole policy (manual or cron trigger). A queued run
@@ -197,9 +215,11 @@ end
 local function save_stages(db, task_id, results)
   assert(db:exec("DELETE FROM stage_results WHERE task = ?", task_id))
   for i, r in ipairs(results) do
-    assert(db:exec([[INSERT INTO stage_results (task, seq, name, function, status, started, finished, output, error)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)]], task_id, i, r.name, r["function"] or "?", r.status,
-                   r.started, r.finished, r.output ~= nil and encode(r.output) or nil, r.error))
+    assert(db:exec([[INSERT INTO stage_results (task, seq, name, function, status, started, finished, output, error,
+                                                function_version, function_origin)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]], task_id, i, r.name, r["function"] or "?", r.status,
+                   r.started, r.finished, r.output ~= nil and encode(r.output) or nil, r.error,
+                   r.function_version, r.function_origin))
   end
 end
 
@@ -240,8 +260,10 @@ local function attempt(s, exec_id, row, env)
   local results, ok = runner.run(env.template, ctx, function(ev, name, r)
     if ev == "start" then
       -- visible while it runs; the final results replace these rows
-      db:exec([[INSERT OR REPLACE INTO stage_results (task, seq, name, function, status, started)
-                VALUES (?, ?, ?, ?, 'running', ?)]], row.id, seq[name] or 0, name, r["function"] or "?", r.started)
+      db:exec([[INSERT OR REPLACE INTO stage_results (task, seq, name, function, status, started,
+                                                     function_version, function_origin)
+                VALUES (?, ?, ?, ?, 'running', ?, ?, ?)]], row.id, seq[name] or 0, name, r["function"] or "?",
+              r.started, r.function_version, r.function_origin)
       bus.publish("stage", { execution = exec_id, task = row.id, stage = name, status = "running" })
     else
       if not task.cancelled() then
@@ -347,6 +369,19 @@ local function fail_execution(s, id, msg)
   announce(s, id)
 end
 
+-- The template execution id runs, every entry of it pinned: at the first
+-- start the live versions are pinned (a draft's own sources were pinned
+-- when it was made), and from then on, across restarts and retries, the
+-- execution runs exactly those sources. Returns the template or nil, err.
+function executions.pinned_template(s, id, name)
+  local db = s.db
+  local template, terr = runner.template(name, library.execution_set(db, id))
+  if not template then return nil, terr end
+  local ok, perr = db:transaction(function() return library.pin(db, id, library.entries_of(template)) end)
+  if not ok then return nil, "cannot pin the versions it runs: " .. tostring(perr) end
+  return runner.template(name, library.execution_set(db, id))
+end
+
 -- Runs execution id to completion (the body of an execution task).
 local function run_execution(s, id)
   local db = s.db
@@ -358,7 +393,7 @@ local function run_execution(s, id)
   local p = db:row("SELECT * FROM policies WHERE id = ?", e.policy)
   if not p then return fail_execution(s, id, "the policy was deleted") end
   local opts = policies.options(p)
-  local template, terr = runner.template(p.template)
+  local template, terr = executions.pinned_template(s, id, p.template)
   if not template then return fail_execution(s, id, terr) end
   local src_row = db:row("SELECT * FROM registries WHERE id = ?", p.src_registry)
   local dst_row = db:row("SELECT * FROM registries WHERE id = ?", p.dst_registry)
@@ -524,13 +559,69 @@ function executions.recover(s)
   for _, r in ipairs(pols) do executions.kick(s, r.policy) end
 end
 
+-- POST /policies/{id}/executions with template_source or
+-- function_overrides: a draft run of policy row pol with edited, unsaved
+-- sources. Each is validated as a save would be (400 with diagnostics);
+-- they are pinned to the new execution with origin "draft", and never
+-- stored as versions. A draft never joins a queued run.
+function executions.draft(s, req, pol, body)
+  local db = s.db
+  local entries = {}
+  local overrides = body.function_overrides or {}
+  if type(overrides) ~= "table" or #overrides > 0 then api.fail(400, "field 'function_overrides' must be an object") end
+  for name, src in pairs(overrides) do
+    if type(name) ~= "string" or not name:match("^[%w_%-]+/[%w_%-]+$") then
+      api.fail(400, "field 'function_overrides': %s is not a function name (kind/name)", tostring(name))
+    end
+    if type(src) ~= "string" then api.fail(400, "field 'function_overrides': %s must be Lua source text", name) end
+    entries[#entries + 1] = { kind = "stages", name = name, origin = "draft", version = 0, source = src,
+                              sha256 = digest.sha256(src) }
+  end
+  if body.template_source then
+    entries[#entries + 1] = { kind = "templates", name = pol.template, origin = "draft", version = 0,
+                              source = body.template_source, sha256 = digest.sha256(body.template_source) }
+  end
+  local scriptset = require("scriptset")
+  local set = scriptset.overlay(library.set(db), scriptset.of(entries))
+  for _, e in ipairs(entries) do
+    local what = e.kind == "stages" and "function" or "template"
+    local diags = validate.source(what, e.name, e.source, set)
+    if #diags > 0 then
+      return api.reply(req, 400, {
+        error = string.format("draft %s %s does not validate: line %d: %s", what, e.name, diags[1].line, diags[1].message),
+        diagnostics = setmetatable(diags, json.array_mt), ["function"] = e.kind == "stages" and e.name or nil })
+    end
+  end
+  local _, terr = runner.template(pol.template, set)
+  if terr then api.fail(400, "the draft's template does not load: %s", terr) end
+  local id
+  assert(db:transaction(function()
+    local _, rowid = assert(db:exec([[INSERT INTO executions (policy, status, trigger, scope, planned, created, draft)
+                                      VALUES (?, 'Pending', 'manual', 'all', 0, ?, 1)]], pol.id, time.now()))
+    id = rowid
+    assert(library.pin(db, id, entries))
+    return true
+  end))
+  log.info("execution %d: a draft run of policy %d by %s (%d edited source(s))", id, pol.id, tostring(req.who), #entries)
+  announce(s, id)
+  executions.kick(s, pol.id)
+  return api.reply(req, 202, { id = id, coalesced = false, draft = true })
+end
+
 -- Adds the routes to router r.
 function executions.routes(r, s)
   r.add("POST", "/api/v1/policies/{id}/executions", function(req, p)
     local pid = api.id(p.id, "policy")
     local pol = policies.load(s.db, pid)
     if pol.enabled ~= 1 then api.fail(409, "policy %d is disabled", pid) end
-    if req.body and req.body ~= "" then api.validate(api.body(req), {}) end
+    local body = {}
+    if req.body and req.body ~= "" then
+      body = api.validate(api.body(req), { template_source = { type = "string" },
+                                           function_overrides = { type = "object" } })
+    end
+    if body.template_source or body.function_overrides then
+      return executions.draft(s, req, pol, body)
+    end
     local id, coalesced = executions.trigger(s, pid, "manual")
     return api.reply(req, 202, { id = id, coalesced = coalesced or false })
   end)
@@ -552,12 +643,12 @@ function executions.routes(r, s)
                 .. " ORDER BY id DESC LIMIT ? OFFSET ?"
     local out = setmetatable({}, json.array_mt)
     for _, row in ipairs(assert(s.db:query(sql, table.unpack(args, 1, #args)))) do
-      out[#out + 1] = executions.view(row)
+      out[#out + 1] = executions.view(row, s.db)
     end
     return api.reply(req, 200, out)
   end)
   r.add("GET", "/api/v1/executions/{id}", function(req, p)
-    return api.reply(req, 200, executions.view(load(s.db, api.id(p.id, "execution"))))
+    return api.reply(req, 200, executions.view(load(s.db, api.id(p.id, "execution")), s.db))
   end)
   r.add("GET", "/api/v1/executions/{id}/tasks", function(req, p)
     local id = api.id(p.id, "execution")
@@ -591,7 +682,7 @@ function executions.routes(r, s)
                        #lines > 0 and (table.concat(lines, "\n") .. "\n") or "")
   end)
   r.add("POST", "/api/v1/executions/{id}/stop", function(req, p)
-    return api.reply(req, 200, executions.view(executions.stop(s, api.id(p.id, "execution"))))
+    return api.reply(req, 200, executions.view(executions.stop(s, api.id(p.id, "execution")), s.db))
   end)
   r.add("POST", "/api/v1/executions/{id}/retry", function(req, p)
     local id = api.id(p.id, "execution")

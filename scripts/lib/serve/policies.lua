@@ -8,6 +8,7 @@ local api = require("serve.api")
 local glob = require("glob")
 local cron = require("cron")
 local runner = require("runner")
+local library = require("serve.library")
 local reference = require("oci.reference")
 
 local policies = {}
@@ -50,8 +51,7 @@ local function check_cron(v)
 end
 
 local function check_template(v)
-  local _, err = runner.template(v)
-  if err then return "names no usable template: " .. err end
+  if not v:match("^[%w_%-]+$") then return "must be a template name (letters, digits, '_' or '-')" end
 end
 
 local SPEC = {
@@ -127,6 +127,8 @@ local function check_refs(db, merged)
       api.fail(400, "field '%s': registry %d does not exist", f, merged[f])
     end
   end
+  local _, terr = runner.template(merged.template or "distribution", library.set(db))
+  if terr then api.fail(400, "field 'template' names no usable template: %s", terr) end
   if merged.trigger == "cron" and (merged.cron == nil or merged.cron == json.null) then
     api.fail(400, "a cron trigger needs field 'cron' (5 fields, e.g. \"0 2 * * *\")")
   end
