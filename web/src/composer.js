@@ -65,44 +65,49 @@ export function luaQuote(s) {
   return out + '"';
 }
 
-// One stage line of the generated Lua.
-function stageLine(s) {
-  return s.mode === "remote"
-    ? `    { ${luaQuote(s.name)}, remote = ${luaQuote(s.remote)} },`
-    : `    { ${luaQuote(s.name)}, ${luaQuote(s.fn)} },`;
+// One stage line of the generated Lua (e: an API stage entry).
+function stageLine(e) {
+  return e.remote !== undefined
+    ? `    { ${luaQuote(e.name)}, remote = ${luaQuote(e.remote)} },`
+    : `    { ${luaQuote(e.name)}, ${luaQuote(e.function)} },`;
 }
 
-// The Lua the daemon writes for a form, and on which line each slot is:
-// {lua, lines: {stages: [n...], delete_stages: [n...]}} (1-based). The
-// layout (keep it in step with the daemon's writer):
+// The Lua the daemon writes for a form (catalog_api.template_lua in
+// scripts/lib/serve/catalog_api.lua: keep the two in step), and on which
+// line each slot is: {lua, lines: {stages: [n...], delete_stages: [n...]}}
+// (1-based). It is written from the PUT body, field by field:
+//   -- Written by replica serve from the template composer.
 //   return {
-//     description = "...",
+//     description = "...",        (each of the three when the body has it)
 //     source = "...",
 //     target = "...",
 //     stages = {
 //       { "name", "kind/fn" },
 //       { "name", remote = "http://..." },
 //     },
-//     delete_stages = {          (only when there are delete stages)
+//     delete_stages = {          (when the body has them)
 //       ...
 //     },
 //   }
 export function templateLua(form) {
-  const out = ["return {"];
+  const body = putBody(form);
+  const out = ["-- Written by replica serve from the template composer.", "return {"];
   const lines = { stages: [], delete_stages: [] };
-  out.push(`  description = ${luaQuote(form.description || "")},`);
-  out.push(`  source = ${luaQuote(form.source_kind || "distribution")},`);
-  out.push(`  target = ${luaQuote(form.target_kind || "distribution")},`);
-  const list = (key) => {
+  const field = (k, v) => {
+    if (v !== undefined && v !== null) out.push(`  ${k} = ${luaQuote(v)},`);
+  };
+  field("description", body.description);
+  field("source", body.source_kind);
+  field("target", body.target_kind);
+  for (const key of ["stages", "delete_stages"]) {
+    if (!body[key]) continue;
     out.push(`  ${key} = {`);
-    for (const s of form[key]) {
-      out.push(stageLine(s));
+    for (const e of body[key]) {
+      out.push(stageLine(e));
       lines[key].push(out.length);
     }
     out.push("  },");
-  };
-  list("stages");
-  if (form.delete_stages.length) list("delete_stages");
+  }
   out.push("}");
   return { lua: out.join("\n") + "\n", lines };
 }

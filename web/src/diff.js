@@ -18,7 +18,12 @@ function sideExtensions() {
     luaLanguage,
     syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
     consoleTheme,
-    EditorView.theme({ "&": { maxHeight: "none" } }),
+    // The stock marks around "N unchanged lines" (U+299A) are in no font
+    // the console can count on.
+    EditorView.theme({
+      "&": { maxHeight: "none" },
+      ".cm-collapsedLines": { "&:before": { content: '"⋯"' }, "&:after": { content: '"⋯"' } },
+    }),
     EditorState.readOnly.of(true),
     EditorView.editable.of(false),
   ];

@@ -135,7 +135,7 @@ export function ConfirmDialog({ open, title, children, confirmLabel, error, busy
       <h2>${title}</h2>
       <div>${children}</div>
       ${error ? html`<p class="error" data-testid="confirm-error">${error}</p>` : null}
-      <div class="actions">
+      <div class="ed-actions">
         <button type="button" data-testid="confirm-cancel" onClick=${onCancel}>Cancel</button>
         <button type="button" class="danger" data-testid="confirm-ok" disabled=${busy}
                 onClick=${onConfirm}>${confirmLabel}</button>
@@ -218,7 +218,7 @@ function TryOnPolicy({ name, text }) {
         Nothing is saved; the execution is marked as a draft.</p>
       ${policies && policies.length === 0 ? html`<p class="help">There are no policies yet.</p>` : null}
       ${policies && policies.length ? html`
-        <div class="row">
+        <div class="ed-row">
           <select data-testid="try-policy" value=${policy} onChange=${(e) => setPolicy(e.currentTarget.value)}>
             ${policies.map((p) => html`<option value=${String(p.id)}>${p.name} (template ${p.template || "distribution"})</option>`)}
           </select>
@@ -331,22 +331,22 @@ export function FunctionEditor({ params, path }) {
       ${fn && fn.error ? html`<p class="error" data-testid="function-error">Does not load: ${fn.error}</p>` : null}
       ${fn && fn.sha256 ? html`<p class="help">sha256 <span class="mono">${shortSha(fn.sha256)}</span>${fn.updated ? ` · updated ${when(fn.updated)}` : ""}</p>` : null}
       ${isNew ? html`
-        <label class="field">Name (kind/name)
+        <label class="ed-field">Name (kind/name)
           <input data-testid="function-name" value=${newName} placeholder="mykind/mystage" autocomplete="off"
                  spellcheck="false" onInput=${(e) => setNewName(e.currentTarget.value)} />
         </label>
         ${newName && !nameOk ? html`<p class="error" data-testid="name-error">A name is KIND/NAME; each part letters, digits, _ or -.</p>` : null}
-        ${existing ? html`<p class="warn" data-testid="name-taken">${existing.name} exists (${originLabel(existing)}, version ${existing.version}):
+        ${existing ? html`<p class="ed-warn" data-testid="name-taken">${existing.name} exists (${originLabel(existing)}, version ${existing.version}):
           saving ${existing.origin === "user" ? "adds a version to it" : "shadows the bundled one"}.</p>` : null}` : null}
       <${LuaEditor} doc=${initial} kind="function" name=${() => (nameOk ? name : "")}
           onChange=${setText} onDiagnostics=${setDiags} onReady=${(h) => { ed.current = h; }} />
       <${DiagnosticsList} items=${diags} onPick=${(n) => ed.current && ed.current.focusLine(n)} />
-      <div class="actions">
+      <div class="ed-actions">
         <button type="button" class="primary" data-testid="save" disabled=${saving || !nameOk}
                 title=${nameOk ? "Save as the next version" : "Give the function a KIND/NAME first"}
                 onClick=${save}>Save</button>
-        <span data-testid="save-status" class=${status ? (status.ok ? "ok" : "error") : ""}>${status ? status.text : ""}</span>
-        <span class="spacer"></span>
+        <span data-testid="save-status" class=${status ? (status.ok ? "ed-ok" : "error") : ""}>${status ? status.text : ""}</span>
+        <span class="ed-spacer"></span>
         <${DeleteControl} item=${fn} path=${`/functions/${name0}`} what="function"
             onDone=${(reset) => {
               if (reset) {

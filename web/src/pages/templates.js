@@ -113,13 +113,14 @@ function SlotList({ slots, listKey, groups, problemsAt, onSlots, addTestid = "sl
     <button type="button" data-testid=${addTestid} onClick=${() => edit((l) => [...l, slot()])}>Add a stage</button>`;
 }
 
-// The generated Lua, read-only, one line per row (numbers drawn by CSS so
-// that the element's text is exactly the Lua); lines with a diagnostic are
-// marked.
+// The generated Lua, read-only: a span per line and the line breaks as text
+// between them, so that the element's text (and a copy of it) is exactly
+// the Lua; line numbers are drawn by CSS; lines with a diagnostic are marked.
 function LuaView({ lua, bad }) {
   const lines = lua.replace(/\n$/, "").split("\n");
   return html`
-    <pre class="lua-view" data-testid="template-lua">${lines.map((l, i) => html`<span class=${bad.has(i + 1) ? "line bad" : "line"}>${l}\n</span>`)}</pre>`;
+    <pre class="lua-view" data-testid="template-lua">${lines.map((l, i) => [
+      html`<span class=${bad.has(i + 1) ? "line bad" : "line"}>${l}</span>`, "\n"])}</pre>`;
 }
 
 // The page /templates/new and /templates/:name: the composer.
@@ -273,17 +274,17 @@ export function TemplateComposer({ params, path }) {
       ${tpl && tpl.error ? html`<p class="error" data-testid="template-error">Does not load: ${tpl.error}</p>` : null}
       ${tpl && tpl.sha256 ? html`<p class="help">sha256 <span class="mono">${shortSha(tpl.sha256)}</span>${tpl.updated ? ` · updated ${when(tpl.updated)}` : ""}</p>` : null}
       <div class="form-grid">
-        <label class="field">Name
+        <label class="ed-field">Name
           <input data-testid="template-name" value=${isNew ? newName : name0} disabled=${!isNew} spellcheck="false"
                  placeholder="my-template" onInput=${(e) => setNewName(e.currentTarget.value)} />
         </label>
-        <label class="field wide">Description
+        <label class="ed-field wide">Description
           <input data-testid="template-description" value=${form.description} onInput=${field("description")} />
         </label>
-        <label class="field">Source kind
+        <label class="ed-field">Source kind
           <input data-testid="template-source-kind" value=${form.source_kind} spellcheck="false" onInput=${field("source_kind")} />
         </label>
-        <label class="field">Target kind
+        <label class="ed-field">Target kind
           <input data-testid="template-target-kind" value=${form.target_kind} spellcheck="false" onInput=${field("target_kind")} />
         </label>
       </div>
@@ -305,12 +306,12 @@ export function TemplateComposer({ params, path }) {
           saving writes it as shown here.</p>` : null}
       <${LuaView} lua=${lua} bad=${badLines} />
       <${DiagnosticsList} items=${diags} />
-      <div class="actions">
+      <div class="ed-actions">
         <button type="button" class="primary" data-testid="save" disabled=${!canSave} title=${why} onClick=${save}>Save</button>
-        <span data-testid="save-status" class=${status ? (status.ok ? "ok" : "error") : ""}>${status ? status.text : ""}</span>
+        <span data-testid="save-status" class=${status ? (status.ok ? "ed-ok" : "error") : ""}>${status ? status.text : ""}</span>
         ${rawRestore ? html`<button type="button" data-testid="restore-raw" onClick=${restoreRaw}>
           Save version ${rawRestore.n}'s Lua as it is</button>` : null}
-        <span class="spacer"></span>
+        <span class="ed-spacer"></span>
         <${DeleteControl} item=${tpl} path=${`/templates/${name0}`} what="template"
             onDone=${(reset) => {
               if (reset) { setStatus({ ok: true, text: "Reset to bundled" }); load(); } else { setBaseline(lua); navigate("/templates"); }
