@@ -185,6 +185,23 @@ test("leaving with unsaved edits through a link asks first", async () => {
   await page.getByTestId("dirty").waitFor({ state: "detached" });
 });
 
+test("a save over a version saved elsewhere since the page loaded asks first", async () => {
+  const elsewhere = v1Source + "-- saved from elsewhere\n";
+  const r = await api("PUT", "/functions/test/hello", { source: elsewhere });
+  assert.equal(r.body.version, 4, "another client saves version 4");
+  await paste(v1Source.replace("return input or {}", "return { mine = true }"));
+  await page.getByTestId("save").click();
+  await page.getByTestId("stale").waitFor();
+  assert.match(await page.getByTestId("save-status").innerText(),
+    /^Version 4 was saved by \S+ since you opened version 3: compare it in History, or Save again/);
+  assert.equal((await fn("test/hello")).source, elsewhere, "nothing was saved over it");
+  await page.locator('[data-testid=version-row][data-version="4"]').waitFor();
+  await page.getByTestId("save").click();
+  await saveStatus("Saved version 5");
+  assert.match((await fn("test/hello")).source, /mine = true/);
+  assert.equal(await page.getByTestId("stale").count(), 0);
+});
+
 test("reset to bundled on a shadowed bundled function brings back origin bundled", async () => {
   const bundled = await fn("distribution/pull_post");
   assert.equal(bundled.origin, "bundled");
@@ -214,7 +231,8 @@ test("reset to bundled on a shadowed bundled function brings back origin bundled
 });
 
 test("the composer builds a template with reordered slots and a remote slot", async () => {
-  await open("/templates", "template-new");
+  await open("/templates", "template-link");
+  await shot(page, "templates-list");
   await page.getByTestId("template-new").click();
   await page.waitForURL(CONSOLE_URL + "/templates/new");
   await page.getByTestId("template-name").fill("composed");
@@ -305,6 +323,7 @@ test("deleting a function that a policy's template needs shows the 409 message",
   const err = page.getByTestId("confirm-error");
   await err.waitFor();
   assert.match(await err.innerText(), /function test\/gate is needed by template gated, which policy gated uses/);
+  await shot(page, "function-delete-409");
   assert.equal((await fn("test/gate")).version, 1, "the function is still there");
   await page.getByTestId("confirm-cancel").click();
   await page.getByTestId("confirm-dialog").waitFor({ state: "hidden" });

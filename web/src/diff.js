@@ -81,9 +81,10 @@ export function when(iso) {
 //   bundled   whether version 0 (the bundled file) exists
 //   current   the version in effect (0 when the bundled one is)
 //   load(n)   resolves to the source of version n
-//   editorText()  the editor's text now (a diff side called "editor")
+//   editorText()  the editor's text now (a diff side called "editor",
+//                 shown as editorLabel)
 //   onRevert(n, source)  puts an old version's source in the editor
-export function Versions({ versions, bundled, current, load, editorText, onRevert }) {
+export function Versions({ versions, bundled, current, load, editorText, onRevert, editorLabel = "editor (unsaved text)" }) {
   const rows = [...(versions || [])];
   if (bundled) rows.push({ version: 0, bundled: true });
   const options = rows.map((v) => v.version);
@@ -94,7 +95,7 @@ export function Versions({ versions, bundled, current, load, editorText, onRever
   const [busy, setBusy] = useState(false);
 
   // The label of one diff side.
-  const label = (v) => (v === "editor" ? "editor (unsaved text)" : v === "0" ? "version 0 (bundled)" : `version ${v}`);
+  const label = (v) => (v === "editor" ? editorLabel : v === "0" ? "version 0 (bundled)" : `version ${v}`);
   // The source of one diff side.
   const sourceOf = (v) => (v === "editor" ? Promise.resolve(editorText()) : load(Number(v)));
 

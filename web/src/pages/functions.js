@@ -58,6 +58,26 @@ export function OriginBadge({ item }) {
   return html`<span class=${cls} data-testid="origin">${originLabel(item)}</span>`;
 }
 
+// Asks the server for the current state of what the page loaded (GET
+// path) before a save; resolves to a message when it changed in between
+// (another tab or user saved, or deleted, a version), else null. loaded:
+// the GET answer the page shows; onNewer(cur) gets the fresh answer.
+export async function changedSince(path, loaded, onNewer) {
+  let cur;
+  try {
+    cur = await get(path);
+  } catch {
+    return null; // gone or unreachable: the save itself will say
+  }
+  if (cur.version === loaded.version && cur.sha256 === loaded.sha256) return null;
+  onNewer(cur);
+  const v = cur.versions && cur.versions[0];
+  const what = cur.version > loaded.version && v
+    ? `Version ${cur.version} was saved${v.by ? ` by ${v.by}` : ""}`
+    : cur.origin === "bundled" ? "The user versions were deleted (the bundled one is back)" : `Version ${cur.version} is now current`;
+  return `${what} since you opened version ${loaded.version}: compare it in History, or Save again to save over it.`;
+}
+
 // The kind of a full name (the part before the slash).
 function kindOf(name) {
   const i = name.indexOf("/");
@@ -287,6 +307,16 @@ export function FunctionEditor({ params, path }) {
     setSaving(true);
     setStatus(null);
     try {
+      if (fn) {
+        const stale = await changedSince(`/functions/${name0}`, fn, (cur) => {
+          setFn(cur);
+          setBaseline(cur.source);
+        });
+        if (stale) {
+          setStatus({ ok: false, stale: true, text: stale });
+          return;
+        }
+      }
       const r = await put(`/functions/${name}`, { source });
       const msg = r.unchanged ? `No changes: version ${r.version} is current` : `Saved version ${r.version}`;
       if (isNew) {
@@ -346,6 +376,7 @@ export function FunctionEditor({ params, path }) {
                 title=${nameOk ? "Save as the next version" : "Give the function a KIND/NAME first"}
                 onClick=${save}>Save</button>
         <span data-testid="save-status" class=${status ? (status.ok ? "ed-ok" : "error") : ""}>${status ? status.text : ""}</span>
+        ${status && status.stale ? html`<span class="badge dirty" data-testid="stale">stale</span>` : null}
         <span class="ed-spacer"></span>
         <${DeleteControl} item=${fn} path=${`/functions/${name0}`} what="function"
             onDone=${(reset) => {

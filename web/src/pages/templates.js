@@ -8,7 +8,7 @@ import { get, put } from "../api.js";
 import { navigate } from "../router.js";
 import { DiagnosticsList, useUnsavedGuard, validate } from "../editor.js";
 import { Versions, shortSha, when } from "../diff.js";
-import { DeleteControl, OriginBadge, groupByKind } from "./functions.js";
+import { DeleteControl, OriginBadge, changedSince, groupByKind } from "./functions.js";
 import { formFrom, formFromLua, formProblems, putBody, slot, slotAtLine, templateLua } from "../composer.js";
 
 const TEMPLATE_NAME = /^[A-Za-z0-9_-]+$/;
@@ -47,7 +47,7 @@ export function TemplatesList() {
                 <td><${OriginBadge} item=${t} /></td>
                 <td>${t.version}</td>
                 <td title=${t.updated || ""}>${t.updated ? when(t.updated) : ""}</td>
-                <td>${t.source_kind || ""} → ${t.target_kind || ""}</td>
+                <td class="kinds">${t.source_kind || ""} → ${t.target_kind || ""}</td>
                 <td class="stages">${stageSummary(t.stages)}</td>
                 <td>${t.description || ""}
                   ${t.error ? html`<div class="error" data-testid="template-error">${t.error}</div>` : null}</td>
@@ -208,6 +208,16 @@ export function TemplateComposer({ params, path }) {
     setSaving(true);
     setStatus(null);
     try {
+      if (tpl) {
+        const stale = await changedSince(`/templates/${name0}`, tpl, (cur) => {
+          setTpl(cur);
+          setBaseline(templateLua(formFrom(cur)).lua);
+        });
+        if (stale) {
+          setStatus({ ok: false, stale: true, text: stale });
+          return;
+        }
+      }
       const r = await put(`/templates/${name}`, putBody(form));
       const msg = r.unchanged ? `No changes: version ${r.version} is current` : `Saved version ${r.version}`;
       if (isNew) {
@@ -309,6 +319,7 @@ export function TemplateComposer({ params, path }) {
       <div class="ed-actions">
         <button type="button" class="primary" data-testid="save" disabled=${!canSave} title=${why} onClick=${save}>Save</button>
         <span data-testid="save-status" class=${status ? (status.ok ? "ed-ok" : "error") : ""}>${status ? status.text : ""}</span>
+        ${status && status.stale ? html`<span class="badge dirty" data-testid="stale">stale</span>` : null}
         ${rawRestore ? html`<button type="button" data-testid="restore-raw" onClick=${restoreRaw}>
           Save version ${rawRestore.n}'s Lua as it is</button>` : null}
         <span class="ed-spacer"></span>
@@ -327,6 +338,6 @@ export function TemplateComposer({ params, path }) {
         <${Versions} key=${`${tpl.version}:${(tpl.versions || []).length}`}
             versions=${tpl.versions} bundled=${tpl.bundled} current=${tpl.version}
             load=${(n) => get(`/templates/${name0}/versions/${n}`).then((v) => v.source)}
-            editorText=${() => latestLua.current} onRevert=${revert} />` : null}
+            editorText=${() => latestLua.current} editorLabel="this form (unsaved)" onRevert=${revert} />` : null}
     </section>`;
 }
