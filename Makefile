@@ -63,7 +63,7 @@ build/faultserver: tests/faultserver.c
 test: deps-test replica web $(BUILD)/unit build/faultserver
 	@REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh
 
-check: deps-test build/faultserver
+check: deps-test web build/faultserver
 	@$(MAKE) --no-print-directory BUILD=build/asan \
 	    CFLAGS='-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all' \
 	    build/asan/replica build/asan/unit
