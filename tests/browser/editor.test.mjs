@@ -21,6 +21,7 @@ const SRC = process.env.REG_SRC_URL, DST = process.env.REG_DST_URL;
 // The test's gate: a stage polls it and finishes once it answers 200.
 let gateOpen = false, gateHits = 0, gate, GATE_URL;
 
+// Starts the gate server and the browser, and logs in.
 before(async () => {
   assert.ok(CONSOLE_URL, "CONSOLE_URL is set");
   gate = http.createServer((req, res) => {
@@ -34,6 +35,7 @@ before(async () => {
   await login(page);
 });
 
+// Closes what before() opened.
 after(async () => {
   if (browser) await browser.close();
   if (gate) gate.close();

@@ -93,6 +93,7 @@ export function templateLua(form) {
   const body = putBody(form);
   const out = ["-- Written by replica serve from the template composer.", "return {"];
   const lines = { stages: [], delete_stages: [] };
+  // One `key = "value",` line, when the body has the field.
   const field = (k, v) => {
     if (v !== undefined && v !== null) out.push(`  ${k} = ${luaQuote(v)},`);
   };
@@ -222,7 +223,9 @@ function tokens(src) {
 export function readLuaTable(src) {
   const toks = tokens(src);
   let p = 0;
+  // The next token, left in place.
   const peek = () => toks[p];
+  // Consumes the next token, which must be of type t (and value v).
   const take = (t, v) => {
     const k = toks[p];
     if (!k || k.t !== t || (v !== undefined && k.v !== v)) throw new Error(`expected ${v || t}`);
@@ -291,6 +294,7 @@ function stagesOf(t, key) {
 export function formFromLua(src) {
   const t = readLuaTable(src);
   if (!t || typeof t !== "object") throw new Error("the template does not return a table");
+  // A string field, or "" when it is something else.
   const str = (v) => (typeof v === "string" ? v : "");
   return formFrom({
     description: str(t.hash.description),

@@ -123,6 +123,7 @@ export function Versions({ versions, bundled, current, load, editorText, onRever
     }
   };
 
+  // One of the two version pickers.
   const pick = (value, set, testid, name) => html`
     <label>${name}
       <select data-testid=${testid} value=${value} onChange=${(e) => set(e.currentTarget.value)}>

@@ -211,10 +211,12 @@ export function DiagnosticsList({ items, onPick, testid = "diagnostics" }) {
 export function useUnsavedGuard(dirty) {
   useEffect(() => {
     if (!dirty) return undefined;
+    // The browser's own "leave this page?" question.
     const onUnload = (e) => {
       e.preventDefault();
       e.returnValue = "";
     };
+    // Asks before an in-app link swaps the page.
     const onClick = (e) => {
       if (e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
       const a = e.target.closest && e.target.closest("a[href]");
