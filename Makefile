@@ -3,7 +3,8 @@
 #   make          build ./replica and the web console (installs missing Debian packages first)
 #   make test     C unit tests and Lua specs against real servers on loopback
 #   make check    the same suite under ASan + UBSan, then valgrind's leak check
-#   make bench    benchmarks (figures go in docs/benchmarks.md)
+#   make bench    benchmarks (figures go in docs/benchmarks.md), the console's last
+#   make bench-console  the web console's figures only (bundle, execution page, save-to-run)
 #   make deps     install every Debian package the targets need
 
 PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson sqlite3
@@ -20,7 +21,7 @@ BUILD    ?= build/release
 OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve clean run web
+.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-console clean run web
 
 all: replica web
 
@@ -63,7 +64,7 @@ build/faultserver: tests/faultserver.c
 test: deps-test replica web $(BUILD)/unit build/faultserver
 	@REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh
 
-check: deps-test build/faultserver
+check: deps-test web build/faultserver
 	@$(MAKE) --no-print-directory BUILD=build/asan \
 	    CFLAGS='-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all' \
 	    build/asan/replica build/asan/unit
@@ -74,11 +75,14 @@ check: deps-test build/faultserver
 valgrind: deps-test replica $(BUILD)/unit build/faultserver
 	@VALGRIND=1 REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh
 
-bench: deps-bench replica build/faultserver
+bench: deps-bench replica web build/faultserver
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/run.sh
 
 bench-serve: deps-bench replica
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/serve.sh
+
+bench-console: deps-bench replica web
+	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/console.sh
 
 run: replica web
 	./replica serve

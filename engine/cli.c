@@ -86,6 +86,21 @@ static int is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* Writes the directory of the running binary into dir; returns 0, or -1
+ * when /proc/self/exe cannot be read. */
+static int exe_dir(char *dir, size_t n)
+{
+    ssize_t len = readlink("/proc/self/exe", dir, n - 1);
+    if (len <= 0)
+        return -1;
+    dir[len] = '\0';
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return -1;
+    *slash = '\0';
+    return 0;
+}
+
 int cli_scripts_dir(char *out, size_t n, const char *sub)
 {
     const char *env = getenv("REPLICA_SCRIPTS");
@@ -94,16 +109,10 @@ int cli_scripts_dir(char *out, size_t n, const char *sub)
         return is_dir(out) ? 0 : -1;
     }
     char exe[4096];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (len > 0) {
-        exe[len] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            snprintf(out, n, "%s/scripts%s%s", exe, *sub ? "/" : "", sub);
-            if (is_dir(out))
-                return 0;
-        }
+    if (exe_dir(exe, sizeof(exe)) == 0) {
+        snprintf(out, n, "%s/scripts%s%s", exe, *sub ? "/" : "", sub);
+        if (is_dir(out))
+            return 0;
     }
     snprintf(out, n, "%s%s%s", REPLICA_SCRIPTS_DIR, *sub ? "/" : "", sub);
     return is_dir(out) ? 0 : -1;
@@ -117,19 +126,13 @@ int cli_console_dir(char *out, size_t n)
         return is_dir(out) ? 0 : -1;
     }
     char exe[4096];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (len > 0) {
-        exe[len] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            snprintf(out, n, "%s/build/web", exe);
-            if (is_dir(out))
-                return 0;
-            snprintf(out, n, "%s/../web", exe);
-            if (is_dir(out))
-                return 0;
-        }
+    if (exe_dir(exe, sizeof(exe)) == 0) {
+        snprintf(out, n, "%s/build/web", exe);
+        if (is_dir(out))
+            return 0;
+        snprintf(out, n, "%s/../web", exe);
+        if (is_dir(out))
+            return 0;
     }
     snprintf(out, n, "%s", REPLICA_WEB_DIR);
     if (is_dir(out))

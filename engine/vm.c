@@ -409,13 +409,10 @@ static int push_keyed_factory(lua_State *L, const char *key, const char *src, si
     return LUA_OK;
 }
 
-int vm_load_keyed_in(struct vm *vm, lua_State *L, const char *key, const char *src, size_t len,
-                     const char *chunkname, int loaded)
+/* Replaces the factory on top (or passes on the error rc left there) with
+ * an instance bound to a fresh environment of the context at loaded. */
+static int bind_factory(struct vm *vm, lua_State *L, int rc, int loaded)
 {
-    loaded = lua_absindex(L, loaded);
-    if (sandbox_is_trusted(vm, L, loaded))
-        return vm_load_buffer_in(vm, L, src, len, chunkname, loaded);
-    int rc = push_keyed_factory(L, key, src, len, chunkname);
     if (rc != LUA_OK)
         return rc;
     sandbox_push_env(vm, L, loaded);
@@ -424,19 +421,21 @@ int vm_load_keyed_in(struct vm *vm, lua_State *L, const char *key, const char *s
     return LUA_OK;
 }
 
+int vm_load_keyed_in(struct vm *vm, lua_State *L, const char *key, const char *src, size_t len,
+                     const char *chunkname, int loaded)
+{
+    loaded = lua_absindex(L, loaded);
+    if (sandbox_is_trusted(vm, L, loaded))
+        return vm_load_buffer_in(vm, L, src, len, chunkname, loaded);
+    return bind_factory(vm, L, push_keyed_factory(L, key, src, len, chunkname), loaded);
+}
+
 int vm_load_file_in(struct vm *vm, lua_State *L, const char *path, const char *chunkname,
                     int loaded)
 {
     loaded = lua_absindex(L, loaded);
-    if (!sandbox_is_trusted(vm, L, loaded)) {
-        int rc = push_factory(vm, L, path, chunkname);
-        if (rc != LUA_OK)
-            return rc;
-        sandbox_push_env(vm, L, loaded);
-        push_bound(L, -2);
-        lua_remove(L, -2);
-        return LUA_OK;
-    }
+    if (!sandbox_is_trusted(vm, L, loaded))
+        return bind_factory(vm, L, push_factory(vm, L, path, chunkname), loaded);
     if (vm_push_file(L, path, (size_t)-1) != 0) {
         lua_pushfstring(L, "cannot read %s", path);
         return LUA_ERRFILE;

@@ -5,7 +5,7 @@
 //   node build.mjs OUTDIR     build into OUTDIR
 import * as esbuild from "esbuild";
 import { gzipSync } from "node:zlib";
-import { copyFileSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -24,7 +24,9 @@ await esbuild.build({
   logLevel: "warning",
 });
 copyFileSync(join(here, "index.html"), join(out, "index.html"));
-copyFileSync(join(here, "src", "style.css"), join(out, "assets", "app.css"));
+// One stylesheet: the console's, then the editor pages'.
+writeFileSync(join(out, "assets", "app.css"),
+  ["style.css", "editor.css"].map((f) => readFileSync(join(here, "src", f), "utf8")).join("\n"));
 
 // Walks dir; returns [path, bytes] for every file.
 function files(dir) {

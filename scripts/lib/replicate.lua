@@ -50,7 +50,8 @@ local function valid_only(list, check, where)
 end
 
 -- Lists the source repositories the filters select, sorted. A literal
--- repository filter that is not a valid name is refused: nil, err.
+-- repository filter that is not a valid name is refused: nil, err,
+-- "options"; a catalog that cannot be listed is nil, err, "source".
 local function select_repos(src, opts)
   local includes, excludes = opts.repos or {}, opts.exclude_repos or {}
   local all_literal = #includes > 0
@@ -58,7 +59,7 @@ local function select_repos(src, opts)
     all_literal = all_literal and literal(p)
     if literal(p) then
       local ok, err = reference.repository(p)
-      if not ok then return nil, "repository filter: " .. err end
+      if not ok then return nil, "repository filter: " .. err, "options" end
     end
   end
   local names
@@ -66,7 +67,7 @@ local function select_repos(src, opts)
     names = includes  -- no catalog needed: registries like Docker Hub refuse it
   else
     local cat, err = src:catalog()
-    if not cat then return nil, "listing the source catalog: " .. err end
+    if not cat then return nil, "listing the source catalog: " .. err, "source" end
     names = valid_only(cat, reference.repository, "the source catalog")
   end
   local keep, out = glob.filter(includes, excludes), {}
@@ -78,12 +79,15 @@ local function select_repos(src, opts)
 end
 
 -- Plans the tasks: for each repository, its tags that pass the tag filters.
+-- Returns the tasks, or nil, err and what failed: "source" (a listing the
+-- source refused or could not answer) or "options" (a filter, or a
+-- destination name the namespace and flattening cannot make).
 function replicate.plan(src, opts)
-  local repos, named = select_repos(src, opts)
-  if not repos then return nil, named end
+  local repos, named, rkind = select_repos(src, opts)
+  if not repos then return nil, named, rkind end
   local keep = glob.filter(opts.tags, opts.exclude_tags)
-  local planned = {}
-  local ok, perr = parallel.map(repos, function(repo, i)
+  local planned, naming_failed = {}, {}
+  local ok, perr, at = parallel.map(repos, function(repo, i)
     local tags, terr, kind = src:tags(repo)
     if not tags and kind == "http 404" and named then
       return nil, string.format("repository %s not found on the source (%s)", repo, terr)
@@ -98,11 +102,14 @@ function replicate.plan(src, opts)
     end
     table.sort(sel)
     local dest, nerr = naming.destination(repo, opts.dest_namespace, opts.flatten)
-    if not dest then return nil, nerr end
+    if not dest then
+      naming_failed[i] = true
+      return nil, nerr
+    end
     planned[i] = { repository = repo, dest_repository = dest, tags = sel }
     return true
   end, { limit = 8 })
-  if not ok then return nil, perr end
+  if not ok then return nil, perr, at and naming_failed[at] and "options" or "source" end
   local tasks = {}
   for _, t in ipairs(planned) do
     if #t.tags > 0 then tasks[#tasks + 1] = t end

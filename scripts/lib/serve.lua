@@ -164,6 +164,7 @@ function serve.router(s)
   executions.routes(r, s)
   webhooks.routes(r, s)
   catalog_api.routes(r, s)
+  require("serve.preview").routes(r, s)
   return r
 end
 

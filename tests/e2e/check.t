@@ -27,12 +27,12 @@ set +e
 out=$("$REPLICA" check --scripts "$W" 2>&1); rc=$?
 set -e
 is "$rc" 1 "a root with broken scripts fails the check"
-like "$out" "stages broken/syntax: .*expected" "a syntax error is reported with the parser's message"
-like "$out" "stages broken/norun: .*run function" "a stage without run is reported"
-like "$out" "stages broken/io: uses io" "use of io is reported"
-like "$out" "stages broken/exec: uses os.execute" "use of os.execute is reported"
+like "$out" "stages broken/syntax: line 1: .*expected" "a syntax error is reported with its line and the parser's message"
+like "$out" "stages broken/norun: line 1: .*run function" "a stage without run is reported"
+like "$out" "stages broken/io: line 1: uses io" "use of io is reported"
+like "$out" "stages broken/exec: line 1: uses os.execute" "use of os.execute is reported"
 unlike "$out" "broken/fine" "a name inside a string is not mistaken for a use"
-like "$out" "templates dangling: .*no stage named 'broken/missing'" "a template naming a missing stage is reported"
+like "$out" "templates dangling: line 1: no function named 'broken/missing'" "a template naming a missing stage is reported"
 like "$out" "templates twice: .*used twice" "a template reusing a stage name is reported"
 
 done_testing

@@ -37,6 +37,8 @@ if grep -a -q -- "$t2\|$TOKEN" "$SERVE_DB" "$SERVE_DB-wal" 2>/dev/null; then sto
 is "$stored" 0 "tokens are stored only as hashes"
 
 # --- registries ------------------------------------------------------------------
+api GET /registries
+is "$STATUS:$BODY" "200:[]" "no registries yet: an empty JSON array"
 api POST /registries "$(registry_json src "$S" "\"username\": \"$REG_SRC_USER\", \"password\": \"$REG_SRC_PASS\", \"webhook_secret\": \"src-hook-secret-0123456789\"")"
 is "$STATUS" 201 "create the source registry"
 SRC_ID=$(jget .id)

@@ -228,6 +228,10 @@ static const char v1_schema[] =
     "  status TEXT NOT NULL DEFAULT 'Pending'"
     "    CHECK (status IN ('Pending', 'Running', 'Succeeded', 'Failed', 'Stopped')),"
     "  attempts INTEGER NOT NULL DEFAULT 0, started REAL, finished REAL, error TEXT);"
+    "CREATE TABLE stage_results ("
+    "  task INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE, seq INTEGER NOT NULL,"
+    "  name TEXT NOT NULL, function TEXT NOT NULL, status TEXT NOT NULL, started REAL,"
+    "  finished REAL, output TEXT, error TEXT, PRIMARY KEY (task, seq));"
     "CREATE TABLE events ("
     "  id INTEGER PRIMARY KEY, received REAL NOT NULL, source TEXT NOT NULL,"
     "  payload TEXT NOT NULL,"
@@ -241,6 +245,7 @@ static const char v1_schema[] =
     "  VALUES (7, 1, 'Succeeded', 'manual', 3, 3);"
     "INSERT INTO tasks(id, execution, repository, dest_repository, status)"
     "  VALUES (11, 7, 'lib/a', 'mirror/a', 'Succeeded');"
+    "INSERT INTO stage_results(task, seq, name, function, status) VALUES (11, 1, 'pull', 'distribution/pull', 'succeeded');"
     "INSERT INTO events(id, received, source, payload) VALUES (5, 1, 'distribution', '{}');"
     "PRAGMA user_version = 1;";
 
@@ -286,6 +291,9 @@ TEST_IMPL(store_migrates_a_v1_database_keeping_its_rows)
     ASSERT_STR_EQ(scalar(s, "SELECT triggers FROM executions WHERE id = 7"), "1");
     ASSERT_STR_EQ(scalar(s, "SELECT quote(error) || quote(created) FROM executions WHERE id = 7"), "NULLNULL");
     ASSERT_STR_EQ(scalar(s, "SELECT kind FROM tasks WHERE id = 11"), "copy");
+    ASSERT_STR_EQ(scalar(s, "SELECT name || ' ' || quote(function_version) || ' ' || quote(function_origin) "
+                            "FROM stage_results WHERE task = 11"), "pull NULL NULL");
+    ASSERT_STR_EQ(scalar(s, "SELECT draft FROM executions WHERE id = 7"), "0");
     ASSERT_STR_EQ(scalar(s, "SELECT quote(description) || quote(webhook_secret_hash) FROM registries "
                             "WHERE id = 1"),
                   "NULLNULL");

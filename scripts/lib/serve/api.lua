@@ -151,6 +151,8 @@ end
 -- A router: add(method, pattern, fn) where pattern has {name} segments;
 -- dispatch(req) calls fn(req, params) and turns raised HttpErrors into
 -- replies. Unknown paths get 404, known paths with another method 405.
+-- list() returns the routes as { {method=, path=}, ... } in the order they
+-- were added, each path the pattern as given to add.
 function api.router()
   local routes = {}
   local r = {}
@@ -161,7 +163,13 @@ function api.router()
       names[#names + 1] = n
       return "([^/]+)"
     end) .. "$"
-    routes[#routes + 1] = { method = method, pat = lua_pat, names = names, fn = fn }
+    routes[#routes + 1] = { method = method, pattern = pattern, pat = lua_pat, names = names, fn = fn }
+  end
+
+  function r.list()
+    local out = {}
+    for i, rt in ipairs(routes) do out[i] = { method = rt.method, path = rt.pattern } end
+    return out
   end
 
   function r.dispatch(req)

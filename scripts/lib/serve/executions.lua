@@ -608,6 +608,37 @@ function executions.draft(s, req, pol, body)
   return api.reply(req, 202, { id = id, coalesced = false, draft = true })
 end
 
+local STATUSES = { Pending = true, Running = true, Succeeded = true, Failed = true, Stopped = true }
+local TRIGGERS = { manual = true, cron = true, event = true }
+
+-- The WHERE clause and its arguments for GET /executions's filters:
+-- ?policy=ID, ?trigger=manual|cron|event, ?draft=true|false and (when
+-- with_status) ?status=. Raises 400 for a bad value.
+local function execution_filters(req, with_status)
+  local q = req.query or {}
+  local where, args = {}, {}
+  if q.policy then
+    where[#where + 1] = "policy = ?"
+    args[#args + 1] = math.tointeger(tonumber(q.policy)) or api.fail(400, "policy must be an id")
+  end
+  if q.trigger then
+    if not TRIGGERS[q.trigger] then api.fail(400, "trigger must be manual, cron or event") end
+    where[#where + 1] = "trigger = ?"
+    args[#args + 1] = q.trigger
+  end
+  if q.draft then
+    if q.draft ~= "true" and q.draft ~= "false" then api.fail(400, "draft must be true or false") end
+    where[#where + 1] = "draft = ?"
+    args[#args + 1] = q.draft == "true" and 1 or 0
+  end
+  if with_status and q.status then
+    if not STATUSES[q.status] then api.fail(400, "status must be Pending, Running, Succeeded, Failed or Stopped") end
+    where[#where + 1] = "status = ?"
+    args[#args + 1] = q.status
+  end
+  return #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or "", args
+end
+
 -- Adds the routes to router r.
 function executions.routes(r, s)
   r.add("POST", "/api/v1/policies/{id}/executions", function(req, p)
@@ -627,23 +658,25 @@ function executions.routes(r, s)
   end)
   r.add("GET", "/api/v1/executions", function(req)
     local limit, offset = api.paging(req)
-    local q = req.query or {}
-    local where, args = {}, {}
-    if q.policy then
-      where[#where + 1] = "policy = ?"
-      args[#args + 1] = math.tointeger(tonumber(q.policy)) or api.fail(400, "policy must be an id")
-    end
-    if q.status then
-      where[#where + 1] = "status = ?"
-      args[#args + 1] = q.status
-    end
+    local where, args = execution_filters(req, true)
+    local total = s.db:row("SELECT count(*) AS n FROM executions" .. where, table.unpack(args, 1, #args)).n
     args[#args + 1] = limit
     args[#args + 1] = offset
-    local sql = "SELECT * FROM executions" .. (#where > 0 and (" WHERE " .. table.concat(where, " AND ")) or "")
-                .. " ORDER BY id DESC LIMIT ? OFFSET ?"
     local out = setmetatable({}, json.array_mt)
-    for _, row in ipairs(assert(s.db:query(sql, table.unpack(args, 1, #args)))) do
+    for _, row in ipairs(assert(s.db:query("SELECT * FROM executions" .. where .. " ORDER BY id DESC LIMIT ? OFFSET ?",
+                                           table.unpack(args, 1, #args)))) do
       out[#out + 1] = executions.view(row, s.db)
+    end
+    return req:respond(200, { ["Content-Type"] = "application/json", ["X-Total-Count"] = tostring(total) },
+                       json.encode(out))
+  end)
+  r.add("GET", "/api/v1/executions/counts", function(req)
+    local where, args = execution_filters(req, false)
+    local out = { total = 0, by_status = { Pending = 0, Running = 0, Succeeded = 0, Failed = 0, Stopped = 0 } }
+    for _, row in ipairs(assert(s.db:query("SELECT status, count(*) AS n FROM executions" .. where .. " GROUP BY status",
+                                           table.unpack(args, 1, #args)))) do
+      out.by_status[row.status] = row.n
+      out.total = out.total + row.n
     end
     return api.reply(req, 200, out)
   end)
@@ -664,7 +697,10 @@ function executions.routes(r, s)
     for _, row in ipairs(rows) do
       out[#out + 1] = task_view(s.db, row)
     end
-    return api.reply(req, 200, out)
+    local total = status and s.db:row("SELECT count(*) AS n FROM tasks WHERE execution = ? AND status = ?", id, status).n
+                  or s.db:row("SELECT count(*) AS n FROM tasks WHERE execution = ?", id).n
+    return req:respond(200, { ["Content-Type"] = "application/json", ["X-Total-Count"] = tostring(total) },
+                       json.encode(out))
   end)
   r.add("GET", "/api/v1/tasks/{id}", function(req, p)
     local id = api.id(p.id, "task")

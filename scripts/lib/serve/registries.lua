@@ -127,7 +127,7 @@ end
 
 local function list(s, req)
   local limit, offset = api.paging(req)
-  local out = {}
+  local out = setmetatable({}, json.array_mt)
   for _, row in ipairs(assert(s.db:query("SELECT * FROM registries ORDER BY id LIMIT ? OFFSET ?", limit, offset))) do
     out[#out + 1] = view(row)
   end

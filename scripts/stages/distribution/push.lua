@@ -4,6 +4,8 @@
 -- reported. Blobs shared by several tags or repositories are copied once per
 -- run: later users wait for that copy, and another repository of the target
 -- mounts the blob instead of uploading it again.
+local tagplan = require("tagplan")
+
 local TAG_CONCURRENCY, BLOB_CONCURRENCY = 4, 8
 
 -- How many tags and blobs of a task copy at once. With a bandwidth limit
@@ -84,10 +86,10 @@ local function push_tag(ctx, art, stats)
   local head, herr = art.target, nil
   if head == nil then head, herr = ctx.dst:head_manifest(dest, art.tag) end
   if head == nil then return { tag = art.tag, status = "failed", error = herr } end
-  if head and head.digest == art.digest then
+  local action = tagplan.action(art.digest, head, ctx.options.override)
+  if action == "up-to-date" then
     return { tag = art.tag, status = "skipped", digest = art.digest }
-  end
-  if head and not ctx.options.override then
+  elseif action == "kept" then
     return { tag = art.tag, status = "kept", digest = head.digest, source_digest = art.digest }
   end
   local ok, err = copy_blobs(ctx, dest, art.blobs, stats)
