@@ -144,16 +144,16 @@ test("2. add the source and target registries and test their connection", async 
 });
 
 test("3. write a pull_post function in the editor", async () => {
-  if (process.env.DEV_API_SETUP) { // DEVONLY
-    assert.equal((await api("PUT", `/functions/${FUNCTION}`, { source: FUNCTION_SRC })).status, 201); // DEVONLY
-    return; // DEVONLY
-  } // DEVONLY
   await nav("Functions");
   await page.getByTestId("function-new").click();
   await page.waitForURL(/\/functions\/new$/);
   await page.getByTestId("function-name").fill(FUNCTION);
   await page.locator("[data-testid=editor] .cm-content").click();
+  // select all and delete first: typing over a selection of several lines
+  // makes chromium's own editing add a style attribute, which the CSP
+  // refuses (reported; the text still lands)
   await page.keyboard.press("Control+A");
+  await page.keyboard.press("Delete");
   await page.keyboard.insertText(FUNCTION_SRC);
   await page.getByTestId("save").click();
   await page.getByTestId("save-status").filter({ hasText: /saved|version 1|v1/i }).waitFor();
@@ -166,11 +166,6 @@ test("3. write a pull_post function in the editor", async () => {
 });
 
 test("4. compose a template that uses it", async () => {
-  if (process.env.DEV_API_SETUP) { // DEVONLY
-    const r = await api("PUT", `/templates/${TEMPLATE}`, { description: "x", stages: STAGES.map(([name, fn]) => ({ name, function: fn })) }); // DEVONLY
-    assert.equal(r.status, 201, JSON.stringify(r.body)); // DEVONLY
-    return; // DEVONLY
-  } // DEVONLY
   await page.goto(CONSOLE_URL + "/templates/new");
   await page.getByTestId("template-name").fill(TEMPLATE);
   await page.getByTestId("template-description").fill("distribution, without the -debug tags");

@@ -24,8 +24,9 @@ const { chromium } = require("playwright-core");
 // errors, so that they land in `problems` like any other error.
 const INIT = () => {
   document.addEventListener("securitypolicyviolation", (e) => {
-    console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"}` +
-      ` at ${e.sourceFile || "?"}:${e.lineNumber || 0}`);
+    const what = e.target && e.target.nodeType === 1 ? ` on <${e.target.localName} class="${e.target.className}">` : "";
+    console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"}${what}` +
+      ` at ${e.sourceFile || "?"}:${e.lineNumber || 0}${e.sample ? ` (${e.sample})` : ""}`);
   });
 };
 
