@@ -214,3 +214,56 @@ test("an execution of 1,000 tasks is paged and stays responsive", async (t) => {
   assert.equal(await rows.count(), 10);
   assert.deepEqual(b.problems, []);
 });
+
+test("the executions list filters by policy, status and trigger, from the URL", async () => {
+  const policies = (await api("GET", "/policies")).body;
+  const slow = policies.find((p) => p.name === "slow").id;
+  const team = policies.find((p) => p.name === "team").id;
+  const ids = async () => (await page.getByTestId("execution-row").evaluateAll((rs) => rs.map((r) => Number(r.dataset.id))));
+  const all = (await api("GET", "/executions")).body;
+  const stopped = all.filter((e) => e.status === "Stopped").map((e) => e.id);
+
+  await page.goto(`${CONSOLE_URL}/executions?status=Stopped`);
+  await page.getByTestId("execution-row").first().waitFor();
+  assert.deepEqual(await ids(), stopped, "a deep link with a status filter lists only those");
+  assert.equal(await page.getByTestId("filter-status").inputValue(), "Stopped", "the filter shows what the URL says");
+  assert.match(await page.getByTestId("page-counts").innerText(), /Stopped 1/);
+
+  await page.getByTestId("filter-status").selectOption("");
+  await page.getByTestId("filter-policy").selectOption(String(team));
+  await page.waitForURL((u) => u.search === `?policy=${team}`);
+  await page.locator("[data-testid=execution-row] [data-status=Succeeded]").waitFor();
+  assert.deepEqual(await ids(), all.filter((e) => e.policy === team).map((e) => e.id));
+  await shot(page, "executions-filtered");
+
+  await page.goto(`${CONSOLE_URL}/executions?policy=${slow}&trigger=cron`);
+  await page.getByTestId("no-executions").waitFor();
+  assert.match(await page.getByTestId("no-executions").innerText(), /match these filters/);
+  await page.getByTestId("filter-trigger").selectOption("manual");
+  await page.waitForURL((u) => u.search === `?policy=${slow}&trigger=manual`);
+  await page.getByTestId("execution-row").first().waitFor();
+  assert.deepEqual(await ids(), all.filter((e) => e.policy === slow).map((e) => e.id));
+  assert.deepEqual(b.problems, []);
+});
+
+test("buttons that cannot act say why", async () => {
+  const id = await policy({ name: "off", repositories: ["team/a"], enabled: false });
+  await page.goto(`${CONSOLE_URL}/policies`);
+  const row = page.locator('[data-testid=policy-row][data-name="off"]');
+  await row.waitFor();
+  assert.ok(await row.getByTestId("policy-run").isDisabled(), "Run now is disabled for a disabled policy");
+  assert.equal(await row.getByTestId("policy-run-why").innerText(), "the policy is disabled");
+  assert.equal(await row.getByTestId("policy-run").getAttribute("title"), "the policy is disabled");
+  await page.goto(`${CONSOLE_URL}/policies/${id}`);
+  await page.locator("#pol-name").waitFor();
+  assert.equal(await page.getByTestId("policy-run-why").innerText(), "the policy is disabled");
+  // an unsaved edit disables Preview and Run now until it is saved
+  await page.locator("#pol-enabled").check();
+  assert.equal(await page.getByTestId("policy-run-why").innerText(), "save your changes first");
+  assert.equal(await page.getByTestId("preview-button-why").innerText(), "save your changes first");
+  await page.getByTestId("save").click();
+  await page.getByTestId("policy-run-why").waitFor({ state: "detached" });
+  assert.ok(!(await page.getByTestId("policy-run").isDisabled()), "saved and enabled: Run now works");
+  assert.equal((await api("GET", `/policies/${id}`)).body.enabled, true);
+  assert.deepEqual(b.problems, []);
+});

@@ -217,7 +217,7 @@ export function PolicyForm({ params }) {
       <div class="buttons">
         <${ReasonButton} testid="preview-button" why=${!saved ? "save the policy first" : pendingEdit}
           disabled=${previewBusy} onClick=${doPreview}>${previewBusy ? "Previewing…" : "Preview"}<//>
-        <${ReasonButton} testid="policy-run" class="primary" why=${runBlocked(saved) || pendingEdit}
+        <${ReasonButton} testid="policy-run" class="primary" why=${saved ? pendingEdit || runBlocked(saved) : runBlocked(null)}
           onClick=${() => runNow(saved, setError)}>Run now<//>
         ${saved && html`<a class="button" href=${`/executions?policy=${saved.id}`}>Executions</a>`}
       </div>
