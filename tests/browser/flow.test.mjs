@@ -90,7 +90,8 @@ async function addRegistry(name, reg) {
 
 test("1. log in with the token", async () => {
   await page.goto(CONSOLE_URL + "/");
-  await page.waitForURL(/\/login\?next=/);
+  await page.waitForURL(/\/login\?next=%2F$/);
+  await page.locator("#token").waitFor();
   await shot(page, "login");
   await login(page);
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
@@ -283,5 +284,25 @@ test("7. open a task: six stage results in template order, with the new function
   const url = page.url();
   await page.goto(url);
   await panel.getByTestId("stage").nth(5).waitFor();
+  assert.deepEqual(b.problems, []);
+});
+
+test("8. log out; a deep link asks for the token again and returns there", async () => {
+  await page.getByTestId("logout").click();
+  await page.locator("#token").waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("replica.token")), null, "the token is forgotten");
+  const deep = `/executions/${ids.execution}`;
+  await page.goto(CONSOLE_URL + deep);
+  await page.waitForURL((u) => u.pathname === "/login" && u.searchParams.get("next") === deep);
+  // a wrong token is refused with a message
+  await page.locator("#token").fill("rpl_not-a-token");
+  await page.locator("form button[type=submit]").click();
+  await page.getByRole("alert").filter({ hasText: "That token is not valid." }).waitFor();
+  assert.equal(b.problems.length, 1, "the refused token's 401 is the one console error");
+  assert.match(b.problems.pop(), /status of 401/);
+  await page.locator("#token").fill(process.env.TOKEN);
+  await page.locator("form button[type=submit]").click();
+  await page.waitForURL((u) => u.pathname === deep);
+  await page.locator("[data-testid=execution-status][data-status=Succeeded]").waitFor();
   assert.deepEqual(b.problems, []);
 });

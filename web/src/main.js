@@ -3,7 +3,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { html, render } from "./html.js";
 import { interceptLinks, match, navigate, useLocation } from "./router.js";
-import { onUnauthorized, token } from "./api.js";
+import { onUnauthorized, setToken, token } from "./api.js";
 import { Login } from "./pages/login.js";
 import { Dashboard } from "./pages/dashboard.js";
 import { Registries, RegistryForm } from "./pages/registries.js";
@@ -55,17 +55,20 @@ function App() {
   const loc = useLocation();
   const [, setAuthTick] = useState(0);
   useEffect(() => onUnauthorized(() => {
-    sessionStorage.removeItem("replica.token");
+    setToken(null);
     setAuthTick((n) => n + 1);
     if (location.pathname !== "/login") {
       navigate("/login" + "?next=" + encodeURIComponent(location.pathname + location.search), { replace: true });
     }
   }), []);
   const m = match(ROUTES, loc.path);
-  if (!token() && loc.path !== "/login") {
-    navigate("/login?next=" + encodeURIComponent(loc.path + location.search), { replace: true });
-    return null;
-  }
+  // without a token, go to /login (after this render, once the location
+  // listener is in place)
+  const needLogin = !token() && loc.path !== "/login";
+  useEffect(() => {
+    if (needLogin) navigate("/login?next=" + encodeURIComponent(loc.path + location.search), { replace: true });
+  });
+  if (needLogin) return null;
   if (m && m.route.bare) return html`<${m.route.page} params=${m.params} query=${loc.query} />`;
   const Page = m ? m.route.page : NotFound;
   return html`
@@ -76,8 +79,8 @@ function App() {
           <a href=${href} class=${m && m.route.nav === key ? "active" : ""}
              aria-current=${m && m.route.nav === key ? "page" : null}>${label}</a>`)}
       </nav>
-      <button class="link logout" onClick=${() => {
-        sessionStorage.removeItem("replica.token");
+      <button class="link logout" data-testid="logout" onClick=${() => {
+        setToken(null);
         navigate("/login");
       }}>Log out</button>
     </header>

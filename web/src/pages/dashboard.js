@@ -1,8 +1,9 @@
 // pages/dashboard.js - the landing page: executions in flight and the
 // latest ones, with counts per status, kept current by the event stream
 // (each `execution` event carries the whole execution view), not polling.
+import { useEffect, useRef } from "preact/hooks";
 import { html } from "../html.js";
-import { Badge, ErrorBanner, LiveMark, Time, active, duration, getList, useEvents, useLoad, useNow } from "../ui.js";
+import { Badge, ErrorBanner, LiveMark, Time, active, duration, getList, throttle, useEvents, useLoad, useNow } from "../ui.js";
 
 const WINDOW = 500; // the executions the counts cover (the newest)
 const RECENT = 10;
@@ -60,10 +61,13 @@ export function Dashboard() {
       getList(`/executions?page_size=${WINDOW}`), getList("/policies?page_size=500")]);
     return { execs, names: Object.fromEntries(policies.map((p) => [p.id, p.name])) };
   }, []);
+  const reload = useRef(null);
+  if (!reload.current) reload.current = throttle(() => data.reload(), 1000);
+  useEffect(() => () => reload.current.cancel(), []);
   const live = useEvents(null, (type, ev) => {
     if (type !== "execution" || !ev || !ev.id) return;
     data.set((d) => (d ? { ...d, execs: upsert(d.execs, ev) } : d));
-    if (data.data && !data.data.names[ev.policy]) data.reload(); // a policy created since
+    if (data.data && !data.data.names[ev.policy]) reload.current(); // a policy created since
   });
   const { execs = [], names = {} } = data.data || {};
   const running = execs.filter((e) => active(e.status));

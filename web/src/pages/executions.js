@@ -48,7 +48,7 @@ export function Executions({ query }) {
       if (page !== 1 || !passes(ev, f) || (d.rows[0] && ev.id < d.rows[0].id)) return d;
       return { ...d, rows: [ev, ...d.rows].slice(0, size) };
     });
-  }, [f.policy, f.status, f.trigger, page, size]);
+  });
   const { rows: all = [], full = false, policies = [] } = data.data || {};
   // the trigger filter is applied here too, in case the server ignores it
   const rows = all.filter((e) => passes(e, f));
@@ -275,7 +275,7 @@ export function ExecutionDetail({ params, query }) {
     } else if (type === "bytes") {
       setCopied((c) => ({ ...c, [ev.task]: ev.bytes }));
     }
-  }, [id, taskId]);
+  }, [id]);
   const e = exec.data && exec.data.e;
   const now = useNow(1000, !!e && active(e.status));
   if (exec.error && !e) return html`<section><h1>Execution ${id}</h1><${ErrorBanner} error=${exec.error} /></section>`;

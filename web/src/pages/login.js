@@ -5,6 +5,7 @@ import { html } from "../html.js";
 import { get, setToken } from "../api.js";
 import { navigate } from "../router.js";
 
+// The login form; query.next is where to go once the token is accepted.
 export function Login({ query }) {
   const [value, setValue] = useState("");
   const [error, setError] = useState(null);
@@ -31,10 +32,10 @@ export function Login({ query }) {
         <label for="token">API token</label>
         <input id="token" name="token" type="password" autocomplete="off" value=${value}
                placeholder="rpl_…" onInput=${(e) => setValue(e.target.value)} required />
-        <p class="help">The token <code>replica serve</code> printed at its first start, or one made with
-          <code>replica token create</code>. It is kept for this tab only.</p>
+        <p class="help">The token <code>replica serve</code> printed at its first start, or one made
+          with <code>replica token create</code>. It is kept for this tab only.</p>
         ${error && html`<p class="error" role="alert">${error}</p>`}
-        <button type="submit" disabled=${busy}>Log in</button>
+        <button type="submit" class="primary" disabled=${busy}>Log in</button>
       </form>
     </section>`;
 }
