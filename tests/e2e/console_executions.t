@@ -110,4 +110,7 @@ serve_start exec --console "$ROOT/build/web"
 
 export CONSOLE_URL=${API%/api/v1} TOKEN ROOT CHROMIUM SRC_ID DST_ID THOUSAND_EXEC
 export REG_DST_URL REG_DST_USER REG_DST_PASS REG_DST_STORAGE
-node --test --test-reporter=tap "$ROOT/tests/browser/executions.test.mjs"
+rc=0
+node --test --test-reporter=tap "$ROOT/tests/browser/executions.test.mjs" || rc=$?
+serve_stop
+exit "$rc"

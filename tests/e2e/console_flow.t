@@ -22,4 +22,7 @@ seed "$REG_SRC_URL" other/skip v1 oci 1 1024 seed "$REG_SRC_USER:$REG_SRC_PASS" 
 serve_start console_flow --console "$ROOT/build/web"
 export CONSOLE_URL=${API%/api/v1} TOKEN ROOT CHROMIUM
 export REG_SRC_URL REG_SRC_USER REG_SRC_PASS REG_DST_URL REG_DST_USER REG_DST_PASS
-node --test --test-reporter=tap "$ROOT/tests/browser/flow.test.mjs"
+rc=0
+node --test --test-reporter=tap "$ROOT/tests/browser/flow.test.mjs" || rc=$?
+serve_stop
+exit "$rc"

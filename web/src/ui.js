@@ -81,6 +81,7 @@ export function useNow(ms = 1000, on = true) {
   const [now, setNow] = useState(Date.now());
   useEffect(() => {
     if (!on) return undefined;
+    setNow(Date.now());
     const t = setInterval(() => setNow(Date.now()), ms);
     return () => clearInterval(t);
   }, [ms, on]);

@@ -113,7 +113,7 @@ function Header({ e, policy, now }) {
       <div><dt>Duration</dt><dd data-testid="execution-duration">${duration(e.started, e.finished, now) || "—"}</dd></div>
       <div><dt>Tasks</dt><dd data-testid="execution-counts">${`${e.total} in all: `}<span class="c-ok">${e.succeeded} succeeded</span>${", "}<span class="c-bad">${e.failed} failed</span>${", "}<span class="c-stop">${e.stopped} stopped</span>${`, ${e.in_progress} in progress`}</dd></div>
       <div><dt>Template</dt><dd data-testid="execution-template">${e.template ? versionText(e.template)
-        : html`<span class="muted">${policy ? policy.template : ""} (pinned when it starts)</span>`}</dd></div>
+        : html`<span class="muted">${policy ? policy.template : ""} ${active(e.status) ? "(pinned when it starts)" : "(no version recorded)"}</span>`}</dd></div>
     </dl>
     ${e.functions && e.functions.length > 0 && html`<div class="functions" data-testid="execution-functions">
       <span class="muted">Functions:</span>
@@ -143,9 +143,9 @@ function TaskRow({ t, open, link, copied, now }) {
     <td class="mono"><a href=${link}>${t.repository}</a>${t.dest_repository !== t.repository
       ? html`<div class="muted small">→ ${t.dest_repository}</div>` : null}</td>
     <td><${Badge} status=${t.status} />${t.kind === "delete" ? html` <span class="tag">delete</span>` : null}</td>
-    <td class="small">${(t.tags || []).length} tag${(t.tags || []).length === 1 ? "" : "s"}</td>
-    <td class="small">${t.attempts}</td>
-    <td class="small">${duration(t.started, t.finished, now)}${copied ? html`<div class="muted" data-testid="task-bytes" data-bytes=${copied}>${bytes(copied)} copied</div>` : null}</td>
+    <td class="small c-tags">${(t.tags || []).length} tag${(t.tags || []).length === 1 ? "" : "s"}</td>
+    <td class="small c-tries">${t.attempts}</td>
+    <td class="small c-dur">${duration(t.started, t.finished, now)}${copied ? html`<div class="muted" data-testid="task-bytes" data-bytes=${copied}>${bytes(copied)} copied</div>` : null}</td>
     <td class="err small">${t.error || ""}</td>
   </tr>`;
 }
@@ -335,7 +335,7 @@ export function ExecutionDetail({ params, query }) {
         ${rows.length === 0 && !tasks.loading ? html`<p class="empty" data-testid="no-tasks">${e.total === 0 && active(e.status)
             ? "Planning: listing the source's repositories…" : "No tasks here."}</p>`
           : html`<table class="list tasks-table" data-testid="tasks">
-            <thead><tr><th>#</th><th>Repository</th><th>Status</th><th>Tags</th><th>Tries</th><th>Duration</th><th>Error</th></tr></thead>
+            <thead><tr><th>#</th><th>Repository</th><th>Status</th><th class="c-tags">Tags</th><th class="c-tries">Tries</th><th class="c-dur">Duration</th><th>Error</th></tr></thead>
             <tbody>${rows.map((t) => html`<${TaskRow} key=${t.id} t=${t} open=${String(t.id) === String(taskId)}
                 link=${href(`${base}/tasks/${t.id}`, q)} copied=${copied[t.id]} now=${now} />`)}</tbody>
           </table>`}

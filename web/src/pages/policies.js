@@ -224,7 +224,7 @@ export function PolicyForm({ params }) {
     </div>
     <${ErrorBanner} error=${error} onClose=${() => setError(null)} />
     ${registries.length < 2 && html`<p class="banner warn">A policy needs a source and a target registry:
-      <a href="/registries/new">add registries</a> first.</p>`}
+      ${" "}<a href="/registries/new">add registries</a> first.</p>`}
     ${preview && html`<${PreviewResult} preview=${preview} />`}
     <form class="form" onSubmit=${save} data-testid="policy-form">
       <fieldset><legend>Policy</legend>
