@@ -5,7 +5,7 @@
 // each stage's output, the task log). Everything follows the event stream.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { html } from "../html.js";
-import { get, post } from "../api.js";
+import { get, post, request } from "../api.js";
 import { navigate } from "../router.js";
 import {
   Badge, ErrorBanner, JsonView, LiveMark, Pager, ReasonButton, Time, active, bytes, duration, href,
@@ -31,12 +31,25 @@ export function Executions({ query }) {
   const size = Math.min(intParam(query.page_size, 50), 500);
   const link = (q) => href("/executions", { ...f, page_size: size === 50 ? "" : size, ...q });
   const data = useLoad(async () => {
-    const [rows, policies] = await Promise.all([
-      getList(`/executions${href("", { ...f, page, page_size: size })}`), getList("/policies?page_size=500")]);
-    return { rows, full: rows.length === size, policies };
+    const [res, counts, policies] = await Promise.all([
+      request("GET", `/executions${href("", { ...f, page, page_size: size })}`, undefined, { raw: true }),
+      get(`/executions/counts${href("", { policy: f.policy, trigger: f.trigger })}`),
+      getList("/policies?page_size=500")]);
+    const total = Number(res.headers.get("X-Total-Count") || 0);
+    return { rows: res.data, total, full: page * size < total, counts, policies };
   }, [f.policy, f.status, f.trigger, page, size]);
+  // the counts over all pages follow the stream, fetched again at most once a second
+  const recount = useRef(null);
+  recount.current = recount.current || throttle(async () => {
+    try {
+      const counts = await get(`/executions/counts${href("", { policy: f.policy, trigger: f.trigger })}`);
+      data.set((d) => (d ? { ...d, counts } : d));
+    } catch { /* the next event tries again */ }
+  }, 1000);
+  useEffect(() => () => recount.current.cancel(), []);
   const live = useEvents(null, (type, ev) => {
     if (type !== "execution" || !ev || !ev.id) return;
+    recount.current();
     data.set((d) => {
       if (!d) return d;
       const i = d.rows.findIndex((x) => x.id === ev.id);
@@ -46,15 +59,13 @@ export function Executions({ query }) {
         return { ...d, rows };
       }
       if (page !== 1 || !passes(ev, f) || (d.rows[0] && ev.id < d.rows[0].id)) return d;
-      return { ...d, rows: [ev, ...d.rows].slice(0, size) };
+      return { ...d, rows: [ev, ...d.rows].slice(0, size), total: d.total + 1 };
     });
   });
-  const { rows: all = [], full = false, policies = [] } = data.data || {};
-  // the trigger filter is applied here too, in case the server ignores it
-  const rows = all.filter((e) => passes(e, f));
+  const { rows = [], full = false, policies = [], total = 0, counts: all } = data.data || {};
   const now = useNow(1000, rows.some((e) => active(e.status)));
   const names = Object.fromEntries(policies.map((p) => [p.id, p.name]));
-  const counts = countStatuses(rows);
+  const counts = (all && all.by_status) || countStatuses(rows);
   const pick = (k) => (e) => navigate(link({ [k]: e.target.value, page: "" }), { replace: true });
   return html`<section>
     <div class="head"><h1>Executions</h1><${LiveMark} state=${live} /></div>
@@ -74,8 +85,9 @@ export function Executions({ query }) {
       </select></label>
       ${(f.policy || f.status || f.trigger) && html`<a href="/executions" data-testid="filter-clear">clear filters</a>`}
     </form>
-    <p class="counts" data-testid="page-counts">On this page:
-      ${STATUSES.map((s) => html` <span class=${"count s-" + s.toLowerCase()} data-status=${s}>${s} ${counts[s]}</span>`)}
+    <p class="counts" data-testid="page-counts">${`${all ? all.total : total} in all:`}
+      ${STATUSES.map((s) => html` <a class=${"count s-" + s.toLowerCase()} data-status=${s}
+        href=${link({ status: s, page: "" })}>${s} ${counts[s] || 0}</a>`)}
     </p>
     <${ErrorBanner} error=${data.error} />
     ${data.loading && !data.data ? html`<p class="muted">Loading…</p>` : rows.length === 0
