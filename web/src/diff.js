@@ -69,12 +69,8 @@ export function shortSha(s) {
   return s ? String(s).slice(0, 12) : "";
 }
 
-// A time from the API, shown in the browser's locale (UTC kept in the title).
-export function when(iso) {
-  if (!iso) return "";
-  const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
-}
+// A time from the API, shown as the rest of the console shows times (UTC).
+export { utc as when } from "./ui.js";
 
 // The versions panel. Props:
 //   versions  [{version, created, by, sha256}] newest first (user versions)

@@ -3,9 +3,10 @@
 // (each `execution` event carries the whole execution view), not polling.
 import { useEffect, useRef } from "preact/hooks";
 import { html } from "../html.js";
+import { get } from "../api.js";
 import { Badge, ErrorBanner, LiveMark, Time, active, duration, getList, throttle, useEvents, useLoad, useNow } from "../ui.js";
 
-const WINDOW = 500; // the executions the counts cover (the newest)
+const WINDOW = 500; // the newest executions, in which the running ones are looked for
 const RECENT = 10;
 export const STATUSES = ["Pending", "Running", "Succeeded", "Failed", "Stopped"];
 
@@ -57,22 +58,28 @@ export function Progress({ e }) {
 // The dashboard.
 export function Dashboard() {
   const data = useLoad(async () => {
-    const [execs, policies] = await Promise.all([
-      getList(`/executions?page_size=${WINDOW}`), getList("/policies?page_size=500")]);
-    return { execs, names: Object.fromEntries(policies.map((p) => [p.id, p.name])) };
+    const [execs, policies, counts] = await Promise.all([
+      getList(`/executions?page_size=${WINDOW}`), getList("/policies?page_size=500"), get("/executions/counts")]);
+    return { execs, counts, names: Object.fromEntries(policies.map((p) => [p.id, p.name])) };
   }, []);
   const reload = useRef(null);
   if (!reload.current) reload.current = throttle(() => data.reload(), 1000);
-  useEffect(() => () => reload.current.cancel(), []);
+  const recount = useRef(null);
+  if (!recount.current) {
+    recount.current = throttle(() => get("/executions/counts").then(
+      (counts) => data.set((d) => (d ? { ...d, counts } : d)), () => {}), 1000);
+  }
+  useEffect(() => () => { reload.current.cancel(); recount.current.cancel(); }, []);
   const live = useEvents(null, (type, ev) => {
     if (type !== "execution" || !ev || !ev.id) return;
+    recount.current();
     data.set((d) => (d ? { ...d, execs: upsert(d.execs, ev) } : d));
     if (data.data && !data.data.names[ev.policy]) reload.current(); // a policy created since
   });
-  const { execs = [], names = {} } = data.data || {};
+  const { execs = [], names = {}, counts: all } = data.data || {};
   const running = execs.filter((e) => active(e.status));
   const now = useNow(1000, running.length > 0);
-  const counts = countStatuses(execs);
+  const counts = (all && all.by_status) || countStatuses(execs);
   return html`<section>
     <div class="head"><h1>Dashboard</h1><${LiveMark} state=${live} /></div>
     <${ErrorBanner} error=${data.error} />
@@ -81,7 +88,7 @@ export function Dashboard() {
           data-testid="count" data-status=${s}>
         <span class="n">${counts[s]}</span><span class="label">${s}</span></a>`)}
     </div>
-    <p class="help">Counts of the ${execs.length < WINDOW ? "" : `${WINDOW} `}latest executions${execs.length < WINDOW ? ` (${execs.length})` : ""}.</p>
+    <p class="help">${`Counts of all ${all ? all.total : execs.length} executions.`}</p>
     <h2>In progress</h2>
     ${running.length === 0 ? html`<p class="empty" data-testid="none-running">Nothing is running.</p>`
       : html`<${ExecTable} rows=${running} names=${names} now=${now} testid="running" />`}
