@@ -127,6 +127,9 @@ test("an edit saves as version 2; the history lists both and the diff shows the 
   await page.locator('[data-testid=version-row][data-version="1"]').waitFor();
   const versions = await page.getByTestId("version-row").evaluateAll((els) => els.map((e) => e.dataset.version));
   assert.deepEqual(versions, ["2", "1"], "both versions, newest first");
+  const v1 = page.locator('[data-testid=version-row][data-version="1"]');
+  assert.match(await v1.innerText(), /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\s+admin/,
+    "each version shows when it was saved (UTC) and by which token");
   await page.getByTestId("diff-a").selectOption("1");
   await page.getByTestId("diff-b").selectOption("2");
   await page.getByTestId("diff-show").click();

@@ -9,6 +9,7 @@ import { syntaxHighlighting, defaultHighlightStyle } from "@codemirror/language"
 import { MergeView } from "@codemirror/merge";
 import { consoleTheme, luaLanguage, shadowRootOf } from "./editor.js";
 import { html } from "./html.js";
+import { utc } from "./ui.js";
 
 // The extensions of each (read-only) side of a diff.
 function sideExtensions() {
@@ -70,7 +71,7 @@ export function shortSha(s) {
 }
 
 // A time from the API, shown as the rest of the console shows times (UTC).
-export { utc as when } from "./ui.js";
+export const when = utc;
 
 // The versions panel. Props:
 //   versions  [{version, created, by, sha256}] newest first (user versions)
