@@ -1,6 +1,6 @@
 /* lua_catalog.c - the `catalog` module (trusted code only): finds stage
- * functions and process templates under the script roots, so a new registry
- * kind is a matter of dropping files in.
+ * functions, process templates and registry kinds under the script roots,
+ * so a new registry kind is a matter of dropping files in.
  *   catalog.list("stages") -> { {name=, path=}, ... } sorted by name
  *   catalog.source("stages", name) -> the file's text
  * A file is looked up in each root in order (the first root wins). Loading
@@ -33,10 +33,10 @@ static int valid_name(const char *s)
     return 1;
 }
 
-/* Returns the checked kind argument ("stages" or "templates"). */
+/* Returns the checked kind argument ("stages", "templates" or "kinds"). */
 const char *catalog_check_kind(lua_State *L, int idx)
 {
-    static const char *const kinds[] = { "stages", "templates", NULL };
+    static const char *const kinds[] = { "stages", "templates", "kinds", NULL };
     return kinds[luaL_checkoption(L, idx, NULL, kinds)];
 }
 
@@ -56,7 +56,10 @@ int catalog_find(lua_State *L, const char *kind, const char *name)
         lua_pop(L, 1);
     }
     lua_pushnil(L);
-    lua_pushfstring(L, "no %s named '%s'", strcmp(kind, "stages") == 0 ? "stage" : "template",
+    lua_pushfstring(L, "no %s named '%s'",
+                    strcmp(kind, "stages") == 0   ? "stage"
+                    : strcmp(kind, "kinds") == 0 ? "registry kind"
+                                                 : "template",
                     name);
     return 0;
 }

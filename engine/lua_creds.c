@@ -4,12 +4,17 @@
  *                            ~/.docker/config.json), or nil
  *   creds.helper(name, server) -> stdout of `docker-credential-NAME get` fed
  *                            server on stdin, or nil, err
+ *   creds.env(prefix) -> { NAME = value } for every environment variable
+ *                            PREFIX<NAME> (a registry kind's credential fields:
+ *                            REPLICA_FROM_CRED_SECRET_ACCESS_KEY, ...), NAME
+ *                            in lower case
  * The helper runs synchronously (it is only used while starting a run), with
  * a 10 s limit. Secrets are returned to Lua only, never logged. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,10 +139,35 @@ fail:
     return 2;
 }
 
+extern char **environ;
+
+/* creds.env(prefix) -> { name = value } */
+static int l_env(lua_State *L)
+{
+    size_t plen;
+    const char *prefix = luaL_checklstring(L, 1, &plen);
+    lua_newtable(L);
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || strncmp(*e, prefix, plen) != 0 || eq - *e <= (ptrdiff_t)plen)
+            continue;
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (const char *p = *e + plen; p < eq; p++)
+            luaL_addchar(&b, (char)((*p >= 'A' && *p <= 'Z') ? *p - 'A' + 'a' : *p));
+        luaL_pushresult(&b);
+        lua_pushstring(L, eq + 1);
+        lua_settable(L, -3);
+    }
+    return 1;
+}
+
 void inject_creds_api(struct vm *vm, lua_State *L)
 {
     (void)vm;
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
+    lua_pushcfunction(L, l_env);
+    lua_setfield(L, -2, "env");
     lua_pushcfunction(L, l_docker_config);
     lua_setfield(L, -2, "docker_config");
     lua_pushcfunction(L, l_helper);

@@ -36,6 +36,12 @@ static void usage(FILE *f)
             "  --from-creds USER:PASSWORD  --to-creds USER:PASSWORD\n"
             "  --from-ca FILE  --to-ca FILE            trust an extra CA\n"
             "  --from-insecure  --to-insecure          do not verify TLS (explicit opt-out)\n"
+            "registry kinds (docs/registry-kinds.md; default: detected from the host):\n"
+            "  --from-kind KIND  --to-kind KIND        distribution, harbor, ...\n"
+            "  --from-cred NAME=VALUE  --to-cred NAME=VALUE\n"
+            "                        a credential field of the kind (repeatable; also\n"
+            "                        REPLICA_FROM_CRED_<NAME> / REPLICA_TO_CRED_<NAME>)\n"
+            "  --from-option NAME=VALUE  --to-option NAME=VALUE   an option of the kind\n"
             "engine:\n%s",
             cli_common_usage());
 }
@@ -44,7 +50,9 @@ static void usage(FILE *f)
 static const char *const list_opts[][2] = {
     { "--repo", "repos" },        { "--exclude-repo", "exclude_repos" },
     { "--tag", "tags" },          { "--exclude-tag", "exclude_tags" },
-    { "--platform", "platforms" }, { NULL, NULL },
+    { "--platform", "platforms" },
+    { "--from-cred", "from_cred" }, { "--to-cred", "to_cred" },
+    { "--from-option", "from_option" }, { "--to-option", "to_option" }, { NULL, NULL },
 };
 
 /* Options that take one value: stored as a string field. */
@@ -55,6 +63,7 @@ static const char *const value_opts[][2] = {
     { "--from-creds", "from_creds" }, { "--to-creds", "to_creds" },
     { "--from-ca", "from_ca" },   { "--to-ca", "to_ca" },
     { "--chunk-size", "chunk_size" }, { "--bandwidth", "bandwidth" },
+    { "--from-kind", "from_kind" }, { "--to-kind", "to_kind" },
     { NULL, NULL },
 };
 

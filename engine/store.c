@@ -158,6 +158,12 @@ static const char *const migrations[] = {
     "ALTER TABLE executions ADD COLUMN draft INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE stage_results ADD COLUMN function_version INTEGER;"
     "ALTER TABLE stage_results ADD COLUMN function_origin TEXT;",
+    /* 6: registry kinds (issue 10): the credential fields a kind takes
+     * beyond username and password, sealed as one JSON object (their names
+     * kept in clear, for the API's view), and the kind's options. */
+    "ALTER TABLE registries ADD COLUMN credentials_sealed TEXT;"
+    "ALTER TABLE registries ADD COLUMN credential_names TEXT;"
+    "ALTER TABLE registries ADD COLUMN options TEXT;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

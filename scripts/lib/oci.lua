@@ -39,11 +39,17 @@ local Registry = {}
 Registry.__index = Registry
 Registry.__metatable = false -- stage code must not reach, and change, the class of every client
 
+-- The kind of a client, its credentials and the context its hooks get,
+-- kept out of the client's fields (stage code holds clients).
+local kinds_of = setmetatable({}, { __mode = "k" })
+
 local pull = common.pull
 local http_error, transfer_error = common.http_error, common.transfer_error
 
--- Creates a client. opts: url (required), username, password,
--- tls = {ca_file=, insecure=}, timeout (stall limit, default 60 s),
+-- Creates a client. opts: url (required), username, password, kind (a
+-- registry kind from kinds.load; credentials = the fields it takes and
+-- kind_options = its options), tls = {ca_file=, insecure=}, timeout (stall
+-- limit, default 60 s),
 -- retries (default 4), backoff = {base=, cap=} in seconds, chunk_size (bytes:
 -- upload larger blobs in chunks, resuming from the target's reported range),
 -- max_speed (bytes/s: the rate limit of each blob copied into this registry).
@@ -66,9 +72,43 @@ function oci.new(opts)
     max_speed = (opts.max_speed or 0) > 0 and opts.max_speed or nil,
   }, Registry)
   self.retry = { retries = self.retries, base = backoff.base, cap = backoff.cap }
-  self.auth = auth.new { username = opts.username, password = opts.password, tls = opts.tls,
+  local kind = opts.kind
+  self.kind = kind and kind.name or "distribution"
+  local login
+  if kind then
+    kinds_of[self] = { kind = kind, credentials = opts.credentials or {},
+                       ctx = { url = url, tls = opts.tls, options = opts.kind_options or {} } }
+    local k = kinds_of[self]
+    if kind:has("login") then
+      login = function() return kind:call("login", k.credentials, k.ctx) end
+    end
+  end
+  self.auth = auth.new { username = opts.username, password = opts.password, tls = opts.tls, login = login,
                          timeout = self.timeout, retry = self.retry, https = self.origin:find("^https:") ~= nil }
   return self
+end
+
+-- Runs client self's kind hook when the kind has it: returns true and the
+-- hook's results, or false when there is no such hook. (A local, not a
+-- method: stage code holds clients, and must not run the login hook.)
+local function kind_hook(self, hook, ...)
+  local k = kinds_of[self]
+  if not k or not k.kind:has(hook) then return false end
+  return true, k.kind:call(hook, k.credentials, k.ctx, ...)
+end
+
+-- Makes sure the namespace that repository repo needs on this registry
+-- exists before a push (a Harbor project, a Quay organisation, an ECR
+-- repository: the kind's ensure_namespace); a no-op for kinds that create
+-- repositories on first push. Returns the kind's record of what it did
+-- ({created = true|false, ...}) or nil, err.
+function Registry:ensure_namespace(repo)
+  local ok, err = reference.repository(repo)
+  if not ok then return nil, "ensure_namespace: " .. err, "invalid name" end
+  local has, res, herr = kind_hook(self, "ensure_namespace", repo)
+  if not has then return { created = false, needed = false } end
+  if res == nil then return nil, herr, "namespace" end
+  return res
 end
 
 -- Returns a shallow copy of a table of settings (nil stays nil).
@@ -93,12 +133,14 @@ function Registry:fork()
   c._ping_tried = nil
   setmetatable(c, Registry)
   c.auth = self.auth:fork(c.retry, c.tls)
+  kinds_of[c] = kinds_of[self]
   return c
 end
 
 -- Sends one request (no auth), retrying transient failures; returns the
 -- response or nil, err, kind.
 function Registry:_send(method, url, headers, opts)
+  headers = self:headers_for(url, headers)
   local what = method .. " " .. url
   local res, err, detail = retry.run(self.retry, what, function()
     return http.request { method = method, url = url, headers = headers, body = opts.body,
@@ -106,6 +148,19 @@ function Registry:_send(method, url, headers, opts)
   end)
   if not res then return nil, transfer_error(what, err, detail) end
   return res
+end
+
+-- Returns headers (a table, changed in place) plus the headers the kind asks
+-- for on every request to the registry, when url is on its own origin.
+function Registry:headers_for(url, headers)
+  headers = headers or {}
+  local extra = self.auth:extra_headers()
+  if extra and link.origin(url) == self.origin then
+    for k, v in pairs(extra) do
+      if headers[k] == nil then headers[k] = v end
+    end
+  end
+  return headers
 end
 
 -- Learns once how the registry authenticates, from GET /v2/ without
@@ -235,8 +290,15 @@ function Registry:_pages(path, scope, field)
   end
 end
 
--- Lists every repository, following pages of opts.n (default 1000) entries.
+-- Lists every repository, following pages of opts.n (default 1000) entries,
+-- or through the kind's own API when it has one (registries without a
+-- usable _catalog: Docker Hub, GHCR, Harbor without admin rights).
 function Registry:catalog(opts)
+  local has, list, err = kind_hook(self, "catalog")
+  if has then
+    if list == nil then return nil, err, "catalog" end
+    return list
+  end
   local n = opts and opts.n or 1000
   return self:_pages("/v2/_catalog?n=" .. n, "registry:catalog:*", "repositories")
 end

@@ -9,6 +9,7 @@ local runner = require("runner")
 local credentials = require("credentials")
 local progress = require("progress")
 local reference = require("oci.reference")
+local kinds = require("kinds")
 
 local replicate = {}
 
@@ -26,15 +27,60 @@ local function parse_bytes(s)
   return math.tointeger(tonumber(n) * mult)
 end
 
--- Builds a registry client from the URL and credential/TLS options of one side.
-local function endpoint(url, creds_opt, ca, insecure, chunk_size, max_speed)
+-- Parses NAME=VALUE items (--from-cred, --from-option) into into; returns
+-- into or nil, err naming flag.
+local function name_values(list, into, flag)
+  for _, item in ipairs(list or {}) do
+    local k, v = tostring(item):match("^([%a_][%w_]*)=(.*)$")
+    if not k then return nil, string.format("%s must be NAME=VALUE, got %q", flag, tostring(item):gsub("=.*", "=...")) end
+    into[k:lower()] = v
+  end
+  return into
+end
+
+-- Builds the registry client of one side ("from" or "to"): its kind (given
+-- with --from-kind, or detected from the host), its credentials (USER:PASSWORD
+-- from the flag, the environment or docker's config, and the kind's own
+-- fields from --from-cred NAME=VALUE and REPLICA_FROM_CRED_<NAME>), its
+-- options (--from-option) and TLS. Returns the client or nil, err.
+local function endpoint(side, opts, chunk_size, max_speed)
+  local url = opts[side]
   if not url or url == "" then return nil, "missing registry URL" end
   if not url:find("^https?://") then url = "https://" .. url end
   url = url:gsub("/+$", "")
-  local user, pass, err = credentials.resolve(url, creds_opt)
-  if err then return nil, err end
-  return oci.new{ url = url, username = user, password = pass, chunk_size = chunk_size, max_speed = max_speed,
-                  tls = { ca_file = ca, insecure = insecure or false } }
+  local tls = { ca_file = opts[side .. "_ca"], insecure = opts[side .. "_insecure"] or false }
+  local kind_name, found = opts[side .. "_kind"], "given"
+  if not kind_name then kind_name, found = kinds.detect(url, { tls = tls }) end
+  local kind, kerr = kinds.load(kind_name)
+  if not kind then return nil, kerr end
+  if found ~= "default" then log.info("--%s %s: registry kind %s (%s)", side, url, kind.name, found) end
+  local fields = creds.env("REPLICA_" .. side:upper() .. "_CRED_")
+  local ok, ferr = name_values(opts[side .. "_cred"], fields, "--" .. side .. "-cred")
+  if not ok then return nil, ferr end
+  local options, oerr = name_values(opts[side .. "_option"], {}, "--" .. side .. "-option")
+  if not options then return nil, oerr end
+  local known = {}
+  for _, c in ipairs(kind.credentials) do known[c.name] = true end
+  for k in pairs(fields) do
+    if not known[k] then
+      return nil, string.format("the %s kind takes no credential '%s' (it takes: %s)", kind.name, k,
+                                (function() local n = {} for _, c in ipairs(kind.credentials) do n[#n + 1] = c.name end
+                                  return table.concat(n, ", ") end)())
+    end
+  end
+  if not fields.username then
+    local user, pass, err = credentials.resolve(url, opts[side .. "_creds"])
+    if err then return nil, err end
+    fields.username, fields.password = user, pass
+  end
+  for _, c in ipairs(kind.credentials) do
+    if c.required and (fields[c.name] == nil or fields[c.name] == "") then
+      return nil, string.format("the %s kind needs the credential '%s' (--%s-cred %s=... or REPLICA_%s_CRED_%s)",
+                                kind.name, c.name, side, c.name, side:upper(), c.name:upper())
+    end
+  end
+  return oci.new{ url = url, username = fields.username, password = fields.password, chunk_size = chunk_size,
+                  max_speed = max_speed, tls = tls, kind = kind, credentials = fields, kind_options = options }
 end
 
 -- Returns the names in list that are valid for check (reference.repository
@@ -213,7 +259,7 @@ function replicate.main(opts)
   end
   local template, terr = runner.template(opts.template or "distribution")
   if not template then return nil, terr end
-  local src, serr = endpoint(opts.from, opts.from_creds, opts.from_ca, opts.from_insecure)
+  local src, serr = endpoint("from", opts)
   if not src then return nil, "--from: " .. serr end
   local chunk
   if opts.chunk_size then
@@ -225,7 +271,7 @@ function replicate.main(opts)
     if not bw or bw < 1024 then return nil, "--bandwidth must be a byte rate of at least 1K (e.g. 10M)" end
     opts.bandwidth = bw
   end
-  local dst, derr = endpoint(opts.to, opts.to_creds, opts.to_ca, opts.to_insecure, chunk, opts.bandwidth)
+  local dst, derr = endpoint("to", opts, chunk, opts.bandwidth)
   if not dst then return nil, "--to: " .. derr end
 
   local started = time.mono()

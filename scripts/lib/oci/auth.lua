@@ -14,6 +14,7 @@ Auth.__index = Auth
 Auth.__metatable = false -- stage code must not reach, and change, the class of every client's auth
 
 local secrets = setmetatable({}, { __mode = "k" })  -- auth object -> Basic header
+local logins = setmetatable({}, { __mode = "k" })   -- auth object -> {fn, expires, inflight, headers}
 
 -- The part of a token's lifetime kept in reserve: 10%, at most 30 s.
 local function margin(ttl)
@@ -74,13 +75,56 @@ end
 -- Creates the auth state of one client. opts: username, password, tls,
 -- timeout, retry (options for retry.run), https (the registry is on https:
 -- an http token realm is refused).
+-- opts.login, when given, is a function returning {username, password,
+-- expires_in} (a registry kind's login: ECR, Artifact Registry and ACR
+-- turn their own credentials into registry ones that expire); it is called
+-- when the credentials are first needed and again when they expire.
 function auth.new(opts)
   local self = setmetatable({ scheme = nil, tokens = {}, inflight = {}, https = opts.https or false,
                               tls = opts.tls, timeout = opts.timeout, retry = opts.retry or {} }, Auth)
   if opts.username then
     secrets[self] = "Basic " .. base64.encode(opts.username .. ":" .. (opts.password or ""))
   end
+  if opts.login then logins[self] = { fn = opts.login } end
   return self
+end
+
+-- Returns the Basic header value of the credentials, logging in through
+-- the kind first when there are none yet or they expired (concurrent
+-- callers share one login); or nil, err.
+function Auth:basic()
+  local l = logins[self]
+  if not l then return secrets[self] end
+  if secrets[self] and l.expires and time.mono() < l.expires then return secrets[self] end
+  if not l.inflight then
+    l.inflight = task.spawn({ name = "login" }, function()
+      local c, err = l.fn()
+      if type(c) ~= "table" or type(c.username) ~= "string" then
+        return nil, err or "the registry kind's login returned no username"
+      end
+      local ttl = tonumber(c.expires_in) or 3600
+      secrets[self] = "Basic " .. base64.encode(c.username .. ":" .. (c.password or ""))
+      l.headers = type(c.headers) == "table" and c.headers or nil
+      l.expires = time.mono() + ttl - margin(ttl)
+      self.tokens = {} -- tokens of the old credentials go with them
+      return true
+    end)
+  end
+  local h = l.inflight
+  local done, ok, err = h:wait()
+  if l.inflight == h then l.inflight = nil end
+  if not done then return nil, ok end
+  if not ok then return nil, err end
+  return secrets[self]
+end
+
+-- Returns the headers the kind's login asked to send with every request to
+-- the registry (a tenant, say), logging in first when needed; nil for none.
+function Auth:extra_headers()
+  local l = logins[self]
+  if not l then return nil end
+  if not l.headers or not l.expires then self:basic() end
+  return l.headers
 end
 
 -- Returns an auth state for a forked client: the same credentials, the
@@ -92,12 +136,15 @@ function Auth:fork(retry_opts, tls)
   for k, v in pairs(self.tokens) do c.tokens[k] = { token = v.token, expires = v.expires } end
   setmetatable(c, Auth)
   secrets[c] = secrets[self]
+  if logins[self] then
+    logins[c] = { fn = logins[self].fn, expires = logins[self].expires, headers = logins[self].headers }
+  end
   return c
 end
 
 -- True when the client was given credentials.
 function Auth:has_credentials()
-  return secrets[self] ~= nil
+  return secrets[self] ~= nil or logins[self] ~= nil
 end
 
 -- Returns nil when realm may receive the credentials of a registry on https
@@ -156,8 +203,10 @@ local function fetch_token(self, key)
   local url = self.realm
   if #q > 0 then url = url .. (url:find("?", 1, true) and "&" or "?") .. table.concat(q, "&") end
   local what = "GET " .. self.realm
+  local basic, berr = self:basic()
+  if berr then return nil, what .. ": " .. berr end
   local res, err, detail = retry.run(self.retry, what, function()
-    return http.request { url = url, headers = { Accept = "application/json", Authorization = secrets[self] },
+    return http.request { url = url, headers = { Accept = "application/json", Authorization = basic },
                           tls = self.tls, timeout = self.timeout }
   end)
   if not res then
@@ -200,7 +249,7 @@ end
 -- Returns the Authorization value for a space-separated scope list: Basic,
 -- Bearer (fetching a token when needed) or nil for none; or nil, err.
 function Auth:header(scope)
-  if self.scheme == "basic" then return secrets[self] end
+  if self.scheme == "basic" then return self:basic() end
   if self.scheme ~= "bearer" then return nil end
   local token, err = self:token(scope_key(scope))
   if not token then return nil, err end
@@ -218,11 +267,19 @@ end
 function Auth:unauthorized(scope, header)
   if self.scheme == "bearer" then
     self:forget(scope)
+    if logins[self] then logins[self].expires = nil end -- the kind's credentials may have expired too
     local _, err = self:learn(header)  -- the realm or service may have moved
     if err then return nil, err end
     return true
   end
-  if self.scheme == "basic" then return false end
+  if self.scheme == "basic" then
+    local l = logins[self]
+    if l and l.expires then -- the kind's credentials may have expired early: log in again, once
+      l.expires = nil
+      return true
+    end
+    return false
+  end
   return self:learn(header)
 end
 

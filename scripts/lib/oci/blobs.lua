@@ -67,7 +67,7 @@ function M:cancel_upload(location)
   if not repo or not reference.repository(repo) then return end
   local authz, err = self:authorization(push(repo), location)
   if err then return end
-  http.request { method = "DELETE", url = location, headers = { Authorization = authz },
+  http.request { method = "DELETE", url = location, headers = self:headers_for(location, { Authorization = authz }),
                  tls = self.tls, timeout = self.timeout }
 end
 
@@ -113,9 +113,10 @@ function M:_stream(src, src_repo, repo, desc, location)
   to_auth, err, kind = self:authorization(push(repo), location)
   if err then return nil, kind, err end
   return blob.copy {
-    from = { url = from_url, headers = { Authorization = from_auth },
+    from = { url = from_url, headers = src:headers_for(from_url, { Authorization = from_auth }),
              tls = src.tls },
-    to = { url = location, headers = { Authorization = to_auth }, tls = self.tls, method = "PUT" },
+    to = { url = location, headers = self:headers_for(location, { Authorization = to_auth }), tls = self.tls,
+           method = "PUT" },
     digest = desc.digest, size = desc.size, timeout = self.timeout, max_speed = self.max_speed,
   }
 end

@@ -35,7 +35,8 @@ local function stream_range(dst, src, src_repo, repo, desc, first, last, h, loca
   if err then return nil, kind, err end
   local spec = {
     from = { url = from_url, tls = src.tls,
-             headers = { Authorization = from_auth, Range = string.format("bytes=%d-%d", first, last) } },
+             headers = src:headers_for(from_url, { Authorization = from_auth,
+                                                   Range = string.format("bytes=%d-%d", first, last) }) },
     size = last - first + 1, hash = h, timeout = dst.timeout, max_speed = dst.max_speed,
   }
   if location then
@@ -43,7 +44,8 @@ local function stream_range(dst, src, src_repo, repo, desc, first, last, h, loca
     to_auth, err, kind = dst:authorization(push(repo), location)
     if err then return nil, kind, err end
     spec.to = { url = location, method = "PATCH", tls = dst.tls,
-                headers = { Authorization = to_auth, ["Content-Range"] = string.format("%d-%d", first, last) } }
+                headers = dst:headers_for(location, { Authorization = to_auth,
+                                                      ["Content-Range"] = string.format("%d-%d", first, last) }) }
   end
   return blob.copy(spec)
 end

@@ -26,11 +26,17 @@ function common.digest_of(bytes, alg)
 end
 
 -- Builds the error for a non-success response of client reg: "WHAT: http NNN
--- CODE", and its kind.
+-- CODE" (or "WHAT: http NNN: message" for a registry's own error body), and
+-- its kind.
 function common.http_error(what, res, reg)
   local doc = json.decode(res.body or "")
   local e = type(doc) == "table" and type(doc.errors) == "table" and doc.errors[1]
   local code = type(e) == "table" and type(e.code) == "string" and (" " .. e.code) or ""
+  -- a registry's own error body, {"error": "..."} or {"message": "..."}
+  -- (not the OCI errors list): its message says what the status does not
+  local own = code == "" and type(doc) == "table" and (type(doc.error) == "string" and doc.error
+              or type(doc.message) == "string" and doc.message)
+  if own then code = ": " .. own:sub(1, 200):gsub("[%c]", " ") end
   local hint = ""
   if res.status == 401 then
     hint = reg.auth:has_credentials() and " (the credentials were refused or lack access)"

@@ -5,6 +5,7 @@
 -- appears in any response.
 local api = require("serve.api")
 local oci = require("oci")
+local kinds = require("kinds")
 
 local registries = {}
 
@@ -22,6 +23,16 @@ end
 
 local function check_kind(v)
   if not v:match("^[a-z][a-z0-9_%-]*$") then return "must be a lower-case registry kind (e.g. distribution)" end
+  local _, err = kinds.load(v)
+  if err then return "names no usable registry kind: " .. err end
+end
+
+-- Checks an object of string values (credentials, options).
+local function check_strings(v)
+  for k, x in pairs(v) do
+    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then return "has a bad field name" end
+    if type(x) ~= "string" and x ~= json.null then return "must map names to strings" end
+  end
 end
 
 local SPEC = {
@@ -33,6 +44,8 @@ local SPEC = {
   password = { type = "string", nullable = true },
   ca_file = { type = "string", nullable = true },
   insecure = { type = "boolean" },
+  credentials = { type = "object", check = check_strings },
+  options = { type = "object", check = check_strings },
   webhook_secret = { type = "string", nullable = true,
                      check = function(v) if #v < 16 then return "must be at least 16 characters" end end },
 }
@@ -43,6 +56,8 @@ local function view(row)
     id = row.id, name = row.name, kind = row.kind, url = row.url,
     description = row.description, username = row.username, ca_file = row.ca_file,
     insecure = row.insecure == 1, has_password = row.password_sealed ~= nil,
+    credentials_set = setmetatable(row.credential_names and json.decode(row.credential_names) or {}, json.array_mt),
+    options = row.options and json.decode(row.options) or nil,
     has_webhook_secret = row.webhook_secret_hash ~= nil,
     created = api.iso(row.created), updated = api.iso(row.updated),
   }
@@ -62,13 +77,38 @@ function registries.client(s, row, extra)
     if not p then return nil, string.format("registry %s: password: %s", row.name, err) end
     password = p
   end
+  local kind, kerr = kinds.load(row.kind or "distribution")
+  if not kind then return nil, string.format("registry %s: %s", row.name, kerr) end
+  local fields = {}
+  if row.credentials_sealed then
+    local c, err = s.keyring:open(row.credentials_sealed, "registry-credentials:" .. row.id)
+    if not c then return nil, string.format("registry %s: credentials: %s", row.name, err) end
+    fields = json.decode(c) or {}
+  end
+  fields.username, fields.password = row.username, password
   local ok, client = pcall(oci.new, {
     url = row.url, username = row.username, password = password,
     chunk_size = extra and extra.chunk_size, max_speed = extra and extra.max_speed,
     tls = { ca_file = row.ca_file, insecure = row.insecure == 1 },
+    kind = kind, credentials = fields, kind_options = row.options and json.decode(row.options) or {},
   })
   if not ok then return nil, string.format("registry %s: %s", row.name, tostring(client)) end
   return client
+end
+
+-- Checks the credential fields of body against the kind (the new one, or
+-- the row's); raises 400 for a field the kind does not take.
+local function check_fields(body, kind_name)
+  if body.credentials == nil then return end
+  local kind = assert(kinds.load(kind_name))
+  local known = {}
+  for _, c in ipairs(kind.credentials) do known[c.name] = true end
+  for k in pairs(body.credentials) do
+    if k == "username" or k == "password" then
+      api.fail(400, "field 'credentials': give %s as the field '%s'", k, k)
+    end
+    if not known[k] then api.fail(400, "field 'credentials': the %s kind takes no '%s'", kind.name, k) end
+  end
 end
 
 local function conflict(name)
@@ -86,6 +126,22 @@ local function store_fields(s, id, body)
     cols[#cols + 1] = { "password_sealed", body.password ~= json.null and body.password ~= ""
                         and s.keyring:seal(body.password, "registry:" .. id) or nil }
   end
+  if body.credentials ~= nil then
+    local row = s.db:row("SELECT credentials_sealed FROM registries WHERE id = ?", id)
+    local cur = {}
+    if row and row.credentials_sealed then
+      cur = json.decode(assert(s.keyring:open(row.credentials_sealed, "registry-credentials:" .. id))) or {}
+    end
+    for k, v in pairs(body.credentials) do
+      if v == json.null or v == "" then cur[k] = nil else cur[k] = v end
+    end
+    local names = {}
+    for k in pairs(cur) do names[#names + 1] = k end
+    table.sort(names)
+    cols[#cols + 1] = { "credentials_sealed", #names > 0 and s.keyring:seal(json.encode(cur), "registry-credentials:" .. id) or nil }
+    cols[#cols + 1] = { "credential_names", #names > 0 and json.encode(names) or nil }
+  end
+  if body.options ~= nil then cols[#cols + 1] = { "options", json.encode(body.options) } end
   if body.webhook_secret ~= nil then
     cols[#cols + 1] = { "webhook_secret_hash",
                         body.webhook_secret ~= json.null and digest.sha256(body.webhook_secret) or nil }
@@ -95,6 +151,7 @@ end
 
 local function create(s, req)
   local body = api.validate(api.body(req), SPEC)
+  check_fields(body, body.kind or "distribution")
   local now = time.now()
   local id
   local ok, err = s.db:transaction(function()
@@ -110,8 +167,9 @@ end
 
 local function update(s, req, p)
   local id = api.id(p.id, "registry")
-  load(s.db, id)
+  local row = load(s.db, id)
   local body = api.validate(api.body(req), SPEC, true)
+  check_fields(body, body.kind or row.kind)
   store_fields(s, id, body)
   return api.reply(req, 200, view(load(s.db, id)))
 end
@@ -154,6 +212,7 @@ function registries.routes(r, s)
   r.add("PUT", "/api/v1/registries/{id}", function(req, p) return update(s, req, p) end)
   r.add("DELETE", "/api/v1/registries/{id}", function(req, p) return delete(s, req, p) end)
   r.add("POST", "/api/v1/registries/{id}/ping", function(req, p) return ping(s, req, p) end)
+  r.add("GET", "/api/v1/kinds", function(req) return api.reply(req, 200, kinds.list()) end)
 end
 
 return registries

@@ -1,9 +1,11 @@
--- distribution/push_prepare: reach the target and check push access to the
--- destination repository, unless every tag is already up to date.
--- Distribution creates repositories on first push, so there is no namespace
--- to create.
+-- distribution/push_prepare: reach the target, make sure the namespace the
+-- destination repository needs exists (the target's registry kind creates
+-- it: a Harbor project, a Quay organisation, an ECR repository; plain
+-- Distribution creates repositories on first push, so there is nothing to
+-- create), and check push access to the destination repository, unless
+-- every tag is already up to date.
 return {
-  description = "Reach the target registry and check push access",
+  description = "Reach the target registry, create the namespace it needs, and check push access",
   run = function(ctx)
     local ok, err = ctx.dst:ping()
     if not ok then return nil, err end
@@ -14,10 +16,12 @@ return {
     if not needed then
       return { writable = "not checked: every tag is up to date", repository = ctx.task.dest_repository }
     end
+    local ns, nerr = ctx.dst:ensure_namespace(ctx.task.dest_repository)
+    if not ns then return nil, nerr end
     -- Opening (and cancelling) an upload session proves push access.
     local loc, uerr = ctx.dst:start_upload(ctx.task.dest_repository)
-    if not loc then return nil, uerr end
+    if not loc then return nil, uerr, { namespace = ns } end
     ctx.dst:cancel_upload(loc)
-    return { writable = true, repository = ctx.task.dest_repository }
+    return { writable = true, repository = ctx.task.dest_repository, namespace = ns }
   end,
 }
