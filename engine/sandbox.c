@@ -482,6 +482,7 @@ int sandbox_open(struct vm *vm, lua_State *L)
     inject_log_api(vm, L);
     inject_time_api(vm, L);
     inject_crypto_api(vm, L);
+    inject_rsa_api(vm, L);
     inject_task_api(vm, L);
     inject_blob_api(vm, L);
     inject_catalog_api(vm, L);
@@ -503,7 +504,7 @@ int sandbox_open(struct vm *vm, lua_State *L)
 
     /* Injected modules are plain tables: protect each of them. */
     static const char *const mods[] = { "http", "json", "log", "time", "digest", "hmac",
-        "base64", "task", "parallel", "blob", NULL };
+        "base64", "rsa", "task", "parallel", "blob", NULL };
     static const char *const tmods[] = { "catalog", "term", "creds", "sandbox", NULL };
     protect_fields(L, g, mods);
     protect_fields(L, tg, tmods);

@@ -186,6 +186,7 @@ void inject_json_api(struct vm *vm, lua_State *L);
 void inject_log_api(struct vm *vm, lua_State *L);
 void inject_time_api(struct vm *vm, lua_State *L);
 void inject_crypto_api(struct vm *vm, lua_State *L);
+void inject_rsa_api(struct vm *vm, lua_State *L);
 void inject_task_api(struct vm *vm, lua_State *L);
 void inject_blob_api(struct vm *vm, lua_State *L);
 void inject_catalog_api(struct vm *vm, lua_State *L);
