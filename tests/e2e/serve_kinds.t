@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Registry kinds in replica serve: GET /kinds lists the kinds of the script
+# roots with their credential fields; a registry names its kind, which must
+# load; a kind's own credential fields are write-only and sealed at rest
+# (the view names them only); fields a kind does not take are refused; and
+# an execution speaks to each side as its registry's kind says (here a kind
+# from an operator's --scripts root, tests/fixtures/kinds-root: a registry
+# that wants a tenant header and a namespace created first).
+set -euo pipefail
+source "$(dirname "$0")/../lib/serve.sh"
+
+registry_start src "$E2E_WORK/src"
+registry_start back "$E2E_WORK/back"
+S=$REG_SRC_URL
+want_app=$(seed "$S" team/app v1 oci 2 4096 serve-kind | sed -n 's|^team/app:v1 ||p')
+python3 "$ROOT/tests/tenantreg.py" --upstream "$REG_BACK_URL" --port-file "$E2E_WORK/tenant.port" \
+    --tenant t-serve --user mirror --password 'tenant-pw-0123456789' 2>"$E2E_WORK/tenantreg.log" &
+TPID=$!
+trap 'kill $TPID 2>/dev/null || true; _serve_cleanup' EXIT
+for _ in $(seq 1 200); do [[ -s $E2E_WORK/tenant.port ]] && break; sleep 0.02; done
+T=http://127.0.0.1:$(jq -r .port "$E2E_WORK/tenant.port")
+
+serve_start kinds --scripts "$ROOT/tests/fixtures/kinds-root"
+api GET /kinds
+is "$STATUS" 200 "GET /kinds"
+is "$(jget '[.[].name] | sort | join(",")' | tr ',' '\n' | grep -c -x -e distribution -e harbor -e tenantreg)" 3 \
+    "it lists the bundled kinds and the one of the operator's root"
+is "$(jget '.[] | select(.name == "tenantreg") | [.credentials[] | .name + (if .required then "!" else "" end)] | join(",")')" \
+    "username,password,tenant!" "with the credential fields each takes (and which are required)"
+is "$(jget '.[] | select(.name == "harbor") | .credentials[] | select(.name == "password") | .secret')" true \
+    "and which are secret"
+
+api POST /registries "$(registry_json bogus "$T" '"kind": "nosuchkind"')"
+is "$STATUS" 400 "a registry of a kind that does not exist is refused"
+like "$(jget .error)" "no registry kind named 'nosuchkind'" "naming it"
+api POST /registries "$(registry_json t "$T" '"kind": "tenantreg", "username": "mirror", "password": "tenant-pw-0123456789", "credentials": {"colour": "blue"}')"
+is "$STATUS" 400 "a credential field the kind does not take is refused"
+api POST /registries "$(registry_json src "$S")"
+SRC_ID=$(jget .id)
+api POST /registries "$(registry_json t "$T" '"kind": "tenantreg", "username": "mirror", "password": "tenant-pw-0123456789", "credentials": {"tenant": "t-wrong"}')"
+is "$STATUS:$(jget .kind)" "201:tenantreg" "a registry of the operator's kind"
+T_ID=$(jget .id)
+is "$(jget '.credentials_set | join(",")')" tenant "the view names the fields that are set"
+unlike "$BODY" "t-wrong" "but never their values"
+if grep -a -q "t-wrong" "$SERVE_DB" "$SERVE_DB-wal" 2>/dev/null; then clear=yes; else clear=no; fi
+is "$clear" no "the kind's credentials are sealed at rest"
+api POST "/registries/$T_ID/ping"
+is "$(jget .ok)" false "ping with the wrong tenant fails"
+like "$(jget .error)" "unknown tenant" "with the registry's reason"
+api PUT "/registries/$T_ID" '{"credentials": {"tenant": "t-serve"}}'
+is "$STATUS" 200 "the tenant is changed"
+api POST "/registries/$T_ID/ping"
+is "$(jget .ok)" true "and ping succeeds with the stored credentials"
+
+api POST /policies "{\"name\": \"to-tenant\", \"source_registry\": $SRC_ID, \"target_registry\": $T_ID, \"repositories\": [\"team/app\"]}"
+PID=$(jget .id)
+api POST "/policies/$PID/executions"
+E=$(jget .id)
+wait_exec "$E" Succeeded Failed Stopped
+is "$(jget .status)" Succeeded "an execution into the operator's kind succeeds"
+is "$(manifest_digest "$REG_BACK_URL" team/app v1)" "$want_app" "the image landed with the source digest"
+api GET "/executions/$E/tasks"
+is "$(jget '.[0].stages[3].output.namespace.created')" true "push_prepare created the namespace through the kind"
+if grep -r -q -e "tenant-pw-0123456789" -e "t-serve" "$SERVE_LOG" "$SERVE_OUT"; then leaked=yes; else leaked=no; fi
+is "$leaked" no "no credential reaches the daemon's log"
+api GET "/tasks/$(jget '.[0].id')/log"
+unlike "$BODY" "tenant-pw-0123456789" "nor the task log"
+
+serve_stop
+done_testing
