@@ -108,6 +108,8 @@ function Registry:ensure_namespace(repo)
   local has, res, herr = kind_hook(self, "ensure_namespace", repo)
   if not has then return { created = false, needed = false } end
   if res == nil then return nil, herr, "namespace" end
+  -- tokens granted before the namespace existed grant nothing in it
+  if type(res) == "table" and res.created then self.auth:forget() end
   return res
 end
 

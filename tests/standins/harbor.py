@@ -13,6 +13,7 @@ One listener, "registry", as Harbor serves everything on one host:
                      missing project, then the upstream.
   GET /service/token  Docker token endpoint (Basic; POST answers 405).
   GET /api/version    {"version":"v2.0"}
+  GET /api/v2.0/systeminfo  {"harbor_version", ...} without credentials
   /api/v2.0/projects  HEAD ?project_name=, GET (q=name={'a' 'b'}, name=, paging),
                       POST (201 + Location, 409, 400), GET/DELETE /{p}
   /api/v2.0/projects/{p}/repositories[/{r}[/artifacts[/{ref}[/tags/{tag}]]]]
@@ -162,6 +163,12 @@ class Harbor(Standin):
             return True
         if p == "/api/version":
             req.reply(200, {"version": "v2.0"})
+            return True
+        if p == "/api/v2.0/systeminfo":
+            # Harbor's GeneralInfo (swagger GET /systeminfo), answered without
+            # credentials; only the fields a client looks at
+            req.reply(200, {"harbor_version": "v2.11.0-standin", "auth_mode": "db_auth",
+                            "registry_url": req.headers.get("Host", ""), "with_notary": False})
             return True
         if p.startswith("/api/v2.0/"):
             self.api(req, p[len("/api/v2.0"):])

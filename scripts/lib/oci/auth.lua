@@ -256,9 +256,14 @@ function Auth:header(scope)
   return "Bearer " .. token
 end
 
--- Drops the cached token for a scope list so that the next header() fetches anew.
+-- Drops the cached token for a scope list (every cached token without one)
+-- so that the next header() fetches anew.
 function Auth:forget(scope)
-  self.tokens[scope_key(scope)] = nil
+  if scope == nil then
+    self.tokens = {}
+  else
+    self.tokens[scope_key(scope)] = nil
+  end
 end
 
 -- Handles a 401 to a request made with scope: returns true when one retry may
@@ -268,8 +273,15 @@ function Auth:unauthorized(scope, header)
   if self.scheme == "bearer" then
     self:forget(scope)
     if logins[self] then logins[self].expires = nil end -- the kind's credentials may have expired too
-    local _, err = self:learn(header)  -- the realm or service may have moved
-    if err then return nil, err end
+    -- the realm or service may have moved; a Basic challenge to a request
+    -- that carried a token (Harbor answers so) keeps the token flow
+    for _, c in ipairs(auth.parse_challenges(header)) do
+      if c.scheme == "bearer" then
+        local _, err = self:learn(header)
+        if err then return nil, err end
+        break
+      end
+    end
     return true
   end
   if self.scheme == "basic" then

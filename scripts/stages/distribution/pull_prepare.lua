@@ -5,7 +5,11 @@ return {
   run = function(ctx)
     local repo, tags = ctx.task.repository, ctx.task.tags
     local ok, err = ctx.src:ping()
-    if not ok then return nil, err end
+    if not ok then
+      -- a registry of another kind says which, and the step
+      if ctx.src.kind ~= "distribution" then err = ctx.src.kind .. ": reaching the source: " .. err end
+      return nil, err
+    end
     if #tags == 0 then return nil, "no tags selected in " .. repo end
     local head, herr = ctx.src:head_manifest(repo, tags[1])
     if head == nil then return nil, herr end

@@ -8,7 +8,11 @@ return {
   description = "Reach the target registry, create the namespace it needs, and check push access",
   run = function(ctx)
     local ok, err = ctx.dst:ping()
-    if not ok then return nil, err end
+    if not ok then
+      -- a registry of another kind says which, and the step
+      if ctx.dst.kind ~= "distribution" then err = ctx.dst.kind .. ": reaching the target: " .. err end
+      return nil, err
+    end
     local needed = false
     for _, a in ipairs(ctx.data.artifacts or {}) do
       if not a.uptodate and not a.error then needed = true break end
