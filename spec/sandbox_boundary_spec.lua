@@ -80,7 +80,7 @@ end)
 
 -- Every table the sandbox shares between scripts and the daemon.
 local SHARED = { "string", "table", "math", "utf8", "coroutine", "os", "http", "json", "log",
-                 "time", "digest", "hmac", "base64", "task", "parallel", "blob" }
+                 "time", "digest", "hmac", "base64", "rsa", "task", "parallel", "blob" }
 
 t.test("no shared table can be changed: pairs, next, rawset, rawget, metatables", function()
   local ok, report = run_boxed([[
@@ -116,6 +116,39 @@ t.test("no shared table can be changed: pairs, next, rawset, rawget, metatables"
   t.match(report, "digest proxy refused refused refused false refused nil nil")
   t.eq(digest.sha256("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
   t.eq(getmetatable(setmetatable({}, json.array_mt)), json.array_mt)
+end)
+
+t.test("stage code can sign (rsa, jwt, sigv4, time formats) but reach no file: keys are text, never paths", function()
+  local keys = assert(sys.read_tree("tests/fixtures/keys"))
+  local path = "tests/fixtures/keys/rfc7520-bilbo.pkcs8.pem"
+  local ok, v = run_boxed([[
+    local pem, path, pub = ...
+    local out = {}
+    local sig = assert(rsa.sign_sha256(pem, "data"))
+    out[#out + 1] = tostring(rsa.verify_sha256(pub, "data", sig))
+    -- a path is only text: nothing is read from it
+    out[#out + 1] = tostring(select(2, rsa.sign_sha256(path, "data")))
+    out[#out + 1] = tostring(select(2, rsa.verify_sha256(path, "data", sig)))
+    out[#out + 1] = tostring(select(2, rsa.sign_sha256("/etc/ssl/private/ssl-cert-snakeoil.key", "data")))
+    out[#out + 1] = table.concat({ type(io), type(package), type(loadfile), type(dofile), type(sys),
+                                   type(os.getenv), type(os.remove), type(debug) }, " ")
+    local jwt, sigv4 = require("jwt"), require("sigv4")
+    out[#out + 1] = tostring(jwt.rs256({ typ = "JWT" }, { sub = "x" }, pem) ~= nil)
+    local h = sigv4.sign { method = "GET", url = "https://ecr.us-east-1.amazonaws.com/", access_key = "A",
+                           secret_key = "S", region = "us-east-1", service = "ecr", now = 0 }
+    out[#out + 1] = h["X-Amz-Date"] .. " " .. time.format(0, "rfc3339ms") .. " " .. time.parse_rfc3339("1970-01-01T00:00:01Z")
+    return table.concat(out, "\n")
+  ]], nil, nil, keys["rfc7520-bilbo.pkcs8.pem"], path, keys["rfc7520-bilbo.pub.pem"])
+  t.ok(ok, v)
+  t.eq(v, table.concat({
+    "true",
+    "not a PEM private key (PKCS#8 or PKCS#1)",
+    "not a PEM public key or certificate",
+    "not a PEM private key (PKCS#8 or PKCS#1)",
+    "nil nil nil nil nil nil nil nil",
+    "true",
+    "19700101T000000Z 1970-01-01T00:00:00.000Z 1",
+  }, "\n"))
 end)
 
 t.test("a global a script sets is its own: other scripts and the daemon do not see it", function()

@@ -47,16 +47,19 @@ local function canonical_query(query)
 end
 
 -- A header value as AWS canonicalises it: trimmed, runs of spaces as one;
--- a list (a header sent once per item) is its items joined by ",".
-local function canonical_value(v, name)
+-- a list (a header sent once per item) is its items joined by ",". Returns
+-- nil, type for a value that is neither a string nor a number.
+local function canonical_value(v)
   if type(v) == "table" then
     local items = {}
-    for i, item in ipairs(v) do items[i] = canonical_value(item, name) end
+    for i, item in ipairs(v) do
+      local c, bad = canonical_value(item)
+      if not c then return nil, bad end
+      items[i] = c
+    end
     return table.concat(items, ",")
   end
-  if type(v) ~= "string" and type(v) ~= "number" then
-    error(string.format("sigv4.sign: the value of header '%s' is a %s", name, type(v)), 4)
-  end
+  if type(v) ~= "string" and type(v) ~= "number" then return nil, type(v) end
   return (tostring(v):gsub("^[ \t]+", ""):gsub("[ \t]+$", ""):gsub("[ \t]+", " "))
 end
 
@@ -101,7 +104,9 @@ function sigv4.sign(opts)
     local lname = name:lower()
     if RESERVED[lname] then error("sigv4.sign: the signer sets '" .. name .. "' itself", 2) end
     if given[lname] then error("sigv4.sign: header '" .. lname .. "' is given twice", 2) end
-    given[lname] = canonical_value(v, name)
+    local c, bad = canonical_value(v)
+    if not c then error(string.format("sigv4.sign: the value of header '%s' is a %s", name, bad), 2) end
+    given[lname] = c
   end
   local signed = {}
   if opts.sign_headers then
