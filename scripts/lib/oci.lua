@@ -74,6 +74,10 @@ function oci.new(opts)
   self.retry = { retries = self.retries, base = backoff.base, cap = backoff.cap }
   local kind = opts.kind
   self.kind = kind and kind.name or "distribution"
+  local min_chunk = kind and tonumber(kind.quirks.min_chunk)
+  if min_chunk and self.chunk_size and self.chunk_size < min_chunk then
+    self.chunk_size = min_chunk -- ECR refuses smaller chunks but the last
+  end
   local login
   if kind then
     kinds_of[self] = { kind = kind, credentials = opts.credentials or {},
