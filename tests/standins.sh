@@ -78,7 +78,7 @@ standin_start() {
             "${var}_PUBLIC_KEY=$_STANDINS_ROOT/tests/fixtures/keys/gar-sa.pub.pem"
         extra+=(--public-key "$_STANDINS_ROOT/tests/fixtures/keys/gar-sa.pub.pem"
                 --project replica-test --location us
-                --client-email replica@replica-test.iam.gserviceaccount.com)
+                --client-email replica@replica-test.iam.gserviceaccount.com --repository-required)
         ;;
     dockerhub | ghcr)
         export "${var}_PAT=${kind:0:3}_pat_$(_standins_secret 30)" "${var}_ORG=replica-org"
