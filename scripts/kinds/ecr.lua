@@ -77,7 +77,7 @@ function kind.login(creds, ctx)
   local user, pass = tostring(plain or ""):match("^([^:]+):(.*)$")
   if not user then return nil, "ecr: GetAuthorizationToken: the answer holds no usable authorizationToken" end
   local ttl = 12 * 3600
-  if tonumber(data.expiresAt) then ttl = math.max(60, math.min(ttl, tonumber(data.expiresAt) - time.now())) end
+  if tonumber(data.expiresAt) then ttl = math.max(1, math.min(ttl, tonumber(data.expiresAt) - time.now())) end
   return { username = user, password = pass, expires_in = ttl }
 end
 

@@ -241,8 +241,12 @@ function Registry:_request(method, url, scope, opts)
     local res
     res, err, kind = self:_send(method, url, headers, opts)
     if not res then return nil, err, kind end
-    if res.status ~= 401 or refreshed then return res end
+    if refreshed or (res.status ~= 401 and not (res.status == 403 and self.auth:has_login())) then return res end
     refreshed = true
+    if res.status == 403 then
+      -- a kind's login (ECR) answers an expired password with 403: log in again, once
+      self.auth:relogin()
+    end
     local again, aerr = self.auth:unauthorized(scope, res.headers["www-authenticate"])
     if aerr then return nil, method .. " " .. url .. ": " .. aerr, "insecure" end
     if not again then return res end

@@ -54,7 +54,10 @@ local function endpoint(side, opts, chunk_size, max_speed)
   local kind, kerr = kinds.load(kind_name)
   if not kind then return nil, kerr end
   if found ~= "default" then log.info("--%s %s: registry kind %s (%s)", side, url, kind.name, found) end
-  local fields = creds.env("REPLICA_" .. side:upper() .. "_CRED_")
+  local fields = {}
+  for k, v in pairs(creds.env("REPLICA_" .. side:upper() .. "_CRED_")) do
+    if v ~= "" then fields[k] = v end -- an empty variable gives nothing
+  end
   local ok, ferr = name_values(opts[side .. "_cred"], fields, "--" .. side .. "-cred")
   if not ok then return nil, ferr end
   local options, oerr = name_values(opts[side .. "_option"], {}, "--" .. side .. "-option")

@@ -142,6 +142,16 @@ function Auth:fork(retry_opts, tls)
   return c
 end
 
+-- True when the credentials come from a registry kind's login.
+function Auth:has_login()
+  return logins[self] ~= nil
+end
+
+-- Makes the next request log in through the kind again.
+function Auth:relogin()
+  if logins[self] then logins[self].expires = nil end
+end
+
 -- True when the client was given credentials.
 function Auth:has_credentials()
   return secrets[self] ~= nil or logins[self] ~= nil
@@ -286,7 +296,7 @@ function Auth:unauthorized(scope, header)
   end
   if self.scheme == "basic" then
     local l = logins[self]
-    if l and l.expires then -- the kind's credentials may have expired early: log in again, once
+    if l then -- the kind's credentials may have expired early: log in again, once
       l.expires = nil
       return true
     end

@@ -60,7 +60,7 @@ function chunked.upload(dst, src, src_repo, repo, desc, location, chunk)
     local last = math.min(offset + chunk, desc.size) - 1
     local before = h:clone()
     local res, err, detail = stream_range(dst, src, src_repo, repo, desc, offset, last, h, location)
-    if res and res.status == 202 then
+    if res and (res.status == 202 or res.status == 201) then -- ECR answers a PATCH with 201
       location = link.resolve(dst.url .. "/v2/", res.headers.location or location)
       offset = last + 1
     else
