@@ -12,7 +12,7 @@ set +e
 out=$("$REPLICA" check 2>&1); rc=$?
 set -e
 is "$rc" 0 "the bundled stages and templates pass"
-like "$out" "[0-9]+ stage\(s\), [0-9]+ template\(s\) checked, 0 problem\(s\)" "with a count of what was checked"
+like "$out" "[0-9]+ stage\(s\), [0-9]+ template\(s\), [0-9]+ kind\(s\) checked, 0 problem\(s\)" "with a count of what was checked"
 
 mkdir -p "$W/stages/broken" "$W/templates"
 printf 'return { run = function(ctx) return { ok = true end }\n' >"$W/stages/broken/syntax.lua"
@@ -22,6 +22,8 @@ printf 'return { run = function() os.execute("true") return {} end }\n' >"$W/sta
 printf 'return { run = function() return { s = "io.open is only text here" } end }\n' >"$W/stages/broken/fine.lua"
 printf 'return { stages = { { "pull", "broken/missing" } } }\n' >"$W/templates/dangling.lua"
 printf 'return { stages = { { "a", "common/pass" }, { "a", "common/pass" } } }\n' >"$W/templates/twice.lua"
+mkdir -p "$W/kinds"
+printf 'return { description = "broken", login = 5 }\n' >"$W/kinds/badhook.lua"
 
 set +e
 out=$("$REPLICA" check --scripts "$W" 2>&1); rc=$?
@@ -34,5 +36,6 @@ like "$out" "stages broken/exec: line 1: uses os.execute" "use of os.execute is 
 unlike "$out" "broken/fine" "a name inside a string is not mistaken for a use"
 like "$out" "templates dangling: line 1: no function named 'broken/missing'" "a template naming a missing stage is reported"
 like "$out" "templates twice: .*used twice" "a template reusing a stage name is reported"
+like "$out" "kinds badhook: kind badhook: login must be a function" "a kind whose hook is not a function is reported"
 
 done_testing
