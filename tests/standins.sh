@@ -81,7 +81,8 @@ standin_start() {
                 --client-email replica@replica-test.iam.gserviceaccount.com --repository-required)
         ;;
     dockerhub | ghcr)
-        export "${var}_PAT=${kind:0:3}_pat_$(_standins_secret 30)" "${var}_ORG=replica-org"
+        if [[ $kind == ghcr ]]; then lvar=ghp_; else lvar=dckr_pat_; fi
+        export "${var}_PAT=$lvar$(_standins_secret 36)" "${var}_ORG=replica-org"
         lvar=${var}_PAT; extra+=(--pat "${!lvar}" --org replica-org)
         ;;
     gitlab)
