@@ -26,7 +26,8 @@
 #   kind-specific: ecr: _ACCESS_KEY_ID _SECRET_ACCESS_KEY _REGION _ACCOUNT;
 #   gar: _KEY_JSON (a service-account key file whose token_uri is the oauth
 #   listener) _PROJECT _LOCATION _PUBLIC_KEY; dockerhub/ghcr: _PAT, _ORG;
-#   acr: _REFRESH_TOKEN _TENANT _CLIENT_ID _CLIENT_SECRET; gitlab: _TOKEN.
+#   acr: _REFRESH_TOKEN _TENANT _CLIENT_ID _CLIENT_SECRET; gitlab: _TOKEN;
+#   quay: _OAUTH_TOKEN.
 _STANDINS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 declare -F registry_start >/dev/null || source "$_STANDINS_ROOT/tests/registry.sh"
 _STANDINS_PIDS=(${_STANDINS_PIDS[@]+"${_STANDINS_PIDS[@]}"})
@@ -84,6 +85,10 @@ standin_start() {
         if [[ $kind == ghcr ]]; then lvar=ghp_; else lvar=dckr_pat_; fi
         export "${var}_PAT=$lvar$(_standins_secret 36)" "${var}_ORG=replica-org"
         lvar=${var}_PAT; extra+=(--pat "${!lvar}" --org replica-org)
+        ;;
+    quay)
+        export "${var}_OAUTH_TOKEN=$(_standins_secret 40)"
+        lvar=${var}_OAUTH_TOKEN; extra+=(--oauth-token "${!lvar}")
         ;;
     gitlab)
         export "${var}_TOKEN=glpat-$(_standins_secret 20)"
