@@ -621,6 +621,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, {"ok": True, "kind": st.kind})
         if path == "/_standin/state":
             return self.reply(200, st.state_json() if hasattr(st, "state_json") else {})
+        if hasattr(st, "standin_extra") and st.standin_extra(self, path):
+            return None
         if path != "/_standin/control" or self.command not in ("POST", "GET"):
             return self.reply(404, {"error": "no such stand-in path"})
         with st.lock:
