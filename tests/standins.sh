@@ -67,7 +67,7 @@ standin_start() {
     export "${var}_USER=replica" "${var}_PASS=$pass" "${var}_UPSTREAM_URL=$up"
     case $kind in
     ecr)
-        export "${var}_ACCESS_KEY_ID=AKIA$(_standins_secret 16 | tr 'a-z' 'A-Z')" \
+        export "${var}_ACCESS_KEY_ID=AKIA$(_standins_secret 16 | tr '[:lower:]' '[:upper:]')" \
             "${var}_SECRET_ACCESS_KEY=$(_standins_secret 40)" "${var}_REGION=us-east-1" \
             "${var}_ACCOUNT=123456789012"
         lvar=${var}_ACCESS_KEY_ID; extra+=(--access-key-id "${!lvar}")
@@ -104,7 +104,7 @@ standin_start() {
         ;;
     esac
     rm -f "$dir/ports.json"
-    python3 "$_STANDINS_ROOT/tests/standins/$kind.py" --upstream "$up" --upstream-storage "$storage" \
+    PYTHONDONTWRITEBYTECODE=1 python3 "$_STANDINS_ROOT/tests/standins/$kind.py" --upstream "$up" --upstream-storage "$storage" \
         --port-file "$dir/ports.json" --user replica --password "$pass" "${extra[@]}" "$@" \
         </dev/null >"$dir/standin.log" 2>&1 &
     pid=$!

@@ -238,6 +238,7 @@ class Standin:
 
     def reset_controls(self):
         with self.lock:
+            self.tokens.ttl = self.args.token_ttl
             self.controls = dict({"fail_next": 0, "status": 429, "retry_after": None,
                                   "fail_listener": "", "fail_path": "", "deny_create": 0,
                                   "token_ttl": self.tokens.ttl}, **self.extra_controls)
