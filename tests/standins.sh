@@ -26,7 +26,8 @@
 #   kind-specific: ecr: _ACCESS_KEY_ID _SECRET_ACCESS_KEY _REGION _ACCOUNT;
 #   gar: _KEY_JSON (a service-account key file whose token_uri is the oauth
 #   listener) _PROJECT _LOCATION _PUBLIC_KEY; dockerhub/ghcr: _PAT, _ORG;
-#   acr: _REFRESH_TOKEN _TENANT _CLIENT_ID _CLIENT_SECRET; gitlab: _TOKEN.
+#   acr: _REFRESH_TOKEN _TENANT _CLIENT_ID _CLIENT_SECRET; gitlab: _TOKEN;
+#   quay: _OAUTH_TOKEN.
 _STANDINS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 declare -F registry_start >/dev/null || source "$_STANDINS_ROOT/tests/registry.sh"
 _STANDINS_PIDS=(${_STANDINS_PIDS[@]+"${_STANDINS_PIDS[@]}"})
@@ -66,7 +67,7 @@ standin_start() {
     export "${var}_USER=replica" "${var}_PASS=$pass" "${var}_UPSTREAM_URL=$up"
     case $kind in
     ecr)
-        export "${var}_ACCESS_KEY_ID=AKIA$(_standins_secret 16 | tr 'a-z' 'A-Z')" \
+        export "${var}_ACCESS_KEY_ID=AKIA$(_standins_secret 16 | tr '[:lower:]' '[:upper:]')" \
             "${var}_SECRET_ACCESS_KEY=$(_standins_secret 40)" "${var}_REGION=us-east-1" \
             "${var}_ACCOUNT=123456789012"
         lvar=${var}_ACCESS_KEY_ID; extra+=(--access-key-id "${!lvar}")
@@ -81,8 +82,13 @@ standin_start() {
                 --client-email replica@replica-test.iam.gserviceaccount.com --repository-required)
         ;;
     dockerhub | ghcr)
-        export "${var}_PAT=${kind:0:3}_pat_$(_standins_secret 30)" "${var}_ORG=replica-org"
+        if [[ $kind == ghcr ]]; then lvar=ghp_; else lvar=dckr_pat_; fi
+        export "${var}_PAT=$lvar$(_standins_secret 36)" "${var}_ORG=replica-org"
         lvar=${var}_PAT; extra+=(--pat "${!lvar}" --org replica-org)
+        ;;
+    quay)
+        export "${var}_OAUTH_TOKEN=$(_standins_secret 40)"
+        lvar=${var}_OAUTH_TOKEN; extra+=(--oauth-token "${!lvar}")
         ;;
     gitlab)
         export "${var}_TOKEN=glpat-$(_standins_secret 20)"
@@ -98,7 +104,7 @@ standin_start() {
         ;;
     esac
     rm -f "$dir/ports.json"
-    python3 "$_STANDINS_ROOT/tests/standins/$kind.py" --upstream "$up" --upstream-storage "$storage" \
+    PYTHONDONTWRITEBYTECODE=1 python3 "$_STANDINS_ROOT/tests/standins/$kind.py" --upstream "$up" --upstream-storage "$storage" \
         --port-file "$dir/ports.json" --user replica --password "$pass" "${extra[@]}" "$@" \
         </dev/null >"$dir/standin.log" 2>&1 &
     pid=$!

@@ -99,6 +99,13 @@ http GET "$U/v2/team/app/blobs/$layer" -H "Authorization: Bearer $T"
 is "$STATUS:$(hdr docker-content-digest)" "200:$layer" "a blob GET through the stand-in keeps Docker-Content-Digest"
 http GET "$U/v2/team/app/blobs/$layer" -H "Authorization: Bearer $T" -H 'Range: bytes=0-4'
 is "$STATUS:${#BODY}:$(hdr content-range)" "206:5:bytes 0-4/$(curl -s "$UP/v2/team/app/blobs/$layer" | wc -c)" "a Range request is passed through (206, Content-Range)"
+head -c 300000 /dev/urandom >"$SI_WORK/blob"
+bd=sha256:$(sha256sum "$SI_WORK/blob" | cut -d' ' -f1)
+loc=$(curl -s -D - -o /dev/null -X POST -u "$AUTH" "$U/v2/team/app/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+http PATCH "$loc" -u "$AUTH" -H 'Transfer-Encoding: chunked' -H 'Content-Type: application/octet-stream' --data-binary @"$SI_WORK/blob"
+is "$STATUS:$(hdr range)" "202:0-299999" "a PATCH sent with Transfer-Encoding: chunked is streamed through (Range 0-299999)"
+http PUT "$(hdr location)&digest=${bd/:/%3A}" -u "$AUTH"
+is "$STATUS:$(curl -s "$UP/v2/team/app/blobs/$bd" | sha256sum | cut -d' ' -f1)" "201:${bd#sha256:}" "and the blob is whole upstream"
 http POST "$U/v2/team/app/blobs/uploads/" -H "Authorization: Bearer $T"
 like "$(hdr location)" "^$U/v2/team/app/blobs/uploads/" "an upload Location names the stand-in's origin, not the upstream's"
 

@@ -15,6 +15,7 @@ source "$ROOT/tests/standins.sh"   # chains its stop onto the trap above
 
 # http METHOD URL [CURL_ARGS...]: sets STATUS, BODY and HEADERS (the raw
 # header block, CR removed).
+# shellcheck disable=SC2034  # STATUS, BODY, HEADERS are read by the tests
 http() {
     local method=$1 url=$2
     shift 2
@@ -27,7 +28,7 @@ http() {
 
 # hdr NAME: the value of header NAME in the last answer (case-insensitive).
 hdr() {
-    awk -v n="$(echo "$1" | tr 'A-Z' 'a-z')" 'BEGIN{FS=": "} {k=tolower($1)} k==n {sub(/^[^:]*: /,""); print; exit}' <<<"$HEADERS"
+    awk -v n="$(echo "$1" | tr '[:upper:]' '[:lower:]')" 'BEGIN{FS=": "} {k=tolower($1)} k==n {sub(/^[^:]*: /,""); print; exit}' <<<"$HEADERS"
 }
 
 # jb FILTER: jq FILTER over the last body (raw output).

@@ -238,6 +238,7 @@ class Standin:
 
     def reset_controls(self):
         with self.lock:
+            self.tokens.ttl = self.args.token_ttl
             self.controls = dict({"fail_next": 0, "status": 429, "retry_after": None,
                                   "fail_listener": "", "fail_path": "", "deny_create": 0,
                                   "token_ttl": self.tokens.ttl}, **self.extra_controls)
@@ -621,6 +622,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, {"ok": True, "kind": st.kind})
         if path == "/_standin/state":
             return self.reply(200, st.state_json() if hasattr(st, "state_json") else {})
+        if hasattr(st, "standin_extra") and st.standin_extra(self, path):
+            return None
         if path != "/_standin/control" or self.command not in ("POST", "GET"):
             return self.reply(404, {"error": "no such stand-in path"})
         with st.lock:
