@@ -74,6 +74,8 @@ function oci.new(opts)
   self.retry = { retries = self.retries, base = backoff.base, cap = backoff.cap }
   local kind = opts.kind
   self.kind = kind and kind.name or "distribution"
+  self.quirks = {} -- the kind's quirks (plain data), for the client and the stages
+  for k, v in pairs(kind and kind.quirks or {}) do self.quirks[k] = v end
   local min_chunk = kind and tonumber(kind.quirks.min_chunk)
   if min_chunk and self.chunk_size and self.chunk_size < min_chunk then
     self.chunk_size = min_chunk -- ECR refuses smaller chunks but the last
@@ -99,6 +101,18 @@ local function kind_hook(self, hook, ...)
   local k = kinds_of[self]
   if not k or not k.kind:has(hook) then return false end
   return true, k.kind:call(hook, k.credentials, k.ctx, ...)
+end
+
+-- The name this registry's kind gives repository name (the kind's
+-- repository hook: Docker Hub puts official images under library/), or
+-- name itself; nil, err when the kind refuses it.
+function Registry:repository_name(name)
+  local has, res, err = kind_hook(self, "repository", name)
+  if not has then return name end
+  if type(res) ~= "string" then return nil, err or ("the registry kind refuses the repository name " .. name) end
+  local ok, rerr = reference.repository(res)
+  if not ok then return nil, "the registry kind's name for " .. name .. ": " .. rerr end
+  return res
 end
 
 -- Makes sure the namespace that repository repo needs on this registry
@@ -302,9 +316,11 @@ end
 
 -- Lists every repository, following pages of opts.n (default 1000) entries,
 -- or through the kind's own API when it has one (registries without a
--- usable _catalog: Docker Hub, GHCR, Harbor without admin rights).
+-- usable _catalog: Docker Hub, GHCR, Harbor without admin rights), which
+-- gets opts.patterns, the repository filters (Docker Hub lists the
+-- namespaces they name).
 function Registry:catalog(opts)
-  local has, list, err = kind_hook(self, "catalog")
+  local has, list, err = kind_hook(self, "catalog", { patterns = opts and opts.patterns or {} })
   if has then
     if list == nil then return nil, err, "catalog" end
     return list

@@ -102,20 +102,26 @@ end
 -- repository filter that is not a valid name is refused: nil, err,
 -- "options"; a catalog that cannot be listed is nil, err, "source".
 local function select_repos(src, opts)
-  local includes, excludes = opts.repos or {}, opts.exclude_repos or {}
-  local all_literal = #includes > 0
-  for _, p in ipairs(includes) do
+  local excludes = opts.exclude_repos or {}
+  local includes = {}
+  local all_literal = #(opts.repos or {}) > 0
+  for i, p in ipairs(opts.repos or {}) do
     all_literal = all_literal and literal(p)
     if literal(p) then
       local ok, err = reference.repository(p)
       if not ok then return nil, "repository filter: " .. err, "options" end
+      -- the source's kind may name it otherwise (Docker Hub: ubuntu is library/ubuntu)
+      local name, nerr = src:repository_name(p)
+      if not name then return nil, "repository filter: " .. nerr, "options" end
+      p = name
     end
+    includes[i] = p
   end
   local names
   if all_literal then
     names = includes  -- no catalog needed: registries like Docker Hub refuse it
   else
-    local cat, err = src:catalog()
+    local cat, err = src:catalog({ patterns = includes })
     if not cat then return nil, "listing the source catalog: " .. err, "source" end
     names = valid_only(cat, reference.repository, "the source catalog")
   end
