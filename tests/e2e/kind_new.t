@@ -9,18 +9,15 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/registry.sh"
+source "$ROOT/tests/lib/tenantreg.sh"
 
 registry_start src "$E2E_WORK/src"
 registry_start back "$E2E_WORK/back"
 S=$REG_SRC_URL
 want_app=$(seed "$S" team/app v1,v2 oci 2 4096 new-kind | sed -n 's|^team/app:v2 ||p')
 want_multi=$(seed "$S" team/multi v1 oci-index 2 4096 new-kind | sed -n 's|^team/multi:v1 ||p')
-python3 "$ROOT/tests/tenantreg.py" --upstream "$REG_BACK_URL" --port-file "$E2E_WORK/tenant.port" \
-    --tenant t1 --user mirror --password 's3cret-tenant-pw' 2>"$E2E_WORK/tenantreg.log" &
-TPID=$!
+tenantreg_start t1 mirror 's3cret-tenant-pw' "$REG_BACK_URL"
 trap 'kill $TPID 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do [[ -s $E2E_WORK/tenant.port ]] && break; sleep 0.02; done
-T=http://127.0.0.1:$(jq -r .port "$E2E_WORK/tenant.port")
 stats() { curl -s "$T/_tenantreg/stats" | jq -r ".$1"; }
 
 tree_state() { (cd "$ROOT" && git status --porcelain --untracked-files=all -- . ':!build' | sort; \
@@ -28,36 +25,7 @@ tree_state() { (cd "$ROOT" && git status --porcelain --untracked-files=all -- . 
 before=$(tree_state)
 
 K=$E2E_WORK/kinds-root
-mkdir -p "$K/kinds"
-cat >"$K/kinds/tenantreg.lua" <<'LUA'
--- kinds/tenantreg: a registry that wants its tenant on every request and a
--- namespace created with PUT /api/namespaces/NS before a push.
-local function basic(creds)
-  return "Basic " .. base64.encode((creds.username or "") .. ":" .. (creds.password or ""))
-end
-
-return {
-  description = "Tenant Registry (made up for a test)",
-  credentials = {
-    { name = "username", label = "Username" },
-    { name = "password", label = "Password", secret = true },
-    { name = "tenant", label = "Tenant", required = true },
-  },
-  login = function(creds, ctx)
-    return { username = creds.username, password = creds.password, expires_in = 3600,
-             headers = { ["X-Tenant"] = creds.tenant } }
-  end,
-  ensure_namespace = function(creds, ctx, repo)
-    local ns = repo:match("^([^/]+)/") or repo
-    local res, err = http.request { method = "PUT", url = ctx.url .. "/api/namespaces/" .. ns,
-      headers = { ["X-Tenant"] = creds.tenant, Authorization = basic(creds) }, tls = ctx.tls }
-    if not res then return nil, "tenantreg: creating namespace " .. ns .. ": " .. err end
-    if res.status == 201 then return { namespace = ns, created = true } end
-    if res.status == 200 then return { namespace = ns, created = false } end
-    return nil, string.format("tenantreg: creating namespace %s: http %d %s", ns, res.status, res.body)
-  end,
-}
-LUA
+tenantreg_kind "$K"
 
 replica_run --scripts "$K" --from "$S" --to "$T" --to-kind tenantreg --to-creds 'mirror:s3cret-tenant-pw' \
     --to-cred tenant=t1 --repo 'team/**' --json

@@ -4,23 +4,21 @@
 # load; a kind's own credential fields are write-only and sealed at rest
 # (the view names them only); fields a kind does not take are refused; and
 # an execution speaks to each side as its registry's kind says (here a kind
-# from an operator's --scripts root, tests/fixtures/kinds-root: a registry
+# from an operator's --scripts root, tests/lib/tenantreg.sh: a registry
 # that wants a tenant header and a namespace created first).
 set -euo pipefail
 source "$(dirname "$0")/../lib/serve.sh"
+source "$ROOT/tests/lib/tenantreg.sh"
 
 registry_start src "$E2E_WORK/src"
 registry_start back "$E2E_WORK/back"
 S=$REG_SRC_URL
 want_app=$(seed "$S" team/app v1 oci 2 4096 serve-kind | sed -n 's|^team/app:v1 ||p')
-python3 "$ROOT/tests/tenantreg.py" --upstream "$REG_BACK_URL" --port-file "$E2E_WORK/tenant.port" \
-    --tenant t-serve --user mirror --password 'tenant-pw-0123456789' 2>"$E2E_WORK/tenantreg.log" &
-TPID=$!
+tenantreg_start t-serve mirror 'tenant-pw-0123456789' "$REG_BACK_URL"
 trap 'kill $TPID 2>/dev/null || true; _serve_cleanup' EXIT
-for _ in $(seq 1 200); do [[ -s $E2E_WORK/tenant.port ]] && break; sleep 0.02; done
-T=http://127.0.0.1:$(jq -r .port "$E2E_WORK/tenant.port")
+tenantreg_kind "$E2E_WORK/kinds-root"
 
-serve_start kinds --scripts "$ROOT/tests/fixtures/kinds-root"
+serve_start kinds --scripts "$E2E_WORK/kinds-root"
 api GET /kinds
 is "$STATUS" 200 "GET /kinds"
 is "$(jget '[.[].name] | sort | join(",")' | tr ',' '\n' | grep -c -x -e distribution -e harbor -e tenantreg)" 3 \
