@@ -15,11 +15,11 @@ local kind = {
     { name = "access_key_id", label = "Access key ID", required = true },
     { name = "secret_access_key", label = "Secret access key", secret = true, required = true },
     { name = "session_token", label = "Session token", secret = true,
-      help = "for temporary credentials (STS)" },
-    { name = "region", label = "Region", help = "taken from the registry's host when not given" },
+      help = "For temporary credentials (STS)." },
+    { name = "region", label = "Region", help = "Taken from the registry's host when not given." },
   },
   options = {
-    { name = "api_url", label = "Control-plane endpoint", help = "default https://api.ecr.REGION.amazonaws.com" },
+    { name = "api_url", label = "Control-plane endpoint", help = "Default https://api.ecr.REGION.amazonaws.com." },
   },
   quirks = { min_chunk = 5 * 1024 * 1024 },
 }

@@ -14,11 +14,11 @@ local kind = {
   hosts = { "*-docker.pkg.dev", "gcr.io", "*.gcr.io" },
   credentials = {
     { name = "key_json", label = "Service-account JSON key", secret = true,
-      help = "the key file's contents; or give username oauth2accesstoken and an access token as the password" },
+      help = "The key file's contents; or give the username oauth2accesstoken and an access token as the password." },
   },
   options = {
-    { name = "api_url", label = "Artifact Registry API", help = "default https://artifactregistry.googleapis.com" },
-    { name = "location", label = "Location", help = "taken from the host (us-docker.pkg.dev: us) when not given" },
+    { name = "api_url", label = "Artifact Registry API", help = "Default https://artifactregistry.googleapis.com." },
+    { name = "location", label = "Location", help = "Taken from the host (us-docker.pkg.dev: us) when not given." },
   },
 }
 

@@ -14,7 +14,7 @@ local url = require("url")
 local kind = {
   description = "Harbor v2: projects created before a push, listing through its REST API",
   credentials = {
-    { name = "username", label = "Username", help = "a user, or a robot account (robot$name)" },
+    { name = "username", label = "Username", help = "A user, or a robot account (robot$name)." },
     { name = "password", label = "Password or robot secret", secret = true },
   },
   options = {

@@ -119,8 +119,8 @@ function Kind:call(hook, ...)
 end
 
 -- The API view of every kind found in the script roots: name, description,
--- the credential fields it takes, and its host patterns; a kind that does
--- not load is listed with its error.
+-- the credential fields it takes, its options and its host patterns; a kind
+-- that does not load is listed with its error.
 function kinds.list()
   local out = setmetatable({}, json.array_mt)
   for _, e in ipairs(catalog.list("kinds")) do
@@ -128,6 +128,7 @@ function kinds.list()
     if k then
       out[#out + 1] = { name = k.name, description = k.description,
                         credentials = setmetatable(k.credentials, json.array_mt),
+                        options = setmetatable(k.options, json.array_mt),
                         hosts = setmetatable(k.hosts, json.array_mt) }
     else
       out[#out + 1] = { name = e.name, error = err }

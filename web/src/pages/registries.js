@@ -86,7 +86,8 @@ export function Registries() {
   </section>`;
 }
 
-const EMPTY = { name: "", url: "", kind: "distribution", description: "", username: "", ca_file: "", insecure: false };
+const EMPTY = { name: "", url: "", kind: "distribution", description: "", username: "", ca_file: "", insecure: false,
+                creds: {}, opts: {} };
 
 // The request body for a create or update from the form's values: the
 // password and secret only when typed (or cleared on purpose).
@@ -100,7 +101,38 @@ function body(v, editing) {
   else if (editing && v.clear_secret) b.webhook_secret = null;
   if (!editing && !b.username) delete b.username;
   if (!editing && !b.ca_file) delete b.ca_file;
+  // the kind's own credential fields: write-only, sent only when typed
+  const creds = Object.fromEntries(Object.entries(v.creds || {}).filter(([, x]) => x !== ""));
+  if (Object.keys(creds).length) b.credentials = creds;
+  const opts = Object.fromEntries(Object.entries(v.opts || {}).filter(([, x]) => x !== ""));
+  if (Object.keys(opts).length || editing) b.options = opts;
   return b;
+}
+
+// The fields of the kind's own credentials (beyond username and password)
+// and its options: the credentials write-only (a stored one says so), the
+// options prefilled.
+function KindFields({ kind, v, setV, stored }) {
+  if (!kind) return null;
+  const fields = (kind.credentials || []).filter((c) => c.name !== "username" && c.name !== "password");
+  const setIn = (bag, name) => (e) => setV({ ...v, [bag]: { ...v[bag], [name]: e.target.value } });
+  const isSet = (name) => (stored.credentials_set || []).includes(name);
+  return html`
+    ${fields.length > 0 && html`<fieldset data-testid="kind-credentials"><legend>${kind.name} credentials</legend>
+      ${fields.map((c) => html`<${Field} label=${c.label + (c.required ? " (required)" : "")} id=${"reg-cred-" + c.name}
+          help=${(isSet(c.name) ? "Stored; never shown. Leave empty to keep it. " : "") + (c.help || (c.secret ? "Write-only: stored encrypted." : ""))}>
+        <input id=${"reg-cred-" + c.name} data-testid=${"cred-" + c.name} type=${c.secret ? "password" : "text"}
+          autocomplete="off" value=${v.creds[c.name] || ""} onInput=${setIn("creds", c.name)}
+          placeholder=${isSet(c.name) ? "(stored; leave empty to keep)" : ""} />
+      <//>`)}
+    </fieldset>`}
+    ${(kind.options || []).length > 0 && html`<fieldset data-testid="kind-options"><legend>${kind.name} options</legend>
+      ${kind.options.map((o) => html`<${Field} label=${o.label || o.name} id=${"reg-opt-" + o.name}
+          help=${(o.help || "") + (o.default ? ` Default: ${o.default}.` : "")}>
+        <input id=${"reg-opt-" + o.name} data-testid=${"opt-" + o.name} value=${v.opts[o.name] || ""}
+          onInput=${setIn("opts", o.name)} />
+      <//>`)}
+    </fieldset>`}`;
 }
 
 // The create/edit form; params.id is set when editing.
@@ -111,10 +143,12 @@ export function RegistryForm({ params }) {
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   const [result, setResult] = useState(null);
+  const kinds = useLoad(() => get("/kinds"), []);
   const cur = useLoad(async () => {
     if (!editing) { setV({ ...EMPTY }); return null; }
     const r = await get(`/registries/${id}`);
-    setV({ ...EMPTY, ...r, description: r.description || "", username: r.username || "", ca_file: r.ca_file || "" });
+    setV({ ...EMPTY, ...r, description: r.description || "", username: r.username || "", ca_file: r.ca_file || "",
+           creds: {}, opts: { ...(r.options || {}) } });
     return r;
   }, [id]);
   if (cur.error) return html`<section><h1>Registry</h1><${ErrorBanner} error=${cur.error} /></section>`;
@@ -139,6 +173,8 @@ export function RegistryForm({ params }) {
     setResult(await ping(id));
   };
   const stored = cur.data || {};
+  const kindList = (kinds.data || []).filter((k) => !k.error);
+  const kind = kindList.find((k) => k.name === v.kind);
   return html`<section>
     <p class="crumbs"><a href="/registries">Registries</a> /</p>
     <h1>${editing ? `Registry ${stored.name}` : "New registry"}</h1>
@@ -151,9 +187,12 @@ export function RegistryForm({ params }) {
       <${Field} label="URL" id="reg-url" help="The registry's base URL, e.g. https://registry.example.com (no path for a plain registry, no credentials).">
         <input id="reg-url" value=${v.url} onInput=${set("url")} required placeholder="https://registry.example.com" />
       <//>
-      <${Field} label="Kind" id="reg-kind" help="The registry's API: 'distribution' covers CNCF Distribution and any OCI registry.">
-        <input id="reg-kind" value=${v.kind} onInput=${set("kind")} list="reg-kinds" />
-        <datalist id="reg-kinds"><option value="distribution" /></datalist>
+      <${Field} label="Kind" id="reg-kind" help=${"How the registry is spoken to (docs/registry-kinds.md). "
+          + ((kind && kind.description) || "")}>
+        <select id="reg-kind" data-testid="reg-kind" value=${v.kind}
+          onChange=${(e) => setV({ ...v, kind: e.target.value, creds: {}, opts: {} })}>
+          ${(kindList.length ? kindList : [{ name: v.kind }]).map((k) => html`<option value=${k.name}>${k.name}</option>`)}
+        </select>
       <//>
       <${Field} label="Description" id="reg-description" help="Free text for the people who read this list.">
         <input id="reg-description" value=${v.description} onInput=${set("description")} />
@@ -186,6 +225,7 @@ export function RegistryForm({ params }) {
             checked=${!!v.clear_secret} onChange=${set("clear_secret")} /> remove the stored secret</label>`}
       <//>
       </fieldset>
+      <${KindFields} kind=${kind} v=${v} setV=${setV} stored=${stored} />
       <div class="form-actions">
         <button type="submit" class="primary" data-testid="save" disabled=${busy}>${editing ? "Save" : "Create"}</button>
         <a class="button" href="/registries">Cancel</a>
