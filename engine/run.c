@@ -42,6 +42,8 @@ static void usage(FILE *f)
             "                        a credential field of the kind (repeatable; also\n"
             "                        REPLICA_FROM_CRED_<NAME> / REPLICA_TO_CRED_<NAME>)\n"
             "  --from-option NAME=VALUE  --to-option NAME=VALUE   an option of the kind\n"
+            "  --label NAME          copy only artifacts with this label (repeatable: all of\n"
+            "                        them); the source's kind applies it (Harbor)\n"
             "engine:\n%s",
             cli_common_usage());
 }
@@ -52,7 +54,8 @@ static const char *const list_opts[][2] = {
     { "--tag", "tags" },          { "--exclude-tag", "exclude_tags" },
     { "--platform", "platforms" },
     { "--from-cred", "from_cred" }, { "--to-cred", "to_cred" },
-    { "--from-option", "from_option" }, { "--to-option", "to_option" }, { NULL, NULL },
+    { "--from-option", "from_option" }, { "--to-option", "to_option" },
+    { "--label", "labels" }, { NULL, NULL },
 };
 
 /* Options that take one value: stored as a string field. */

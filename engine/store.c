@@ -163,7 +163,8 @@ static const char *const migrations[] = {
      * kept in clear, for the API's view), and the kind's options. */
     "ALTER TABLE registries ADD COLUMN credentials_sealed TEXT;"
     "ALTER TABLE registries ADD COLUMN credential_names TEXT;"
-    "ALTER TABLE registries ADD COLUMN options TEXT;",
+    "ALTER TABLE registries ADD COLUMN options TEXT;"
+    "ALTER TABLE policies ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';", /* Harbor's label filter */
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -8,6 +8,8 @@
 --   * /v2/_catalog needs system-admin rights, so repositories are listed
 --     through the projects and repositories API (page_size 100, Link
 --     rel="next"), names in paths URL-encoded twice;
+--   * Harbor's label filter: filter_tags keeps the tags whose artifact has
+--     every label asked for (GET .../artifacts?with_label=true);
 --   * it is detected by GET /api/v2.0/systeminfo.
 local url = require("url")
 
@@ -96,6 +98,33 @@ function kind.catalog(creds, ctx)
     end
   end
   table.sort(out)
+  return out
+end
+
+-- Keeps the tags of repo whose artifact carries every label in
+-- filters.labels (Harbor's label filter of a replication rule).
+function kind.filter_tags(creds, ctx, repo, tags, filters)
+  local project, rest = repo:match("^([^/]+)/(.+)$")
+  if not project then return nil, "harbor: " .. repo .. " has no project" end
+  local path = string.format("/api/v2.0/projects/%s/repositories/%s/artifacts?with_label=true&with_tag=true",
+                             url.encode(project), url.encode(url.encode(rest)))
+  local arts, err = pages(ctx, creds, path, "reading the labels of " .. repo)
+  if not arts then return nil, err end
+  local want = filters.labels or {}
+  local ok_tag = {}
+  for _, a in ipairs(arts) do
+    local have = {}
+    for _, l in ipairs(type(a.labels) == "table" and a.labels or {}) do have[l.name] = true end
+    local all = true
+    for _, w in ipairs(want) do all = all and have[w] == true end
+    if all then
+      for _, t in ipairs(type(a.tags) == "table" and a.tags or {}) do ok_tag[t.name] = true end
+    end
+  end
+  local out = {}
+  for _, t in ipairs(tags) do
+    if ok_tag[t] then out[#out + 1] = t end
+  end
   return out
 end
 

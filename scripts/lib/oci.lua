@@ -115,6 +115,18 @@ function Registry:repository_name(name)
   return res
 end
 
+-- Keeps the tags of repo that pass filters only the registry's kind knows
+-- ({labels = {...}}: Harbor's labels), through the kind's filter_tags hook.
+-- Returns the tags kept, or nil, err (a kind without the hook cannot filter).
+function Registry:filter_tags(repo, tags, filters)
+  local has, kept, err = kind_hook(self, "filter_tags", repo, tags, filters)
+  if not has then
+    return nil, string.format("the %s kind cannot filter by label (a Harbor source can)", self.kind)
+  end
+  if type(kept) ~= "table" then return nil, err or "the registry kind's tag filter failed" end
+  return kept
+end
+
 -- Makes sure the namespace that repository repo needs on this registry
 -- exists before a push (a Harbor project, a Quay organisation, an ECR
 -- repository: the kind's ensure_namespace); a no-op for kinds that create

@@ -133,7 +133,8 @@ local function select_repos(src, opts)
   return out, all_literal
 end
 
--- Plans the tasks: for each repository, its tags that pass the tag filters.
+-- Plans the tasks: for each repository, its tags that pass the tag filters
+-- (and opts.labels, which the source's kind applies: Harbor's labels).
 -- Returns the tasks, or nil, err and what failed: "source" (a listing the
 -- source refused or could not answer) or "options" (a filter, or a
 -- destination name the namespace and flattening cannot make).
@@ -156,6 +157,15 @@ function replicate.plan(src, opts)
       if keep(t) then sel[#sel + 1] = t end
     end
     table.sort(sel)
+    if opts.labels and #opts.labels > 0 and #sel > 0 then
+      -- a filter only the source's kind can apply (Harbor's labels)
+      local kept, ferr = src:filter_tags(repo, sel, { labels = opts.labels })
+      if not kept then
+        naming_failed[i] = ferr and ferr:find("cannot filter", 1, true) and true or nil
+        return nil, ferr
+      end
+      sel = kept
+    end
     local dest, nerr = naming.destination(repo, opts.dest_namespace, opts.flatten)
     if not dest then
       naming_failed[i] = true

@@ -52,6 +52,26 @@ like "$(jq -r '[.tasks[].repository] | sort | join(",")' <<<"$json")" "other/app
     "every repository was found through the projects API"
 is "$(manifest_digest "$D" team/multi v1)" "$want_multi" "and copied by digest"
 
+# --- Harbor's label filter ------------------------------------------------------------
+curl -s -o /dev/null -u "replica:$STANDIN_H_PASS" -H 'Content-Type: application/json' \
+    -d '{"name": "release", "scope": "g"}' "$H/api/v2.0/labels"
+LID=$(curl -s -u "replica:$STANDIN_H_PASS" "$H/api/v2.0/labels?name=release" | jq '.[0].id')
+st=$(curl -s -o /dev/null -w '%{http_code}' -u "replica:$STANDIN_H_PASS" -H 'Content-Type: application/json' \
+    -d "{\"id\": $LID}" "$H/api/v2.0/projects/team/repositories/app/artifacts/v1/labels")
+is "$st" 200 "team/app:v1 carries the label release in Harbor"
+REPLICA_TO_CRED_PASSWORD= REPLICA_FROM_CRED_PASSWORD=$STANDIN_H_PASS \
+    replica_run --from "$H" --from-kind harbor --from-cred username=replica --to "$D" --repo 'team/**' \
+    --label release --dest-namespace labelled --json
+is "$RC" 0 "harbor -> distribution with --label release succeeds"
+json=$(grep '^{' <<<"$OUT" | tail -n 1)
+is "$(jq -r '[.tasks[] | .repository + ":" + (.tags | join(","))] | join(" ")' <<<"$json")" "team/app:v1" \
+    "only the labelled artifact is planned"
+is "$(manifest_digest "$D" labelled/team/app v1):$(manifest_digest "$D" labelled/team/multi v1)" "$want_app:missing" \
+    "and only it is copied"
+replica_run --from "$S" --to "$D" --repo 'team/**' --label release
+is "$RC" 1 "a label filter on a source that has no labels is refused"
+like "$OUT" "the distribution kind cannot filter by label" "saying why"
+
 # --- a project that cannot be created -------------------------------------------------------
 standin_control h deny_create=1 >/dev/null
 seed "$S" denied/app v1 oci 1 1024 harbor-kind >/dev/null

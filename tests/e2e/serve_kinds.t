@@ -50,6 +50,14 @@ is "$STATUS" 200 "the tenant is changed"
 api POST "/registries/$T_ID/ping"
 is "$(jget .ok)" true "and ping succeeds with the stored credentials"
 
+api POST /policies "{\"name\": \"labelled\", \"source_registry\": $SRC_ID, \"target_registry\": $T_ID, \"repositories\": [\"team/app\"], \"labels\": [\"release\"]}"
+is "$STATUS:$(jget '.labels | join(",")')" "201:release" "a policy keeps a label filter"
+LP=$(jget .id)
+api POST "/policies/$LP/executions"
+LE=$(jget .id)
+wait_exec "$LE" Succeeded Failed Stopped
+is "$(jget .status)" Failed "a label filter on a source whose kind has no labels fails the execution"
+like "$(jget .error)" "cannot filter by label" "saying why"
 api POST /policies "{\"name\": \"to-tenant\", \"source_registry\": $SRC_ID, \"target_registry\": $T_ID, \"repositories\": [\"team/app\"]}"
 PID=$(jget .id)
 api POST "/policies/$PID/executions"

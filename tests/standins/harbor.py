@@ -56,6 +56,8 @@ class Harbor(Standin):
         self.projects = {}
         self.next_id = 1
         self.repo_ids = {}
+        self.labels = {}          # id -> Harbor's Label {id, name, scope, ...}
+        self.artifact_labels = {} # (repository, digest) -> [label id, ...]
         self.add_project("library", True)
 
     def add_project(self, name, public):
@@ -290,6 +292,8 @@ class Harbor(Standin):
                 return self.repo_api(req, user, proj, segs[3:])
         if segs == ["repositories"] and m == "GET":
             return self.search_repositories(req, user)
+        if segs[0] == "labels":
+            return self.labels_api(req, user, segs[1:])
         return req.reply(404, errors("NOT_FOUND", "stand-in: no such API path"))
 
     def projects_root(self, req, user):
@@ -403,6 +407,18 @@ class Harbor(Standin):
                 self.upstream_delete_manifest(name, art["digest"])
                 return req.reply(200, b"")
             return req.reply(405, errors("METHOD_NOT_ALLOWED", "method not allowed"))
+        if rest[3] == "labels" and len(rest) == 4 and m == "POST":
+            # swagger addLabel: body {"id": N}; 200, 404 for an unknown label,
+            # 409 when the artifact has it already (UNVERIFIED wording)
+            body = req.json_body() or {}
+            lid = body.get("id") if isinstance(body, dict) else None
+            if lid not in self.labels:
+                return req.reply(404, errors("NOT_FOUND", "label %s not found" % lid))
+            have = self.artifact_labels.setdefault((name, art["digest"]), [])
+            if lid in have:
+                return req.reply(409, errors("CONFLICT", "label %s is already added to the artifact" % lid))
+            have.append(lid)
+            return req.reply(200, b"")
         if rest[3] == "tags" and len(rest) == 5 and m == "DELETE":
             tag = urllib.parse.unquote(rest[4])
             if not any(t["name"] == tag for t in art["tags"]) or not self.upstream_delete_tag(name, tag):
@@ -433,7 +449,41 @@ class Harbor(Standin):
             a["tags"].append({"id": len(a["tags"]) + 1, "repository_id": rid, "artifact_id": a["id"],
                               "name": tag, "push_time": proj["update_time"],
                               "pull_time": "0001-01-01T00:00:00.000Z", "immutable": False})
+        for a in by_digest.values():
+            ids = self.artifact_labels.get((name, a["digest"]))
+            if ids:
+                a["labels"] = [self.labels[i] for i in ids]
         return list(by_digest.values())
+
+    def labels_api(self, req, user, rest):
+        """/api/v2.0/labels [swagger Label]: POST {"name", "scope": "g"} -> 201
+        with Location /api/v2.0/labels/ID, 409 for a name taken; GET
+        ?scope=g[&name=N] lists them."""
+        m = req.command
+        if rest:
+            return req.reply(404, errors("NOT_FOUND", "stand-in: no such API path"))
+        if m == "POST":
+            if not user:
+                return req.reply(401, errors("UNAUTHORIZED", "UnAuthorized"))
+            body = req.json_body() or {}
+            name = body.get("name") if isinstance(body, dict) else None
+            if not isinstance(name, str) or not name:
+                return req.reply(400, errors("BAD_REQUEST", "name is required"))
+            if any(lb["name"] == name for lb in self.labels.values()):
+                return req.reply(409, errors("CONFLICT", "label %s already exists" % name))
+            lid = len(self.labels) + 1
+            self.labels[lid] = {"id": lid, "name": name, "scope": body.get("scope", "g"), "color": "",
+                                "description": body.get("description", ""), "project_id": 0,
+                                "creation_time": "2026-01-01T00:00:00.000Z", "update_time": "2026-01-01T00:00:00.000Z"}
+            return req.reply(201, b"", {"Location": "/api/v2.0/labels/%d" % lid})
+        if m == "GET":
+            want = req.query.get("name")
+            items = [lb for lb in self.labels.values() if want is None or lb["name"] == want]
+            res = self.page(req, items)
+            if res:
+                req.reply(200, res[0], res[1])
+            return
+        return req.reply(405, errors("METHOD_NOT_ALLOWED", "method not allowed"))
 
     def search_repositories(self, req, user):
         """GET /api/v2.0/repositories?q=blob_digest=D [H harbor/v2/client.go

@@ -64,6 +64,9 @@ local SPEC = {
   exclude_repositories = { type = "array", check = check_globs },
   tags = { type = "array", check = check_includes(reference.tag) },
   exclude_tags = { type = "array", check = check_globs },
+  labels = { type = "array", check = function(v)
+               for _, l in ipairs(v) do if l == "" or #l > 128 then return "has an empty or too long label" end end
+             end },
   dest_namespace = { type = "string", nullable = true, check = check_namespace },
   flatten = { type = "integer", check = function(v) if v < -1 then return "must be -1 or more" end end },
   trigger = { type = "string", check = function(v)
@@ -79,7 +82,7 @@ local SPEC = {
 
 -- Column of each list field.
 local LISTS = { repositories = "repos", exclude_repositories = "exclude_repos", tags = "tags",
-                exclude_tags = "exclude_tags" }
+                exclude_tags = "exclude_tags", labels = "labels" }
 local PLAIN = { "name", "description", "dest_namespace", "flatten", "trigger", "cron", "template",
                 "jobs", "bandwidth_kbps" }
 local BOOLS = { "override", "replicate_deletion", "enabled" }
@@ -114,7 +117,7 @@ function policies.options(row)
   local v = policies.view(row)
   return {
     repos = v.repositories, exclude_repos = v.exclude_repositories, tags = v.tags,
-    exclude_tags = v.exclude_tags, dest_namespace = v.dest_namespace, flatten = v.flatten,
+    exclude_tags = v.exclude_tags, labels = v.labels, dest_namespace = v.dest_namespace, flatten = v.flatten,
     override = v.override, jobs = v.jobs, template = v.template,
     bandwidth = v.bandwidth_kbps > 0 and v.bandwidth_kbps * 1024 or nil,
   }
