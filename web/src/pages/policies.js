@@ -88,7 +88,7 @@ export function Policies() {
 
 const DEFAULTS = {
   name: "", description: "", source_registry: "", target_registry: "", repositories: "",
-  exclude_repositories: "", tags: "", exclude_tags: "", dest_namespace: "", flatten: 0,
+  exclude_repositories: "", tags: "", exclude_tags: "", labels: "", dest_namespace: "", flatten: 0,
   trigger: "manual", cron: "", override: true, replicate_deletion: false, enabled: true,
   template: "distribution", jobs: 8, bandwidth_kbps: 0,
 };
@@ -97,7 +97,7 @@ const DEFAULTS = {
 function toForm(p) {
   const v = { ...DEFAULTS };
   for (const k of Object.keys(DEFAULTS)) if (p[k] !== undefined && p[k] !== null) v[k] = p[k];
-  for (const k of ["repositories", "exclude_repositories", "tags", "exclude_tags"]) v[k] = (p[k] || []).join("\n");
+  for (const k of ["repositories", "exclude_repositories", "tags", "exclude_tags", "labels"]) v[k] = (p[k] || []).join("\n");
   return v;
 }
 
@@ -107,7 +107,7 @@ function toBody(v) {
     name: v.name.trim(), description: v.description, source_registry: Number(v.source_registry),
     target_registry: Number(v.target_registry), repositories: splitList(v.repositories),
     exclude_repositories: splitList(v.exclude_repositories), tags: splitList(v.tags),
-    exclude_tags: splitList(v.exclude_tags), dest_namespace: v.dest_namespace.trim(),
+    exclude_tags: splitList(v.exclude_tags), labels: splitList(v.labels), dest_namespace: v.dest_namespace.trim(),
     flatten: Number(v.flatten), trigger: v.trigger, override: !!v.override,
     replicate_deletion: !!v.replicate_deletion, enabled: !!v.enabled, template: v.template,
     jobs: Number(v.jobs), bandwidth_kbps: Number(v.bandwidth_kbps),
@@ -255,6 +255,9 @@ export function PolicyForm({ params }) {
       <//>
       <${Field} label="Exclude tags" id="pol-exclude-tags" help="Glob patterns of tags that are never copied (*-rc*).">
         <textarea id="pol-exclude-tags" rows="2" class="mono" value=${v.exclude_tags} onInput=${set("exclude_tags")}></textarea>
+      <//>
+      <${Field} label="Labels" id="pol-labels" help="Label names, one per line: only artifacts carrying every one are copied. Harbor sources only (Harbor's label filter); empty: no label filter.">
+        <textarea id="pol-labels" rows="1" class="mono" value=${v.labels} onInput=${set("labels")}></textarea>
       <//>
       </fieldset>
       <fieldset><legend>Where to put it</legend>
