@@ -318,10 +318,11 @@ end
 -- or through the kind's own API when it has one (registries without a
 -- usable _catalog: Docker Hub, GHCR, Harbor without admin rights), which
 -- gets opts.patterns, the repository filters (Docker Hub lists the
--- namespaces they name).
+-- namespaces they name). A hook that answers false leaves this listing to
+-- /v2/_catalog (Quay lists through its API only with an OAuth token).
 function Registry:catalog(opts)
   local has, list, err = kind_hook(self, "catalog", { patterns = opts and opts.patterns or {} })
-  if has then
+  if has and list ~= false then
     if list == nil then return nil, err, "catalog" end
     return list
   end
