@@ -331,11 +331,16 @@ function Registry:catalog(opts)
 end
 
 -- Lists every tag of repo, following pages of opts.n (default 1000) entries.
+-- The token asked for is the pull scope, or the actions the kind's quirk
+-- tags_scope names (ACR lists tags with metadata_read).
 function Registry:tags(repo, opts)
   local ok, err = reference.repository(repo)
   if not ok then return nil, "tags: " .. err, "invalid name" end
   local n = opts and opts.n or 1000
-  return self:_pages("/v2/" .. repo .. "/tags/list?n=" .. n, pull(repo), "tags")
+  local actions = self.quirks.tags_scope
+  local scope = type(actions) == "string" and actions:match("^[%w_,]+$") and ("repository:" .. repo .. ":" .. actions)
+                or pull(repo)
+  return self:_pages("/v2/" .. repo .. "/tags/list?n=" .. n, scope, "tags")
 end
 
 -- The manifest and blob methods live in their own files.
