@@ -273,6 +273,14 @@ function Registry:ping()
   if self._ping then return self._ping end  -- once per client: every task pings
   local url = self.url .. "/v2/"
   local res, err, kind = self:_request("GET", url, "")
+  if not res and kind == "auth" and self.auth.scheme == "bearer" and not self.auth:has_credentials()
+     and tostring(err):find(": http 401 for scope ''", 1, true) then
+    -- An anonymous client, and a token service (Quay's) that gives
+    -- anonymous callers tokens for repositories only: the challenge of
+    -- /v2/ was the answer; each repository's pull says the rest.
+    self._ping = { auth = "bearer", anonymous = true }
+    return self._ping
+  end
   if not res then return nil, err, kind end
   if res.status ~= 200 then return nil, http_error("GET " .. url, res, self) end
   self._ping = { auth = self.auth.scheme, api = res.headers["docker-distribution-api-version"] }
