@@ -142,15 +142,19 @@ end
 -- Returns a client for one task: the same registry, settings and
 -- credentials, with its own state (token cache, discovered auth, ping), so
 -- that nothing the task's stages do to it reaches another task. The first
--- fork pings this client once, so that the forks start with its answer.
+-- fork pings this client once, and the forks made meanwhile wait for that
+-- ping, so that they all start with its answer (and with its kind's login:
+-- one login, not one per task).
 function Registry:fork()
-  if not self._ping and not self._ping_tried then
-    self._ping_tried = true
-    self:ping()
+  if not self._ping then
+    if not self._ping_task then
+      self._ping_task = task.spawn({ name = "ping " .. self.url }, function() return self:ping() end)
+    end
+    self._ping_task:wait()
   end
   local c = {}
   for k, v in pairs(self) do c[k] = copy(v) end -- settings tables (tls, retry) copied too
-  c._ping_tried = nil
+  c._ping_task = nil
   setmetatable(c, Registry)
   c.auth = self.auth:fork(c.retry, c.tls)
   kinds_of[c] = kinds_of[self]
