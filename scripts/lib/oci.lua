@@ -154,15 +154,19 @@ end
 -- Returns a client for one task: the same registry, settings and
 -- credentials, with its own state (token cache, discovered auth, ping), so
 -- that nothing the task's stages do to it reaches another task. The first
--- fork pings this client once, so that the forks start with its answer.
+-- fork pings this client once, and the forks made meanwhile wait for that
+-- ping, so that they all start with its answer (and with its kind's login:
+-- one login, not one per task).
 function Registry:fork()
-  if not self._ping and not self._ping_tried then
-    self._ping_tried = true
-    self:ping()
+  if not self._ping then
+    if not self._ping_task then
+      self._ping_task = task.spawn({ name = "ping " .. self.url }, function() return self:ping() end)
+    end
+    self._ping_task:wait()
   end
   local c = {}
   for k, v in pairs(self) do c[k] = copy(v) end -- settings tables (tls, retry) copied too
-  c._ping_tried = nil
+  c._ping_task = nil
   setmetatable(c, Registry)
   c.auth = self.auth:fork(c.retry, c.tls)
   kinds_of[c] = kinds_of[self]
@@ -285,6 +289,14 @@ function Registry:ping()
   if self._ping then return self._ping end  -- once per client: every task pings
   local url = self.url .. "/v2/"
   local res, err, kind = self:_request("GET", url, "")
+  if not res and kind == "auth" and self.auth.scheme == "bearer" and not self.auth:has_credentials()
+     and tostring(err):find(": http 401 for scope ''", 1, true) then
+    -- An anonymous client, and a token service (Quay's) that gives
+    -- anonymous callers tokens for repositories only: the challenge of
+    -- /v2/ was the answer; each repository's pull says the rest.
+    self._ping = { auth = "bearer", anonymous = true }
+    return self._ping
+  end
   if not res then return nil, err, kind end
   if res.status ~= 200 then return nil, http_error("GET " .. url, res, self) end
   self._ping = { auth = self.auth.scheme, api = res.headers["docker-distribution-api-version"] }
@@ -330,10 +342,11 @@ end
 -- or through the kind's own API when it has one (registries without a
 -- usable _catalog: Docker Hub, GHCR, Harbor without admin rights), which
 -- gets opts.patterns, the repository filters (Docker Hub lists the
--- namespaces they name).
+-- namespaces they name). A hook that answers false leaves this listing to
+-- /v2/_catalog (Quay lists through its API only with an OAuth token).
 function Registry:catalog(opts)
   local has, list, err = kind_hook(self, "catalog", { patterns = opts and opts.patterns or {} })
-  if has then
+  if has and list ~= false then
     if list == nil then return nil, err, "catalog" end
     return list
   end
@@ -342,11 +355,16 @@ function Registry:catalog(opts)
 end
 
 -- Lists every tag of repo, following pages of opts.n (default 1000) entries.
+-- The token asked for is the pull scope, or the actions the kind's quirk
+-- tags_scope names (ACR lists tags with metadata_read).
 function Registry:tags(repo, opts)
   local ok, err = reference.repository(repo)
   if not ok then return nil, "tags: " .. err, "invalid name" end
   local n = opts and opts.n or 1000
-  return self:_pages("/v2/" .. repo .. "/tags/list?n=" .. n, pull(repo), "tags")
+  local actions = self.quirks.tags_scope
+  local scope = type(actions) == "string" and actions:match("^[%w_,]+$") and ("repository:" .. repo .. ":" .. actions)
+                or pull(repo)
+  return self:_pages("/v2/" .. repo .. "/tags/list?n=" .. n, scope, "tags")
 end
 
 -- The manifest and blob methods live in their own files.

@@ -10,7 +10,8 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/standin.sh"
 
-standin_start quay q "$SI_WORK/q" --page-size 2
+RT=robot$RANDOM$RANDOM$RANDOM
+standin_start quay q "$SI_WORK/q" --page-size 2 --robot "robots+mirror:$RT"
 R=$STANDIN_Q_URL UP=$STANDIN_Q_UPSTREAM_URL U=$STANDIN_Q_USER P=$STANDIN_Q_PASS OT=$STANDIN_Q_OAUTH_TOKEN
 A=(-H "Authorization: Bearer $OT")
 tok() {   # tok CREDS SCOPE
@@ -119,6 +120,18 @@ http DELETE "$R/v2/neworg/app/manifests/$d1" -H "Authorization: Bearer $DT"
 is "$STATUS" 202 "registry DELETE by digest: 202"
 is "$(curl -s "$UP/v2/neworg/app/tags/list" | jq -r '.tags // [] | length')" 0 "all three are gone upstream"
 
+# --- robot accounts ------------------------------------------------------------------------------
+http GET "$R/v2/auth?service=${R#http://}&scope=repository:robots/app:pull,push" -u "robots+mirror:wrong"
+is "$STATUS" 401 "a robot account with a wrong token: 401"
+RTOK=$(tok "robots+mirror:$RT" "repository:robots/app:pull,push")
+standin_push "$R" robots/app v1 -H "Authorization: Bearer $RTOK" >/dev/null
+is "$(curl -s "$UP/v2/robots/app/tags/list" | jq -r '.tags | join(",")')" v1 \
+    "robots+mirror pushes into its own namespace (the repository is created at token time)"
+http POST "$R/v2/neworg/app/blobs/uploads/" -H "Authorization: Bearer $(tok "robots+mirror:$RT" "repository:neworg/app:pull,push")"
+is "$STATUS" 401 "but nowhere else"
+http GET "$R/v2/_catalog" -H "Authorization: Bearer $(tok "robots+mirror:$RT" "repository:robots/app:pull")"
+is "$(jb '.repositories | join(",")')" "neworg/web,robots/app" "its catalog: its namespace and public repositories"
+
 # --- faults and expiry --------------------------------------------------------------------------
 standin_control q fail_next=1 status=429 retry_after=3 >/dev/null
 http GET "$R/v2/neworg/web/tags/list" -H "Authorization: Bearer $T"
@@ -131,7 +144,7 @@ http GET "$R/v2/" -H "Authorization: Bearer $(tok "$U:$P" "repository:neworg/web
 is "$STATUS" 200 "a new token works"
 
 recs=$(curl -s "$R/_standin/requests")
-if grep -q -- "$P\|$OT\|$T" <<<"$recs"; then leak=1; else leak=0; fi
+if grep -q -- "$P\|$OT\|$T\|$RT" <<<"$recs"; then leak=1; else leak=0; fi
 is "$leak" 0 "no password, OAuth token or registry token appears in the record"
 
 done_testing

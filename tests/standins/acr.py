@@ -4,7 +4,7 @@
 
     acr.py --upstream URL --upstream-storage DIR --port-file FILE
            --user ADMIN --password P --client-id ID --client-secret S
-           --tenant TID [--token-ttl N]
+           --tenant TID [--token-ttl N] [--max-page N]
 
 Listeners:
   registry  <reg>.azurecr.io: /v2/ (Basic admin user or service principal
@@ -47,6 +47,9 @@ class Acr(Standin):
         p.add_argument("--client-id", required=True)
         p.add_argument("--client-secret", required=True)
         p.add_argument("--tenant", required=True)
+        p.add_argument("--max-page", type=int, default=0,
+                       help="the most entries a _catalog or tags/list page holds, whatever n asks (UNVERIFIED: "
+                            "ACR's own cap; 0: none)")
 
     def __init__(self, args):
         super().__init__(args)
@@ -263,6 +266,8 @@ class Acr(Standin):
             n = int(req.query.get("n", "100"))
         except ValueError:
             n = 100
+        if self.args.max_page > 0:
+            n = min(n, self.args.max_page)
         last = req.query.get("last", "")
         rest = [x for x in items if x > last]
         chunk = rest[:max(n, 1)]

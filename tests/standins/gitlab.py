@@ -16,6 +16,7 @@ One listener, "registry" (the GitLab host and its registry in one place):
                     paths <project>[/<n1>[/<n2>]] of an existing project, and
                     per the PAT's scopes (read_registry, write_registry).
   /api/v4/...       PRIVATE-TOKEN (or Bearer): projects (membership, search),
+                    projects/:id (numeric or the URL-encoded path),
                     projects/:id/registry/repositories[/:rid[/tags[/:tag]]],
                     registry/repositories/:rid, tag and bulk tag deletion,
                     repository deletion; offset paging with X-Total,
@@ -209,6 +210,13 @@ class Gitlab(Standin):
                 items = [p for p in items if s in p["name"].lower() or
                          (req.query.get("search_namespaces") in ("true", "1") and s in p["path_with_namespace"])]
             return self.paged(req, sorted(items, key=lambda p: p["id"]))
+        mm = re.match(r"^/projects/([^/]+)$", path)
+        if mm and m == "GET":
+            # GET /projects/:id, :id numeric or the URL-encoded path [GL doc/api/projects.md]
+            proj = self.project(urllib.parse.unquote(mm.group(1)))
+            if proj is None:
+                return req.reply(404, {"message": "404 Project Not Found"})
+            return req.reply(200, self.projects[proj])
         mm = re.match(r"^/registry/repositories/(\d+)$", path)
         if mm and m == "GET":
             r = self.repo_by_id(int(mm.group(1)))

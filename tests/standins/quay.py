@@ -3,6 +3,7 @@
 
     quay.py --upstream URL --upstream-storage DIR --port-file FILE
             --user U --password P --oauth-token T [--page-size N] [--token-ttl N]
+            [--robot NS+NAME:TOKEN ...]
 
 One listener, "registry" (Quay serves the registry and its API on one host):
   /v2/...        challenge Bearer realm="<origin>/v2/auth",service="<host>"
@@ -47,17 +48,32 @@ class Quay(Standin):
         p.add_argument("--oauth-token", required=True, help="the REST API's OAuth2 token")
         p.add_argument("--page-size", type=int, default=100,
                        help="repositories per page of GET /api/v1/repository (UNVERIFIED default)")
+        p.add_argument("--robot", action="append", default=[],
+                       help="a robot account NS+NAME:TOKEN (its namespace NS is made an organization)")
 
     def __init__(self, args):
         super().__init__(args)
         self.orgs = {}
         self.repos = {}
         self.secret = os.urandom(16)
+        self.robots = {}
+        for r in args.robot:
+            name, _, token = r.partition(":")
+            ns = name.split("+", 1)[0]
+            self.robots[name] = token
+            if ns != args.user:
+                self.orgs[ns] = {"name": ns, "email": "%s@quay.io" % ns, "avatar": {}, "is_admin": True,
+                                 "is_member": True, "teams": {}}
 
     def state_json(self):
         return {"organizations": sorted(self.orgs), "repositories": self.repos}
 
-    def namespaces(self):
+    def namespaces(self, user=None):
+        """The namespaces user may write to: a robot account only its own
+        [Q util/names.py: robots are <namespace>+<name>]."""
+        if user and "+" in user:
+            ns = user.split("+", 1)[0]
+            return {ns} & ({self.args.user} | set(self.orgs))
         return {self.args.user} | set(self.orgs)
 
     def fault(self, req, status, retry_after):
@@ -87,10 +103,14 @@ class Quay(Standin):
             return user
         if user == "$oauthtoken" and pw == self.args.oauth_token:
             return self.args.user
+        if user in self.robots and pw == self.robots[user]:
+            return user
         return False
 
     def visible(self, user, name):
         r = self.repos.get(name)
+        if r is not None and user and "+" in user:
+            return r["visibility"] == "public" or r["namespace"] in self.namespaces(user)
         return r is not None and (r["visibility"] == "public" or user is not None)
 
     def token(self, req):
@@ -113,7 +133,7 @@ class Quay(Standin):
             _, name, actions = parsed
             ns = name.split("/")[0]
             granted = []
-            if user and ns in self.namespaces():
+            if user and ns in self.namespaces(user):
                 if "push" in actions and name not in self.repos and "/" in name:
                     # Created at token time, private (CREATE_PRIVATE_REPO_ON_PUSH).
                     self.add_repo(ns, name[len(ns) + 1:], "private")

@@ -203,8 +203,9 @@ local function scope_key(scope)
 end
 
 -- Fetches a token for the scopes in key from the realm; stores it in the
--- cache and returns it, or nil, err.
-local function fetch_token(self, key)
+-- cache and returns it, or nil, err. A 401 to credentials from the kind's
+-- login (an ACR refresh token that expired) logs in again, once.
+local function fetch_token(self, key, relogged)
   local refused = realm_refused(self.realm, self.https)
   if refused then return nil, "GET " .. tostring(self.realm) .. ": " .. refused end
   local q = {}
@@ -221,6 +222,10 @@ local function fetch_token(self, key)
   end)
   if not res then
     return nil, string.format("%s: %s%s", what, err, detail and detail ~= err and (" (" .. detail .. ")") or "")
+  end
+  if res.status == 401 and logins[self] and not relogged then
+    logins[self].expires = nil
+    return fetch_token(self, key, true)
   end
   if res.status ~= 200 then
     local hint = res.status == 401 and " (check the username and password)" or ""

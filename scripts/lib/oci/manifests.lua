@@ -60,12 +60,18 @@ end
 
 -- HEADs a manifest: {digest, media_type, size}, false when it does not exist,
 -- or nil, err. Without a Docker-Content-Digest header it GETs the manifest.
+-- A registry whose kind has the quirk missing_401 (Quay) answers a
+-- repository that does not exist (yet) with 401, not 404: such a 401, after
+-- a fresh token, is taken as absent too (the push_prepare stage still checks
+-- the credentials and push access before anything is pushed).
 function M:head_manifest(repo, ref)
   local url, uerr, ukind = self:manifest_url(repo, ref)
   if not url then return nil, uerr, ukind end
   local res, err, kind = self:_request("HEAD", url, pull(repo), { headers = { Accept = media.ACCEPT } })
   if not res then return nil, err, kind end
-  if res.status == 404 then return false end
+  if res.status == 404 or (res.status == 401 and self.quirks and self.quirks.missing_401 == true) then
+    return false
+  end
   if res.status ~= 200 then return nil, http_error("HEAD " .. url, res, self) end
   local d = res.headers["docker-content-digest"]
   if not digest_alg(d) then
