@@ -49,13 +49,14 @@ function M:get_manifest(repo, ref)
   local what = "GET " .. url
   local lim = ratelimit.of(self)
   local started = time.mono()
-  local res, err, kind
+  local res, err, kind, mark
   while true do
     if lim then
-      local ok, lerr = lim:acquire(function()
+      local lerr
+      mark, lerr = lim:acquire(function()
         return (self:_request("HEAD", url, pull(repo), { headers = { Accept = media.ACCEPT } }))
       end, started)
-      if not ok then
+      if not mark then
         if lerr == "cancelled" then return nil, what .. ": cancelled", "cancelled" end
         local last = res and (": last answer " .. select(1, http_error(what, res, self))) or ""
         return nil, lerr .. last, "rate limit"
@@ -63,9 +64,10 @@ function M:get_manifest(repo, ref)
     end
     res, err, kind = self:_request("GET", url, pull(repo),
       { headers = { Accept = media.ACCEPT }, max_body = media.MAX_MANIFEST, final = lim and lim.final })
+    if lim then lim:done(mark) end
     if not res then return nil, err, kind end
     if not lim then break end
-    lim:observe(res)
+    lim:observe(res, mark)
     if not lim:exhausted(res) then break end
   end
   if res.status ~= 200 then return nil, http_error(what, res, self) end
@@ -85,10 +87,11 @@ end
 function M:head_manifest(repo, ref)
   local url, uerr, ukind = self:manifest_url(repo, ref)
   if not url then return nil, uerr, ukind end
+  local lim = ratelimit.of(self)
+  local mark = lim and lim:mark()
   local res, err, kind = self:_request("HEAD", url, pull(repo), { headers = { Accept = media.ACCEPT } })
   if not res then return nil, err, kind end
-  local lim = ratelimit.of(self)
-  if lim then lim:observe(res) end -- a HEAD does not count, and says what is left
+  if lim then lim:observe(res, mark) end -- a HEAD does not count, and says what is left
   if res.status == 404 then return false end
   if res.status ~= 200 then return nil, http_error("HEAD " .. url, res, self) end
   local d = res.headers["docker-content-digest"]

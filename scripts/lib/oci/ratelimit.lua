@@ -10,7 +10,11 @@
 -- (the two header names, and the default bound in seconds on one wait,
 -- which the kind's option max_wait overrides: "90", "15m", "6h"). One
 -- limiter is shared by a client and all its forks:
---   * every manifest answer updates what is left (observe);
+--   * every manifest answer updates what is left (observe), less the GETs
+--     the registry may not have counted in it yet: those granted since its
+--     request was sent, and those granted before and still unanswered
+--     (answers to concurrent requests arrive in any order, and a GET may
+--     wait for its slot: the estimate errs low, never high);
 --   * before a GET, acquire: while plenty is left it only counts the GET;
 --     at the reserve (a tenth of the limit, at least 1) it spaces GETs a
 --     window/limit apart, the rate the window sustains ("slowing down");
@@ -63,6 +67,8 @@ function ratelimit.new(quirk, kind, max_wait)
     limit_header = (quirk.limit or "ratelimit-limit"):lower(),
     max_wait = bound,
     remaining = nil, limit = nil, window = nil, -- what the registry said last (remaining counted down by our GETs)
+    granted = 0,  -- GETs granted so far (acquire)
+    pending = {}, -- the marks of the granted GETs not yet answered (done)
     next_slot = nil, next_probe = nil, resume_at = nil, pacing = false, waiting = false,
   }, Limiter)
   self.final = function(res) return self:exhausted(res) end -- for retry.run
@@ -98,10 +104,29 @@ function Limiter:describe()
   return ""
 end
 
--- Reads a manifest answer's quota headers; returns true when it had them.
-function Limiter:observe(res)
+-- The mark to pass to observe for a request about to be sent.
+function Limiter:mark()
+  return self.granted
+end
+
+-- Ends the GET acquire granted with mark (answered or not).
+function Limiter:done(mark)
+  if mark then self.pending[mark] = nil end
+end
+
+-- Reads a manifest answer's quota headers (mark: from mark() or acquire()
+-- when its request was sent; a GET's own mark is done first); returns true
+-- when it had them.
+function Limiter:observe(res, mark)
   local h = res and res.headers or {}
   local left, w = ratelimit.parse(h[self.remaining_header])
+  if left and mark then
+    local before = 0
+    for m in pairs(self.pending) do
+      if m <= mark then before = before + 1 end
+    end
+    left = math.max(0, left - before - (self.granted - mark))
+  end
   local limit, lw = ratelimit.parse(h[self.limit_header])
   if limit then self.limit = limit end
   if w or lw then self.window = w or lw end
@@ -135,14 +160,17 @@ end
 
 -- Waits until a GET may be sent, then counts it. probe() sends a HEAD of
 -- the same manifest (free) and returns its answer (or nil); started is
--- when the caller began (time.mono()), for max_wait. Returns true, or
--- nil, err when the quota stayed used up past max_wait (or when a known
--- Retry-After is beyond it), or nil, "cancelled".
+-- when the caller began (time.mono()), for max_wait. Returns the GET's
+-- mark (for observe), or nil, err when the quota stayed used up past
+-- max_wait (or when a known Retry-After is beyond it), or nil, "cancelled".
 function Limiter:acquire(probe, started)
   while true do
     local now = time.mono()
     local left = self.remaining
     if left == nil or left > 0 then
+      self.granted = self.granted + 1
+      local mark = self.granted
+      self.pending[mark] = true
       if left then
         self.remaining = left - 1
         if self.limit and self.window and self.limit > 0 and left <= self:reserve() then
@@ -156,11 +184,14 @@ function Limiter:acquire(probe, started)
           end
           if slot > now then
             local ok, err = time.sleep(slot - now)
-            if not ok then return nil, err end
+            if not ok then
+              self.pending[mark] = nil
+              return nil, err
+            end
           end
         end
       end
-      return true
+      return mark
     end
     local budget = self.max_wait - (now - started)
     if budget <= 0 or (self.resume_at and self.resume_at - now > budget) then
@@ -176,8 +207,9 @@ function Limiter:acquire(probe, started)
     if now >= at then
       self.next_probe = now + self:step()
       self.resume_at = nil
+      local mark = self:mark()
       local res = probe()
-      if not (res and self:observe(res)) then
+      if not (res and self:observe(res, mark)) then
         self.remaining = nil -- the answer does not say: let one GET find out
       end
     else
