@@ -115,8 +115,9 @@ local function pages(creds, ctx, first, step)
 end
 
 -- Finds whether owner is an organisation or a user: the API path of its
--- packages ("/orgs/O/packages" or "/users/U/packages"), first answering
--- GET (with the query q); returns the path and the items, or nil, err.
+-- packages ("/orgs/O/packages" or "/users/U/packages") that answers GET
+-- path .. suffix (the orgs one first); returns the path and the items, or
+-- nil, err, status.
 local function owner_list(creds, ctx, owner, suffix, step)
   local api = api_of(ctx)
   local items, err, status
@@ -172,9 +173,9 @@ function kind.catalog(creds, ctx, opts)
   if not list then return nil, oerr end
   local out = {}
   for _, o in ipairs(list) do
-    local _, items, err = owner_list(creds, ctx, o, "?package_type=container&per_page=100",
-                                     "listing the packages of " .. o)
-    if not items then return nil, err end
+    local path, items, err = owner_list(creds, ctx, o, "?package_type=container&per_page=100",
+                                        "listing the packages of " .. o)
+    if not path then return nil, items end
     for _, p in ipairs(items) do
       if type(p.name) == "string" then out[#out + 1] = o .. "/" .. p.name:lower() end
     end
@@ -189,10 +190,10 @@ function kind.delete(creds, ctx, repo, dgst)
   local owner, pkg = repo:match("^([^/]+)/(.+)$")
   if not owner then return nil, string.format("ghcr: %s is not OWNER/PACKAGE", repo) end
   local suffix = "/container/" .. url.encode(pkg) .. "/versions?per_page=100"
-  local path, versions, err, status = owner_list(creds, ctx, owner, suffix, "listing the versions of " .. repo)
+  local path, versions, status = owner_list(creds, ctx, owner, suffix, "listing the versions of " .. repo)
   if not path then
     if status == 404 then return { deleted = false } end -- no such package
-    return nil, err
+    return nil, versions
   end
   for _, v in ipairs(versions) do
     if v.name == dgst and v.id ~= nil then

@@ -24,7 +24,10 @@ return {
     if not ns then return nil, nerr end
     -- Opening (and cancelling) an upload session proves push access.
     local loc, uerr = ctx.dst:start_upload(ctx.task.dest_repository)
-    if not loc then return nil, uerr, { namespace = ns } end
+    if not loc then
+      if ctx.dst.kind ~= "distribution" then uerr = ctx.dst.kind .. ": checking push access: " .. uerr end
+      return nil, uerr, { namespace = ns }
+    end
     ctx.dst:cancel_upload(loc)
     return { writable = true, repository = ctx.task.dest_repository, namespace = ns }
   end,
