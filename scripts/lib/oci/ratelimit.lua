@@ -68,7 +68,8 @@ function ratelimit.new(quirk, kind, max_wait)
     max_wait = bound,
     remaining = nil, limit = nil, window = nil, -- what the registry said last (remaining counted down by our GETs)
     granted = 0,  -- GETs granted so far (acquire)
-    pending = {}, -- the marks of the granted GETs not yet answered (done)
+    pending = {}, -- the granted GETs not yet answered (done), by number
+    npending = 0,
     next_slot = nil, next_probe = nil, resume_at = nil, pacing = false, waiting = false,
   }, Limiter)
   self.final = function(res) return self:exhausted(res) end -- for retry.run
@@ -104,28 +105,29 @@ function Limiter:describe()
   return ""
 end
 
--- The mark to pass to observe for a request about to be sent.
+-- The mark to pass to observe for a request about to be sent: the GETs
+-- granted so far, and how many of them were unanswered then.
 function Limiter:mark()
-  return self.granted
+  return { seq = self.granted, inflight = self.npending }
 end
 
 -- Ends the GET acquire granted with mark (answered or not).
 function Limiter:done(mark)
-  if mark then self.pending[mark] = nil end
+  if mark and self.pending[mark.seq] then
+    self.pending[mark.seq] = nil
+    self.npending = self.npending - 1
+  end
 end
 
 -- Reads a manifest answer's quota headers (mark: from mark() or acquire()
--- when its request was sent; a GET's own mark is done first); returns true
--- when it had them.
+-- when its request was sent) less the GETs the registry may not have
+-- counted in it: those unanswered when the request was sent, and those
+-- granted since; returns true when it had the headers.
 function Limiter:observe(res, mark)
   local h = res and res.headers or {}
   local left, w = ratelimit.parse(h[self.remaining_header])
   if left and mark then
-    local before = 0
-    for m in pairs(self.pending) do
-      if m <= mark then before = before + 1 end
-    end
-    left = math.max(0, left - before - (self.granted - mark))
+    left = math.max(0, left - mark.inflight - (self.granted - mark.seq))
   end
   local limit, lw = ratelimit.parse(h[self.limit_header])
   if limit then self.limit = limit end
@@ -169,8 +171,9 @@ function Limiter:acquire(probe, started)
     local left = self.remaining
     if left == nil or left > 0 then
       self.granted = self.granted + 1
-      local mark = self.granted
-      self.pending[mark] = true
+      local mark = { seq = self.granted, inflight = self.npending }
+      self.pending[mark.seq] = true
+      self.npending = self.npending + 1
       if left then
         self.remaining = left - 1
         if self.limit and self.window and self.limit > 0 and left <= self:reserve() then
@@ -185,7 +188,7 @@ function Limiter:acquire(probe, started)
           if slot > now then
             local ok, err = time.sleep(slot - now)
             if not ok then
-              self.pending[mark] = nil
+              self:done(mark)
               return nil, err
             end
           end
