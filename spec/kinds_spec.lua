@@ -6,7 +6,7 @@ local t = require("tap").new(...)
 local kinds = require("kinds")
 
 t.test("the bundled kinds load, each with its description and credential fields", function()
-  for _, name in ipairs({ "distribution", "harbor", "ecr", "gar" }) do
+  for _, name in ipairs({ "distribution", "harbor", "ecr", "gar", "dockerhub", "ghcr" }) do
     local k, err = kinds.load(name)
     t.ok(k, err)
     t.eq(k.name, name)
@@ -27,6 +27,10 @@ t.test("a kind is chosen by its host patterns, else distribution", function()
     { "https://europe-docker.pkg.dev", "gar" },
     { "https://gcr.io", "gar" },
     { "https://eu.gcr.io", "gar" },
+    { "https://docker.io", "dockerhub" },
+    { "https://registry-1.docker.io", "dockerhub" },
+    { "https://index.docker.io", "dockerhub" },
+    { "https://ghcr.io", "ghcr" },
     { "http://127.0.0.1:1", "distribution" }, -- nothing listens: no probe answers
   }
   for _, c in ipairs(cases) do
@@ -69,6 +73,47 @@ t.test("a hook gets plain copies and hands back plain data", function()
   local bad, berr = gar:call("login", { key_json = "{}" }, { url = "https://us-docker.pkg.dev" })
   t.eq(bad, nil)
   t.match(berr, "not a service%-account key")
+end)
+
+t.test("Docker Hub names official images library/: the repository hook, through the client", function()
+  local hub = assert(kinds.load("dockerhub"))
+  t.eq(hub:call("repository", {}, { url = "https://registry-1.docker.io" }, "ubuntu"), "library/ubuntu")
+  t.eq(hub:call("repository", {}, { url = "https://registry-1.docker.io" }, "team/app"), "team/app", "a '/' stays")
+  local reg = require("oci").new { url = "https://docker.io", kind = hub }
+  t.eq(reg:repository_name("nginx"), "library/nginx")
+  t.eq(require("oci").new { url = "https://r.example" }:repository_name("nginx"), "nginx", "other kinds: as given")
+end)
+
+t.test("Docker Hub and GHCR list the namespaces the filters name, and say so when they name none", function()
+  for _, name in ipairs({ "dockerhub", "ghcr" }) do
+    local k = assert(kinds.load(name))
+    local res, err = k:call("catalog", {}, { url = "https://x.example", options = { hub_url = "http://127.0.0.1:1",
+                                                                                     api_url = "http://127.0.0.1:1" } },
+                            { patterns = { "**" } })
+    t.eq(res, nil, name)
+    t.match(err, "^" .. name .. ": the repository filter %*%* names no ")
+    t.match(err, "no catalog")
+    -- a namespace named: the API is asked (nothing answers here), naming the step
+    res, err = k:call("catalog", { username = "u", password = "secret-pat-0123456789" },
+                      { url = "https://x.example", options = { hub_url = "http://127.0.0.1:1", api_url = "http://127.0.0.1:1" } },
+                      { patterns = { "team/**" } })
+    t.eq(res, nil)
+    t.match(err, name == "dockerhub" and "^dockerhub: logging in to the Hub API: POST http://127%.0%.0%.1:1/v2/auth/token: connect"
+                 or "^ghcr: listing the packages of team: GET http://127%.0%.0%.1:1/orgs/team/packages")
+    t.ok(not err:find("secret-pat", 1, true), "no secret in the error")
+  end
+end)
+
+t.test("a kind's delete hook deletes instead of the registry's DELETE, and its failure names the kind", function()
+  local gh = assert(kinds.load("ghcr"))
+  t.ok(gh:has("delete") and assert(kinds.load("dockerhub")):has("delete"), "both kinds delete through their APIs")
+  local reg = require("oci").new { url = "http://127.0.0.1:1", kind = gh, credentials = { username = "u", password = "pat" },
+                                   kind_options = { api_url = "http://127.0.0.1:1" }, retries = 0 }
+  local ok, err, why = reg:delete_manifest("team/app", "sha256:" .. string.rep("a", 64))
+  t.eq(ok, nil)
+  t.match(err, "^ghcr: listing the versions of team/app: GET http://127%.0%.0%.1:1/orgs/team/packages/container/app/versions")
+  t.eq(why, "delete")
+  t.raises(function() reg:delete_manifest("team/app", "v1") end, "a digest is required")
 end)
 
 t.done()

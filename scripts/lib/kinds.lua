@@ -24,7 +24,7 @@ local Kind = {}
 Kind.__index = Kind
 Kind.__metatable = false
 
-local HOOKS = { "login", "catalog", "ensure_namespace", "probe", "repository", "filter_tags" }
+local HOOKS = { "login", "catalog", "ensure_namespace", "probe", "repository", "filter_tags", "delete" }
 local cache = {} -- name -> kind, for the files (checked again when the file changes)
 
 -- The fields of a credential description, checked: { name, label, secret,

@@ -21,6 +21,7 @@ local auth = require("oci.auth")
 local common = require("oci.common")
 local link = require("oci.link")
 local media = require("oci.media")
+local ratelimit = require("oci.ratelimit")
 local reference = require("oci.reference")
 local retry = require("oci.retry")
 
@@ -53,9 +54,19 @@ local http_error, transfer_error = common.http_error, common.transfer_error
 -- retries (default 4), backoff = {base=, cap=} in seconds, chunk_size (bytes:
 -- upload larger blobs in chunks, resuming from the target's reported range),
 -- max_speed (bytes/s: the rate limit of each blob copied into this registry).
+-- A kind's quirks may move the registry (registry_url: {host = URL}, Docker
+-- Hub's docker.io is served at registry-1.docker.io) and give it a pull
+-- limit (pull_limit: oci/ratelimit.lua; its option max_wait bounds a wait).
 function oci.new(opts)
   assert(type(opts) == "table" and type(opts.url) == "string", "oci.new: 'url' is required")
   local url = opts.url:gsub("/+$", "")
+  local moved = opts.kind and type(opts.kind.quirks) == "table" and type(opts.kind.quirks.registry_url) == "table"
+                and opts.kind.quirks.registry_url
+  if moved then
+    local scheme, host, rest = url:match("^(https?)://([^/:@]+)(.*)$")
+    local to = host and moved[host:lower()]
+    if type(to) == "string" and scheme == "https" then url = to:gsub("/+$", "") .. rest end
+  end
   assert(url:match("^https?://[^/@]+$") or url:match("^https?://[^/@]+/[^@]*$"),
     "oci.new: 'url' must be http(s)://host[:port] without credentials")
   local path = url:match("^%a+://[^/]+(/.*)$") or ""
@@ -79,6 +90,11 @@ function oci.new(opts)
   local min_chunk = kind and tonumber(kind.quirks.min_chunk)
   if min_chunk and self.chunk_size and self.chunk_size < min_chunk then
     self.chunk_size = min_chunk -- ECR refuses smaller chunks but the last
+  end
+  if kind and type(kind.quirks.pull_limit) == "table" then
+    local lim, lerr = ratelimit.new(kind.quirks.pull_limit, kind.name, (opts.kind_options or {}).max_wait)
+    assert(lim, lerr and ("oci.new: " .. lerr))
+    ratelimit.attach(self, lim)
   end
   local login
   if kind then
@@ -170,15 +186,18 @@ function Registry:fork()
   setmetatable(c, Registry)
   c.auth = self.auth:fork(c.retry, c.tls)
   kinds_of[c] = kinds_of[self]
+  ratelimit.attach(c, ratelimit.of(self)) -- one pull quota for the client and its forks
   return c
 end
 
--- Sends one request (no auth), retrying transient failures; returns the
--- response or nil, err, kind.
+-- Sends one request (no auth), retrying transient failures (but not an
+-- answer opts.final(res) says is final); returns the response or nil, err, kind.
 function Registry:_send(method, url, headers, opts)
   headers = self:headers_for(url, headers)
   local what = method .. " " .. url
-  local res, err, detail = retry.run(self.retry, what, function()
+  local ropts = self.retry
+  if opts.final then ropts = setmetatable({ final = opts.final }, { __index = self.retry }) end
+  local res, err, detail = retry.run(ropts, what, function()
     return http.request { method = method, url = url, headers = headers, body = opts.body,
                           tls = self.tls, timeout = self.timeout, max_body = opts.max_body }
   end)
@@ -253,7 +272,8 @@ end
 -- Sends a request with auth for scope, retrying transient failures; a 401
 -- refreshes the auth once and retries. A url on another origin gets no
 -- credentials, and one on http from a registry on https is refused. opts:
--- headers, body, max_body. Returns the response (any status) or nil, err, kind.
+-- headers, body, max_body, final (see _send). Returns the response (any
+-- status) or nil, err, kind.
 function Registry:_request(method, url, scope, opts)
   opts = opts or {}
   local ok, own, okind = self:_may_send(method, url)
@@ -370,6 +390,22 @@ end
 -- The manifest and blob methods live in their own files.
 for _, part in ipairs { "oci.manifests", "oci.blobs" } do
   for name, fn in pairs(require(part)) do Registry[name] = fn end
+end
+
+-- DELETEs the manifest with digest dgst: through the kind's delete hook
+-- when it has one (registries whose /v2/ API refuses deletion, as Docker
+-- Hub and GHCR do with 405: their own APIs delete), else the registry's
+-- DELETE /v2/REPO/manifests/DIGEST. True when deleted, false when it was
+-- not there, or nil, err, kind.
+local registry_delete = Registry.delete_manifest
+function Registry:delete_manifest(repo, dgst)
+  assert(common.digest_alg(dgst), "delete_manifest: a digest is required")
+  local ok, rerr = reference.repository(repo)
+  if not ok then return nil, "delete_manifest: " .. rerr, "invalid name" end
+  local has, res, err = kind_hook(self, "delete", repo, dgst)
+  if not has then return registry_delete(self, repo, dgst) end
+  if type(res) ~= "table" then return nil, err or (self.kind .. ": delete failed"), "delete" end
+  return res.deleted == true
 end
 
 return oci

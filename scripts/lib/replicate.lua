@@ -82,8 +82,12 @@ local function endpoint(side, opts, chunk_size, max_speed)
                                 kind.name, c.name, side, c.name, side:upper(), c.name:upper())
     end
   end
-  return oci.new{ url = url, username = fields.username, password = fields.password, chunk_size = chunk_size,
-                  max_speed = max_speed, tls = tls, kind = kind, credentials = fields, kind_options = options }
+  -- oci.new raises on settings it refuses (a kind option that is no duration, say)
+  local ok2, client = pcall(oci.new, { url = url, username = fields.username, password = fields.password,
+                                       chunk_size = chunk_size, max_speed = max_speed, tls = tls, kind = kind,
+                                       credentials = fields, kind_options = options })
+  if not ok2 then return nil, (tostring(client):gsub("^[^:]*:%d+: ", "")) end
+  return client
 end
 
 -- Returns the names in list that are valid for check (reference.repository

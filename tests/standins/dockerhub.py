@@ -23,9 +23,17 @@ Listeners:
             (page, page_size <= 100); repository creation; tag deletion; the
             older paths Harbor uses (/v2/repositories/...); orgs
             (/v2/orgs/{ns}/, POST /v2/orgs/). X-RateLimit-* on every answer.
-Controls: ratelimit_limit=N (0: no limit and no headers),
-ratelimit_window=SECONDS (21600), and the shared ones.
+Controls: ratelimit_limit=N (0: no limit and no headers; setting it starts
+afresh), ratelimit_window=SECONDS (21600; a sliding window: a pull stops
+counting that many seconds after it was made), ratelimit_used=N (N pulls
+made just now by someone else on the same address), add_repo=NAME (a public
+repository of another namespace, e.g. the official library/ubuntu, whose
+content is pushed to the upstream directly), ratelimit_headers=0
+(enforce the limit without announcing it on 200 answers: the quota runs out
+behind the client's back; the 429 still carries the headers), and the
+shared ones.
 """
+import collections
 import json
 import os
 import re
@@ -50,7 +58,7 @@ def iso(t):
 class DockerHub(Standin):
     kind = "dockerhub"
     listeners = ("registry", "auth", "hub")
-    extra_controls = {"ratelimit_limit": 0, "ratelimit_window": 21600}
+    extra_controls = {"ratelimit_limit": 0, "ratelimit_window": 21600, "ratelimit_headers": 1}
 
     @classmethod
     def add_args(cls, p):
@@ -61,15 +69,34 @@ class DockerHub(Standin):
         super().__init__(args)
         self.orgs = {o for o in args.org.split(",") if o}
         self.repos = {}
-        self.pulls = 0
+        self.pull_times = collections.deque()   # when each counted pull was made
         self.hub_calls = 0
+
+    @property
+    def pulls(self):
+        """The pulls made within the last window (a sliding window)."""
+        with self.lock:
+            edge = time.time() - float(self.controls["ratelimit_window"])
+            while self.pull_times and self.pull_times[0] <= edge:
+                self.pull_times.popleft()
+            return len(self.pull_times)
 
     def state_json(self):
         return {"repositories": self.repos, "orgs": sorted(self.orgs), "pulls": self.pulls}
 
     def control(self, key, value):
         if key == "ratelimit_limit":
-            self.pulls = 0   # a new limit starts a new window
+            self.pull_times.clear()   # a new limit starts afresh
+        if key == "add_repo":
+            # A public repository in a namespace that is not the user's (an
+            # official image under library/, say); its content goes upstream.
+            self.add_repo(value)
+            return True
+        if key == "ratelimit_used":
+            now = time.time()
+            with self.lock:
+                self.pull_times.extend([now] * int(value))
+            return True
         return super().control(key, value)
 
     # ---- credentials ---------------------------------------------------------------
@@ -240,7 +267,7 @@ class DockerHub(Standin):
                         req.reply(429, {"errors": [{"code": "TOOMANYREQUESTS", "message": PULL_LIMIT_MSG}]},
                                   self.pull_headers(req))
                         return False
-                    self.pulls += 1
+                    self.pull_times.append(time.time())
         return True
 
     def pull_headers(self, req):
@@ -251,7 +278,7 @@ class DockerHub(Standin):
 
     def proxy_response_headers(self, req, info, status, headers):
         if info and info["what"] == "manifest" and req.command in ("GET", "HEAD") \
-                and self.controls["ratelimit_limit"] > 0:
+                and self.controls["ratelimit_limit"] > 0 and self.controls["ratelimit_headers"]:
             headers = headers + list(self.pull_headers(req).items())
         return status, headers
 

@@ -5,6 +5,7 @@ local pull, push = common.pull, common.push
 local digest_alg, digest_of = common.digest_alg, common.digest_of
 local http_error = common.http_error
 local media = require("oci.media")
+local ratelimit = require("oci.ratelimit")
 local reference = require("oci.reference")
 
 local M = {}
@@ -39,13 +40,36 @@ end
 
 -- GETs a manifest as exact bytes: {body, media_type, digest, size}, the
 -- digest computed and checked against the reference and the registry's header.
+-- On a registry whose kind has a pull limit (oci/ratelimit.lua), the GET
+-- waits its turn, and a 429 saying the limit is used up is waited out
+-- (probing with HEADs, which do not count) for at most the kind's max_wait.
 function M:get_manifest(repo, ref)
   local url, uerr, ukind = self:manifest_url(repo, ref)
   if not url then return nil, uerr, ukind end
   local what = "GET " .. url
-  local res, err, kind = self:_request("GET", url, pull(repo),
-    { headers = { Accept = media.ACCEPT }, max_body = media.MAX_MANIFEST })
-  if not res then return nil, err, kind end
+  local lim = ratelimit.of(self)
+  local started = time.mono()
+  local res, err, kind, mark
+  while true do
+    if lim then
+      local lerr
+      mark, lerr = lim:acquire(function()
+        return (self:_request("HEAD", url, pull(repo), { headers = { Accept = media.ACCEPT } }))
+      end, started)
+      if not mark then
+        if lerr == "cancelled" then return nil, what .. ": cancelled", "cancelled" end
+        local last = res and (": last answer " .. select(1, http_error(what, res, self))) or ""
+        return nil, lerr .. last, "rate limit"
+      end
+    end
+    res, err, kind = self:_request("GET", url, pull(repo),
+      { headers = { Accept = media.ACCEPT }, max_body = media.MAX_MANIFEST, final = lim and lim.final })
+    if lim then lim:done(mark) end
+    if not res then return nil, err, kind end
+    if not lim then break end
+    lim:observe(res, mark)
+    if not lim:exhausted(res) then break end
+  end
   if res.status ~= 200 then return nil, http_error(what, res, self) end
   local mt = media.strip(res.headers["content-type"])
   if not mt or mt == "application/json" or mt == "text/plain" or mt == "application/octet-stream" then
@@ -67,8 +91,11 @@ end
 function M:head_manifest(repo, ref)
   local url, uerr, ukind = self:manifest_url(repo, ref)
   if not url then return nil, uerr, ukind end
+  local lim = ratelimit.of(self)
+  local mark = lim and lim:mark()
   local res, err, kind = self:_request("HEAD", url, pull(repo), { headers = { Accept = media.ACCEPT } })
   if not res then return nil, err, kind end
+  if lim then lim:observe(res, mark) end -- a HEAD does not count, and says what is left
   if res.status == 404 or (res.status == 401 and self.quirks and self.quirks.missing_401 == true) then
     return false
   end

@@ -81,14 +81,16 @@ end
 
 -- Calls fn() (which returns res | nil, err, detail like http.request) until it
 -- succeeds or fails for good, sleeping between attempts through time.sleep so
--- that cancellation stops it. opts: retries, base, cap, max_after. what
+-- that cancellation stops it. opts: retries, base, cap, max_after, and final
+-- (a function of a response: true when a short retry cannot help, as a 429
+-- saying a pull quota is used up, which the caller waits out itself). what
 -- names the request in log lines. Returns fn's last results.
 function retry.run(opts, what, fn)
   local max = opts.retries or retry.RETRIES
   local n = 0
   while true do
     local res, err, detail = fn()
-    if err == "cancelled" or n >= max or not retry.transient(res, err) then
+    if err == "cancelled" or n >= max or not retry.transient(res, err) or (res and opts.final and opts.final(res)) then
       return res, err, detail
     end
     n = n + 1

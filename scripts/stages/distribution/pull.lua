@@ -3,34 +3,92 @@
 -- (ctx.data.artifacts); the stored output is a summary.
 local media = require("oci.media")
 
+-- Runs fn() once per key among the tags of a task (they resolve at once):
+-- later callers wait for the first one's result.
+local function once(cache, key, fn)
+  local h = cache[key]
+  if not h then
+    h = task.spawn({ name = "manifest " .. key:sub(1, 19) }, fn)
+    cache[key] = h
+  end
+  local ok, a, b = h:wait()
+  if not ok then return nil, a end
+  return a, b
+end
+
 -- Fetches a manifest and, for an index, its child manifests. With `dst`, a
 -- tag the target already has at the source's digest is settled by two HEADs
 -- (which registries such as Docker Hub do not count against pull limits)
 -- and marked up to date, without fetching anything; the target's answer is
 -- kept for push either way.
-local function resolve(src, repo, tag, dst, dest)
+--
+-- A source whose manifest GETs count against a pull limit (its kind's
+-- quirk pull_limit: Docker Hub) is spared every GET that can be: the tag
+-- is HEADed first, tags at one digest share one GET, a manifest the target
+-- already has is read from the target (unless the target counts pulls too),
+-- and an index's children that the target has are not fetched at all
+-- (marked `present`: push skips them).
+local function resolve(src, repo, tag, dst, dest, cache)
   local target
+  local saving = type(src.quirks) == "table" and src.quirks.pull_limit ~= nil
   if dst then
     local th, terr = dst:head_manifest(dest, tag)
     if th == nil then return nil, terr end
     target = th
-    if th then
-      local sh, serr = src:head_manifest(repo, tag)
-      if sh == nil then return nil, serr end
-      if sh and sh.digest == th.digest then
-        return { tag = tag, digest = sh.digest, uptodate = true, target = th, manifests = {}, blobs = {} }
-      end
+  end
+  local sh
+  if target or saving then
+    local serr
+    sh, serr = src:head_manifest(repo, tag)
+    if sh == nil then return nil, serr end
+    if sh and target and sh.digest == target.digest then
+      return { tag = tag, digest = sh.digest, uptodate = true, target = target, manifests = {}, blobs = {} }
     end
   end
-  local m, err = src:get_manifest(repo, tag)
+  local m, err, from_target
+  if saving and sh then
+    m, err = once(cache, sh.digest, function()
+      if dst and not (type(dst.quirks) == "table" and dst.quirks.pull_limit) then
+        local has = dst:head_manifest(dest, sh.digest)
+        if has then
+          local tm = dst:get_manifest(dest, sh.digest)
+          if tm then return tm, true end
+        end
+      end
+      return src:get_manifest(repo, sh.digest)
+    end)
+    if m then m, from_target = m, err == true end
+  else
+    m, err = src:get_manifest(repo, tag)
+  end
   if not m then return nil, err end
   local art = { tag = tag, digest = m.digest, media_type = m.media_type, body = m.body,
                 size = m.size, manifests = {}, blobs = {}, target = target }
   local kids, kerr = media.children(m)
   if not kids then return nil, string.format("%s:%s: %s", repo, tag, kerr) end
+  if from_target then
+    -- the target holds this manifest, so it holds its children and blobs too
+    for i, d in ipairs(kids) do
+      if media.is_index(m.media_type) then
+        art.manifests[i] = { descriptor = d, digest = d.digest, media_type = d.mediaType, present = true, blobs = {} }
+      end
+    end
+    return art
+  end
   if media.is_index(m.media_type) then
     local fetched, ferr = parallel.map(kids, function(d)
-      local child, cerr = src:get_manifest(repo, d.digest)
+      if saving and dst then
+        local has = dst:head_manifest(dest, d.digest)
+        if has and has.digest == d.digest then
+          return { descriptor = d, digest = d.digest, media_type = d.mediaType, present = true, blobs = {} }
+        end
+      end
+      local child, cerr
+      if saving then
+        child, cerr = once(cache, d.digest, function() return src:get_manifest(repo, d.digest) end)
+      else
+        child, cerr = src:get_manifest(repo, d.digest)
+      end
       if not child then return nil, cerr end
       local blobs, berr = media.children(child)
       if not blobs then return nil, string.format("%s@%s: %s", repo, d.digest, berr) end
@@ -49,13 +107,13 @@ return {
   description = "Resolve tags to manifests and the blobs they need",
   run = function(ctx)
     local repo = ctx.task.repository
-    local arts, failed = {}, {}
+    local arts, failed, cache = {}, {}, {}
     parallel.map(ctx.task.tags, function(tag, i)
       -- With a platform filter the pushed digest differs from the source's:
       -- no shortcut.
       local filtering = ctx.options.platforms and #ctx.options.platforms > 0
       local art, err = resolve(ctx.src, repo, tag, not filtering and ctx.dst or nil,
-                               ctx.task.dest_repository)
+                               ctx.task.dest_repository, cache)
       arts[i] = art or { tag = tag, error = err }
       if not art then failed[tag] = err end
       return true
@@ -66,9 +124,10 @@ return {
       if a.uptodate then
         uptodate = uptodate + 1
       elseif not a.error then
-        manifests = manifests + 1 + #a.manifests
+        manifests = manifests + 1
         for _, b in ipairs(a.blobs) do blobs, bytes = blobs + 1, bytes + b.size end
         for _, m in ipairs(a.manifests) do
+          if not m.present then manifests = manifests + 1 end
           for _, b in ipairs(m.blobs) do blobs, bytes = blobs + 1, bytes + b.size end
         end
       end

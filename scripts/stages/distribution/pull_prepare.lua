@@ -12,7 +12,10 @@ return {
     end
     if #tags == 0 then return nil, "no tags selected in " .. repo end
     local head, herr = ctx.src:head_manifest(repo, tags[1])
-    if head == nil then return nil, herr end
+    if head == nil then
+      if ctx.src.kind ~= "distribution" then herr = ctx.src.kind .. ": reading the source: " .. herr end
+      return nil, herr
+    end
     if head == false then
       -- The first tag may have gone since listing; the repository must still list.
       local listed, lerr = ctx.src:tags(repo)

@@ -95,10 +95,12 @@ local function push_tag(ctx, art, stats)
   local ok, err = copy_blobs(ctx, dest, art.blobs, stats)
   if not ok then return { tag = art.tag, status = "failed", error = err } end
   for _, m in ipairs(art.manifests) do
-    ok, err = copy_blobs(ctx, dest, m.blobs, stats)
-    if not ok then return { tag = art.tag, status = "failed", error = err } end
-    local d, perr = ctx.dst:put_manifest(dest, m.digest, m.body, m.media_type)
-    if not d then return { tag = art.tag, status = "failed", error = perr } end
+    if not m.present then -- (a child the target has was not even fetched)
+      ok, err = copy_blobs(ctx, dest, m.blobs, stats)
+      if not ok then return { tag = art.tag, status = "failed", error = err } end
+      local d, perr = ctx.dst:put_manifest(dest, m.digest, m.body, m.media_type)
+      if not d then return { tag = art.tag, status = "failed", error = perr } end
+    end
   end
   local d, perr = ctx.dst:put_manifest(dest, art.tag, art.body, art.media_type)
   if not d then return { tag = art.tag, status = "failed", error = perr } end

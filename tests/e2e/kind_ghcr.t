@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The ghcr kind (scripts/kinds/ghcr.lua) against the GHCR stand-in
+# (tests/standins/ghcr.py: ghcr.io's token flow with a PAT and tokens
+# without expires_in, the GitHub packages REST API with scopes and Link
+# paging, a real Distribution behind): Distribution -> GHCR with a PAT as
+# the password and any username (packages created private on first push; a
+# re-run copies nothing; the token cache copes with tokens that carry no
+# lifetime); GHCR -> Distribution lists through the packages API (orgs and
+# users, Link paging, names with '/'); a deletion replicated by replica
+# serve deletes the package version through the API (the registry refuses
+# DELETE); 429s with Retry-After on the registry and on the API are
+# retried; a token expiring mid-upload is renewed; a wrong PAT, or one
+# without write:packages, fails naming the kind and the step with nothing
+# pushed; no secret appears in any output or in the stand-in's record.
+set -euo pipefail
+source "$(dirname "$0")/../lib/serve.sh"
+source "$ROOT/tests/standins.sh"
+
+registry_start src "$E2E_WORK/src"
+registry_start dst "$E2E_WORK/dst"
+S=$REG_SRC_URL D=$REG_DST_URL
+want_app=$(seed "$S" replica-org/app v1 oci 2 4096 ghcr-kind | sed -n 's|^replica-org/app:v1 ||p')
+want_multi=$(seed "$S" replica-org/tools/multi v1 oci-index 2 4096 ghcr-kind | sed -n 's|^replica-org/tools/multi:v1 ||p')
+want_mine=$(seed "$S" replica/app v1 oci 1 1024 ghcr-kind | sed -n 's|^replica/app:v1 ||p')
+standin_start ghcr g "$E2E_WORK/g"
+G=$STANDIN_G_URL GU=$STANDIN_G_UPSTREAM_URL API_URL=$STANDIN_G_API_URL
+export REPLICA_TO_CRED_PASSWORD=$STANDIN_G_PAT REPLICA_FROM_CRED_PASSWORD=$STANDIN_G_PAT
+TO=(--to "$G" --to-kind ghcr --to-cred username=any-name)
+FROM=(--from "$G" --from-kind ghcr --from-cred username=replica --from-option "api_url=$API_URL")
+ALL=""
+run() { replica_run "$@"; ALL+=$OUT$'\n'; }
+summary() { grep '^{' <<<"$OUT" | tail -n 1 | jq -r "$1"; }
+state() { curl -s "$G/_standin/state" | jq -r "$1"; }
+records() { curl -s "$G/_standin/requests"; }
+clear_records() { curl -s -X DELETE "$G/_standin/requests" >/dev/null; }
+
+# --- Distribution -> GHCR ------------------------------------------------------------------
+clear_records
+run --from "$S" "${TO[@]}" --repo 'replica-org/**' --repo 'replica/**' --json
+is "$RC" 0 "distribution -> ghcr succeeds with a PAT as the password (any username)"
+[[ $RC == 0 ]] || diag "$OUT"
+is "$(manifest_digest "$GU" replica-org/app v1)" "$want_app" "a plain image verifies by digest"
+is "$(manifest_digest "$GU" replica-org/tools/multi v1)" "$want_multi" "a multi-arch image with a '/' in its package name too"
+is "$(manifest_digest "$GU" replica/app v1)" "$want_mine" "and one in the user's own namespace"
+is "$(state '[.packages[].visibility] | unique | join(",")')" private "the pushes created the packages, private"
+tokens=$(records | jq '[.[] | select(.path | startswith("/token"))] | length')
+authorized=$(records | jq '[.[] | select(.listener == "registry" and (.path | startswith("/v2/")) and (.authorization // "" | startswith("Bearer")))] | length')
+ok "$(( tokens * 3 < authorized ? 0 : 1 ))" "tokens without expires_in are cached: $tokens fetched for $authorized authorized requests"
+run --from "$S" "${TO[@]}" --repo 'replica-org/**' --json
+is "$RC:$(summary .summary.pushed):$(summary .summary.skipped)" "0:0:2" "a re-run copies nothing"
+
+# --- GHCR -> Distribution, listing through the packages API -------------------------------
+scopes=""
+for i in $(seq -w 1 101); do scopes+="&scope=repository:replica-org/empty$i:pull,push"; done
+push_token=$(curl -s -u "replica:$STANDIN_G_PAT" "$G/token?service=ghcr.io$scopes" | jq -r .token)
+made=0
+for i in $(seq -w 1 101); do
+    standin_push "$G" "replica-org/empty$i" v1 -H "Authorization: Bearer $push_token" >/dev/null && made=$((made + 1))
+done
+is "$made" 101 "101 more packages in replica-org: the listing takes two pages of 100"
+clear_records
+run "${FROM[@]}" --to "$D" --repo 'replica-org/app' --repo 'replica-org/tools/*' --json
+is "$RC" 0 "ghcr -> distribution succeeds"
+[[ $RC == 0 ]] || diag "$OUT"
+is "$(summary '[.tasks[].repository] | join(",")')" "replica-org/app,replica-org/tools/multi" \
+    "the packages were found through the packages API"
+is "$(records | jq -r '[.[] | select(.listener == "api") | .path | capture("[?&]page=(?<p>[0-9]+)").p // "1"] | join(",")')" \
+    "1,2" "the organisation's packages listed in two pages, following Link rel=next"
+is "$(records | jq '[.[] | select(.path | test("_catalog"))] | length')" 0 "and /v2/_catalog was never asked"
+is "$(manifest_digest "$D" replica-org/app v1):$(manifest_digest "$D" replica-org/tools/multi v1)" "$want_app:$want_multi" \
+    "and both images verify by digest"
+clear_records
+run "${FROM[@]}" --from-option namespace=replica,replica-org --to "$D" --repo '*/app' --json
+is "$RC:$(summary '[.tasks[].repository] | join(",")')" "0:replica-org/app,replica/app" \
+    "a filter naming no owner lists the owners of the option namespace"
+like "$(records | jq -r '[.[] | select(.listener == "api") | "\(.status) \(.path)"] | join(";")')" \
+    "404 /orgs/replica/packages.*200 /users/replica/packages" "a user's packages after the orgs path said 404"
+is "$(manifest_digest "$D" replica/app v1)" "$want_mine" "and the user's image verifies"
+
+# --- 429 with Retry-After ----------------------------------------------------------------------
+clear_records
+standin_control g fail_next=2 status=429 retry_after=1 fail_listener=registry 'fail_path=/manifests/' >/dev/null
+run "${FROM[@]}" --to "$D" --repo 'replica-org/tools/multi' --dest-namespace again
+is "$RC" 0 "two 429s with Retry-After on the registry are retried"
+[[ $RC == 0 ]] || diag "$OUT"
+is "$(records | jq '[.[] | select(.fault)] | length'):$(manifest_digest "$D" again/replica-org/tools/multi v1)" "2:$want_multi" \
+    "both were answered, and the image verifies"
+standin_control g fail_next=1 status=429 retry_after=1 fail_listener=api >/dev/null
+run "${FROM[@]}" --to "$D" --repo 'replica-org/a*' --json
+is "$RC:$(summary '[.tasks[].repository] | join(",")')" "0:replica-org/app" "a 429 with Retry-After on the packages API is retried"
+
+# --- a token that expires mid-upload -------------------------------------------------------------
+big=$E2E_WORK/big.bin
+head -c $((6 << 20)) /dev/urandom >"$big"
+want_big=$(push_big_image "$S" replica-org/big v1 "$big")
+clear_records
+"$REPLICA" run --from "$S" "${TO[@]}" --repo 'replica-org/big' --bandwidth 2M >"$E2E_WORK/expiring.out" 2>&1 &
+RUN=$!
+mid=1
+for _ in $(seq 1 500); do # until the blob's upload is under way
+    if records | jq -e '[.[] | select((.method == "PUT" or .method == "PATCH") and (.path | test("/blobs/uploads/")) and .status == null)] | length > 0' >/dev/null; then
+        mid=0; break
+    fi
+    kill -0 $RUN 2>/dev/null || break
+    sleep 0.02
+done
+ok "$mid" "a run is in the middle of a blob upload"
+standin_control g expire_tokens=1 >/dev/null
+finish_run $RUN "$E2E_WORK/expiring.out"
+ALL+=$OUT
+is "$RC" 0 "its registry token expired mid-run, and the run still succeeds"
+[[ $RC == 0 ]] || diag "$OUT"
+tokens=$(records | jq '[.[] | select(.path | test("^/token.*big%3Apull%2Cpush"))] | length')
+ok "$(( tokens >= 2 ? 0 : 1 ))" "it fetched a new push token ($tokens fetched)"
+is "$(manifest_digest "$GU" replica-org/big v1)" "$want_big" "and the image verifies"
+
+# --- wrong credentials ------------------------------------------------------------------------------
+seed "$S" replica-org/denied v1 oci 1 1024 ghcr-kind >/dev/null
+REPLICA_TO_CRED_PASSWORD=ghp_wrong0123456789 run --from "$S" "${TO[@]}" --repo 'replica-org/denied'
+is "$RC" 1 "a wrong PAT fails"
+like "$OUT" "stage push_prepare: ghcr: reaching the target: GET [^ ]*/token: http 403" \
+    "at the first step that needs it, naming the kind and the step"
+is "$(manifest_digest "$GU" replica-org/denied v1)" missing "and nothing was pushed"
+standin_control g pat_scopes=read:packages >/dev/null
+run --from "$S" "${TO[@]}" --repo 'replica-org/denied'
+is "$RC" 1 "a PAT without write:packages fails"
+like "$OUT" "stage push_prepare: ghcr: checking push access: POST [^ ]*/v2/replica-org/denied/blobs/uploads/: http 403 DENIED" \
+    "when push access is checked, naming the kind and the step"
+is "$(manifest_digest "$GU" replica-org/denied v1)" missing "and nothing was pushed"
+standin_control g "pat_scopes=read:packages,write:packages,delete:packages" >/dev/null
+REPLICA_FROM_CRED_PASSWORD=ghp_wrong0123456789 run "${FROM[@]}" --to "$D" --repo 'replica-org/**'
+is "$RC" 1 "a wrong PAT on the source fails the listing"
+like "$OUT" "listing the source catalog: ghcr: listing the packages of replica-org: GET [^ ]*/orgs/replica-org/packages[^ ]*: http 401: Bad credentials" \
+    "naming the kind and the step, with GitHub's message"
+
+# --- a deletion replicated by replica serve ----------------------------------------------------------
+serve_start ghcr
+HOOK_SECRET=ghcr-hook-secret-0123456789
+REGISTRY_NOTIFY_URL=$API/webhooks/distribution REGISTRY_NOTIFY_AUTH="Bearer $HOOK_SECRET" \
+    registry_start hooks "$E2E_WORK/hooks"
+api POST /registries "$(registry_json hooks "$REG_HOOKS_URL" "\"webhook_secret\": \"$HOOK_SECRET\"")"
+HOOKS_ID=$(jget .id)
+api POST /registries "$(registry_json ghcr "$G" "\"kind\": \"ghcr\", \"username\": \"replica\", \"password\": \"$STANDIN_G_PAT\", \"options\": {\"api_url\": \"$API_URL\"}")"
+is "$STATUS:$(jget .kind)" "201:ghcr" "a GHCR registry in replica serve"
+GHCR_ID=$(jget .id)
+api POST /policies "{\"name\": \"to-ghcr\", \"source_registry\": $HOOKS_ID, \"target_registry\": $GHCR_ID, \"repositories\": [\"replica-org/**\"], \"trigger\": \"event\", \"replicate_deletion\": true}"
+POLICY=$(jget .id)
+# settled N: waits until the policy has N executions, none Pending or Running
+settled() {
+    local n busy end=$((SECONDS + 60))
+    while ((SECONDS < end)); do
+        api GET "/executions?policy=$POLICY"
+        n=$(jget length)
+        busy=$(jget '[.[] | select(.status == "Pending" or .status == "Running")] | length')
+        ((n >= $1 && busy == 0)) && return 0
+        sleep 0.05
+    done
+    return 1
+}
+gone=$(seed "$REG_HOOKS_URL" replica-org/tools/gone v1 oci 1 1024 ghcr-kind | sed -n 's|^replica-org/tools/gone:v1 ||p')
+settled 1 || true
+is "$(jget '[.[].status] | join(",")'):$(manifest_digest "$GU" replica-org/tools/gone v1)" "Succeeded:$gone" \
+    "a push to the source is replicated to GHCR by an event execution"
+clear_records
+curl -s -o /dev/null -X DELETE "$REG_HOOKS_URL/v2/replica-org/tools/gone/manifests/$gone"
+settled 2 || true
+is "$(jget '[.[].status] | unique | join(",")')" Succeeded "the deletion at the source runs a deletion execution that succeeds"
+is "$(manifest_digest "$GU" replica-org/tools/gone v1)" missing "and the image is gone from GHCR"
+like "$(records | jq -r '[.[] | select(.method == "DELETE") | "\(.listener) \(.path) \(.status)"] | join(";")')" \
+    "^api /orgs/replica-org/packages/container/tools%2Fgone/versions/[0-9]+ 204$" \
+    "deleted as its package version through the API (the name's '/' as %2F), not with the registry's DELETE"
+api GET "/executions?policy=$POLICY"
+api GET "/executions/$(jget '.[0].id')/tasks"
+is "$(jget '.[0].kind')" delete "the execution's task is a deletion"
+
+# --- no secret anywhere -----------------------------------------------------------------------------------
+everything=$ALL$(records)$(cat "$E2E_WORK/g/standin.log" "$SERVE_LOG" "$SERVE_OUT")
+if grep -q -F -e "$STANDIN_G_PAT" -e "$STANDIN_G_PASS" -e "$push_token" <<<"$everything"; then leaked=yes; else leaked=no; fi
+is "$leaked" no "the PAT, the password and the registry token appear in no output, no log and nowhere in the stand-in's record"
+if grep -a -q -F "$STANDIN_G_PAT" "$SERVE_DB" "$SERVE_DB-wal" 2>/dev/null; then clear=yes; else clear=no; fi
+is "$clear" no "and the PAT is sealed at rest in serve's database"
+serve_stop
+done_testing
