@@ -68,7 +68,7 @@ check: deps-test web build/faultserver
 	@$(MAKE) --no-print-directory BUILD=build/asan \
 	    CFLAGS='-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all' \
 	    build/asan/replica build/asan/unit
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 SANITIZED=1 \
 	    REPLICA=$(CURDIR)/build/asan/replica UNIT=$(CURDIR)/build/asan/unit tests/run.sh
 	@$(MAKE) --no-print-directory valgrind
 
