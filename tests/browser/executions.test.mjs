@@ -229,10 +229,15 @@ test("the executions list filters by policy, status and trigger, from the URL", 
   assert.equal(await page.getByTestId("filter-status").inputValue(), "Stopped", "the filter shows what the URL says");
   assert.match(await page.getByTestId("page-counts").innerText(), /Stopped 1/);
 
+  // Waits until the list shows exactly the executions want (ids, in order):
+  // an answer for a filter set a moment before may be drawn first.
+  const shows = (want) => page.waitForFunction((w) => JSON.stringify(
+    [...document.querySelectorAll("[data-testid=execution-row]")].map((r) => Number(r.dataset.id))) === w,
+    JSON.stringify(want), { timeout: 10000 });
   await page.getByTestId("filter-status").selectOption("");
   await page.getByTestId("filter-policy").selectOption(String(team));
   await page.waitForURL((u) => u.search === `?policy=${team}`);
-  await page.locator("[data-testid=execution-row] [data-status=Succeeded]").waitFor();
+  await shows(all.filter((e) => e.policy === team).map((e) => e.id));
   assert.deepEqual(await ids(), all.filter((e) => e.policy === team).map((e) => e.id));
   await shot(page, "executions-filtered");
 
@@ -241,7 +246,7 @@ test("the executions list filters by policy, status and trigger, from the URL", 
   assert.match(await page.getByTestId("no-executions").innerText(), /match these filters/);
   await page.getByTestId("filter-trigger").selectOption("manual");
   await page.waitForURL((u) => u.search === `?policy=${slow}&trigger=manual`);
-  await page.getByTestId("execution-row").first().waitFor();
+  await shows(all.filter((e) => e.policy === slow).map((e) => e.id));
   assert.deepEqual(await ids(), all.filter((e) => e.policy === slow).map((e) => e.id));
   assert.deepEqual(b.problems, []);
 });
