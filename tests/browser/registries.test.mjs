@@ -26,6 +26,8 @@ after(async () => { await b.browser.close(); });
 test("an ECR registry: the kind's fields, write-only secrets, and a connection test through its login", async () => {
   const { page } = b;
   await page.goto(`${CONSOLE_URL}/registries/new`);
+  // the kinds arrive from GET /kinds after the form is drawn
+  await page.locator("[data-testid=reg-kind] option[value=ecr]").waitFor({ state: "attached" });
   const kinds = await page.getByTestId("reg-kind").locator("option").allTextContents();
   for (const k of ["distribution", "harbor", "ecr", "gar"]) assert.ok(kinds.includes(k), `the kind list offers ${k}`);
   assert.equal(await page.getByTestId("kind-credentials").count(), 0, "distribution asks for no fields of its own");
