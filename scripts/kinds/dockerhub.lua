@@ -25,6 +25,7 @@
 --     through the Hub API first with that visibility (POST
 --     /v2/namespaces/NS/repositories {name, is_private}).
 local url = require("url")
+local link = require("oci.link") -- origin(): the next page stays on the API's origin
 
 local REGISTRY = "https://registry-1.docker.io"
 
@@ -56,13 +57,6 @@ local MAX_AFTER = 60    -- the longest Retry-After honoured on the Hub API
 -- The Hub API's base URL.
 local function hub_of(ctx)
   return (((ctx.options or {}).hub_url) or "https://hub.docker.com"):gsub("/+$", "")
-end
-
--- The origin (scheme://host:port) of an http(s) URL, lower-cased, or nil.
-local function origin(u)
-  local p = url.parse(tostring(u))
-  if not p or (p.scheme ~= "http" and p.scheme ~= "https") then return nil end
-  return p.scheme .. "://" .. p.host .. ":" .. p.port
 end
 
 -- The message of a Hub API error body ({"detail"} or {"message"}).
@@ -122,7 +116,7 @@ end
 -- following `next` while it stays on the Hub API's origin; returns the
 -- results or nil, err.
 local function pages(ctx, token, first, step)
-  local out, u, seen, own = {}, first, {}, origin(hub_of(ctx))
+  local out, u, seen, own = {}, first, {}, link.origin(hub_of(ctx))
   while u do
     if seen[u] then return nil, "dockerhub: " .. step .. ": the next links loop" end
     seen[u] = true
@@ -135,7 +129,7 @@ local function pages(ctx, token, first, step)
     end
     for _, r in ipairs(doc.results) do out[#out + 1] = r end
     u = type(doc.next) == "string" and doc.next ~= "" and doc.next or nil
-    if u and origin(u) ~= own then
+    if u and link.origin(u) ~= own then
       return nil, string.format("dockerhub: %s: the next page %s is not on the Hub API (%s)", step, u, hub_of(ctx))
     end
   end

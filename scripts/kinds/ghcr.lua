@@ -16,6 +16,7 @@
 --     .../packages/container/NAME/versions/ID, which takes its tags along);
 --   * a push creates the package, private: there is nothing to create first.
 local url = require("url")
+local link = require("oci.link") -- origin(): the next page stays on the API's origin
 
 local kind = {
   description = "GitHub Container Registry: PATs, listing and deletion through the GitHub packages API",
@@ -37,13 +38,6 @@ local MAX_AFTER = 60    -- the longest wait honoured between them
 
 local function api_of(ctx)
   return (((ctx.options or {}).api_url) or "https://api.github.com"):gsub("/+$", "")
-end
-
--- The origin (scheme://host:port) of an http(s) URL, lower-cased, or nil.
-local function origin(u)
-  local p = url.parse(tostring(u))
-  if not p or (p.scheme ~= "http" and p.scheme ~= "https") then return nil end
-  return p.scheme .. "://" .. p.host .. ":" .. p.port
 end
 
 -- GitHub's error message ({"message", "documentation_url"}).
@@ -92,7 +86,7 @@ end
 -- GETs every page of a list, following Link rel="next" while it stays on
 -- the API's origin; returns the items, or nil, err, status.
 local function pages(creds, ctx, first, step)
-  local out, u, seen, own = {}, first, {}, origin(api_of(ctx))
+  local out, u, seen, own = {}, first, {}, link.origin(api_of(ctx))
   while u do
     if seen[u] then return nil, "ghcr: " .. step .. ": the Link header loops" end
     seen[u] = true
@@ -106,7 +100,7 @@ local function pages(creds, ctx, first, step)
     if type(list) ~= "table" then return nil, string.format("ghcr: %s: GET %s: the answer is not a JSON list", step, u) end
     for _, v in ipairs(list) do out[#out + 1] = v end
     local nxt = tostring(res.headers.link or ""):match('<([^>]+)>%s*;%s*rel="?next"?')
-    if nxt and origin(nxt) ~= own then
+    if nxt and link.origin(nxt) ~= own then
       return nil, string.format("ghcr: %s: the next page %s is not on the API (%s)", step, nxt, api_of(ctx))
     end
     u = nxt
