@@ -2,6 +2,7 @@
 # (http-parser has no .pc file: it is linked by name).
 #   make          build ./replica and the web console (installs missing Debian packages first)
 #   make test     C unit tests and Lua specs against real servers on loopback
+#                 (T='tests/e2e/x.t ...' runs just those files)
 #   make check    the same suite under ASan + UBSan, then valgrind's leak check
 #   make bench    benchmarks (figures go in docs/benchmarks.md), the console's last
 #   make bench-console  the web console's figures only (bundle, execution page, save-to-run)
@@ -62,7 +63,7 @@ build/faultserver: tests/faultserver.c
 	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -O2 -o $@ $<
 
 test: deps-test replica web $(BUILD)/unit build/faultserver
-	@REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh
+	@REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh $(T)
 
 check: deps-test web build/faultserver
 	@$(MAKE) --no-print-directory BUILD=build/asan \

@@ -8,6 +8,7 @@
 #   SANITIZED=1 the ASan + UBSan run of `make check`: the stand-ins' own
 #               tests (tests/e2e/standin_*.t) and the kinds' tests
 #               (tests/e2e/kind_*.t) are left out
+#   FILE...     run just these test files
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export ROOT REPLICA UNIT
@@ -34,7 +35,9 @@ registry_start token "$WORK/reg-token" token
 # The stand-in that names other origins and invalid repositories.
 fakereg_start "$WORK/fakereg"
 
-if [[ ${VALGRIND:-} == 1 ]]; then
+if (($#)); then
+    files=("$@") # tests/run.sh FILE...: just these (make test T='FILE...')
+elif [[ ${VALGRIND:-} == 1 ]]; then
     mapfile -t files < <(sed -e 's/#.*//' -e '/^$/d' "$ROOT/tests/valgrind.list")
 else
     files=("$ROOT/tests/unit.t" "$ROOT"/spec/*_spec.lua "$ROOT"/tests/e2e/*.t)

@@ -31,6 +31,14 @@ replica_run() {
     set -e
 }
 
+# tap_on_fail: after a failed check, the last lines of the last run's output
+# (tests/lib/tap.sh calls it), so that a failure in CI says what replica said.
+tap_on_fail() {
+    [[ -n ${OUT:-} ]] || return 0
+    echo "  the last run (exit ${RC:-?}) ended:"
+    tail -n 25 <<<"$OUT" | sed 's/^/    /'
+}
+
 # manifest_digest URL REPO REF [USER:PASS]: the digest the registry serves for
 # a manifest, or "missing".
 manifest_digest() {

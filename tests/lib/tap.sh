@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # tests/lib/tap.sh - TAP for the bash end-to-end tests: ok/is/like print one
-# line per check and a failure's details as comments; done_testing prints the
-# plan and sets the exit code.
+# line per check and a failure's details as comments (on stderr too, so that
+# prove shows them without -v, as in CI); done_testing prints the plan and
+# sets the exit code. A test file may define tap_on_fail, called after a
+# failure's details, to print more (tests/lib/e2e.sh prints the last run's
+# output).
 _TAP_N=0
 _TAP_FAILED=0
 
@@ -17,6 +20,17 @@ ok() {
     fi
 }
 
+# _tap_details LINE...: a failure's details, as comments on stdout and stderr,
+# then whatever tap_on_fail adds.
+_tap_details() {
+    local line more_lines=()
+    if declare -F tap_on_fail >/dev/null; then mapfile -t more_lines < <(tap_on_fail); fi
+    for line in "$@" "${more_lines[@]}"; do
+        echo "# $line"
+        echo "# $line" >&2
+    done
+}
+
 # is GOT WANT DESCRIPTION
 is() {
     local got=$1 want=$2 desc=$3
@@ -24,8 +38,7 @@ is() {
         ok 0 "$desc"
     else
         ok 1 "$desc"
-        echo "#   got:  '$got'"
-        echo "#   want: '$want'"
+        _tap_details "  got:  '$got'" "  want: '$want'"
     fi
 }
 
@@ -36,8 +49,7 @@ like() {
         ok 0 "$desc"
     else
         ok 1 "$desc"
-        echo "#   text: $(head -c 600 <<<"$text" | sed 's/^/#     /')"
-        echo "#   does not match: $re"
+        _tap_details "  text: $(head -c 600 <<<"$text")" "  does not match: $re"
     fi
 }
 
@@ -46,7 +58,7 @@ unlike() {
     local text=$1 re=$2 desc=$3
     if grep -Eq -- "$re" <<<"$text"; then
         ok 1 "$desc"
-        echo "#   matches: $re"
+        _tap_details "  matches: $re"
     else
         ok 0 "$desc"
     fi
