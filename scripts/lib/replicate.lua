@@ -313,7 +313,7 @@ function replicate.main(opts)
   end
 
   local view = progress.new(tasks, opts)
-  local run = { blob_copies = {}, first_copy = {} }
+  local run = { blob_copies = {}, first_copy = {}, manifest_puts = {} }
   local records = {}
   parallel.map(tasks, function(t, i)
     records[i] = run_task(template, t, src, dst, opts, run, view)

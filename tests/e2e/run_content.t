@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # replica run copies what registries hold, byte for byte: OCI and Docker
 # media types, multi-arch indexes and manifest lists, nested repository
-# paths, unusual valid tag names, a repository with many tags. A second run
-# copies nothing. Namespaces and flattening rename as Harbor does.
+# paths, unusual valid tag names, a repository with many tags, many tags of
+# one index copied at once (its children are PUT once per run: Distribution
+# answers DIGEST_INVALID to an index PUT that checks a child while another
+# PUT rewrites it). A second run copies nothing. Namespaces and flattening rename as Harbor does.
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 
@@ -63,5 +65,21 @@ is "$(tag_list "$D" mirror/b/app | wc -l)" 2 "only the tags matching v* are copi
 replica_run --from "$S" --to "$D" --repo 'team/**' --dest-namespace mirror --flatten 4
 is "$RC" 1 "a flattening level deeper than the path fails"
 like "$OUT" "fewer than the flattening level 4" "with a clear error"
+
+# --- eight tags of one index, copied at once -----------------------------------------------------
+shared=$(seed "$S" shared/multi v1 oci-index 2 4096 | sed -n 's|^shared/multi:v1 ||p')
+index=$(curl -s -H 'Accept: application/vnd.oci.image.index.v1+json' "$S/v2/shared/multi/manifests/v1")
+for t in a b c d e f g; do
+    curl -s -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.index.v1+json' --data-binary "$index" \
+        "$S/v2/shared/multi/manifests/$t"
+done
+results="" digests=""
+for k in $(seq 1 20); do # into a fresh repository each time, where the children are new
+    replica_run --from "$S" --to "$D" --repo shared/multi --dest-namespace fresh$k
+    results+="$RC"
+    for t in v1 a g; do digests+=" $(manifest_digest "$D" "fresh$k/shared/multi" "$t")"; done
+done
+is "$results" "$(printf "0%.0s" $(seq 1 20))" "eight tags of one index are copied at once into a new repository, 20 times over"
+is "$(tr ' ' '\n' <<<"$digests" | sed '/^$/d' | sort -u)" "$shared" "and every tag verifies by digest"
 
 done_testing

@@ -424,7 +424,7 @@ local function run_execution(s, id)
   local rows = assert(db:query([[SELECT * FROM tasks WHERE execution = ? AND status IN ('Pending', 'Running')
                                  ORDER BY kind = 'delete', id]], id))
   local env = { src = src, dst = dst, opts = opts, template = template,
-                run = { blob_copies = {}, first_copy = {} } }
+                run = { blob_copies = {}, first_copy = {}, manifest_puts = {} } }
   local done, merr = parallel.map(rows, function(row)
     run_task(s, id, row, env)
     return true

@@ -3,7 +3,8 @@
 -- digest is skipped. Without override, a tag pointing elsewhere is kept and
 -- reported. Blobs shared by several tags or repositories are copied once per
 -- run: later users wait for that copy, and another repository of the target
--- mounts the blob instead of uploading it again.
+-- mounts the blob instead of uploading it again. Child manifests shared by
+-- several tags are PUT once per run too.
 local tagplan = require("tagplan")
 
 local TAG_CONCURRENCY, BLOB_CONCURRENCY = 4, 8
@@ -59,6 +60,34 @@ local function ensure_blob(ctx, dest, desc)
   return nil, "cancelled"
 end
 
+-- PUTs the child manifest m (of an index) into dest once per run: the other
+-- tags of the run that need it wait for that PUT instead of writing it again.
+-- (Distribution's filesystem storage rewrites a manifest's link in place on
+-- every PUT: an index PUT that checks the child at that moment reads the link
+-- empty and answers 400 DIGEST_INVALID.) Returns the digest or nil, err.
+local function ensure_manifest(ctx, dest, m)
+  local puts = ctx.run.manifest_puts
+  local key = dest .. "@" .. m.digest
+  for _ = 1, 3 do
+    local h = puts[key]
+    if not h then
+      h = task.spawn({ name = "manifest " .. m.digest:sub(1, 19) }, function()
+        local d, err = ctx.dst:put_manifest(dest, m.digest, m.body, m.media_type)
+        if not d then error(err, 0) end
+        return d
+      end)
+      puts[key] = h
+    end
+    local ok, r = h:wait()
+    if ok then return r end
+    if puts[key] == h then puts[key] = nil end
+    -- A PUT started by another tag is cancelled with that tag; this one
+    -- still needs the manifest, so it starts its own.
+    if r ~= "cancelled" or task.cancelled() then return nil, r end
+  end
+  return nil, "cancelled"
+end
+
 -- Copies a list of blobs; returns counts or nil, err.
 local function copy_blobs(ctx, dest, blobs, stats)
   local out, err = parallel.map(blobs, function(d)
@@ -98,7 +127,7 @@ local function push_tag(ctx, art, stats)
     if not m.present then -- (a child the target has was not even fetched)
       ok, err = copy_blobs(ctx, dest, m.blobs, stats)
       if not ok then return { tag = art.tag, status = "failed", error = err } end
-      local d, perr = ctx.dst:put_manifest(dest, m.digest, m.body, m.media_type)
+      local d, perr = ensure_manifest(ctx, dest, m)
       if not d then return { tag = art.tag, status = "failed", error = perr } end
     end
   end
