@@ -11,7 +11,8 @@ Listeners:
             POST / with X-Amz-Target AmazonEC2ContainerRegistry_V20150921.<Op>,
             SigV4 verified on every call (service ecr, the --region):
             GetAuthorizationToken, CreateRepository, DescribeRepositories,
-            DeleteRepository, ListImages, BatchDeleteImage. Errors are
+            DeleteRepository, ListImages, BatchDeleteImage (the record
+            names each call's "operation"). Errors are
             {"__type": "...Exception", "message": "..."}.
   registry  the <account>.dkr.ecr.<region>.amazonaws.com host: Basic
             AWS:<password from GetAuthorizationToken>; repositories must
@@ -92,6 +93,7 @@ class Ecr(Standin):
             if not target.startswith(TARGET_PREFIX):
                 raise AwsError(400, "UnknownOperationException", "Unknown operation %s" % target)
             op = getattr(self, "op_" + target[len(TARGET_PREFIX):], None)
+            req.record_extra("operation", target[len(TARGET_PREFIX):])
             if op is None:
                 raise AwsError(400, "UnknownOperationException", "Unknown operation %s" % target)
             if req.headers.get("Content-Type", "").split(";")[0].strip() != "application/x-amz-json-1.1":
