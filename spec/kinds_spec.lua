@@ -116,4 +116,29 @@ t.test("a kind's delete hook deletes instead of the registry's DELETE, and its f
   t.raises(function() reg:delete_manifest("team/app", "v1") end, "a digest is required")
 end)
 
+t.test("harbor and ecr delete through their APIs; without a hook the registry's DELETE fails naming the kind", function()
+  local oci = require("oci")
+  local D = "sha256:" .. string.rep("b", 64)
+  local harbor = oci.new { url = "http://127.0.0.1:1", kind = assert(kinds.load("harbor")), retries = 0,
+                           credentials = { username = "u", password = "secret-0123456789" } }
+  local ok, err = harbor:delete_manifest("team/sub/app", D)
+  t.eq(ok, nil)
+  t.match(err, "^harbor: deleting artifact " .. D .. " of team/sub/app: DELETE "
+               .. "/api/v2.0/projects/team/repositories/sub%%252Fapp/artifacts/" .. D .. ": ")
+  local ecr = oci.new { url = "http://127.0.0.1:1", kind = assert(kinds.load("ecr")), retries = 0,
+                        kind_options = { api_url = "http://127.0.0.1:1" },
+                        credentials = { access_key_id = "AKIDEXAMPLE", secret_access_key = "secret-0123456789",
+                                        region = "us-east-1" } }
+  ok, err = ecr:delete_manifest("team/app", D)
+  t.eq(ok, nil)
+  t.match(err, "^ecr: deleting image " .. D .. " of team/app: BatchDeleteImage: ")
+  local quay = oci.new { url = "http://127.0.0.1:1", kind = assert(kinds.load("quay")), retries = 0,
+                         credentials = { username = "u", password = "secret-0123456789" } }
+  t.ok(not assert(kinds.load("quay")):has("delete"), "quay deletes with the registry's DELETE")
+  ok, err = quay:delete_manifest("team/app", D)
+  t.eq(ok, nil)
+  t.match(err, "^quay: deleting team/app@" .. D .. ": GET http://127%.0%.0%.1:1/v2/: connect")
+  t.ok(not err:find("secret-", 1, true), "no secret in the error")
+end)
+
 t.done()

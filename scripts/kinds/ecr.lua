@@ -3,13 +3,14 @@
 -- 12 hours; the control plane (AWS JSON 1.1 over POST /, signed with SigV4,
 -- service "ecr") also lists repositories (DescribeRepositories, paged by
 -- nextToken) and creates them, which must happen before a push
--- (CreateRepository; RepositoryAlreadyExistsException is success).
+-- (CreateRepository; RepositoryAlreadyExistsException is success), and
+-- deletes images (BatchDeleteImage by digest: the registry refuses DELETE).
 -- Throttling (400 ThrottlingException, or 429) is retried with backoff.
 -- Chunked uploads need at least 5 MiB per chunk but the last.
 local sigv4 = require("sigv4")
 
 local kind = {
-  description = "Amazon ECR: SigV4 logins, repositories created before a push",
+  description = "Amazon ECR: SigV4 logins, repositories created before a push, deletion through BatchDeleteImage",
   hosts = { "*.dkr.ecr.*.amazonaws.com", "*.dkr.ecr.*.amazonaws.com.cn", "*.dkr.ecr-fips.*.amazonaws.com" },
   credentials = {
     { name = "access_key_id", label = "Access key ID", required = true },
@@ -106,6 +107,33 @@ function kind.ensure_namespace(creds, ctx, repo)
   if doc then return { repository = repo, created = true } end
   if etype == "RepositoryAlreadyExistsException" then return { repository = repo, created = false } end
   return nil, err
+end
+
+-- The answer of a delete: {deleted = true} when BatchDeleteImage's doc
+-- names the image deleted, {deleted = false} when its only failure is
+-- ImageNotFound, else nil, err naming the step and ECR's failureReason.
+local function deleted(doc, step)
+  for _, f in ipairs(type(doc.failures) == "table" and doc.failures or {}) do
+    if type(f) == "table" and f.failureCode ~= "ImageNotFound" then
+      return nil, string.format("ecr: %s: BatchDeleteImage: %s: %s", step, tostring(f.failureCode),
+                                tostring(f.failureReason or ""))
+    end
+  end
+  local ids = type(doc.imageIds) == "table" and doc.imageIds or {}
+  return { deleted = #ids > 0 }
+end
+
+-- Deletes the image dgst of repository repo with all its tags
+-- (BatchDeleteImage by digest; ECR's registry answers DELETE with 405):
+-- {deleted = true}, or {deleted = false} when there is no such image or
+-- repository; nil, err otherwise.
+function kind.delete(creds, ctx, repo, dgst)
+  local step = "deleting image " .. dgst .. " of " .. repo
+  local doc, err, etype = call(creds, ctx, "BatchDeleteImage",
+                               { repositoryName = repo, imageIds = { { imageDigest = dgst } } })
+  if doc then return deleted(doc, step) end
+  if etype == "RepositoryNotFoundException" then return { deleted = false } end
+  return nil, "ecr: " .. step .. ": " .. tostring(err):gsub("^ecr: ", "")
 end
 
 return kind

@@ -10,11 +10,14 @@
 --     rel="next"), names in paths URL-encoded twice;
 --   * Harbor's label filter: filter_tags keeps the tags whose artifact has
 --     every label asked for (GET .../artifacts?with_label=true);
+--   * a deletion deletes the artifact, with its tags, through the API
+--     (DELETE .../repositories/R/artifacts/DIGEST, R encoded twice; 404:
+--     there is none), with the same Basic credentials as the rest of it;
 --   * it is detected by GET /api/v2.0/systeminfo.
 local url = require("url")
 
 local kind = {
-  description = "Harbor v2: projects created before a push, listing through its REST API",
+  description = "Harbor v2: projects created before a push, listing and deletion through its REST API",
   credentials = {
     { name = "username", label = "Username", help = "A user, or a robot account (robot$name)." },
     { name = "password", label = "Password or robot secret", secret = true },
@@ -148,6 +151,24 @@ function kind.ensure_namespace(creds, ctx, repo)
   if res.status == 201 then return { project = project, created = true, public = public == "true" } end
   if res.status == 409 then return { project = project, created = false } end
   return nil, string.format("harbor: creating project %s: POST /api/v2.0/projects: %s", project, harbor_error(res))
+end
+
+-- Deletes the artifact dgst of repo (PROJECT/NAME), with its tags, through
+-- Harbor's API: {deleted = true}, or {deleted = false} when Harbor has no
+-- such artifact, repository or project (404); nil, err otherwise.
+function kind.delete(creds, ctx, repo, dgst)
+  local project, rest = repo:match("^([^/]+)/(.+)$")
+  if not project then
+    return nil, string.format("harbor: %s has no project: Harbor repositories are project/name", repo)
+  end
+  local path = string.format("/api/v2.0/projects/%s/repositories/%s/artifacts/%s",
+                             url.encode(project), url.encode(url.encode(rest)), dgst)
+  local step = "deleting artifact " .. dgst .. " of " .. repo
+  local res, err = call(ctx, creds, "DELETE", path, nil, step)
+  if not res then return nil, err end
+  if res.status == 200 then return { deleted = true } end
+  if res.status == 404 then return { deleted = false } end
+  return nil, string.format("harbor: %s: DELETE %s: %s", step, path, harbor_error(res))
 end
 
 return kind

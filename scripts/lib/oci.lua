@@ -395,15 +395,22 @@ end
 -- DELETEs the manifest with digest dgst: through the kind's delete hook
 -- when it has one (registries whose /v2/ API refuses deletion, as Docker
 -- Hub and GHCR do with 405: their own APIs delete), else the registry's
--- DELETE /v2/REPO/manifests/DIGEST. True when deleted, false when it was
--- not there, or nil, err, kind.
+-- DELETE /v2/REPO/manifests/DIGEST (whose error, on a registry of a kind,
+-- says so: "gitlab: deleting REPO@DIGEST: DELETE ...: http 403 ..."). True
+-- when deleted, false when it was not there, or nil, err, kind.
 local registry_delete = Registry.delete_manifest
 function Registry:delete_manifest(repo, dgst)
   assert(common.digest_alg(dgst), "delete_manifest: a digest is required")
   local ok, rerr = reference.repository(repo)
   if not ok then return nil, "delete_manifest: " .. rerr, "invalid name" end
   local has, res, err = kind_hook(self, "delete", repo, dgst)
-  if not has then return registry_delete(self, repo, dgst) end
+  if not has then
+    local done, derr, dkind = registry_delete(self, repo, dgst)
+    if done == nil and self.kind ~= "distribution" then
+      derr = string.format("%s: deleting %s@%s: %s", self.kind, repo, dgst, derr)
+    end
+    return done, derr, dkind
+  end
   if type(res) ~= "table" then return nil, err or (self.kind .. ": delete failed"), "delete" end
   return res.deleted == true
 end

@@ -4,7 +4,8 @@
 # test vectors check the algorithm), the AWS JSON 1.1 operations and their
 # errors, paging with nextToken/maxResults, Basic AWS:<password> on the
 # registry, repositories that must exist before a push, chunked uploads (201,
-# parts under 5 MiB refused), throttling, token expiry; what is pushed lands
+# parts under 5 MiB refused), a manifest DELETE refused (BatchDeleteImage
+# deletes), throttling, token expiry; what is pushed lands
 # in the Distribution registry behind it.
 set -euo pipefail
 source "$(dirname "$0")/../lib/standin.sh"
@@ -138,6 +139,9 @@ aws ListImages '{"repositoryName":"team/app"}'
 is "$(jb '[.imageIds[] | .imageTag + "=" + .imageDigest] | join(",")')" "v1=$d1,v2=$d2" "ListImages: both tags with their digests"
 aws ListImages '{"repositoryName":"team/app","maxResults":1}'
 is "$(jb '.imageIds | length'):$(jb '.nextToken | type')" 1:string "ListImages pages with maxResults/nextToken"
+http DELETE "$R/v2/team/app/manifests/$d1" "${RA[@]}"
+is "$STATUS:$(jb '.errors[0].code'):$(curl -s -o /dev/null -w '%{http_code}' -I -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$UP/v2/team/app/manifests/$d1")" \
+    "405:UNSUPPORTED:200" "the registry refuses a manifest DELETE (405 UNSUPPORTED): the image stays"
 aws BatchDeleteImage '{"repositoryName":"team/app","imageIds":[{"imageTag":"v1"},{"imageTag":"v9"}]}'
 is "$STATUS:$(jb '.imageIds[0].imageTag'):$(jb '.imageIds[0].imageDigest')" "200:v1:$d1" "BatchDeleteImage by tag: deleted"
 is "$(jb '.failures[0].imageId.imageTag'):$(jb '.failures[0].failureCode')" v9:ImageNotFound "a missing tag is a failure ImageNotFound"

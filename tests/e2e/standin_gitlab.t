@@ -3,7 +3,8 @@
 # section 5 describes: the /jwt/auth token flow (PAT scopes, CI job token pull
 # only), image paths at most two levels under an existing project, the
 # insufficient_scope refusal, the /api/v4 registry API with PRIVATE-TOKEN and
-# X-Next-Page paging, tag deletion (403 for a protected tag), bulk deletion
+# X-Next-Page paging, tag deletion (403 for a protected tag, on the API and
+# on the registry), bulk deletion
 # (name_regex_delete, never latest, once an hour), faults and token expiry;
 # pushes land in the Distribution registry behind it.
 set -euo pipefail
@@ -102,6 +103,12 @@ http DELETE "$R/api/v4/projects/$pid/registry/repositories/$rid/tags" "${PT[@]}"
 is "$STATUS" 429 "a second bulk delete within the hour: refused"
 DT=$(tok "$U:$PAT" "repository:group/sub/tool:delete")
 dt=$(curl -s -I -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$UP/v2/group/sub/tool/manifests/v1" | tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p')
+standin_control l 'protect_tags=v1' >/dev/null
+http DELETE "$R/v2/group/sub/tool/manifests/$dt" -H "Authorization: Bearer $DT"
+is "$STATUS:$(jb '.errors[0].code')" 403:DENIED "registry DELETE of a digest a protected tag points at: 403 DENIED"
+is "$(curl -s -o /dev/null -w '%{http_code}' -I -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$UP/v2/group/sub/tool/manifests/$dt")" \
+    200 "and the manifest stays"
+standin_control l protect_tags= >/dev/null
 http DELETE "$R/v2/group/sub/tool/manifests/$dt" -H "Authorization: Bearer $DT"
 is "$STATUS" 202 "registry DELETE by digest with a delete scope: 202"
 

@@ -23,7 +23,8 @@ One listener, "registry" (the GitLab host and its registry in one place):
                     X-Total-Pages, X-Per-Page, X-Page, X-Next-Page,
                     X-Prev-Page and Link.
 Controls: pat_scopes=read_registry,write_registry,api (the PAT's scopes),
-protect_tags=REGEX (tags a protection rule covers: DELETE answers 403),
+protect_tags=REGEX (tags a protection rule covers: their API DELETE, and a
+registry DELETE of their manifest, answer 403),
 add_project=PATH, and the shared ones.
 """
 import os
@@ -194,7 +195,25 @@ class Gitlab(Standin):
                       {"Www-Authenticate": self.challenge(req, info, "insufficient_scope"),
                        "Docker-Distribution-Api-Version": "registry/2.0"})
             return False
+        if info["what"] == "manifest" and req.command == "DELETE":
+            return self.delete_allowed(req, name, info["ref"])
         return True
+
+    def delete_allowed(self, req, name, ref):
+        """A registry DELETE of a manifest that a protected tag names (the
+        tag, or a digest a protected tag points at) is refused: a protection
+        rule controls who can delete tags, on the registry too (GitLab's
+        protected container tags). UNVERIFIED: the 403 DENIED answer."""
+        prot = self.controls["protect_tags"]
+        if not prot:
+            return True
+        hit = sorted(t for t, d, _, _ in self.tagged_images(name) if (ref in (t, d)) and re.fullmatch(prot, t))
+        if not hit:
+            return True
+        req.reply(403, {"errors": [{"code": "DENIED", "message": "requested access to the resource is denied: "
+                                    "the tag %s is protected" % ", ".join(hit)}]},
+                  {"Docker-Distribution-Api-Version": "registry/2.0"})
+        return False
 
     # ---- /api/v4 ------------------------------------------------------------------------------
     def api(self, req):

@@ -139,6 +139,18 @@ function M:put_manifest(repo, ref, body, media_type)
   return want
 end
 
+-- The error of a refused DELETE: http_error's, and the message of the
+-- registry's first OCI error (why it refused: a repository with deletion
+-- disabled, a protected tag), which the code alone does not say.
+local function delete_error(what, res, reg)
+  local err, kind = http_error(what, res, reg)
+  local doc = json.decode(res.body or "")
+  local e = type(doc) == "table" and type(doc.errors) == "table" and doc.errors[1]
+  local msg = type(e) == "table" and type(e.message) == "string" and e.message
+  if msg and msg ~= "" then err = err .. ": " .. msg:sub(1, 200):gsub("%c", " ") end
+  return err, kind
+end
+
 -- DELETEs the manifest with digest dgst (registries delete by digest only):
 -- true when deleted, false when it was not there, or nil, err, kind (a
 -- registry with deletes disabled answers 405 UNSUPPORTED).
@@ -150,7 +162,7 @@ function M:delete_manifest(repo, dgst)
   if not res then return nil, err, kind end
   if res.status == 404 then return false end
   if res.status ~= 202 and res.status ~= 200 and res.status ~= 204 then
-    return nil, http_error("DELETE " .. url, res, self)
+    return nil, delete_error("DELETE " .. url, res, self)
   end
   return true
 end
