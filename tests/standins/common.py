@@ -545,6 +545,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def note(self, **fields):
+        """Adds fields to this request's record (GET /_standin/requests)."""
+        if self._record is not None:
+            self._record.update(fields)
+
     def send_response(self, code, message=None):
         if self._record is not None:
             self._record["status"] = code
