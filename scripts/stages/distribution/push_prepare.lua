@@ -23,14 +23,13 @@ return {
     end
     local ns, nerr = ctx.dst:ensure_namespace(ctx.task.dest_repository)
     if not ns then return nil, nerr end
+    local denied = ns.denied -- the kind's reading of a refusal (Docker Hub: the namespace must be writable)
+    ns.denied = nil
     -- Opening (and cancelling) an upload session proves push access.
     local loc, uerr, ukind = ctx.dst:start_upload(ctx.task.dest_repository)
     if not loc then
       if ctx.dst.kind ~= "distribution" then uerr = ctx.dst.kind .. ": checking push access: " .. uerr end
-      -- the kind's reading of a refusal (Docker Hub: the namespace must be writable)
-      if type(ns.denied) == "string" and (ukind == "http 401" or ukind == "http 403") then
-        uerr = uerr .. ": " .. ns.denied
-      end
+      if type(denied) == "string" and (ukind == "http 401" or ukind == "http 403") then uerr = uerr .. ": " .. denied end
       return nil, uerr, { namespace = ns }
     end
     ctx.dst:cancel_upload(loc)
