@@ -2,9 +2,11 @@
 -- run them against those): they load with their credential fields, hosts
 -- pick them, their hooks decide what they can without a network (a robot
 -- account's namespace, Quay's listing left to /v2/_catalog, ACR's login
--- choices), errors carry no secret; and the client's side of them: the tag
--- list scope quirk, and a kind's login made again when the token service
--- refuses its credentials.
+-- choices, an anonymous ACR client's login and its listing refused),
+-- errors carry no secret; and the client's side of them: the tag
+-- list scope quirk, a kind's login made again when the token service
+-- refuses its credentials, and a login that answers anonymous (no
+-- credentials sent).
 local t = require("tap").new(...)
 local kinds = require("kinds")
 local oci = require("oci")
@@ -75,9 +77,18 @@ t.test("acr: the login turns each kind of credential into the registry's, and na
   t.eq(res.username .. ":" .. res.password, "cid:csecret", "a service principal without a tenant goes as Basic")
   res = assert(a:call("login", { username = "admin", password = "pw" }, ctx))
   t.eq(res.username, "admin")
-  local none, err = a:call("login", {}, ctx)
+  local none, err = a:call("login", { client_id = "cid" }, ctx)
   t.eq(none, nil)
-  t.match(err, "^acr: no credentials")
+  t.match(err, "^acr: incomplete credentials %(give username and password, client_id and client_secret")
+  none, err = a:call("login", {}, { url = "http://127.0.0.1:1", options = {} })
+  t.eq(none, nil)
+  t.match(err, "^acr: anonymous pull %(no credentials given%): GET http://127.0.0.1:1/oauth2/token%?service=",
+          "no credentials at all: the registry is asked for an anonymous token")
+  t.eq(a:call("catalog", { username = "admin", password = "pw" }, ctx, { patterns = { "**" } }), false,
+       "with credentials, listing is left to /v2/_catalog")
+  none, err = a:call("catalog", {}, ctx, { patterns = { "**" } })
+  t.eq(none, nil)
+  t.match(err, "^acr: listing repositories: the registry's catalog %(/v2/_catalog%) needs credentials")
   local secret = "sp-secret-never-shown-0123"
   none, err = a:call("login", { client_id = "cid", client_secret = secret, tenant = "tid" },
                      { url = "http://127.0.0.1:1", options = { aad_url = "http://127.0.0.1:1" } })
@@ -117,6 +128,29 @@ if (env.REG_TOKEN_URL or "") ~= "" then
     t.eq(none, nil)
     t.match(berr, "http 401 for scope '' %(check the username and password%)")
     t.eq(calls2(), 2, "a login that stays refused is made again once only")
+  end)
+
+  t.test("a kind's login that answers anonymous sends no credentials to the token service", function()
+    local calls = 0
+    local k = { name = "fakeanon", quirks = {} }
+    function k.has(_, hook) return hook == "login" end
+    function k.call()
+      calls = calls + 1
+      return { anonymous = true, expires_in = 3600 }
+    end
+    local function stats() return json.decode(assert(http.request { url = env.REG_TOKEN_TOKEN_URL .. "/stats" }).body) end
+    assert(http.request { method = "POST", url = env.REG_TOKEN_TOKEN_URL .. "/control?anonymous=pull" })
+    local before = stats()
+    local reg = oci.new { url = env.REG_TOKEN_URL, kind = k }
+    local p, err = reg:ping()
+    t.ok(p, err)
+    t.eq(select(2, reg:tags("anon/none")), select(2, oci.new { url = env.REG_TOKEN_URL }:tags("anon/none")),
+         "a tag list answers as it does to a client without credentials")
+    local after = stats()
+    t.ok(after.issued > before.issued, "tokens were issued")
+    t.eq(after.denied, before.denied, "and none was refused: no credentials were sent")
+    t.eq(reg.auth:has_credentials(), false, "the client counts as one without credentials")
+    t.eq(calls, 1, "one login for all of it")
   end)
 
   t.test("the quirk tags_scope asks a tag list's token for its actions", function()

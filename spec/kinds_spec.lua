@@ -1,7 +1,8 @@
 -- Registry kinds (kinds.lua): the bundled kinds load with their credential
 -- fields, hosts pick the kind, a hook runs sandboxed and hands back only
--- plain data, and a hook's failure is an error naming the kind and the
--- step, never a secret.
+-- plain data, a hook's failure is an error naming the kind and the step,
+-- never a secret, and the chunk quirks (min_chunk, max_chunk) bound a
+-- client's chunk size.
 local t = require("tap").new(...)
 local kinds = require("kinds")
 
@@ -139,6 +140,22 @@ t.test("harbor and ecr delete through their APIs; without a hook the registry's 
   t.eq(ok, nil)
   t.match(err, "^quay: deleting team/app@" .. D .. ": GET http://127%.0%.0%.1:1/v2/: connect")
   t.ok(not err:find("secret-", 1, true), "no secret in the error")
+end)
+
+t.test("the chunk quirks bound a client's chunk size: ECR's min_chunk raises it, GHCR's max_chunk lowers or sets it", function()
+  local oci = require("oci")
+  local MiB = 1024 * 1024
+  local ghcr, ecr = assert(kinds.load("ghcr")), assert(kinds.load("ecr"))
+  t.eq(ghcr.quirks.max_chunk, 4 * MiB)
+  local function chunk(kind, asked)
+    return oci.new { url = "https://r.example", kind = kind, chunk_size = asked }.chunk_size
+  end
+  t.eq(chunk(ghcr, nil), 4 * MiB, "GHCR without --chunk-size: blobs over 4 MiB go up in 4 MiB chunks")
+  t.eq(chunk(ghcr, 8 * MiB), 4 * MiB, "a larger chunk size is lowered")
+  t.eq(chunk(ghcr, MiB), MiB, "a smaller one is kept")
+  t.eq(chunk(ecr, MiB), 5 * MiB, "ECR raises a smaller one to 5 MiB")
+  t.eq(chunk(ecr, nil), nil, "and leaves monolithic uploads alone")
+  t.eq(chunk(nil, nil), nil, "a client without a kind: as asked")
 end)
 
 t.done()

@@ -17,7 +17,11 @@
 --     tags_scope);
 --   * _catalog (registry:catalog:*) and tag lists are paged with a relative
 --     Link (</v2/_catalog?last=x&n=N&orderby=>), which the client resolves;
---   * repositories are created by the first push: nothing to prepare.
+--   * repositories are created by the first push: nothing to prepare;
+--   * without credentials, a registry with anonymous pull enabled gives
+--     tokens to anyone (/oauth2/token without Authorization) for pulls and
+--     tag lists; its catalog still needs credentials, so an anonymous
+--     source names its repositories exactly.
 local jwt = require("jwt")
 local url = require("url")
 
@@ -77,22 +81,32 @@ local function oauth_error(res)
   return "http " .. res.status
 end
 
--- POSTs a form, retrying a 429 or a 502-504 after Retry-After (else with
--- backoff); returns the decoded answer or nil, err naming the step.
-local function post_form(ctx, target, form, step, tls)
+-- Sends one request (req for http.request), retrying a 429 or a 502-504
+-- after Retry-After (else with backoff); returns the last response or nil,
+-- err naming the step.
+local function send(req, step)
   local res, err, detail
+  local method = req.method or "GET"
   for attempt = 1, ATTEMPTS do
-    res, err, detail = http.request {
-      method = "POST", url = target, tls = tls, timeout = 60, body = url.query(form),
-      headers = { ["Content-Type"] = "application/x-www-form-urlencoded", Accept = "application/json" },
-    }
-    if not res then return nil, string.format("acr: %s: POST %s: %s (%s)", step, target, err, detail or "") end
+    res, err, detail = http.request(req)
+    if not res then return nil, string.format("acr: %s: %s %s: %s (%s)", step, method, req.url, err, detail or "") end
     local transient = res.status == 429 or (res.status >= 502 and res.status <= 504)
     if not transient or attempt == ATTEMPTS then break end
     local wait = math.min(tonumber(res.headers["retry-after"]) or math.min(8, 0.5 * 2 ^ (attempt - 1)), 60)
-    log.warn("acr: %s: POST %s: http %d, retry %d/%d in %g s", step, target, res.status, attempt, ATTEMPTS - 1, wait)
+    log.warn("acr: %s: %s %s: http %d, retry %d/%d in %g s", step, method, req.url, res.status, attempt, ATTEMPTS - 1,
+             wait)
     time.sleep(wait)
   end
+  return res
+end
+
+-- POSTs a form (through send); returns the decoded answer or nil, err
+-- naming the step.
+local function post_form(ctx, target, form, step, tls)
+  local res, err = send({ method = "POST", url = target, tls = tls, timeout = 60, body = url.query(form),
+                          headers = { ["Content-Type"] = "application/x-www-form-urlencoded",
+                                      Accept = "application/json" } }, step)
+  if not res then return nil, err end
   if res.status ~= 200 then return nil, string.format("acr: %s: POST %s: %s", step, target, oauth_error(res)) end
   local doc = json.decode(res.body or "")
   if type(doc) ~= "table" then return nil, string.format("acr: %s: POST %s: the answer is not JSON", step, target) end
@@ -138,8 +152,39 @@ local function exchange(creds, ctx, aad)
   return doc.refresh_token
 end
 
+-- What an operator can give instead of nothing.
+local CREDENTIALS = "username and password, client_id and client_secret [and tenant], aad_access_token, "
+                    .. "or refresh_token"
+
+-- Whether any credential was given (else the client is anonymous).
+local function given(creds)
+  for _, name in ipairs({ "username", "password", "client_id", "client_secret", "tenant", "aad_access_token",
+                          "refresh_token" }) do
+    if set(creds[name]) then return true end
+  end
+  return false
+end
+
+-- Without credentials: checks that the registry gives anonymous tokens
+-- (anonymous pull enabled) by asking its token service for one without
+-- Authorization. Returns the anonymous login, or nil, err naming the step.
+local function anonymous(ctx)
+  local step = "anonymous pull (no credentials given)"
+  local target = ctx.url .. "/oauth2/token?service=" .. url.encode(service(ctx))
+  local res, err = send({ url = target, tls = ctx.tls, timeout = 60, headers = { Accept = "application/json" } }, step)
+  if not res then return nil, err end
+  if res.status == 200 then return { anonymous = true, expires_in = BASIC_TTL } end
+  local why = oauth_error(res)
+  if res.status == 401 or res.status == 403 then
+    why = why .. ": the registry does not allow anonymous pull (az acr update --anonymous-pull-enabled); "
+          .. "give credentials (" .. CREDENTIALS .. ")"
+  end
+  return nil, string.format("acr: %s: GET %s: %s", step, target, why)
+end
+
 -- Turns the credentials given into the registry's: Basic ones as they are,
--- else an ACR refresh token as the null user's password.
+-- else an ACR refresh token as the null user's password; none at all is
+-- an anonymous login, where the registry allows anonymous pull.
 function kind.login(creds, ctx)
   local refresh, err
   if set(creds.refresh_token) then
@@ -154,12 +199,23 @@ function kind.login(creds, ctx)
     return { username = creds.client_id, password = creds.client_secret, expires_in = BASIC_TTL }
   elseif set(creds.username) then
     return { username = creds.username, password = creds.password or "", expires_in = BASIC_TTL }
+  elseif not given(creds) then
+    return anonymous(ctx)
   else
-    return nil, "acr: no credentials (give username and password, client_id and client_secret [and tenant], "
-             .. "aad_access_token, or refresh_token)"
+    return nil, "acr: incomplete credentials (give " .. CREDENTIALS .. ")"
   end
   if not refresh then return nil, err end
   return { username = NULL_USER, password = refresh, expires_in = lifetime(refresh, REFRESH_TTL, REFRESH_TTL) }
+end
+
+-- Leaves listing to /v2/_catalog (false), which needs credentials: an
+-- anonymous client (anonymous pull covers pulls and tag lists only) fails
+-- here, saying to name the repositories.
+function kind.catalog(creds, ctx, opts)
+  if given(creds) then return false end
+  return nil, "acr: listing repositories: the registry's catalog (/v2/_catalog) needs credentials, and none were "
+              .. "given (anonymous pull covers pulls only): give credentials (" .. CREDENTIALS .. "), or name each "
+              .. "repository exactly (--repo team/app)"
 end
 
 return kind

@@ -23,7 +23,12 @@
 --   * a push creates the repository with the account's default visibility;
 --     with the option private ("true"/"false") the repository is created
 --     through the Hub API first with that visibility (POST
---     /v2/namespaces/NS/repositories {name, is_private}).
+--     /v2/namespaces/NS/repositories {name, is_private});
+--   * a repository is exactly NAMESPACE/NAME: as a target, any other name
+--     fails in push_prepare, before anything is pushed; the namespace must
+--     be the account's own or an existing organisation it may push to
+--     (organisations are not created: Harbor's POST /v2/orgs/ is not in
+--     Docker's API reference).
 local url = require("url")
 local link = require("oci.link") -- origin(): the next page stays on the API's origin
 
@@ -198,23 +203,44 @@ function kind.catalog(creds, ctx, opts)
   return out
 end
 
+-- Checks that repo is a Docker Hub name, NAMESPACE/NAME (exactly one '/':
+-- Harbor's path rule ONLY_TWO); returns its namespace and name, or nil, err
+-- saying how to make names fit.
+local function target_name(repo)
+  local ns, name = split(repo)
+  if ns then return ns, name end
+  local _, slashes = repo:gsub("/", "")
+  return nil, string.format("dockerhub: naming the destination %s: a Docker Hub repository is NAMESPACE/NAME, with "
+    .. "exactly one '/' (this has %d); choose --dest-namespace and --flatten so that names fit (--flatten -1 "
+    .. "--dest-namespace NS puts a/b/app at NS/app)", repo, slashes)
+end
+
+-- What a refused push into namespace ns means on Docker Hub (push_prepare
+-- adds it to the refusal): organisations are not created here.
+local function denied(creds, ns)
+  local who = creds.username and creds.username ~= "" and ("the account " .. creds.username) or "an anonymous client"
+  return string.format("%s cannot push into the namespace %s: it must be your Docker ID or an existing organisation "
+    .. "you may push to (replica creates no organisation; create it on Docker Hub)", who, ns)
+end
+
+-- Checks the destination name (NAMESPACE/NAME) before anything is pushed.
 -- With the option private, creates repository repo through the Hub API
 -- (unless it exists) with that visibility; without it, nothing: the push
--- creates it.
+-- creates it. The result's `denied` says what a refused push means.
 function kind.ensure_namespace(creds, ctx, repo)
+  local ns, name = target_name(repo)
+  if not ns then return nil, name end
   local private = (ctx.options or {}).private
-  if private == nil or private == "" then return { repository = repo, created = false } end
+  if private == nil or private == "" then return { repository = repo, created = false, denied = denied(creds, ns) } end
   if private ~= "true" and private ~= "false" then
     return nil, string.format("dockerhub: the option private must be true or false, not %q", private)
   end
-  local ns, name = split(repo)
-  if not ns then return nil, string.format("dockerhub: %s is not NAMESPACE/NAME (Docker Hub names have one '/')", repo) end
   local token, lerr = hub_login(creds, ctx)
   if not token then return nil, lerr or "dockerhub: creating repository " .. repo .. ": no credentials" end
   local base = hub_of(ctx) .. "/v2/namespaces/" .. url.encode(ns) .. "/repositories"
   local res, err = call(ctx, "HEAD", base .. "/" .. url.encode(name), { token = token }, "checking repository " .. repo)
   if not res then return nil, err end
-  if res.status == 200 then return { repository = repo, created = false } end
+  if res.status == 200 then return { repository = repo, created = false, denied = denied(creds, ns) } end
   if res.status ~= 404 then
     return nil, string.format("dockerhub: checking repository %s: HEAD %s/%s: http %d", repo, base, name, res.status)
   end
@@ -222,10 +248,11 @@ function kind.ensure_namespace(creds, ctx, repo)
                   "creating repository " .. repo)
   if not res then return nil, err end
   if res.status == 201 or res.status == 200 then
-    return { repository = repo, created = true, private = private == "true" }
+    return { repository = repo, created = true, private = private == "true", denied = denied(creds, ns) }
   end
-  if res.status == 409 then return { repository = repo, created = false } end
-  return nil, string.format("dockerhub: creating repository %s: POST %s: %s", repo, base, hub_error(res))
+  if res.status == 409 then return { repository = repo, created = false, denied = denied(creds, ns) } end
+  local why = (res.status == 403 or res.status == 404) and (": " .. denied(creds, ns)) or ""
+  return nil, string.format("dockerhub: creating repository %s: POST %s: %s%s", repo, base, hub_error(res), why)
 end
 
 -- Deletes the manifest dgst of repo: every tag pointing at it, through the

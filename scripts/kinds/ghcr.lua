@@ -14,7 +14,9 @@
 --   * the registry refuses DELETE (405): a manifest is deleted as the
 --     package version whose name is its digest (DELETE
 --     .../packages/container/NAME/versions/ID, which takes its tags along);
---   * a push creates the package, private: there is nothing to create first.
+--   * a push creates the package, private: there is nothing to create first;
+--   * a PATCH of more than 4 MiB is refused (the quirk max_chunk): blobs
+--     larger than that go up in chunks of at most 4 MiB.
 local url = require("url")
 local link = require("oci.link") -- origin(): the next page stays on the API's origin
 
@@ -31,6 +33,10 @@ local kind = {
     { name = "namespace", label = "Owners to list",
       help = "comma-separated users or organisations, for repository filters that name no owner (default: the username)" },
   },
+  -- GHCR answers a PATCH of more than 4 MiB with 416 REQUESTED_RANGE_NOT_SATISFIABLE "the request body is too
+  -- large and exceeds the maximum permissible limit of 4.00MiB" (oras-project/rust-oci-client#35 and #37,
+  -- ocx-sh/ocx#237; registry-kinds.md section 3 Quirks). UNVERIFIED: GitHub documents no such limit.
+  quirks = { max_chunk = 4 * 1024 * 1024 },
 }
 
 local ATTEMPTS = 5      -- API calls throttled (429, or 403 with no requests left)

@@ -9,8 +9,11 @@
 --     that says so rather than the registry's bare 401;
 --   * /v2/_catalog is refused: repositories are listed through /api/v4
 --     (PRIVATE-TOKEN, or JOB-TOKEN for gitlab-ci-token; pages by
---     X-Next-Page), in the projects of options.projects, else in the member
---     projects the repository filters can match;
+--     X-Next-Page): in the projects of options.projects; else, for a filter
+--     that names a group (grp/**, grp/sub/**), with one call for the group
+--     and its subgroups (GET /groups/:id/registry/repositories), and for
+--     the others (a project's or a user's namespace: the group call answers
+--     404; no namespace at all) in the member projects they can match;
 --   * an image path without a project answers 401, not 404 (the quirk
 --     missing_401);
 --   * the API's host is the token realm's (registry.gitlab.com's realm is
@@ -145,48 +148,123 @@ local function relevant(p, l)
   return l == "" or l == p or l:sub(1, #p + 1) == p .. "/" or p:sub(1, #l + 1) == l .. "/"
 end
 
--- Lists the repositories (their full paths) of the projects in
--- options.projects, else of the member projects the filters can match.
-function kind.catalog(creds, ctx, opts)
-  local patterns = type(opts) == "table" and opts.patterns or {}
-  local projects = {}
-  local given = (ctx.options or {}).projects
-  given = given and given ~= "" and given or nil
-  if given then
-    for p in given:gmatch("[^,%s]+") do projects[#projects + 1] = p end
-  else
-    local prefixes = {}
-    for _, p in ipairs(patterns) do prefixes[#prefixes + 1] = literal_prefix(p) end
-    if #prefixes == 0 then prefixes[1] = "" end
-    local list, err = pages(creds, ctx, "/projects?membership=true&simple=true&order_by=id&sort=asc", "listing projects")
-    if not list then return nil, err end
-    for _, pr in ipairs(list) do
-      local path = type(pr) == "table" and pr.path_with_namespace
-      local enabled = pr.container_registry_enabled ~= false and pr.container_registry_access_level ~= "disabled"
-      if type(path) == "string" and enabled then
-        for _, l in ipairs(prefixes) do
-          if relevant(path, l) then
-            projects[#projects + 1] = path
-            break
-          end
+-- The registry repositories of the group at path and of its subgroups
+-- (GET /groups/:id/registry/repositories, id the URL-encoded path). Returns
+-- them, false when path names no group (404: a project, or a user's
+-- namespace), or nil, err.
+local function group_repositories(creds, ctx, path)
+  local repos, err, status = pages(creds, ctx, "/groups/" .. url.encode(path) .. "/registry/repositories",
+                                   "listing the repositories of group " .. path)
+  if repos then return repos end
+  if status == 404 then return false end
+  return nil, err
+end
+
+-- The member projects (their paths) that may hold a repository one of the
+-- filter prefixes selects, skipping those whose registry is disabled.
+-- Returns the paths or nil, err.
+local function member_projects(creds, ctx, prefixes)
+  local list, err = pages(creds, ctx, "/projects?membership=true&simple=true&order_by=id&sort=asc", "listing projects")
+  if not list then return nil, err end
+  local out = {}
+  for _, pr in ipairs(list) do
+    local path = type(pr) == "table" and pr.path_with_namespace
+    local enabled = pr.container_registry_enabled ~= false and pr.container_registry_access_level ~= "disabled"
+    if type(path) == "string" and enabled then
+      for _, l in ipairs(prefixes) do
+        if relevant(path, l) then
+          out[#out + 1] = path
+          break
         end
       end
     end
   end
-  local out, seen = {}, {}
+  return out
+end
+
+-- Appends to out the paths of the repositories in repos not in seen yet.
+local function add_paths(out, seen, repos)
+  for _, r in ipairs(repos) do
+    if type(r) == "table" and type(r.path) == "string" and not seen[r.path] then
+      seen[r.path] = true
+      out[#out + 1] = r.path
+    end
+  end
+end
+
+-- Whether path is listed already: it is one of the groups in done, or
+-- under one.
+local function covered(done, path)
+  for _, g in ipairs(done) do
+    if path == g or path:sub(1, #g + 1) == g .. "/" then return true end
+  end
+  return false
+end
+
+-- Lists, into out, the repositories of the groups the filter prefixes
+-- name (one call per group covers its projects and subgroups); returns
+-- the prefixes that name no group (none, a project, a user's namespace),
+-- to be listed project by project, or nil, err.
+local function list_groups(creds, ctx, prefixes, out, seen)
+  local rest, done = {}, {}
+  for _, l in ipairs(prefixes) do
+    if l == "" then
+      rest[#rest + 1] = l
+    elseif not covered(done, l) then
+      local repos, err = group_repositories(creds, ctx, l)
+      if repos == nil then return nil, err end
+      if repos then
+        done[#done + 1] = l
+        add_paths(out, seen, repos)
+      else
+        rest[#rest + 1] = l
+      end
+    end
+  end
+  return rest
+end
+
+-- Lists, into out, the repositories of the projects given; a member
+-- project without a registry, or without access to it, is skipped unless
+-- the option projects named it. Returns true or nil, err.
+local function list_projects(creds, ctx, projects, named, out, seen)
   for _, p in ipairs(projects) do
     local repos, err, status = pages(creds, ctx, "/projects/" .. url.encode(p) .. "/registry/repositories",
                                      "listing the repositories of project " .. p)
-    if not repos and not given and (status == 403 or status == 404) then
-      log.info("%s: skipped", err) -- a member project without a registry, or without access to it
+    if not repos and not named and (status == 403 or status == 404) then
+      log.info("%s: skipped", err)
       repos = {}
     end
     if not repos then return nil, err end
-    for _, r in ipairs(repos) do
-      if type(r) == "table" and type(r.path) == "string" and not seen[r.path] then
-        seen[r.path] = true
-        out[#out + 1] = r.path
-      end
+    add_paths(out, seen, repos)
+  end
+  return true
+end
+
+-- Lists the repositories (their full paths) of the projects in
+-- options.projects; else of the groups the repository filters name
+-- (grp/** and grp/sub/** list through the group's endpoint), and of the
+-- member projects the other filters can match.
+function kind.catalog(creds, ctx, opts)
+  local patterns = type(opts) == "table" and opts.patterns or {}
+  local out, seen = {}, {}
+  local given = (ctx.options or {}).projects
+  if given and given ~= "" then
+    local projects = {}
+    for p in given:gmatch("[^,%s]+") do projects[#projects + 1] = p end
+    local ok, err = list_projects(creds, ctx, projects, true, out, seen)
+    if not ok then return nil, err end
+  else
+    local prefixes = {}
+    for _, p in ipairs(patterns) do prefixes[#prefixes + 1] = literal_prefix(p) end
+    if #prefixes == 0 then prefixes[1] = "" end
+    local rest, err = list_groups(creds, ctx, prefixes, out, seen)
+    if not rest then return nil, err end
+    if #rest > 0 then
+      local projects, perr = member_projects(creds, ctx, rest)
+      if not projects then return nil, perr end
+      local ok, lerr = list_projects(creds, ctx, projects, false, out, seen)
+      if not ok then return nil, lerr end
     end
   end
   table.sort(out)

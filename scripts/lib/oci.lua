@@ -47,6 +47,18 @@ local kinds_of = setmetatable({}, { __mode = "k" })
 local pull = common.pull
 local http_error, transfer_error = common.http_error, common.transfer_error
 
+-- The PATCH chunk size of a client (nil: monolithic uploads) from the one
+-- asked for and its kind's quirks: min_chunk raises a smaller one (ECR
+-- refuses parts under 5 MiB but the last), max_chunk lowers a larger one and
+-- sets one when none was asked (GHCR refuses a PATCH above about 4 MiB).
+local function chunk_size_of(asked, quirks)
+  local min_chunk = quirks and math.tointeger(tonumber(quirks.min_chunk))
+  local max_chunk = quirks and math.tointeger(tonumber(quirks.max_chunk))
+  if min_chunk and asked and asked < min_chunk then asked = min_chunk end
+  if max_chunk and max_chunk > 0 and (not asked or asked > max_chunk) then asked = max_chunk end
+  return asked
+end
+
 -- Creates a client. opts: url (required), username, password, kind (a
 -- registry kind from kinds.load; credentials = the fields it takes and
 -- kind_options = its options), tls = {ca_file=, insecure=}, timeout (stall
@@ -55,8 +67,9 @@ local http_error, transfer_error = common.http_error, common.transfer_error
 -- upload larger blobs in chunks, resuming from the target's reported range),
 -- max_speed (bytes/s: the rate limit of each blob copied into this registry).
 -- A kind's quirks may move the registry (registry_url: {host = URL}, Docker
--- Hub's docker.io is served at registry-1.docker.io) and give it a pull
--- limit (pull_limit: oci/ratelimit.lua; its option max_wait bounds a wait).
+-- Hub's docker.io is served at registry-1.docker.io), bound its chunks
+-- (min_chunk, max_chunk: bytes) and give it a pull limit (pull_limit:
+-- oci/ratelimit.lua; its option max_wait bounds a wait).
 function oci.new(opts)
   assert(type(opts) == "table" and type(opts.url) == "string", "oci.new: 'url' is required")
   local url = opts.url:gsub("/+$", "")
@@ -87,10 +100,7 @@ function oci.new(opts)
   self.kind = kind and kind.name or "distribution"
   self.quirks = {} -- the kind's quirks (plain data), for the client and the stages
   for k, v in pairs(kind and kind.quirks or {}) do self.quirks[k] = v end
-  local min_chunk = kind and tonumber(kind.quirks.min_chunk)
-  if min_chunk and self.chunk_size and self.chunk_size < min_chunk then
-    self.chunk_size = min_chunk -- ECR refuses smaller chunks but the last
-  end
+  self.chunk_size = chunk_size_of(self.chunk_size, kind and kind.quirks)
   if kind and type(kind.quirks.pull_limit) == "table" then
     local lim, lerr = ratelimit.new(kind.quirks.pull_limit, kind.name, (opts.kind_options or {}).max_wait)
     assert(lim, lerr and ("oci.new: " .. lerr))

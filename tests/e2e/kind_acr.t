@@ -6,7 +6,9 @@
 # with a service principal through Entra ID (a re-run copies nothing), or as
 # Basic; ACR -> Distribution with the admin user, a refresh token or an
 # Entra ID access token, listing _catalog and tags over relative Links with
-# metadata_read; a refresh token dying mid-run means a new login; a 429 is
+# metadata_read; without credentials, anonymous pull of named repositories
+# (a glob fails: the catalog needs credentials; with anonymous pull off a
+# clear refusal); a refresh token dying mid-run means a new login; a 429 is
 # retried after its Retry-After; a push ACR refuses and wrong credentials
 # fail naming the kind and the step with nothing pushed; no secret appears
 # in any output or in the stand-in's record.
@@ -90,6 +92,32 @@ is "$RC:$(manifest_digest "$D" aad/team/app v1)" "0:$want_app" "an Entra ID acce
 [[ $RC == 0 ]] || diag "$OUT"
 is "$(records | jq -r '[.[] | select(.path == "/oauth2/exchange") | .status] | join(",")')" 200 \
     "exchanged for a refresh token (its tenant read from the token)"
+
+# --- anonymous pull: a source without credentials ---------------------------------------------------
+standin_control a anonymous_pull=1 >/dev/null
+clear_records
+run --from "$A" --from-kind acr --to "$D" --repo team/app --repo team/multi --dest-namespace anon --json
+is "$RC" 0 "with anonymous pull enabled, a source without credentials is pulled"
+[[ $RC == 0 ]] || diag "$OUT"
+is "$(manifest_digest "$D" anon/team/app v1):$(manifest_digest "$D" anon/team/multi v1)" "$want_app:$want_multi" \
+    "a plain and a multi-arch image verify by digest"
+is "$(tag_list "$D" anon/team/app | paste -sd,)" "v1,v2,v3" "with every tag (the anonymous token lists tags too)"
+tokens=$(count '(.path | startswith("/oauth2/token")) and .status == 200')
+ok "$(( tokens > 0 ? 0 : 1 ))" "through anonymous tokens from /oauth2/token ($tokens granted)"
+is "$(count '(.path | startswith("/oauth2/")) and .authorization != null'):$(count '.authorization // "" | startswith("Basic")')" "0:0" \
+    "asked for with no Authorization: no credentials went anywhere"
+clear_records
+run --from "$A" --from-kind acr --to "$D" --repo 'team/**' --dest-namespace anon
+is "$RC" 1 "a repository glob without credentials fails"
+like "$OUT" "listing the source catalog: acr: listing repositories: the registry's catalog \\(/v2/_catalog\\) needs credentials, and none were given .*name each repository exactly" \
+    "naming the kind and the step: the catalog needs credentials"
+is "$(count '.path | startswith("/v2/_catalog")')" 0 "before asking for it"
+standin_control a anonymous_pull=0 >/dev/null
+run --from "$A" --from-kind acr --to "$D" --repo team/app --dest-namespace off
+is "$RC" 1 "with anonymous pull off, a source without credentials fails"
+like "$OUT" "acr: anonymous pull \\(no credentials given\\): GET $A/oauth2/token\\?service=[^ ]*: http 401 UNAUTHORIZED: authentication required, visit https://aka.ms/acr/authorization for more information.: the registry does not allow anonymous pull" \
+    "naming the kind and the step, with ACR's refusal"
+is "$(manifest_digest "$D" off/team/app v1)" missing "and nothing was copied"
 
 # --- a refresh token that dies mid-run means a new login ------------------------------------------------
 export REPLICA_TO_CRED_CLIENT_SECRET=$CSEC

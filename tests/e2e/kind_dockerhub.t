@@ -11,8 +11,11 @@
 # waited out (also one used up behind its back), and max_wait bounds the
 # wait; a 429 with Retry-After is retried, on the registry and on the Hub
 # API; a token expiring mid-upload is renewed; wrong credentials fail
-# naming the kind and the step, with nothing pushed; no secret appears in
-# any output or in the stand-in's record.
+# naming the kind and the step, with nothing pushed; a destination name
+# that is not NAMESPACE/NAME fails its task in push_prepare before anything
+# is pushed (the other tasks succeed; --flatten -1 --dest-namespace makes
+# it fit), as does a namespace the account cannot write, naming it; no
+# secret appears in any output or in the stand-in's record.
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
@@ -188,6 +191,37 @@ REPLICA_FROM_CRED_PASSWORD=wrong-token-0123456789 run "${FROM[@]}" --to "$D" --r
 is "$RC" 1 "a wrong access token on the source fails the listing"
 like "$OUT" "listing the source catalog: dockerhub: logging in to the Hub API: POST [^ ]*/v2/auth/token: http 401" \
     "naming the kind and the step"
+
+# --- destination names: exactly NAMESPACE/NAME, in a namespace the account can write ---------------
+seed "$S" team/tools/app t1 oci 1 1024 hub-kind >/dev/null
+seed "$S" flat t1 oci 1 1024 hub-kind >/dev/null
+want_fits=$(seed "$S" replica-org/fits t1 oci 1 1024 hub-kind | sed -n 's|^replica-org/fits:t1 ||p')
+clear_records
+run --from "$S" "${TO[@]}" --repo 'team/tools/app' --repo flat --repo 'replica-org/fits' --json
+is "$RC" 1 "a run with destination names Docker Hub cannot hold fails"
+is "$(summary '[.tasks[] | "\(.repository):\(.status)"] | join(",")')" "flat:failed,replica-org/fits:succeeded,team/tools/app:failed" \
+    "in those tasks only: the other one succeeds"
+is "$(manifest_digest "$HU" replica-org/fits t1)" "$want_fits" "and its image verifies by digest"
+is "$(summary '[.tasks[] | select(.status == "failed") | .stages[] | select(.status == "failed") | .name] | unique | join(",")')" push_prepare \
+    "the others fail in push_prepare"
+# why REPO: the error of the failed stage of REPO's task in the last JSON summary
+why() { summary "[.tasks[] | select(.repository == \"$1\") | .stages[] | select(.status == \"failed\") | .error] | .[0]"; }
+like "$(why team/tools/app)" "^dockerhub: naming the destination team/tools/app: a Docker Hub repository is NAMESPACE/NAME, with exactly one '/' \\(this has 2\\); choose --dest-namespace and --flatten so that names fit" \
+    "naming the kind, the step and the rule, with the way out"
+like "$(why flat)" "^dockerhub: naming the destination flat: a Docker Hub repository is NAMESPACE/NAME, with exactly one '/' \\(this has 0\\)" \
+    "a name without '/' too"
+is "$(records | jq '[.[] | select(.listener == "registry" and .method != "GET" and .method != "HEAD" and (.path | test("^/v2/(team/tools/app|flat)/")))] | length'):$(manifest_digest "$HU" team/tools/app t1)" \
+    "0:missing" "before anything was pushed"
+clear_records
+run --from "$S" "${TO[@]}" --repo 'team/tools/app' --flatten -1 --dest-namespace replica-org --json
+is "$RC:$(summary '.tasks[0].dest_repository')" "0:replica-org/app" "with --flatten -1 --dest-namespace replica-org, team/tools/app lands as replica-org/app"
+is "$(manifest_digest "$HU" replica-org/app t1)" "$(manifest_digest "$S" team/tools/app t1)" "and verifies by digest"
+
+run --from "$S" "${TO[@]}" --repo 'replica-org/fits' --flatten -1 --dest-namespace otherorg
+is "$RC" 1 "a push into a namespace the account cannot write fails"
+like "$OUT" "stage push_prepare: dockerhub: checking push access: POST [^ ]*/v2/otherorg/fits/blobs/uploads/: http 401 DENIED .*: the account replica cannot push into the namespace otherorg: it must be your Docker ID or an existing organisation you may push to \\(replica creates no organisation" \
+    "naming the kind, the step and the namespace, and that organisations are not created"
+is "$(manifest_digest "$HU" otherorg/fits t1)" missing "and nothing was pushed"
 
 # --- no secret anywhere ---------------------------------------------------------------------------------
 everything=$ALL$(records)$(cat "$E2E_WORK/h/standin.log")

@@ -7,11 +7,14 @@
 # re-run copies nothing; the token cache copes with tokens that carry no
 # lifetime); GHCR -> Distribution lists through the packages API (orgs and
 # users, Link paging, names with '/'); 429s with Retry-After on the
-# registry and on the API are retried; a token expiring mid-upload is
-# renewed; a wrong PAT, or one without write:packages, fails naming the kind
-# and the step with nothing pushed; no secret appears in any output or in
-# the stand-in's record. (A deletion replicated to GHCR, through the
-# packages API, is tested with every kind's in tests/e2e/kind_delete.t.)
+# registry and on the API are retried; a token expiring mid-upload (after a
+# chunk) is renewed; a wrong PAT, or one without write:packages, fails
+# naming the kind and the step with nothing pushed; a layer over 4 MiB goes
+# up in PATCHes of at most 4 MiB (the stand-in refuses larger ones, as GHCR
+# is reported to), with or without --chunk-size, and a smaller --chunk-size
+# is kept; no secret appears in any output or in the stand-in's record. (A
+# deletion replicated to GHCR, through the packages API, is tested with
+# every kind's in tests/e2e/kind_delete.t.)
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
@@ -91,27 +94,17 @@ is "$RC:$(summary '[.tasks[].repository] | join(",")')" "0:replica-org/app" "a 4
 
 # --- a token that expires mid-upload -------------------------------------------------------------
 big=$E2E_WORK/big.bin
-head -c $((6 << 20)) /dev/urandom >"$big"
+head -c $((6 << 20)) /dev/urandom >"$big" # two chunks: 4 MiB, then 2 MiB
 want_big=$(push_big_image "$S" replica-org/big v1 "$big")
 clear_records
-"$REPLICA" run --from "$S" "${TO[@]}" --repo 'replica-org/big' --bandwidth 2M >"$E2E_WORK/expiring.out" 2>&1 &
-RUN=$!
-mid=1
-for _ in $(seq 1 500); do # until the blob's upload is under way
-    if records | jq -e '[.[] | select((.method == "PUT" or .method == "PATCH") and (.path | test("/blobs/uploads/")) and .status == null)] | length > 0' >/dev/null; then
-        mid=0; break
-    fi
-    kill -0 $RUN 2>/dev/null || break
-    sleep 0.02
-done
-ok "$mid" "a run is in the middle of a blob upload"
-standin_control g expire_tokens=1 >/dev/null
-finish_run $RUN "$E2E_WORK/expiring.out"
-ALL+=$OUT
-is "$RC" 0 "its registry token expired mid-run, and the run still succeeds"
+standin_control g expire_after_patches=1 >/dev/null # every token dies once the first chunk is in
+run --from "$S" "${TO[@]}" --repo 'replica-org/big'
+is "$RC" 0 "its registry token expired mid-upload, after the first chunk, and the run still succeeds"
 [[ $RC == 0 ]] || diag "$OUT"
+is "$(records | jq -r '[.[] | select(.method == "PATCH") | .status] | map(tostring) | join(",")')" "202,401,202,202" \
+    "the next chunk was refused with the dead token, and the upload made again"
 tokens=$(records | jq '[.[] | select(.path | test("^/token.*big%3Apull%2Cpush"))] | length')
-ok "$(( tokens >= 2 ? 0 : 1 ))" "it fetched a new push token ($tokens fetched)"
+ok "$(( tokens >= 2 ? 0 : 1 ))" "with a new push token ($tokens fetched)"
 is "$(manifest_digest "$GU" replica-org/big v1)" "$want_big" "and the image verifies"
 
 # --- wrong credentials ------------------------------------------------------------------------------
@@ -132,6 +125,28 @@ REPLICA_FROM_CRED_PASSWORD=ghp_wrong0123456789 run "${FROM[@]}" --to "$D" --repo
 is "$RC" 1 "a wrong PAT on the source fails the listing"
 like "$OUT" "listing the source catalog: ghcr: listing the packages of replica-org: GET [^ ]*/orgs/replica-org/packages[^ ]*: http 401: Bad credentials" \
     "naming the kind and the step, with GitHub's message"
+
+# --- chunks of at most 4 MiB (GHCR refuses a larger PATCH) --------------------------------------
+# patches: "bytes:status" of each blob PATCH the stand-in saw since the record was cleared
+patches() { records | jq -r '[.[] | select(.method == "PATCH" and (.path | test("/blobs/uploads/"))) | "\(.bytes):\(.status)"] | join(",")'; }
+chunky=$E2E_WORK/chunky.bin
+head -c $((10 << 20)) /dev/urandom >"$chunky"
+want_chunky=$(push_big_image "$S" replica-org/chunky v1 "$chunky")
+clear_records
+run --from "$S" "${TO[@]}" --repo 'replica-org/chunky'
+is "$RC" 0 "a 10 MiB layer is pushed to GHCR without --chunk-size"
+[[ $RC == 0 ]] || diag "$OUT"
+is "$(patches)" "4194304:202,4194304:202,2097152:202" "in PATCHes of at most 4 MiB (the kind's max_chunk), each accepted"
+is "$(manifest_digest "$GU" replica-org/chunky v1)" "$want_chunky" "and it verifies by digest"
+clear_records
+run --from "$S" "${TO[@]}" --repo 'replica-org/chunky' --dest-namespace replica-org/big8 --chunk-size 8M
+is "$RC:$(patches)" "0:4194304:202,4194304:202,2097152:202" "a larger --chunk-size (8M) is lowered to 4 MiB"
+clear_records
+run --from "$S" "${TO[@]}" --repo 'replica-org/chunky' --dest-namespace replica-org/small --chunk-size 1M
+is "$RC:$(patches | tr ',' '\n' | sort | uniq -c | awk '{print $2 "x" $1}' | paste -sd,)" "0:1048576:202x10" \
+    "a smaller one (1M) is kept: ten 1 MiB chunks"
+is "$(manifest_digest "$GU" replica-org/small/replica-org/chunky v1):$(manifest_digest "$GU" replica-org/big8/replica-org/chunky v1)" \
+    "$want_chunky:$want_chunky" "both verify by digest"
 
 # --- no secret anywhere -----------------------------------------------------------------------------------
 everything=$ALL$(records)$(cat "$E2E_WORK/g/standin.log")

@@ -7,7 +7,10 @@
 # and copies nothing), found by its probe without --to-kind; a missing
 # project, or one too far up, fails before any push naming the kind and the
 # step; a token without API access still pushes; GitLab -> Distribution
-# lists through /api/v4, paged, from the filters or the projects option;
+# lists through /api/v4, paged: a filter naming a group (grp/**, or the
+# nested grp/sub/**) through the group's registry endpoint alone, one naming
+# a project or a user's namespace (the group endpoint's 404) through the
+# member projects, and the projects option's projects;
 # a 429 is retried after its Retry-After; a token expiring mid-run is
 # fetched again; wrong credentials fail clearly; the token appears in no
 # output and not in the stand-in's record.
@@ -74,25 +77,52 @@ is "$(jq -r '.tasks[0].stages[] | select(.name == "push_prepare") | .output.name
 REPLICA_TO_CRED_USERNAME= REPLICA_TO_CRED_PASSWORD= REPLICA_FROM_CRED_USERNAME=replica REPLICA_FROM_CRED_PASSWORD=$PAT \
     run --from "$G" --from-kind gitlab --to "$D" --repo 'grp/**'
 is "$RC" 1 "but listing needs the API"
-like "$OUT" "listing the source catalog: gitlab: listing projects: GET $G/api/v4/projects\\?[^ ]*: http 401: 401 Unauthorized \\(the token needs the api or read_api scope\\)" \
+like "$OUT" "listing the source catalog: gitlab: listing the repositories of group grp: GET $G/api/v4/groups/grp/registry/repositories\\?[^ ]*: http 401: 401 Unauthorized \\(the token needs the api or read_api scope\\)" \
     "and says so"
 standin_control g pat_scopes=api,read_registry,write_registry >/dev/null
 
 # --- GitLab -> Distribution ---------------------------------------------------------------------------
 for i in $(seq -w 0 100); do standin_control g "add_project=many/p$i" >/dev/null; done
+standin_control g add_project=grp/wide >/dev/null
+cfg=$(curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$GU/v2/$NS/team/app/manifests/v1" | jq -r .config.digest)
+made=$(for i in $(seq -w 1 101); do # repositories holding one blob (a mount), no tag
+    curl -s -o /dev/null -w '%{http_code}\n' -X POST "$GU/v2/grp/wide/e$i/blobs/uploads/?mount=$cfg&from=$NS/team/app"
+done | sort | uniq -c | awk '{print $2 "x" $1}')
+is "$made" 201x101 "101 more repositories in the group grp (project grp/wide): its listing takes two pages of 100"
 export REPLICA_TO_CRED_USERNAME= REPLICA_TO_CRED_PASSWORD= REPLICA_FROM_CRED_USERNAME=replica REPLICA_FROM_CRED_PASSWORD=$PAT
+api_paths() { records | jq -r '[.[] | select(.path | startswith("/api/v4/")) | "\(.status) \(.path | sub("\\?.*"; ""))"] | unique | join(",")'; }
 clear_records
-run --from "$G" --from-kind gitlab --to "$D" --repo 'grp/**' --json
+run --from "$G" --from-kind gitlab --to "$D" --repo 'grp/**' --exclude-repo 'grp/wide/**' --json
 is "$RC" 0 "gitlab -> distribution succeeds"
 [[ $RC == 0 ]] || diag "$OUT"
 is "$(jq -r '[.tasks[].repository] | sort | join(",")' <<<"$(json_of)")" "$NS/team/app,$NS/team/multi,$NS/team/probe,$NS/team/third" \
     "every repository under the filter was listed"
-is "$(records | jq -r '[.[] | select(.path | startswith("/api/v4/projects?")) | .path | capture("[?&]page=(?<p>[0-9]+)").p] | join(",")')" \
-    "1,2" "through /api/v4: the projects (103, over two pages by X-Next-Page)"
-is "$(records | jq -r '[.[] | select(.path | test("/registry/repositories")) | .path | capture("^/api/v4/projects/(?<p>[^/]+)/").p] | unique | join(",")')" \
-    "grp%2Fsub%2Fproj" "then the registry repositories of the one project the filter can match"
+is "$(api_paths)" "200 /api/v4/groups/grp/registry/repositories" \
+    "through the group's endpoint alone: one listing for its projects and subgroups, no project walk"
+is "$(records | jq -r '[.[] | select(.path | startswith("/api/v4/groups/")) | .path | capture("[?&]page=(?<p>[0-9]+)").p] | join(",")')" \
+    "1,2" "over two pages, following X-Next-Page"
 is "$(manifest_digest "$D" "$NS/team/app" v1):$(manifest_digest "$D" "$NS/team/multi" v1)" "$want_app:$want_multi" \
     "and copied by digest"
+
+clear_records
+run --from "$G" --from-kind gitlab --to "$D" --repo 'grp/sub/**' --dry-run
+is "$RC:$(grep -c ' -> ' <<<"$OUT")" 0:4 "a nested group's filter (grp/sub/**) selects its repositories"
+is "$(api_paths)" "200 /api/v4/groups/grp%2Fsub/registry/repositories" "through that subgroup's endpoint, its path URL-encoded"
+
+standin_control g add_project=replica/tools >/dev/null
+seed "$GU" replica/tools/app v1 oci 1 512 gitlab-kind >/dev/null
+seed "$GU" other/proj/tool v1 oci 1 512 gitlab-kind >/dev/null
+clear_records
+run --from "$G" --from-kind gitlab --to "$D" --repo 'other/proj/**' --repo 'replica/**' --dry-run
+is "$RC:$(grep ' -> ' <<<"$OUT" | cut -d' ' -f1 | paste -sd,)" "0:other/proj/tool:v1,replica/tools/app:v1" \
+    "filters naming a project and a user's namespace select their repositories"
+is "$(records | jq -r '[.[] | select(.path | startswith("/api/v4/groups/")) | "\(.status) \(.path | sub("\\?.*"; ""))"] | join(",")')" \
+    "404 /api/v4/groups/other%2Fproj/registry/repositories,404 /api/v4/groups/replica/registry/repositories" \
+    "the group endpoint answered 404 for both (no group)"
+is "$(records | jq -r '[.[] | select(.path | startswith("/api/v4/projects?")) | .path | capture("[?&]page=(?<p>[0-9]+)").p] | join(",")')" \
+    "1,2" "so the kind fell back to the member projects (105, over two pages by X-Next-Page)"
+is "$(records | jq -r '[.[] | select(.path | test("/registry/repositories")) | .path | capture("^/api/v4/projects/(?<p>[^/]+)/").p] | unique | join(",")')" \
+    "other%2Fproj,replica%2Ftools" "then the registry repositories of the two projects the filters can match"
 
 clear_records
 run --from "$G" --from-kind gitlab --from-option "projects=$NS" --from-option "api_url=$G/api/v4" \

@@ -2,7 +2,8 @@
 # The ACR stand-in (tests/standins/acr.py) behaves as registry-kinds.md
 # section 8 describes: Basic (admin user, service principal) straight on the
 # registry, the /oauth2/token flow (access_token, not token) with Basic, a
-# refresh token (00000000-... user) and the Entra ID exchange, metadata_read
+# refresh token (00000000-... user) and the Entra ID exchange, anonymous
+# tokens for pull and metadata_read only when anonymous pull is on, metadata_read
 # for tags/list, _catalog and tags paged with the relative Link and orderby=,
 # the /acr/v1 REST API, DELETE by tag (202), deletion disabled per repository,
 # faults and token expiry; pushes land in the Distribution registry behind.
@@ -46,6 +47,19 @@ http GET "$R/oauth2/token?service=$SVC&scope=repository:team/app:pull" -u "$U:wr
 is "$STATUS" 401 "/oauth2/token with wrong credentials: 401"
 http GET "$R/oauth2/token?service=$SVC&scope=repository:team/app:pull" -u "$NULLU:$RTK"
 is "$STATUS" 200 "the refresh token with user 00000000-0000-0000-0000-000000000000 (docker login): 200"
+http GET "$R/oauth2/token?service=$SVC&scope=repository:team/app:pull"
+is "$STATUS:$(jb '.errors[0].code'):$(jb '.errors[0].message')" \
+    "401:UNAUTHORIZED:authentication required, visit https://aka.ms/acr/authorization for more information." \
+    "no credentials, anonymous pull off (the default): 401 with ACR's body"
+standin_control a anonymous_pull=1 >/dev/null
+http GET "$R/oauth2/token?service=$SVC&scope=repository:team/app:pull,push,metadata_read&scope=registry:catalog:*"
+claims=$(jb .access_token | cut -d. -f2 | tr '_-' '/+' | base64 -d 2>/dev/null || true)
+is "$STATUS:$(jq -c '.access' <<<"$claims" 2>/dev/null)" \
+    '200:[{"type":"repository","name":"team/app","actions":["pull","metadata_read"]}]' \
+    "anonymous pull on: a token for pull and metadata_read only (no push, no catalog)"
+http GET "$R/oauth2/token?service=$SVC"
+is "$STATUS" 200 "and one for no scope at all"
+standin_control a anonymous_pull=0 >/dev/null
 
 # --- Entra ID exchange ------------------------------------------------------------------
 http POST "$AAD/$TID/oauth2/v2.0/token" -d grant_type=client_credentials -d "client_id=$CID" -d client_secret=wrong \

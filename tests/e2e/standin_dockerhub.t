@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Docker Hub stand-in (tests/standins/dockerhub.py) behaves as
 # registry-kinds.md section 2 describes: three hosts (registry, auth, hub),
-# the token flow with password or PAT, partial scopes, create-on-push in your
+# the token flow with password or PAT, partial scopes, names that are not
+# NAMESPACE/NAME refused, create-on-push in your
 # own namespace, the Hub API (JWT login, namespaces' repositories and tags
 # paged with count/next/previous, creation, tag deletion), the pull rate-limit
 # headers (GET counts, HEAD does not) and the 429 past them, manifest DELETE
@@ -43,6 +44,10 @@ is "$(jq -c '[.access[] | {name, actions}]' <<<"$claims" 2>/dev/null)" \
     "the token grants what it can: push in your namespace, nothing elsewhere"
 RT=$(jb .refresh_token)
 like "$RT" '.{20,}' "offline_token=true returns a refresh_token"
+http GET "$AU/token?service=registry.docker.io&scope=repository:$U/tools/app:pull,push" -u "$U:$PAT"
+is "$STATUS:$BODY" '400:{"details": "invalid repository name"}' "a scope naming a repository deeper than NAMESPACE/NAME: 400 invalid repository name"
+http GET "$AU/token?service=registry.docker.io&scope=repository:app:pull"
+is "$STATUS" 400 "so does one without a namespace"
 http POST "$AU/token" -d grant_type=refresh_token -d service=registry.docker.io -d "refresh_token=$RT" -d "scope=repository:$U/app:pull"
 is "$STATUS:$(jb '.access_token | length > 10')" 200:true "POST /token with the refresh token: an access_token"
 http GET "$AU/token?service=registry.docker.io&scope=repository:$U/app:pull"

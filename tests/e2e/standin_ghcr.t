@@ -2,7 +2,8 @@
 # The GHCR stand-in (tests/standins/ghcr.py) behaves as registry-kinds.md
 # section 3 describes: the ghcr.io challenge (a placeholder scope on /v2/),
 # tokens for user:PAT with no expires_in, Basic refused on /v2/, packages
-# private on first push, no _catalog, no registry DELETE, and the packages
+# private on first push, no _catalog, no registry DELETE, a PATCH over 4 MiB
+# refused with 416 (its size in the record), and the packages
 # REST API (scopes, Link paging, versions with their tags, version deletion);
 # faults and token expiry; pushes land in the Distribution registry behind.
 set -euo pipefail
@@ -60,6 +61,21 @@ standin_control g pat_scopes=read:packages >/dev/null
 http POST "$R/v2/$ORG/app/blobs/uploads/" -H "Authorization: Bearer $(tok "$U:$PAT" "repository:$ORG/app:pull,push")"
 is "$STATUS" 403 "a PAT without write:packages cannot push"
 standin_control g pat_scopes=read:packages,write:packages,delete:packages >/dev/null
+head -c $((4 << 20)) /dev/zero >"$SI_WORK/4m"
+head -c $(((4 << 20) + 1)) /dev/zero >"$SI_WORK/4m1"
+http POST "$R/v2/$ORG/app/blobs/uploads/" -H "Authorization: Bearer $T"
+loc=$(hdr location)
+[[ $loc == /* ]] && loc=$R$loc
+http PATCH "$loc" -H "Authorization: Bearer $T" -H 'Content-Type: application/octet-stream' \
+    -H "Content-Range: 0-$(((4 << 20)))" --data-binary @"$SI_WORK/4m1"
+is "$STATUS:$(jb '.errors[0].code'):$(jb '.errors[0].message')" \
+    "416:REQUESTED_RANGE_NOT_SATISFIABLE:the request body is too large and exceeds the maximum permissible limit of 4.00MiB" \
+    "a PATCH of 4 MiB and a byte: 416, as GHCR is reported to answer"
+http PATCH "$loc" -H "Authorization: Bearer $T" -H 'Content-Type: application/octet-stream' \
+    -H "Content-Range: 0-$(((4 << 20) - 1))" --data-binary @"$SI_WORK/4m"
+is "$STATUS" 202 "one of 4 MiB: accepted"
+is "$(curl -s "$R/_standin/requests" | jq -r '[.[] | select(.method == "PATCH") | "\(.bytes):\(.status)"] | join(",")')" \
+    "4194305:416,4194304:202" "the record holds each PATCH's size"
 
 # --- the packages API -------------------------------------------------------------------
 http GET "$API/orgs/$ORG/packages?package_type=container"

@@ -3,8 +3,9 @@
 # section 5 describes: the /jwt/auth token flow (PAT scopes, CI job token pull
 # only), image paths at most two levels under an existing project, the
 # insufficient_scope refusal, the /api/v4 registry API with PRIVATE-TOKEN and
-# X-Next-Page paging, tag deletion (403 for a protected tag, on the API and
-# on the registry), bulk deletion
+# X-Next-Page paging (a project's repositories, and a group's with its
+# subgroups', 404 for a project or the user's namespace), tag deletion (403
+# for a protected tag, on the API and on the registry), bulk deletion
 # (name_regex_delete, never latest, once an hour), faults and token expiry;
 # pushes land in the Distribution registry behind it.
 set -euo pipefail
@@ -76,6 +77,20 @@ is "$(jb '.[0].location')" "${R#http://}/group/app" "with location"
 rid=$(jb '.[0].id')
 http GET "$R/api/v4/projects/group%2Fapp/registry/repositories" "${PT[@]}"
 is "$(jb length)" 2 "the project can be named by its URL-encoded path"
+http GET "$R/api/v4/groups/group/registry/repositories?per_page=2" "${PT[@]}"
+is "$STATUS:$(jb '[.[].path] | join(",")'):$(hdr x-total):$(hdr x-next-page)" "200:group/app,group/app/web/api:3:2" \
+    "a group's registry repositories (its URL-encoded path), per_page=2: X-Total 3, X-Next-Page 2"
+is "$(jb '[.[0] | has("id", "name", "path", "project_id", "location", "created_at")] | all')" true \
+    "each with id, name, path, project_id, location, created_at"
+http GET "$R/api/v4/groups/group/registry/repositories?per_page=2&page=2" "${PT[@]}"
+is "$(jb '[.[].path] | join(",")'):$(hdr x-next-page)" "group/sub/tool:" "page 2: the subgroup's project's repository, the last page"
+http GET "$R/api/v4/groups/group%2Fsub/registry/repositories" "${PT[@]}"
+is "$(jb '[.[].path] | join(",")')" group/sub/tool "a nested group: its own projects only"
+http GET "$R/api/v4/groups/group%2Fapp/registry/repositories" "${PT[@]}"
+is "$STATUS:$BODY" '404:{"message": "404 Group Not Found"}' "a project is no group: 404 Group Not Found"
+standin_control l add_project=$U/own >/dev/null
+http GET "$R/api/v4/groups/$U/registry/repositories" "${PT[@]}"
+is "$STATUS" 404 "nor is the user's own namespace"
 http GET "$R/api/v4/projects/$pid/registry/repositories/$rid/tags?per_page=2" "${PT[@]}"
 is "$(jb '[.[].name] | join(",")'):$(hdr x-total):$(hdr x-total-pages):$(hdr x-next-page)" "latest,v1:4:2:2" "tags per_page=2: X-Total 4, 2 pages"
 like "$(hdr link)" 'rel="next"' "and a Link"

@@ -19,6 +19,11 @@ Listeners:
 GET /_standin/refresh-token gives an ACR refresh token for the admin user
 (what `az acr login --expose-token` hands out); docker login takes it with
 the username 00000000-0000-0000-0000-000000000000.
+Controls: anonymous_pull=1|0 (0 by default, as on ACR): with it, GET
+/oauth2/token without Authorization gives a token for the repository
+actions pull and metadata_read it was asked for (nothing else: no
+registry:catalog:*, no push); without it such a request is refused 401
+with ACR's error body. And the shared ones.
 """
 import os
 import re
@@ -38,9 +43,18 @@ def iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%07dZ" % int((t % 1) * 1e7)
 
 
+# What an anonymous caller may do with anonymous pull on ["makes all registry content publicly available for
+# read (pull) actions"; "Only data-plane operations are available to unauthenticated clients":
+# learn.microsoft.com/azure/container-registry/anonymous-pull-access]. Tag lists (metadata_read) too, per an ACR
+# maintainer in Azure/acr#663 and the Azure SDKs' anonymous list-tags samples; the catalog is left out.
+# UNVERIFIED: ACR's answer to a scope-less anonymous request (a token here) and the body of its refusal.
+ANONYMOUS_ACTIONS = ("pull", "metadata_read")
+
+
 class Acr(Standin):
     kind = "acr"
     listeners = ("registry", "aad")
+    extra_controls = {"anonymous_pull": 0}
 
     @classmethod
     def add_args(cls, p):
@@ -171,6 +185,8 @@ class Acr(Standin):
             q = req.query
             scopes = [x for s in req.query_all.get("scope", []) for x in s.split(" ") if x]
             who = self.basic_user(req)
+            if who is None:
+                return self.anonymous_token(req, scopes)
             if not who:
                 return self.oauth_error(req, 401, "invalid credentials")
             grant = "password"
@@ -197,6 +213,21 @@ class Acr(Standin):
             return self.oauth_error(req, 400, "invalid service")
         # The field is access_token, not token [section 8 Auth].
         req.reply(200, {"access_token": self.access_token(who, scopes, grant)})
+
+    def anonymous_token(self, req, scopes):
+        """GET /oauth2/token without Authorization: a token for the read
+        actions asked for when anonymous pull is on, else 401."""
+        if not self.controls["anonymous_pull"]:
+            return self.oauth_error(req, 401, AUTH_MSG)
+        if req.query.get("service") != self.host():
+            return self.oauth_error(req, 400, "invalid service")
+        kept = []
+        for s in scopes:
+            parsed = parse_scope(s)
+            if parsed and parsed[0] == "repository":
+                acts = [a for a in parsed[2] if a in ANONYMOUS_ACTIONS]
+                kept.append("repository:%s:%s" % (parsed[1], ",".join(acts)))
+        req.reply(200, {"access_token": self.access_token("", kept, "anonymous")})
 
     # ---- registry ------------------------------------------------------------------------------
     def needed(self, req, info):

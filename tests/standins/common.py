@@ -545,11 +545,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def record_extra(self, key, value):
-        """Adds key: value to this request's entry in the record (a kind's
-        detail the path does not show, e.g. ECR's operation)."""
+    def note(self, **fields):
+        """Adds fields to this request's record (GET /_standin/requests)."""
         if self._record is not None:
-            self._record[key] = value
+            self._record.update(fields)
 
     def send_response(self, code, message=None):
         if self._record is not None:

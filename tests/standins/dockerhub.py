@@ -15,7 +15,9 @@ Listeners:
             repository, public.
   auth      auth.docker.io: GET /token?service=registry.docker.io&scope=...
             (anonymous, or Basic user:password|PAT) -> {"token",
-            "access_token","expires_in","issued_at"[,"refresh_token"]};
+            "access_token","expires_in","issued_at"[,"refresh_token"]}; a
+            scope naming a repository that is not NAMESPACE/NAME is refused
+            400 {"details":"invalid repository name"};
             POST /token (grant_type=refresh_token|password).
   hub       hub.docker.com: POST /v2/auth/token {"identifier","secret"} ->
             {"access_token"} (10 minutes), POST /v2/users/login; namespaces'
@@ -183,6 +185,14 @@ class DockerHub(Standin):
         if q.get("service") != SERVICE:
             # UNVERIFIED: the answer to another service.
             return req.reply(400, {"details": "invalid service %r" % q.get("service", "")})
+        for s in scopes:
+            parsed = parse_scope(s)
+            if parsed and parsed[0] == "repository" and parsed[1].count("/") != 1:
+                # A repository is exactly NAMESPACE/NAME (Harbor's path rule ONLY_TWO [section 2]); a scope
+                # naming a deeper one is answered so [google/go-containerregistry#1687: "400 Bad Request:
+                # {"details":"invalid repository name"}" for njhale/foo/bar]. UNVERIFIED for a name without '/'
+                # (clients send library/NAME).
+                return req.reply(400, {"details": "invalid repository name"})
         access = []
         for s in scopes:
             parsed = parse_scope(s)

@@ -93,7 +93,7 @@ class Ecr(Standin):
             if not target.startswith(TARGET_PREFIX):
                 raise AwsError(400, "UnknownOperationException", "Unknown operation %s" % target)
             op = getattr(self, "op_" + target[len(TARGET_PREFIX):], None)
-            req.record_extra("operation", target[len(TARGET_PREFIX):])
+            req.note(operation=target[len(TARGET_PREFIX):])
             if op is None:
                 raise AwsError(400, "UnknownOperationException", "Unknown operation %s" % target)
             if req.headers.get("Content-Type", "").split(";")[0].strip() != "application/x-amz-json-1.1":

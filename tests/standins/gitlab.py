@@ -18,6 +18,10 @@ One listener, "registry" (the GitLab host and its registry in one place):
   /api/v4/...       PRIVATE-TOKEN (or Bearer): projects (membership, search),
                     projects/:id (numeric or the URL-encoded path),
                     projects/:id/registry/repositories[/:rid[/tags[/:tag]]],
+                    groups/:id/registry/repositories (the group's projects
+                    and its subgroups'; :id numeric or the URL-encoded
+                    path; a group is every namespace that holds a project,
+                    but the user's own: 404 "404 Group Not Found"),
                     registry/repositories/:rid, tag and bulk tag deletion,
                     repository deletion; offset paging with X-Total,
                     X-Total-Pages, X-Per-Page, X-Page, X-Next-Page,
@@ -236,6 +240,9 @@ class Gitlab(Standin):
             if proj is None:
                 return req.reply(404, {"message": "404 Project Not Found"})
             return req.reply(200, self.projects[proj])
+        mm = re.match(r"^/groups/([^/]+)/registry/repositories$", path)
+        if mm and m == "GET":
+            return self.group_repositories(req, urllib.parse.unquote(mm.group(1)))
         mm = re.match(r"^/registry/repositories/(\d+)$", path)
         if mm and m == "GET":
             r = self.repo_by_id(int(mm.group(1)))
@@ -318,6 +325,35 @@ class Gitlab(Standin):
             if re.fullmatch(rx, t):
                 self.upstream_delete_tag(repo, t)
         req.reply(202, b"")
+
+    def groups(self):
+        """{full path: id} of the groups: every namespace that holds a project
+        (its parents too), but the user's own namespace, which is no group."""
+        out = {}
+        for p in sorted(self.projects, key=lambda p: self.projects[p]["id"]):
+            parts = p.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                g = "/".join(parts[:i])
+                if g != self.args.user and g not in out:
+                    out[g] = 1000 + len(out)
+        return out
+
+    def group_repositories(self, req, ident):
+        """GET /groups/:id/registry/repositories [GL doc/api/container_registry.md
+        "Within a group"]: the repositories of every project of the group and
+        its subgroups, paged (20 by default); no tags since GitLab 15.0."""
+        groups = self.groups()
+        group = next((g for g, i in groups.items() if str(i) == ident), None) if ident.isdigit() else \
+            (ident if ident in groups else None)
+        if group is None:
+            return req.reply(404, {"message": "404 Group Not Found"})
+        repos = []
+        for n in self.upstream_catalog():
+            proj = self.project_of(n)
+            if proj and proj.startswith(group + "/"):
+                self.repo_ids.setdefault(n, len(self.repo_ids) + 1)
+                repos.append(n)
+        return self.paged(req, [self.repo_json(r) for r in sorted(repos, key=lambda r: self.repo_ids[r])])
 
     def project(self, ident):
         if ident.isdigit():

@@ -77,8 +77,10 @@ end
 -- an http token realm is refused).
 -- opts.login, when given, is a function returning {username, password,
 -- expires_in} (a registry kind's login: ECR, Artifact Registry and ACR
--- turn their own credentials into registry ones that expire); it is called
--- when the credentials are first needed and again when they expire.
+-- turn their own credentials into registry ones that expire), or
+-- {anonymous = true, expires_in} for none (ACR with anonymous pull: the
+-- token flow without Authorization); it is called when the credentials are
+-- first needed and again when they expire.
 function auth.new(opts)
   local self = setmetatable({ scheme = nil, tokens = {}, inflight = {}, https = opts.https or false,
                               tls = opts.tls, timeout = opts.timeout, retry = opts.retry or {} }, Auth)
@@ -91,19 +93,22 @@ end
 
 -- Returns the Basic header value of the credentials, logging in through
 -- the kind first when there are none yet or they expired (concurrent
--- callers share one login); or nil, err.
+-- callers share one login); nil when the kind's login said anonymous; or
+-- nil, err.
 function Auth:basic()
   local l = logins[self]
   if not l then return secrets[self] end
-  if secrets[self] and l.expires and time.mono() < l.expires then return secrets[self] end
+  if (secrets[self] or l.anonymous) and l.expires and time.mono() < l.expires then return secrets[self] end
   if not l.inflight then
     l.inflight = task.spawn({ name = "login" }, function()
       local c, err = l.fn()
-      if type(c) ~= "table" or type(c.username) ~= "string" then
+      local anonymous = type(c) == "table" and c.anonymous == true
+      if type(c) ~= "table" or (type(c.username) ~= "string" and not anonymous) then
         return nil, err or "the registry kind's login returned no username"
       end
       local ttl = tonumber(c.expires_in) or 3600
-      secrets[self] = "Basic " .. base64.encode(c.username .. ":" .. (c.password or ""))
+      secrets[self] = not anonymous and ("Basic " .. base64.encode(c.username .. ":" .. (c.password or ""))) or nil
+      l.anonymous = anonymous
       l.headers = type(c.headers) == "table" and c.headers or nil
       l.expires = time.mono() + ttl - margin(ttl)
       self.tokens = {} -- tokens of the old credentials go with them
@@ -137,7 +142,8 @@ function Auth:fork(retry_opts, tls)
   setmetatable(c, Auth)
   secrets[c] = secrets[self]
   if logins[self] then
-    logins[c] = { fn = logins[self].fn, expires = logins[self].expires, headers = logins[self].headers }
+    logins[c] = { fn = logins[self].fn, expires = logins[self].expires, headers = logins[self].headers,
+                  anonymous = logins[self].anonymous }
   end
   return c
 end
@@ -152,9 +158,10 @@ function Auth:relogin()
   if logins[self] then logins[self].expires = nil end
 end
 
--- True when the client was given credentials.
+-- True when the client was given credentials (a kind's login that said
+-- anonymous gave none).
 function Auth:has_credentials()
-  return secrets[self] ~= nil or logins[self] ~= nil
+  return secrets[self] ~= nil or (logins[self] ~= nil and not logins[self].anonymous)
 end
 
 -- Returns nil when realm may receive the credentials of a registry on https
@@ -229,6 +236,7 @@ local function fetch_token(self, key, relogged)
   end
   if res.status ~= 200 then
     local hint = res.status == 401 and " (check the username and password)" or ""
+    if res.status == 401 and not basic then hint = " (no credentials: the registry gives no anonymous token)" end
     return nil, string.format("%s: http %d for scope '%s'%s", what, res.status, key, hint)
   end
   local doc = json.decode(res.body)

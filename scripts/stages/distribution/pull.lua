@@ -20,7 +20,9 @@ end
 -- tag the target already has at the source's digest is settled by two HEADs
 -- (which registries such as Docker Hub do not count against pull limits)
 -- and marked up to date, without fetching anything; the target's answer is
--- kept for push either way.
+-- kept for push either way. A target that cannot answer (a name it
+-- refuses, say) settles nothing here and is asked no more: push_prepare and
+-- push, which own the target, say why.
 --
 -- A source whose manifest GETs count against a pull limit (its kind's
 -- quirk pull_limit: Docker Hub) is spared every GET that can be: the tag
@@ -32,9 +34,8 @@ local function resolve(src, repo, tag, dst, dest, cache)
   local target
   local saving = type(src.quirks) == "table" and src.quirks.pull_limit ~= nil
   if dst then
-    local th, terr = dst:head_manifest(dest, tag)
-    if th == nil then return nil, terr end
-    target = th
+    local th = dst:head_manifest(dest, tag)
+    if th == nil then dst = nil else target = th end
   end
   local sh
   if target or saving then

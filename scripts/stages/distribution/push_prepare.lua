@@ -3,7 +3,8 @@
 -- it: a Harbor project, a Quay organisation, an ECR repository; plain
 -- Distribution creates repositories on first push, so there is nothing to
 -- create), and check push access to the destination repository, unless
--- every tag is already up to date.
+-- every tag is already up to date. A refused push access gets the kind's
+-- reading of it when ensure_namespace gave one (its result's `denied`).
 return {
   description = "Reach the target registry, create the namespace it needs, and check push access",
   run = function(ctx)
@@ -22,10 +23,13 @@ return {
     end
     local ns, nerr = ctx.dst:ensure_namespace(ctx.task.dest_repository)
     if not ns then return nil, nerr end
+    local denied = ns.denied -- the kind's reading of a refusal (Docker Hub: the namespace must be writable)
+    ns.denied = nil
     -- Opening (and cancelling) an upload session proves push access.
-    local loc, uerr = ctx.dst:start_upload(ctx.task.dest_repository)
+    local loc, uerr, ukind = ctx.dst:start_upload(ctx.task.dest_repository)
     if not loc then
       if ctx.dst.kind ~= "distribution" then uerr = ctx.dst.kind .. ": checking push access: " .. uerr end
+      if type(denied) == "string" and (ukind == "http 401" or ukind == "http 403") then uerr = uerr .. ": " .. denied end
       return nil, uerr, { namespace = ns }
     end
     ctx.dst:cancel_upload(loc)
