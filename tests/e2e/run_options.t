@@ -70,6 +70,13 @@ replica_run --from "$S" --to "$D" --repo bw/app --bandwidth 2M
 secs=$(awk -v s="$t0" -v n="$EPOCHREALTIME" 'BEGIN { printf "%.1f", n - s }')
 is "$RC:$(manifest_digest "$D" bw/app v1)" "0:$want" "a run with --bandwidth completes"
 ok "$(awk -v s="$secs" 'BEGIN { exit !(s >= 4) }'; echo $?)" "and 16 MiB at 2 MiB/s took at least 4 s ($secs s)"
+# and in chunks too: each PATCH is a request of its own, and the upload keeps
+# the pace across them (1 MiB chunks would otherwise each go at full speed)
+t0=$EPOCHREALTIME
+replica_run --from "$S" --to "$D" --repo bw/app --dest-namespace chunked --bandwidth 4M --chunk-size 1M
+secs=$(awk -v s="$t0" -v n="$EPOCHREALTIME" 'BEGIN { printf "%.1f", n - s }')
+is "$RC:$(manifest_digest "$D" chunked/bw/app v1)" "0:$want" "a chunked run with --bandwidth completes"
+ok "$(awk -v s="$secs" 'BEGIN { exit !(s >= 3) }'; echo $?)" "and 16 MiB in 1 MiB chunks at 4 MiB/s took at least 3 s ($secs s)"
 replica_run --from "$S" --to "$D" --repo bw/app --bandwidth 1
 like "$OUT" "--bandwidth must be a byte rate of at least 1K" "a bandwidth below 1K is refused"
 

@@ -50,13 +50,27 @@ local function stream_range(dst, src, src_repo, repo, desc, first, last, h, loca
   return blob.copy(spec)
 end
 
+-- With a bandwidth limit (dst.max_speed, bytes/s), waits until `sent` bytes
+-- since `started` (time.mono()) are within it: each chunk is a request of
+-- its own, whose pace curl keeps only once it is under way, so without this
+-- a blob of small chunks would go up in bursts. Returns true or nil, err.
+local function keep_pace(dst, started, sent)
+  if not dst.max_speed then return true end
+  local wait = started + sent / dst.max_speed - time.mono()
+  if wait <= 0 then return true end
+  return time.sleep(wait)
+end
+
 -- Uploads desc = {digest, size} from src_repo on src into the session at
 -- location of repo on dst, chunk bytes at a time. Returns {status, bytes,
 -- headers} or nil, err, detail (err as blob.copy's).
 function chunked.upload(dst, src, src_repo, repo, desc, location, chunk)
   local h = digest.new(digest_alg(desc.digest))
   local offset, resumes = 0, 0
+  local started = time.mono()
   while offset < desc.size do
+    local paced, perr = keep_pace(dst, started, offset)
+    if not paced then return nil, perr end
     local last = math.min(offset + chunk, desc.size) - 1
     local before = h:clone()
     local res, err, detail = stream_range(dst, src, src_repo, repo, desc, offset, last, h, location)
