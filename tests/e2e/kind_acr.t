@@ -15,12 +15,10 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
+source "$ROOT/tests/lib/kindtest.sh"
 
-registry_start src "$E2E_WORK/src"
-registry_start dst "$E2E_WORK/dst"
-S=$REG_SRC_URL D=$REG_DST_URL
-want_app=$(seed "$S" team/app v1,v2,v3 oci 2 4096 acr-kind | sed -n 's|^team/app:v1 ||p')
-want_multi=$(seed "$S" team/multi v1 oci-index 2 4096 acr-kind | sed -n 's|^team/multi:v1 ||p')
+kind_registries
+kind_images team acr-kind v1,v2,v3
 standin_start acr a "$E2E_WORK/a" --max-page 2
 A=$STANDIN_A_URL AU=$STANDIN_A_UPSTREAM_URL AAD=$STANDIN_A_AAD_URL
 U=$STANDIN_A_USER P=$STANDIN_A_PASS CID=$STANDIN_A_CLIENT_ID CSEC=$STANDIN_A_CLIENT_SECRET TID=$STANDIN_A_TENANT

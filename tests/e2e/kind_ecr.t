@@ -12,12 +12,10 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
+source "$ROOT/tests/lib/kindtest.sh"
 
-registry_start src "$E2E_WORK/src"
-registry_start dst "$E2E_WORK/dst"
-S=$REG_SRC_URL D=$REG_DST_URL
-want_app=$(seed "$S" team/app v1 oci 2 4096 ecr-kind | sed -n 's|^team/app:v1 ||p')
-want_multi=$(seed "$S" team/multi v1 oci-index 2 4096 ecr-kind | sed -n 's|^team/multi:v1 ||p')
+kind_registries
+kind_images team ecr-kind
 standin_start ecr e "$E2E_WORK/e"
 E=$STANDIN_E_URL EU=$STANDIN_E_UPSTREAM_URL
 export REPLICA_TO_CRED_ACCESS_KEY_ID=$STANDIN_E_ACCESS_KEY_ID REPLICA_TO_CRED_SECRET_ACCESS_KEY=$STANDIN_E_SECRET_ACCESS_KEY

@@ -18,12 +18,10 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
+source "$ROOT/tests/lib/kindtest.sh"
 
-registry_start src "$E2E_WORK/src"
-registry_start dst "$E2E_WORK/dst"
-S=$REG_SRC_URL D=$REG_DST_URL
-want_app=$(seed "$S" replica-org/app v1 oci 2 4096 ghcr-kind | sed -n 's|^replica-org/app:v1 ||p')
-want_multi=$(seed "$S" replica-org/tools/multi v1 oci-index 2 4096 ghcr-kind | sed -n 's|^replica-org/tools/multi:v1 ||p')
+kind_registries
+kind_images replica-org ghcr-kind v1 tools/multi
 want_mine=$(seed "$S" replica/app v1 oci 1 1024 ghcr-kind | sed -n 's|^replica/app:v1 ||p')
 standin_start ghcr g "$E2E_WORK/g"
 G=$STANDIN_G_URL GU=$STANDIN_G_UPSTREAM_URL API_URL=$STANDIN_G_API_URL

@@ -17,12 +17,10 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
+source "$ROOT/tests/lib/kindtest.sh"
 
-registry_start src "$E2E_WORK/src"
-registry_start dst "$E2E_WORK/dst"
-S=$REG_SRC_URL D=$REG_DST_URL
-want_app=$(seed "$S" team/app v1 oci 2 4096 gitlab-kind | sed -n 's|^team/app:v1 ||p')
-want_multi=$(seed "$S" team/multi v1 oci-index 2 4096 gitlab-kind | sed -n 's|^team/multi:v1 ||p')
+kind_registries
+kind_images team gitlab-kind
 standin_start gitlab g "$E2E_WORK/g" --projects grp/sub/proj,other/proj
 G=$STANDIN_G_URL GU=$STANDIN_G_UPSTREAM_URL PAT=$STANDIN_G_TOKEN
 NS=grp/sub/proj

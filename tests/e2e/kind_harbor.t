@@ -9,12 +9,10 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
+source "$ROOT/tests/lib/kindtest.sh"
 
-registry_start src "$E2E_WORK/src"
-registry_start dst "$E2E_WORK/dst"
-S=$REG_SRC_URL D=$REG_DST_URL
-want_app=$(seed "$S" team/app v1 oci 2 4096 harbor-kind | sed -n 's|^team/app:v1 ||p')
-want_multi=$(seed "$S" team/multi v1 oci-index 2 4096 harbor-kind | sed -n 's|^team/multi:v1 ||p')
+kind_registries
+kind_images team harbor-kind
 standin_start harbor h "$E2E_WORK/h"
 H=$STANDIN_H_URL HU=$STANDIN_H_UPSTREAM_URL
 export REPLICA_TO_CRED_PASSWORD=$STANDIN_H_PASS

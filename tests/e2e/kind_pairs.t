@@ -6,11 +6,10 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
+source "$ROOT/tests/lib/kindtest.sh"
 
-registry_start src "$E2E_WORK/src"
-S=$REG_SRC_URL
-want_app=$(seed "$S" team/app v1 oci 2 4096 pairs | sed -n 's|^team/app:v1 ||p')
-want_multi=$(seed "$S" team/multi v1 oci-index 2 4096 pairs | sed -n 's|^team/multi:v1 ||p')
+kind_registries src
+kind_images team pairs
 standin_start ecr e "$E2E_WORK/e"
 standin_start gar g "$E2E_WORK/g"
 standin_start harbor h "$E2E_WORK/h"

@@ -7,11 +7,10 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
+source "$ROOT/tests/lib/kindtest.sh"
 
-registry_start src "$E2E_WORK/src"
-S=$REG_SRC_URL
-want_app=$(seed "$S" replica-org/app v1,v2 oci 2 4096 ghcr-quay | sed -n 's|^replica-org/app:v1 ||p')
-want_multi=$(seed "$S" replica-org/multi v1 oci-index 2 4096 ghcr-quay | sed -n 's|^replica-org/multi:v1 ||p')
+kind_registries src
+kind_images replica-org ghcr-quay v1,v2
 standin_start ghcr g "$E2E_WORK/g"
 standin_start quay q "$E2E_WORK/q"
 GHCR_FROM=(--from "$STANDIN_G_URL" --from-kind ghcr --from-cred username=replica --from-option "api_url=$STANDIN_G_API_URL")

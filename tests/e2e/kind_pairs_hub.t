@@ -9,11 +9,10 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
+source "$ROOT/tests/lib/kindtest.sh"
 
-registry_start src "$E2E_WORK/src"
-S=$REG_SRC_URL
-want_app=$(seed "$S" replica-org/app v1 oci 2 4096 pairs-hub | sed -n 's|^replica-org/app:v1 ||p')
-want_multi=$(seed "$S" replica-org/multi v1 oci-index 2 4096 pairs-hub | sed -n 's|^replica-org/multi:v1 ||p')
+kind_registries src
+kind_images replica-org pairs-hub
 standin_start dockerhub d "$E2E_WORK/d"
 standin_start ghcr g "$E2E_WORK/g"
 standin_start harbor h "$E2E_WORK/h"

@@ -9,11 +9,10 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
+source "$ROOT/tests/lib/kindtest.sh"
 
-registry_start src "$E2E_WORK/src"
-S=$REG_SRC_URL
-want_app=$(seed "$S" team/app v1,v2 oci 2 4096 pairs-more | sed -n 's|^team/app:v1 ||p')
-want_multi=$(seed "$S" team/multi v1 oci-index 2 4096 pairs-more | sed -n 's|^team/multi:v1 ||p')
+kind_registries src
+kind_images team pairs-more v1,v2
 standin_start harbor h "$E2E_WORK/h"
 standin_start quay q "$E2E_WORK/q"
 standin_start acr a "$E2E_WORK/a" --max-page 1

@@ -17,12 +17,10 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 source "$ROOT/tests/standins.sh"
+source "$ROOT/tests/lib/kindtest.sh"
 
-registry_start src "$E2E_WORK/src"
-registry_start dst "$E2E_WORK/dst"
-S=$REG_SRC_URL D=$REG_DST_URL
-want_app=$(seed "$S" team/app v1 oci 2 4096 quay-kind | sed -n 's|^team/app:v1 ||p')
-want_multi=$(seed "$S" team/multi v1 oci-index 2 4096 quay-kind | sed -n 's|^team/multi:v1 ||p')
+kind_registries
+kind_images team quay-kind
 RT=$(head -c 30 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)
 standin_start quay q "$E2E_WORK/q" --page-size 2 --robot "robots+mirror:$RT"
 Q=$STANDIN_Q_URL QU=$STANDIN_Q_UPSTREAM_URL OT=$STANDIN_Q_OAUTH_TOKEN P=$STANDIN_Q_PASS

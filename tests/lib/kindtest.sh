@@ -1,10 +1,13 @@
 # shellcheck shell=bash
-# tests/lib/kindtest.sh - what the registry kinds' end-to-end tests of
-# `replica serve` share, on top of tests/lib/serve.sh (api, jget) and
-# tests/standins.sh (standin_start): wiring a kind's registry and event
-# policy, waiting for executions and webhook events (polling, each wait
-# bounded by SETTLE_TIMEOUT seconds, default 60), and reading a stand-in's
-# request record.
+# tests/lib/kindtest.sh - what the registry kinds' end-to-end tests share,
+# on top of tests/lib/e2e.sh (or serve.sh: api, jget) and tests/standins.sh
+# (standin_start): the Distribution registries and the two images each test
+# copies; for `replica serve`, wiring a kind's registry and event policy and
+# waiting for executions and webhook events (polling, each wait bounded by
+# SETTLE_TIMEOUT seconds, default 60); reading a stand-in's request record.
+#   kind_registries [src] [dst] the registries src and dst: S and D their URLs
+#   kind_images NS SEED [TAGS] [MULTI]
+#                           NS/app (a plain image) and NS/multi (an index) on S
 #   settled POLICY N        wait until POLICY has N executions, all finished
 #   events_matched N        wait until serve has matched N webhook events
 #   kind_wire NAME SOURCE FILTER REGISTRY_JSON [POLICY_JSON]
@@ -12,6 +15,32 @@
 #   exec_error ID           the errors of execution ID's failed tasks
 #   standin_records NAME, standin_clear NAME, standin_calls NAME JQ_FILTER
 #                           a stand-in's request record
+
+# kind_registries NAME...: starts the Distribution registries NAME (src, dst;
+# default both), each under $E2E_WORK/NAME; sets S (src) and D (dst).
+# shellcheck disable=SC2034  # S and D are for the caller
+kind_registries() {
+    local name
+    (($#)) || set -- src dst
+    for name in "$@"; do
+        registry_start "$name" "$E2E_WORK/$name"
+        case $name in
+        src) S=$REG_SRC_URL ;;
+        dst) D=$REG_DST_URL ;;
+        esac
+    done
+}
+
+# kind_images NS SEED [TAGS] [MULTI]: seeds on S the plain image NS/app
+# (tags TAGS, default v1; two 4 KiB layers) and the index NS/multi (or NS/MULTI)
+# v1, their content drawn from SEED; sets want_app and want_multi to the
+# digests of their v1.
+# shellcheck disable=SC2034  # want_app and want_multi are for the caller
+kind_images() {
+    local ns=$1 seed=$2 tags=${3:-v1} multi=${4:-multi}
+    want_app=$(seed "$S" "$ns/app" "$tags" oci 2 4096 "$seed" | sed -n "s|^$ns/app:v1 ||p")
+    want_multi=$(seed "$S" "$ns/$multi" v1 oci-index 2 4096 "$seed" | sed -n "s|^$ns/$multi:v1 ||p")
+}
 
 # settled POLICY N: waits until policy POLICY has at least N executions and
 # none is Pending or Running; their list (newest first) is left in $BODY.
