@@ -150,8 +150,7 @@ standin_control a fail_next=1 status=429 retry_after=1 fail_path='^/oauth2/excha
 run --from "$S" "${TO[@]}" --repo 'thr/app'
 is "$RC" 0 "a 429 on the exchange is retried"
 [[ $RC == 0 ]] || diag "$OUT"
-waited=$(records | jq '(map(select(.fault)) | .[0]) as $f | [.[] | select(.path == $f.path and (.fault | not))][0].time - $f.time
-                       | . * 100 | round / 100')
+waited=$(retry_waited a)
 ok "$(jq -n --argjson w "$waited" 'if $w >= 0.95 then 0 else 1 end')" "after its Retry-After of 1 s (waited $waited s)"
 seed "$S" thr/reg v1 oci 1 1024 acr-kind >/dev/null
 standin_control a fail_next=1 status=429 retry_after=1 fail_path='/manifests/' >/dev/null

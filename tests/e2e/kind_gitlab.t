@@ -136,8 +136,7 @@ standin_control g fail_next=1 status=429 retry_after=1 fail_path='^/api/v4/' >/d
 run --from "$G" --from-kind gitlab --from-option "projects=$NS" --to "$D" --repo '**/app' --dest-namespace thr
 is "$RC" 0 "a 429 from the API (Rack::Attack's \"Retry later\") is retried"
 [[ $RC == 0 ]] || diag "$OUT"
-waited=$(records | jq '(map(select(.fault)) | .[0]) as $f | [.[] | select(.path == $f.path and (.fault | not))][0].time - $f.time
-                       | . * 100 | round / 100')
+waited=$(retry_waited g)
 ok "$(jq -n --argjson w "$waited" 'if $w >= 0.95 then 0 else 1 end')" "after its Retry-After of 1 s (waited $waited s)"
 is "$(manifest_digest "$D" "thr/$NS/team/app" v1)" "$want_app" "and the image is copied"
 export REPLICA_FROM_CRED_USERNAME= REPLICA_FROM_CRED_PASSWORD= REPLICA_TO_CRED_USERNAME=replica REPLICA_TO_CRED_PASSWORD=$PAT

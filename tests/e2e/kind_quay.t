@@ -129,8 +129,7 @@ standin_control q fail_next=1 status=429 retry_after=1 fail_path='^/api/v1/' >/d
 run --from "$S" "${TO[@]}" --repo 'thr/app'
 is "$RC" 0 "a 429 from the API (nginx's HTML page) is retried"
 [[ $RC == 0 ]] || diag "$OUT"
-waited=$(records | jq '(map(select(.fault)) | .[0]) as $f | [.[] | select(.path == $f.path and (.fault | not))][0].time - $f.time
-                       | . * 100 | round / 100')
+waited=$(retry_waited q)
 ok "$(jq -n --argjson w "$waited" 'if $w >= 0.95 then 0 else 1 end')" "after its Retry-After of 1 s (waited $waited s)"
 seed "$S" thr/reg v1 oci 1 1024 quay-kind >/dev/null
 standin_control q fail_next=1 status=429 retry_after=1 fail_path='/manifests/' >/dev/null

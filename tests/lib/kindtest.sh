@@ -15,6 +15,7 @@
 #   exec_error ID           the errors of execution ID's failed tasks
 #   standin_records NAME, standin_clear NAME, standin_calls NAME JQ_FILTER
 #                           a stand-in's request record
+#   retry_waited NAME       how long the client waited after the first fault
 
 # kind_registries NAME...: starts the Distribution registries NAME (src, dst;
 # default both), each under $E2E_WORK/NAME; sets S (src) and D (dst).
@@ -134,4 +135,12 @@ standin_clear() {
 # recorded request that JQ_FILTER selects, joined with ";".
 standin_calls() {
     standin_records "$1" | jq -r "[.[] | select($2) | \"\(.method) \(.listener) \(.path) \(.status)\"] | join(\";\")"
+}
+
+# retry_waited NAME: prints the seconds (2 decimals) between the first request
+# the stand-in NAME answered with a fault (standin_control NAME fail_next=...)
+# and the next request to the same path, the client's retry.
+retry_waited() {
+    standin_records "$1" | jq '(map(select(.fault)) | .[0]) as $f
+        | [.[] | select(.path == $f.path and (.fault | not))][0].time - $f.time | . * 100 | round / 100'
 }
