@@ -42,6 +42,7 @@ struct task {
     char *name;
     struct acct *acct;       /* its budget: limits and usage (vm.h) */
     double slice_start;      /* when the running slice's clock started, or 0 */
+    double slice_cpu_start;  /* the loop thread's CPU clock at slice_start */
     unsigned long ticks;     /* work units charged by C functions since the last clock read */
     enum task_state state;
     enum task_kill kill;

@@ -32,11 +32,17 @@ replica_run() {
 }
 
 # tap_on_fail: after a failed check, the last lines of the last run's output
-# (tests/lib/tap.sh calls it), so that a failure in CI says what replica said.
+# and the last API answer (tests/lib/serve.sh's api), so that a failure in
+# CI says what replica said (tests/lib/tap.sh calls it).
 tap_on_fail() {
-    [[ -n ${OUT:-} ]] || return 0
-    echo "  the last run (exit ${RC:-?}) ended:"
-    tail -n 25 <<<"$OUT" | sed 's/^/    /'
+    if [[ -n ${OUT:-} ]]; then
+        echo "  the last run (exit ${RC:-?}) ended:"
+        tail -n 25 <<<"$OUT" | sed 's/^/    /'
+    fi
+    if [[ -n ${STATUS:-} ]]; then
+        echo "  the last API answer: ${STATUS} $(head -c 1500 <<<"${BODY:-}")"
+    fi
+    return 0
 }
 
 # manifest_digest URL REPO REF [USER:PASS]: the digest the registry serves for
