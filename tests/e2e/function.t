@@ -40,8 +40,10 @@ is "$events" "stage_start:pull_prepare stage_end:pull_prepare stage_start:pull s
     "the callback heard every stage start and end, in order"
 is "$(cut -f1 "$SINK_FILE" | sort -u)" "Bearer $FN_TOKEN" "with the function's bearer token"
 
-invoke "$(task fn/multi '["v1"]')"
+: >"$SINK_FILE"
+invoke "$(task fn/multi '["v1"]' ".callback_url = \"$SINK_URL\" | .callback_token = \"cb-token\"")"
 is "$STATUS:$(stages)" "200:$SIX" "a multi-arch image copies too"
+is "$(cut -f1 "$SINK_FILE" | sort -u)" "Bearer cb-token" "its callbacks carry the invocation's callback_token"
 is "$(manifest_digest "$D" fn/multi v1 "$DA")" "$(manifest_digest "$S" fn/multi v1)" "its index digest is the source's"
 
 invoke "$(task fn/app '["v1","v2"]')"
