@@ -105,9 +105,22 @@ wait "$slow"
 is "$(cat "$E2E_WORK/slow.status"):$(jq -r .status "$E2E_WORK/slow.json")" "200:succeeded" \
     "the task in flight completes with 200"
 is "$(manifest_digest "$D" fn/big v1 "$DA")" "$want" "and its image is on the target"
-fn_stop
+fn_wait
 is "$FN_RC" 0 "the function exits 0 once drained"
 
-leaks=$(grep -l -F -- "$REG_DST_PASS" "$FN_LOG" "$FN_OUT" "$E2E_WORK/answers" "$E2E_WORK/slow.json" "$SINK_FILE" 2>/dev/null || true)
+# A task still running at --drain-timeout is cancelled: 503, and the process ends.
+fn_start fn2 --drain-timeout 1
+curl -s -m 60 -X POST -H "Authorization: Bearer $FN_TOKEN" --data-binary \
+    "$(task fn/big '["v1"]' '.options.bandwidth = "1M" | .dest_repository = "cut/big"')" -o "$E2E_WORK/cut.json" \
+    -w '%{http_code}' "$FN_URL/" >"$E2E_WORK/cut.status" &
+cut=$!
+wait_for_upload "$REG_DST_STORAGE/docker/registry/v2/repositories/cut/big/_uploads" 100000 "$cut" || true
+fn_stop
+wait "$cut" || true
+is "$(cat "$E2E_WORK/cut.status"):$FN_RC" "503:0" "a task cut off at --drain-timeout answers 503, and the function exits 0"
+like "$(jq -r .error "$E2E_WORK/cut.json")" "drain timeout" "saying why"
+is "$(manifest_digest "$D" cut/big v1 "$DA")" missing "and its image is not pushed"
+
+leaks=$(grep -l -F -- "$REG_DST_PASS" "$E2E_WORK"/fn*.log "$E2E_WORK"/fn*.out "$E2E_WORK/answers" "$E2E_WORK/cut.json" "$E2E_WORK/slow.json" "$SINK_FILE" 2>/dev/null || true)
 is "$leaks" "" "the registry password is in none of its output, answers or callbacks"
 done_testing

@@ -7,6 +7,8 @@
 #                          and --seal-key-file $FN_KEY; sets FN_URL, FN_PID,
 #                          FN_LOG (stderr), FN_OUT (stdout)
 #   fn_stop                SIGTERM and wait; the exit code in $FN_RC
+#   fn_wait                wait for it to end (a second SIGTERM would end it
+#                          at once); the exit code in $FN_RC
 #   invoke BODY [TOKEN]    POST / ; the status in $STATUS, the body in $BODY
 #                          (also appended to $E2E_WORK/answers)
 #   probe PATH             GET PATH; the status in $STATUS
@@ -59,6 +61,11 @@ fn_start() {
 fn_stop() {
     [[ -n $FN_PID ]] || return 0
     kill -TERM "$FN_PID" 2>/dev/null || true
+    fn_wait
+}
+
+fn_wait() {
+    [[ -n $FN_PID ]] || return 0
     set +e
     wait "$FN_PID"
     FN_RC=$?
