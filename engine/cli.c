@@ -19,11 +19,16 @@
 #endif
 
 /* SIGINT/SIGTERM, forwarded to the loop by the watchdog thread: the first
- * cancels every task; the thread itself ends the process on a second one, or
+ * cancels every task (only those of sys.drain_on_signal when there are); the thread itself ends the process on a second one, or
  * when the grace period runs out. */
 static void on_signal(void *ud, int sig)
 {
     struct vm *vm = ud;
+    if (sched_cancel_drainers(vm) > 0) {
+        /* a service that drains: it hears the signal and ends its work itself */
+        vm_logf(vm, NULL, LOG_WARN, "signal %d: draining (again to quit at once)", sig);
+        return;
+    }
     vm_logf(vm, NULL, LOG_WARN, "signal %d: cancelling every task (again to quit at once)", sig);
     sched_cancel_all(vm);
 }

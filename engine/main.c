@@ -35,6 +35,7 @@ static void usage(FILE *f)
                "commands:\n"
                "  run --from URL --to URL  replicate repositories between registries\n"
                "  serve                    the daemon: HTTP API, schedules, webhooks (SQLite)\n"
+               "  function                 serve one task per HTTP invocation (FaaS platforms)\n"
                "  token create             create an API token for serve's database\n"
                "  check                    validate every stage function and template\n"
                "  script FILE.lua [ARGS]   run a Lua script on the engine\n"
@@ -63,6 +64,8 @@ int main(int argc, char **argv)
         rc = cmd_run(argc - 1, argv + 1);
     } else if (strcmp(argv[1], "serve") == 0) {
         rc = cmd_serve(argc - 1, argv + 1);
+    } else if (strcmp(argv[1], "function") == 0) {
+        rc = cmd_function(argc - 1, argv + 1);
     } else if (strcmp(argv[1], "token") == 0) {
         rc = cmd_token(argc - 1, argv + 1);
     } else if (strcmp(argv[1], "check") == 0) {

@@ -392,6 +392,19 @@ void sched_cancel_all(struct vm *vm)
         task_cancel(t);
 }
 
+int sched_cancel_drainers(struct vm *vm)
+{
+    int n = 0;
+    for (struct task *t = vm->all; t; t = t->all_next) {
+        if (t->signal_drain && t->state != TASK_DONE) {
+            t->signal_drain = 0;
+            task_cancel(t);
+            n++;
+        }
+    }
+    return n;
+}
+
 /* Stops waiting on a task: unlinks the waiter from its target. */
 static void waiter_cancel(struct task_op *op)
 {

@@ -52,6 +52,7 @@ struct task {
     int fair_yield;          /* a fairness yield is passing up through script coroutines */
     int has_handle;          /* a Lua handle refers to this task */
     long log_tag;            /* sys.task_log: where its log lines go; inherited */
+    int signal_drain;        /* sys.drain_on_signal: the first SIGINT/SIGTERM cancels only such tasks */
     int nargs;               /* arguments for the first resume */
     struct task_op *op;      /* what it waits on, or NULL */
     struct task *ready_next;
@@ -130,6 +131,10 @@ void task_cancel(struct task *t);
 
 /* Cancels every task of the VM. */
 void sched_cancel_all(struct vm *vm);
+
+/* Cancels the live tasks that asked to hear the signal (signal_drain) and
+ * clears their mark; returns how many there were (0: none asked). */
+int sched_cancel_drainers(struct vm *vm);
 
 /* Handle references: a handle keeps a finished task (and its results) alive. */
 void task_hold(struct task *t);

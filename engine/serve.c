@@ -1,5 +1,6 @@
 /* serve.c - `replica serve` (the daemon: HTTP API, scheduler, webhooks on
- * SQLite) and `replica token create`. C parses the command line; the
+ * SQLite), `replica token create` and `replica function` (one task per
+ * HTTP invocation, for FaaS platforms). C parses the command line; the
  * service itself is Lua (scripts/lib/serve.lua), which gets the privileged
  * sys table (database, HTTP server, keyring) as its second argument. */
 #include <stdio.h>
@@ -46,6 +47,8 @@ static const char *const serve_opts[][2] = {
     { "--max-connections", "max_connections" }, { "--max-per-address", "max_per_address" },
     { "--header-timeout", "header_timeout" }, { "--body-timeout", "body_timeout" },
     { "--console", "console" },
+    { "--max-inflight", "max_inflight" }, { "--drain-timeout", "drain_timeout" },
+    { "--token-file", "token_file" }, { "--seal-key-file", "seal_key_file" },
     { NULL, NULL },
 };
 
@@ -61,7 +64,8 @@ static const char *opt_field(const char *opt)
  * Lua entry src with (opts, sys). allowed lists the fields this command
  * takes. Returns the exit code. */
 static int run_entry(int argc, char **argv, int first, const char *cmd, const char *src,
-                     const char *const *allowed, void (*usage)(FILE *))
+                     const char *const *allowed, void (*usage)(FILE *),
+                     void (*extra)(lua_State *L))
 {
     struct cli_common c;
     cli_common_init(&c);
@@ -119,6 +123,8 @@ static int run_entry(int argc, char **argv, int first, const char *cmd, const ch
         lua_pushstring(L, console);
         lua_setfield(L, -2, "default_console");
     }
+    if (extra)
+        extra(L);
     int rc = cli_run_main(&eng, 1, cmd);
     engine_close(&eng);
     return rc;
@@ -131,7 +137,7 @@ int cmd_serve(int argc, char **argv)
                                            "header_timeout", "body_timeout", "console", NULL };
     return run_entry(argc, argv, 1, "serve",
                      "local opts = ... return require('serve').main(opts, sys)", allowed,
-                     serve_usage);
+                     serve_usage, NULL);
 }
 
 static void token_usage(FILE *f)
@@ -149,5 +155,99 @@ int cmd_token(int argc, char **argv)
     }
     return run_entry(argc, argv, 2, "token",
                      "local opts = ... return require('serve.tokens').cli_create(opts, sys)",
-                     allowed, token_usage);
+                     allowed, token_usage, NULL);
+}
+
+#define FUNCTION_TOKEN_FILE "/var/openfaas/secrets/replica-function-token"
+#define FUNCTION_MAX_INPUT (1 << 20)
+
+static void function_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: replica function [options]        serve invocations (docs/faas.md)\n"
+            "       replica function seal --seal-key-file FILE < credentials.json\n"
+            "  --listen HOST:PORT   address (default 0.0.0.0:$PORT, $PORT default 8080)\n"
+            "  --seal-key-file FILE the key shared with the coordinator (required; never\n"
+            "                       created)\n"
+            "  --token-file FILE    the bearer token, if REPLICA_FUNCTION_TOKEN is unset\n"
+            "                       (default " FUNCTION_TOKEN_FILE ")\n"
+            "  --max-inflight N     invocations at once; more answer 429 (default 4)\n"
+            "  --drain-timeout SECS after SIGTERM, time the invocations in flight get to\n"
+            "                       finish (default 30)\n"
+            "  --max-body BYTES     largest invocation accepted (default 1048576)\n"
+            "  --header-timeout SECS, --body-timeout SECS, --max-connections N\n"
+            "engine:\n%s",
+            cli_common_usage());
+}
+
+/* Reads at most max bytes of f into a new string pushed on L (nil when f is
+ * NULL or unreadable). */
+static void push_stream(lua_State *L, FILE *f, size_t max)
+{
+    if (!f) {
+        lua_pushnil(L);
+        return;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    char chunk[4096];
+    size_t n, total = 0;
+    while (total < max && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        luaL_addlstring(&b, chunk, n);
+        total += n;
+    }
+    luaL_pushresult(&b);
+}
+
+/* Adds what the function reads outside its flags to the options table on
+ * top of L: $PORT, the token ($REPLICA_FUNCTION_TOKEN, else the token file's
+ * text) and where the token came from. */
+static void function_extra(lua_State *L)
+{
+    const char *v = getenv("PORT");
+    if (v && *v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, "env_port");
+    }
+    v = getenv("REPLICA_FUNCTION_TOKEN");
+    if (v && *v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, "token");
+        lua_pushstring(L, "REPLICA_FUNCTION_TOKEN");
+        lua_setfield(L, -2, "token_from");
+        return;
+    }
+    const char *path = FUNCTION_TOKEN_FILE;
+    if (lua_getfield(L, -1, "token_file") == LUA_TSTRING)
+        path = lua_tostring(L, -1);
+    lua_pushstring(L, path);
+    lua_setfield(L, -3, "token_from");
+    FILE *f = fopen(path, "rb");
+    push_stream(L, f, 4096);
+    if (f)
+        fclose(f);
+    lua_setfield(L, -3, "token");
+    lua_pop(L, 1);
+}
+
+/* Adds stdin's text (the credentials to seal) to the options table on top. */
+static void seal_extra(lua_State *L)
+{
+    push_stream(L, stdin, FUNCTION_MAX_INPUT);
+    lua_setfield(L, -2, "stdin");
+}
+
+int cmd_function(int argc, char **argv)
+{
+    static const char *const allowed[] = { "listen", "max_body", "max_connections",
+                                           "header_timeout", "body_timeout", "max_inflight",
+                                           "drain_timeout", "token_file", "seal_key_file", NULL };
+    static const char *const seal_allowed[] = { "seal_key_file", NULL };
+    if (argc >= 2 && strcmp(argv[1], "seal") == 0)
+        return run_entry(argc, argv, 2, "function seal",
+                         "local opts = ... return require('faas').seal_main(opts, sys)",
+                         seal_allowed, function_usage, seal_extra);
+    return run_entry(argc, argv, 1, "function",
+                     "local opts = ... return require('faas').main(opts, sys)", allowed,
+                     function_usage, function_extra);
 }

@@ -267,6 +267,19 @@ static int l_log_drain(lua_State *L)
     return 2;
 }
 
+/* sys.drain_on_signal() makes the first SIGINT/SIGTERM cancel only the
+ * calling task (and its children) instead of every task: a service that
+ * drains runs it in a small task of its own, whose end tells it to stop
+ * taking work and finish what is in flight. */
+static int l_drain_on_signal(lua_State *L)
+{
+    struct task *t = task_current(lua_touserdata(L, lua_upvalueindex(1)));
+    if (!t)
+        return luaL_error(L, "sys.drain_on_signal: not in a task");
+    t->signal_drain = 1;
+    return 0;
+}
+
 /* sys.log_capture() starts capturing tagged lines (idempotent). */
 static int l_log_capture(lua_State *L)
 {
@@ -305,6 +318,9 @@ void sys_push(struct vm *vm, lua_State *L)
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, l_log_drain, 1);
     lua_setfield(L, -2, "log_drain");
+    lua_pushlightuserdata(L, vm);
+    lua_pushcclosure(L, l_drain_on_signal, 1);
+    lua_setfield(L, -2, "drain_on_signal");
     sys_add_db(vm, L);
     sys_add_httpd(vm, L);
     sys_add_watchdog(vm, L);

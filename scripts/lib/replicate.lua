@@ -2,14 +2,14 @@
 -- holding its selected tags), run each through the process template with at
 -- most `jobs` at once, and report. The result of a task is its stages'
 -- results in template order.
-local oci = require("oci")
 local glob = require("glob")
 local naming = require("naming")
 local runner = require("runner")
 local credentials = require("credentials")
 local progress = require("progress")
 local reference = require("oci.reference")
-local kinds = require("kinds")
+local endpoints = require("endpoint")
+local taskrun = require("taskrun")
 
 local replicate = {}
 
@@ -18,7 +18,8 @@ local function literal(p)
   return not p:find("[%*%?%[%{\\]")
 end
 
--- Parses a byte count with an optional K, M or G suffix (powers of 1024).
+-- Parses a byte count with an optional K, M or G suffix (powers of 1024);
+-- returns the count or nil. `replica function` reads its options with it too.
 local function parse_bytes(s)
   if s == nil then return nil end
   local n, unit = tostring(s):match("^(%d+)([KkMmGg]?)i?[Bb]?$")
@@ -26,6 +27,8 @@ local function parse_bytes(s)
   local mult = ({ [""] = 1, k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 })[unit:lower()]
   return math.tointeger(tonumber(n) * mult)
 end
+
+replicate.parse_bytes = parse_bytes
 
 -- Parses NAME=VALUE items (--from-cred, --from-option) into into; returns
 -- into or nil, err naming flag.
@@ -46,13 +49,10 @@ end
 local function endpoint(side, opts, chunk_size, max_speed)
   local url = opts[side]
   if not url or url == "" then return nil, "missing registry URL" end
-  if not url:find("^https?://") then url = "https://" .. url end
-  url = url:gsub("/+$", "")
+  url = endpoints.url(url)
   local tls = { ca_file = opts[side .. "_ca"], insecure = opts[side .. "_insecure"] or false }
-  local kind_name, found = opts[side .. "_kind"], "given"
-  if not kind_name then kind_name, found = kinds.detect(url, { tls = tls }) end
-  local kind, kerr = kinds.load(kind_name)
-  if not kind then return nil, kerr end
+  local kind, found = endpoints.kind(url, opts[side .. "_kind"], tls)
+  if not kind then return nil, found end
   if found ~= "default" then log.info("--%s %s: registry kind %s (%s)", side, url, kind.name, found) end
   local fields = {}
   for k, v in pairs(creds.env("REPLICA_" .. side:upper() .. "_CRED_")) do
@@ -62,32 +62,21 @@ local function endpoint(side, opts, chunk_size, max_speed)
   if not ok then return nil, ferr end
   local options, oerr = name_values(opts[side .. "_option"], {}, "--" .. side .. "-option")
   if not options then return nil, oerr end
-  local known = {}
-  for _, c in ipairs(kind.credentials) do known[c.name] = true end
-  for k in pairs(fields) do
-    if not known[k] then
-      return nil, string.format("the %s kind takes no credential '%s' (it takes: %s)", kind.name, k,
-                                (function() local n = {} for _, c in ipairs(kind.credentials) do n[#n + 1] = c.name end
-                                  return table.concat(n, ", ") end)())
-    end
+  for k in pairs(fields) do -- an unknown name is refused before any lookup
+    local known, kerr = endpoints.check_credentials(kind, { [k] = true }, false)
+    if not known then return nil, kerr end
   end
   if not fields.username then
     local user, pass, err = credentials.resolve(url, opts[side .. "_creds"])
     if err then return nil, err end
     fields.username, fields.password = user, pass
   end
-  for _, c in ipairs(kind.credentials) do
-    if c.required and (fields[c.name] == nil or fields[c.name] == "") then
-      return nil, string.format("the %s kind needs the credential '%s' (--%s-cred %s=... or REPLICA_%s_CRED_%s)",
-                                kind.name, c.name, side, c.name, side:upper(), c.name:upper())
-    end
-  end
-  -- oci.new raises on settings it refuses (a kind option that is no duration, say)
-  local ok2, client = pcall(oci.new, { url = url, username = fields.username, password = fields.password,
-                                       chunk_size = chunk_size, max_speed = max_speed, tls = tls, kind = kind,
-                                       credentials = fields, kind_options = options })
-  if not ok2 then return nil, (tostring(client):gsub("^[^:]*:%d+: ", "")) end
-  return client
+  local cok, cerr = endpoints.check_credentials(kind, fields, function(name)
+    return string.format("--%s-cred %s=... or REPLICA_%s_CRED_%s", side, name, side:upper(), name:upper())
+  end)
+  if not cok then return nil, cerr end
+  return endpoints.client{ url = url, kind = kind, fields = fields, options = options, tls = tls,
+                           chunk_size = chunk_size, max_speed = max_speed }
 end
 
 -- Returns the names in list that are valid for check (reference.repository
@@ -184,20 +173,6 @@ function replicate.plan(src, opts)
     if #t.tags > 0 then tasks[#tasks + 1] = t end
   end
   return tasks
-end
-
--- Runs one task through the template; never raises. Returns its record.
-local function run_task(template, t, src, dst, opts, run, view)
-  local ctx = { task = t, src = src, dst = dst, options = opts, run = run, data = {},
-                progress = view.hook }
-  view.task_started(t)
-  local results, ok = runner.run(template, ctx, function(ev, name)
-    if ev == "start" then view.stage(t, name) end
-  end)
-  local record = { repository = t.repository, dest_repository = t.dest_repository,
-                   tags = t.tags, status = ok and "succeeded" or "failed", stages = results }
-  view.task_done(t, record)
-  return record
 end
 
 -- Lists the tags kept on the target because --no-override forbade replacing them.
@@ -313,10 +288,10 @@ function replicate.main(opts)
   end
 
   local view = progress.new(tasks, opts)
-  local run = { blob_copies = {}, first_copy = {}, manifest_puts = {} }
+  local run = taskrun.shared()
   local records = {}
   parallel.map(tasks, function(t, i)
-    records[i] = run_task(template, t, src, dst, opts, run, view)
+    records[i] = taskrun.run(template, t, src, dst, opts, run, view)
     return true
   end, { limit = opts.jobs })
   view.finish()

@@ -13,6 +13,7 @@ local policies = require("serve.policies")
 local registries = require("serve.registries")
 local replicate = require("replicate")
 local runner = require("runner")
+local taskrun = require("taskrun")
 local library = require("serve.library")
 local validate = require("validate")
 local naming = require("naming")
@@ -424,7 +425,7 @@ local function run_execution(s, id)
   local rows = assert(db:query([[SELECT * FROM tasks WHERE execution = ? AND status IN ('Pending', 'Running')
                                  ORDER BY kind = 'delete', id]], id))
   local env = { src = src, dst = dst, opts = opts, template = template,
-                run = { blob_copies = {}, first_copy = {}, manifest_puts = {} } }
+                run = taskrun.shared() }
   local done, merr = parallel.map(rows, function(row)
     run_task(s, id, row, env)
     return true

@@ -1,0 +1,196 @@
+-- faas.lua - `replica function`: one task per HTTP invocation, for FaaS
+-- platforms (Knative, OpenFaaS of-watchdog http mode, Fission, Cloud Run).
+-- POST / runs a whole task through the same runner, clients and per-run
+-- table as `replica run` and answers its stage results; /_/health and
+-- /_/ready are the probes; SIGTERM drains. See docs/faas.md.
+local invocation = require("faas.invocation")
+local callback = require("faas.callback")
+local taskrun = require("taskrun")
+
+local faas = {}
+
+
+-- Parses HOST:PORT ([v6]:PORT); returns host, port or nil, err.
+local function parse_listen(s)
+  local host, port = s:match("^%[([%x:]+)%]:(%d+)$")
+  if not host then host, port = s:match("^([^:]*):(%d+)$") end
+  port = math.tointeger(tonumber(port))
+  if not port or port > 65535 then return nil, "--listen must be HOST:PORT, e.g. 0.0.0.0:8080" end
+  if host == "" then host = "0.0.0.0" end
+  return host, port
+end
+
+-- Reads a positive number option; returns it or nil, err naming flag.
+local function positive(v, default, flag, integer)
+  local n = tonumber(v or default)
+  if integer then n = math.tointeger(n) end
+  if not n or n <= 0 or n ~= n or n > 1e7 then
+    return nil, flag .. (integer and " must be a positive integer" or " must be a positive number of seconds")
+  end
+  return n
+end
+
+-- Compares two strings in time that depends on their lengths only.
+local function same(a, b)
+  if #a ~= #b then return false end
+  local d = 0
+  for i = 1, #a do d = d | (a:byte(i) ~ b:byte(i)) end
+  return d == 0
+end
+
+-- Answers req with status and the JSON of body.
+local function reply(req, status, body, headers)
+  local h = { ["Content-Type"] = "application/json" }
+  for k, v in pairs(headers or {}) do h[k] = v end
+  return req:respond(status, h, json.encode(body))
+end
+
+-- sys.listen's authorize: the probes are open, everything else needs the
+-- bearer token. Returns true, or false, the 401 message and the challenge.
+local function authorize(s, path, header)
+  if path == "/_/health" or path == "/_/ready" then return true end
+  local given = header and header:match("^[Bb]earer%s+(%S+)%s*$")
+  if given and same(given, s.token) then return true end
+  return false, given and "wrong bearer token" or "missing bearer token (Authorization: Bearer ...)",
+         'Bearer realm="replica-function"'
+end
+
+-- Runs one checked invocation in a task of its own (cancelled if the drain
+-- times out); returns the response status and body.
+local function execute(s, inv)
+  local rep = callback.new(inv, s.token)
+  local h = task.spawn({ name = "invocation " .. inv.task.repository }, function()
+    return taskrun.run(inv.template, inv.task, inv.src, inv.dst, inv.options, taskrun.shared(),
+                       { hook = rep.hook, on_stage = rep.on_stage })
+  end)
+  s.running[h] = true
+  local ok, record = h:join()
+  s.running[h] = nil
+  rep.close()
+  if not ok then
+    local why = record == "cancelled" and "the task was cancelled (drain timeout)" or tostring(record)
+    return record == "cancelled" and 503 or 500, { kind = "task", attempt = inv.attempt, error = why }
+  end
+  log.info("%s -> %s [%s]: %s", record.repository, record.dest_repository,
+           table.concat(record.tags, ", "), record.status)
+  return 200, { kind = "task", attempt = inv.attempt, template = inv.template.name, status = record.status,
+                repository = record.repository, dest_repository = record.dest_repository,
+                tags = setmetatable(record.tags, json.array_mt),
+                stages = setmetatable(record.stages, json.array_mt) }
+end
+
+-- POST /: one invocation, unless draining (503) or at --max-inflight (429).
+local function invoke(s, req)
+  if s.draining then return reply(req, 503, { error = "draining: this instance takes no new work" }) end
+  if s.inflight >= s.max_inflight then
+    return reply(req, 429, { error = string.format("at --max-inflight (%d invocations in flight)", s.max_inflight) },
+                 { ["Retry-After"] = "1" })
+  end
+  s.inflight = s.inflight + 1
+  local ok, status, body = pcall(function()
+    local inv, st, err = invocation.read(req.body, req.too_large, s.keyring)
+    if not inv then return st, { error = err } end
+    return execute(s, inv)
+  end)
+  if not ok then
+    log.error("invocation failed: %s", tostring(status))
+    status, body = 500, { error = "the function failed: " .. tostring(status) }
+  end
+  pcall(reply, req, status, body)
+  s.inflight = s.inflight - 1 -- after the reply: a drain waits for it to be sent
+end
+
+-- Answers one request: the probes and POST /.
+local function handle(s, req)
+  if req.path == "/_/health" then return reply(req, 200, { status = "ok" }) end
+  if req.path == "/_/ready" then
+    if s.draining then return reply(req, 503, { status = "draining" }) end
+    if s.inflight >= s.max_inflight then return reply(req, 429, { status = "busy", inflight = s.inflight }) end
+    return reply(req, 200, { status = "ready", inflight = s.inflight })
+  end
+  if req.path ~= "/" then return reply(req, 404, { error = "not found: POST / takes invocations" }) end
+  if req.method ~= "POST" then return reply(req, 405, { error = "POST / takes invocations" }, { Allow = "POST" }) end
+  return invoke(s, req)
+end
+
+-- Loads the seal key at path; a function never creates one. Returns the
+-- keyring or nil, err.
+local function load_key(sys, path)
+  if not path then return nil, "--seal-key-file is required (the key shared with the coordinator)" end
+  local keyring, err, kind = sys.keyring(path, { create = false })
+  if not keyring and kind == "missing" then
+    return nil, string.format("seal key file %s does not exist: a function never creates a key; "
+      .. "give it the coordinator's key (--seal-key-file)", path)
+  end
+  return keyring, err
+end
+
+-- The `replica function` entry point: serves until SIGTERM, then drains.
+function faas.main(opts, sys)
+  local host, port = parse_listen(opts.listen or ("0.0.0.0:" .. (opts.env_port or "8080")))
+  if not host then return nil, port end
+  local token = opts.token and opts.token:match("^%s*(.-)%s*$")
+  if not token or token == "" then
+    return nil, string.format("no bearer token: set REPLICA_FUNCTION_TOKEN or put it in %s (--token-file)",
+                              opts.token_from)
+  end
+  local s = { token = token, inflight = 0, running = {}, draining = false }
+  local err
+  for _, o in ipairs{ { "max_inflight", "--max-inflight", 4, true }, { "drain_timeout", "--drain-timeout", 30 },
+                      { "max_body", "--max-body", 1048576, true }, { "max_connections", "--max-connections", 1024, true },
+                      { "header_timeout", "--header-timeout", 10 }, { "body_timeout", "--body-timeout", 60 } } do
+    s[o[1]], err = positive(opts[o[1]], o[3], o[2], o[4])
+    if not s[o[1]] then return nil, err end
+  end
+  s.keyring, err = load_key(sys, opts.seal_key_file)
+  if not s.keyring then return nil, err end
+  sys.watchdog{ grace = s.drain_timeout + 5 }
+  local server, lerr = sys.listen{
+    host = host, port = port, max_body = s.max_body, max_connections = s.max_connections,
+    max_per_address = s.max_connections, header_timeout = s.header_timeout, body_timeout = s.body_timeout,
+    authorize = function(_, path, header) return authorize(s, path, header) end,
+    handler = function(req) return handle(s, req) end,
+  }
+  if not server then return nil, lerr end
+  print(string.format("replica function: listening on %s:%d (token from %s, at most %d in flight)",
+                      host, server:port(), opts.token_from, s.max_inflight))
+  local signal = task.spawn({ name = "signal" }, function()
+    sys.drain_on_signal()
+    while time.sleep(3600) do end
+  end)
+  signal:wait()
+  s.draining = true
+  log.info("replica function: draining %d invocation(s) (at most %g s)", s.inflight, s.drain_timeout)
+  local deadline = time.mono() + s.drain_timeout
+  while s.inflight > 0 and time.mono() < deadline do time.sleep(0.05) end
+  if s.inflight > 0 then
+    log.warn("replica function: drain timeout: cancelling %d invocation(s)", s.inflight)
+    for h in pairs(s.running) do h:cancel() end
+    local until_ = time.mono() + 2
+    while s.inflight > 0 and time.mono() < until_ do time.sleep(0.05) end
+  end
+  local gone = time.mono() + 1 -- the last responses leave before the server closes
+  while server:connections() > 0 and time.mono() < gone do time.sleep(0.02) end
+  server:close()
+  log.info("replica function: stopped")
+  return 0
+end
+
+-- `replica function seal`: reads {"url": ..., "username": ..., "password":
+-- ..., other credential fields} on stdin and prints the sealed string for an
+-- invocation's source.credentials or target.credentials.
+function faas.seal_main(opts, sys)
+  local keyring, err = load_key(sys, opts.seal_key_file)
+  if not keyring then return nil, err end
+  local v = json.decode(opts.stdin or "")
+  if type(v) ~= "table" or type(v.url) ~= "string" then
+    return nil, "stdin must be a JSON object with the registry's url and its credentials, e.g. "
+      .. '{"url": "https://registry.example", "username": "u", "password": "p"}'
+  end
+  local url = v.url
+  v.url = nil
+  print(keyring:seal(json.encode(v), invocation.aad(url)))
+  return 0
+end
+
+return faas

@@ -1,0 +1,35 @@
+-- taskrun.lua - running one task (a repository and its tags) through a
+-- template: what `replica run` and `replica function` share. The result of
+-- a task is its stages' results in template order.
+local runner = require("runner")
+
+local taskrun = {}
+
+-- Returns a new table shared by the tasks of one run: the stages record
+-- there which blobs and manifests the run already copied (so tasks of the
+-- same run do not copy them twice).
+function taskrun.shared()
+  return { blob_copies = {}, first_copy = {}, manifest_puts = {} }
+end
+
+-- Runs task t (repository, dest_repository, tags) through template with the
+-- clients src and dst, the options opts and the run's shared table run;
+-- never raises. view = {task_started(t), stage(t, name), task_done(t, record),
+-- hook(kind, value), on_stage(event, name, result)}, each optional. Returns
+-- the record: {repository, dest_repository, tags, status, stages}.
+function taskrun.run(template, t, src, dst, opts, run, view)
+  view = view or {}
+  local ctx = { task = t, src = src, dst = dst, options = opts, run = run, data = {},
+                progress = view.hook }
+  if view.task_started then view.task_started(t) end
+  local results, ok = runner.run(template, ctx, function(ev, name, r)
+    if ev == "start" and view.stage then view.stage(t, name) end
+    if view.on_stage then view.on_stage(ev, name, r) end
+  end)
+  local record = { repository = t.repository, dest_repository = t.dest_repository,
+                   tags = t.tags, status = ok and "succeeded" or "failed", stages = results }
+  if view.task_done then view.task_done(t, record) end
+  return record
+end
+
+return taskrun

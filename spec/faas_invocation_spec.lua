@@ -1,0 +1,79 @@
+-- spec/faas_invocation_spec.lua - what `replica function` accepts as an
+-- invocation: a whole task with sealed credentials. Every refusal is a 4xx
+-- that names the field, and sealed credentials open only with the right key
+-- and for the registry they were sealed for. No registry is contacted.
+local t = require("tap").new(...)
+local invocation = require("faas.invocation")
+
+local function keyring()
+  local k, err = sys.keyring(t.tmp_path("faas-spec", "key"))
+  t.ok(k, err)
+  return k
+end
+
+local K = keyring()
+local DST = "http://127.0.0.1:9"
+
+-- Returns a valid invocation table, changed by edit(inv) if given.
+local function valid(edit)
+  local inv = { kind = "task", attempt = 2, template = "distribution",
+                source = { url = "http://127.0.0.1:8", kind = "distribution" },
+                target = { url = DST, kind = "distribution",
+                           credentials = K:seal(json.encode({ username = "u", password = "secret-pw" }),
+                                                invocation.aad(DST)) },
+                repository = "lib/app", tags = { "v1" }, options = { bandwidth = "2M" } }
+  if edit then edit(inv) end
+  return json.encode(inv)
+end
+
+t.test("a valid invocation gives the task, both clients and the options", function()
+  local inv, status, err = invocation.read(valid(), false, K)
+  t.ok(inv, tostring(status) .. " " .. tostring(err))
+  t.eq(inv.attempt, 2)
+  t.eq(inv.task.repository, "lib/app")
+  t.eq(inv.task.dest_repository, "lib/app", "dest_repository defaults to repository")
+  t.eq(inv.options.bandwidth, 2 * 1024 * 1024)
+  t.eq(inv.options.override, true)
+  t.ok(inv.src and inv.dst)
+end)
+
+t.test("refusals are 400 (413 for a large body) and name the field", function()
+  local cases = {
+    { nil, 400, "not JSON", "{" },
+    { function(i) i.tags = nil end, 400, "tags" },
+    { function(i) i.tags = { "../x" } end, 400, "tags%[1%]" },
+    { function(i) i.repository = "Lib/App" end, 400, "repository" },
+    { function(i) i.dest_repository = "a//b" end, 400, "dest_repository" },
+    { function(i) i.template = "nosuch" end, 400, "template" },
+    { function(i) i.kind = "stage" end, 400, "not supported yet" },
+    { function(i) i.attempt = 0 end, 400, "attempt" },
+    { function(i) i.options.nope = true end, 400, "options.nope" },
+    { function(i) i.source = nil end, 400, "source" },
+    { function(i) i.target.password = "x" end, 400, "target.password" },
+    { function(i) i.target.credentials = { username = "u", password = "p" } end, 400, "plain credentials" },
+    { function(i) i.callback_url = "ftp://x" end, 400, "callback_url" },
+  }
+  for _, c in ipairs(cases) do
+    local inv, status, err = invocation.read(c[4] or valid(c[1]), false, K)
+    t.eq(inv, nil)
+    t.eq(status, c[2], err)
+    t.ok(tostring(err):find(c[3]), tostring(err) .. " names " .. c[3])
+    t.ok(not tostring(err):find("secret-pw", 1, true), "and holds no password")
+  end
+  local _, status = invocation.read("{}", true, K)
+  t.eq(status, 413)
+end)
+
+t.test("credentials open only with the same key and for the same registry URL", function()
+  local other = keyring()
+  local inv, status, err = invocation.read(valid(), false, other)
+  t.eq(inv, nil)
+  t.eq(status, 422)
+  t.ok(err:find("could not be opened with this key", 1, true), err)
+  inv, status = invocation.read(valid(function(i) i.target.url = "http://127.0.0.1:10" end), false, K)
+  t.eq(status, 422, "sealed for another registry")
+  t.eq(invocation.aad("127.0.0.1:9/"), "replica:function-credentials:https://127.0.0.1:9",
+       "the AAD names the normalised URL")
+end)
+
+t.done()
