@@ -58,7 +58,7 @@ end
 -- Runs one checked invocation in a task of its own (cancelled if the drain
 -- times out); returns the response status and body.
 local function execute(s, inv)
-  local rep = callback.new(inv, s.token)
+  local rep = callback.new(inv)
   local h = task.spawn({ name = "invocation " .. inv.task.repository }, function()
     return taskrun.run(inv.template, inv.task, inv.src, inv.dst, inv.options, taskrun.shared(),
                        { hook = rep.hook, on_stage = rep.on_stage })

@@ -5,13 +5,15 @@
 local callback = {}
 
 -- Returns a reporter for invocation inv ({callback_url, callback_token,
--- attempt, task}) with token the default bearer token:
--- {on_stage(event, name, result), hook(kind, value), close()}. Without a
--- callback_url every method does nothing.
-function callback.new(inv, token)
+-- attempt, task}): {on_stage(event, name, result), hook(kind, value),
+-- close()}. Events carry `Authorization: Bearer <callback_token>`, or no
+-- Authorization without one: the function's own token never leaves it (the
+-- callback URL may name any host). Without a callback_url every method does
+-- nothing.
+function callback.new(inv)
   local url = inv.callback_url
   local rep, bytes, sent, seq = {}, 0, 0, 0
-  local auth = "Bearer " .. (inv.callback_token or token)
+  local auth = inv.callback_token and ("Bearer " .. inv.callback_token) or nil
   local warned = false
 
   -- POSTs one event; waits for the answer (5 s at most).
