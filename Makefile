@@ -12,9 +12,13 @@ PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson sqlite3
 CC       ?= cc
 WARN     := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings -Wshadow
 CFLAGS   ?= -O2 -g
+# Where the binary looks for scripts/ when neither REPLICA_SCRIPTS nor a
+# scripts/ next to it exists: this tree by default, the install path in an
+# image (deploy/Dockerfile builds with SCRIPTS_DIR=/usr/share/replica/scripts).
+SCRIPTS_DIR ?= $(CURDIR)/scripts
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
-             -DREPLICA_SCRIPTS_DIR='"$(CURDIR)/scripts"' -DREPLICA_WEB_DIR='"$(CURDIR)/build/web"'
+             -DREPLICA_SCRIPTS_DIR='"$(SCRIPTS_DIR)"' -DREPLICA_WEB_DIR='"$(CURDIR)/build/web"'
 LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -pthread
 
 ENGINE_SRC := $(filter-out engine/main.c,$(wildcard engine/*.c))
