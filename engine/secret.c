@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -80,18 +81,40 @@ fail:
     return -1;
 }
 
+/* Whether fd lies on a file system mounted read-only. */
+static int on_readonly_mount(int fd)
+{
+    struct statvfs sv;
+    return fstatvfs(fd, &sv) == 0 && (sv.f_flag & ST_RDONLY);
+}
+
 /* Reads an existing key file after checking its type, size and mode on the
- * opened descriptor itself; returns 0 or -1 with err. */
-static int key_read(const char *path, unsigned char key[SECRET_KEY_LEN], char *err,
+ * opened descriptor itself; returns 0 or -1 with err. With platform set (a
+ * key that is only loaded, never created: a FaaS platform's secret), a key
+ * on a read-only mount may be a symbolic link and readable by group and
+ * others (Kubernetes and OpenFaaS mount secrets so, root-owned, through
+ * ..data links); it may never be writable by them. */
+static int key_read(const char *path, unsigned char key[SECRET_KEY_LEN], int platform, char *err,
                     size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    int linked = 0;
+    if (fd < 0 && errno == ELOOP && platform) {
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        linked = 1;
+    }
     if (fd < 0) {
         if (errno == ELOOP)
             set_err(err, errlen, "key file %s: is a symbolic link, refusing it", path);
         else
             set_err(err, errlen, "key file %s: cannot open: %s", path, strerror(errno));
         return -1;
+    }
+    int readonly = platform && on_readonly_mount(fd);
+    if (linked && !readonly) {
+        set_err(err, errlen, "key file %s: is a symbolic link, refusing it (a link is accepted only "
+                "to a read-only mount, as a platform's secret)", path);
+        goto fail;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -107,10 +130,10 @@ static int key_read(const char *path, unsigned char key[SECRET_KEY_LEN], char *e
                 (long long)st.st_size, SECRET_KEY_LEN);
         goto fail;
     }
-    if ((st.st_mode & 077) != 0) {
+    if ((st.st_mode & (readonly ? 022 : 077)) != 0) {
         set_err(err, errlen,
-                "key file %s: mode %04o lets group or others access it; chmod 600 it",
-                path, (unsigned)(st.st_mode & 07777));
+                "key file %s: mode %04o lets group or others %s it; chmod 600 it",
+                path, (unsigned)(st.st_mode & 07777), readonly ? "write" : "access");
         goto fail;
     }
     size_t got = 0;
@@ -145,11 +168,11 @@ enum secret_key_rc secret_key_load(const char *path, unsigned char key[SECRET_KE
             set_err(err, errlen, "key file %s: does not exist", path);
             return SECRET_KEY_MISSING;
         }
-        return key_read(path, key, err, errlen) == 0 ? SECRET_KEY_OK : SECRET_KEY_ERROR;
+        return key_read(path, key, 1, err, errlen) == 0 ? SECRET_KEY_OK : SECRET_KEY_ERROR;
     }
     int rc = key_create(path, key, err, errlen);
     if (rc == 1)
-        rc = key_read(path, key, err, errlen);
+        rc = key_read(path, key, 0, err, errlen);
     return rc == 0 ? SECRET_KEY_OK : SECRET_KEY_ERROR;
 }
 

@@ -17,7 +17,10 @@ enum secret_key_rc {
 /* Loads the key at path. An absent file is created (mode 0600, 32 random
  * bytes) when may_create is non-zero, else it is SECRET_KEY_MISSING and
  * nothing is created. Refuses a non-regular file, a wrong size or
- * group/other mode bits. On failure err names path. Caller owns key. */
+ * group/other mode bits; without may_create (a platform's secret), a key on
+ * a read-only mount may be reached through a symbolic link and be readable,
+ * not writable, by group and others. On failure err names path. Caller
+ * owns key. */
 enum secret_key_rc secret_key_load(const char *path, unsigned char key[SECRET_KEY_LEN],
                                    int may_create, char *err, size_t errlen);
 

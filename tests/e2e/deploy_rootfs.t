@@ -3,8 +3,10 @@
 # run here): in a mount namespace whose / is a read-only bind of this
 # machine's, with only /tmp writable (the image's VOLUME, Knative's emptyDir)
 # and as UID 10001 (the image's USER), it copies an image into a Basic-auth
-# registry, and drains on SIGTERM. Needs root, unshare and setpriv; skipped
-# otherwise.
+# registry, and drains on SIGTERM. Its seal key is mounted as Kubernetes and
+# OpenFaaS mount a secret: root-owned, mode 0644, reached through ..data
+# symbolic links, on a read-only tmpfs; the same key on a writable file
+# system is refused. Needs root, unshare and setpriv; skipped otherwise.
 set -euo pipefail
 source "$(dirname "$0")/../lib/function.sh"
 
@@ -20,9 +22,7 @@ S=$REG_SRC_URL D=$REG_DST_URL
 seed "$S" ro/app v1 oci 2 2048 first >/dev/null
 SEALED=$(seal "$D" "$REG_DST_USER" "$REG_DST_PASS")
 
-# The function's user must own its key (it refuses a key others can read).
 chmod 755 "$E2E_WORK"
-chown 10001:10001 "$FN_KEY"
 RO=$E2E_WORK/root
 mkdir "$RO"
 # rootfs CMD...: CMD under the read-only root, as 10001; rootfs-replica
@@ -33,6 +33,10 @@ cat >"$E2E_WORK/rootfs" <<SH
 exec unshare -m --propagation private sh -ec '
     mount --bind / "$RO"; mount -o remount,bind,ro "$RO"
     mount --bind /tmp "$RO/tmp"; mount --rbind /dev "$RO/dev"; mount -t proc proc "$RO/proc"
+    mount -t tmpfs -o size=64k tmpfs "$RO/mnt"; mkdir "$RO/mnt/..2026_12_02"
+    cp "$FN_KEY" "$RO/mnt/..2026_12_02/replica-seal-key"; chmod 0644 "$RO/mnt/..2026_12_02/replica-seal-key"
+    ln -s ..2026_12_02 "$RO/mnt/..data"; ln -s ..data/replica-seal-key "$RO/mnt/replica-seal-key"
+    mount -o remount,ro "$RO/mnt"
     exec chroot "$RO" setpriv --reuid 10001 --regid 10001 --clear-groups env HOME=/tmp "\$@"' sh "\$@"
 SH
 printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$E2E_WORK/rootfs" "$REPLICA" >"$E2E_WORK/rootfs-replica"
@@ -44,8 +48,8 @@ like "$out" 'Read-only file system' "its / is read-only"
 like "$out" 'tmp-ok' "its /tmp is writable"
 rm -f /tmp/replica-rootfs-check
 
-REPLICA=$E2E_WORK/rootfs-replica fn_start fn --max-inflight 4 --drain-timeout 30
-ok 0 "replica function starts and is ready under the read-only root"
+REPLICA=$E2E_WORK/rootfs-replica fn_start fn --max-inflight 4 --drain-timeout 30 --seal-key-file /mnt/replica-seal-key
+ok 0 "replica function starts and is ready under the read-only root, with a root-owned 0644 key behind ..data links"
 invoke "$(jq -nc --arg s "$S" --arg d "$D" --arg c "$SEALED" \
     '{template: "distribution", source: {url: $s}, target: {url: $d, credentials: $c},
       repository: "ro/app", tags: ["v1"]}')"
@@ -55,5 +59,16 @@ is "$(curl -s -u "$REG_DST_USER:$REG_DST_PASS" "$D/v2/ro/app/tags/list" | jq -c 
 fn_stop
 is "$FN_RC" 0 "SIGTERM: it drains and exits 0"
 unlike "$(cat "$FN_LOG")" 'Read-only|Permission denied' "nothing it did was refused by the file system"
+
+cp "$FN_KEY" "$E2E_WORK/shared.key"
+chmod 0644 "$E2E_WORK/shared.key"
+out=$(REPLICA_FUNCTION_TOKEN=t "$REPLICA" function --listen 127.0.0.1:0 --seal-key-file "$E2E_WORK/shared.key" 2>&1 || true)
+like "$out" "key file .*shared.key: mode 0644 lets group or others access it" \
+    "the same key, readable by others on a writable file system, is refused"
+ln -s shared.key "$E2E_WORK/linked.key"
+chmod 0600 "$E2E_WORK/shared.key"
+out=$(REPLICA_FUNCTION_TOKEN=t "$REPLICA" function --listen 127.0.0.1:0 --seal-key-file "$E2E_WORK/linked.key" 2>&1 || true)
+like "$out" "key file .*linked.key: is a symbolic link, refusing it \(a link is accepted only to a read-only mount" \
+    "and so is a symbolic link to a key there"
 
 done_testing
