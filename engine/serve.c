@@ -180,25 +180,6 @@ static void function_usage(FILE *f)
             cli_common_usage());
 }
 
-/* Reads at most max bytes of f into a new string pushed on L (nil when f is
- * NULL or unreadable). */
-static void push_stream(lua_State *L, FILE *f, size_t max)
-{
-    if (!f) {
-        lua_pushnil(L);
-        return;
-    }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    char chunk[4096];
-    size_t n, total = 0;
-    while (total < max && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        luaL_addlstring(&b, chunk, n);
-        total += n;
-    }
-    luaL_pushresult(&b);
-}
-
 /* Adds what the function reads outside its flags to the options table on
  * top of L: $PORT, the token ($REPLICA_FUNCTION_TOKEN, else the token file's
  * text) and where the token came from. */
@@ -222,10 +203,8 @@ static void function_extra(lua_State *L)
         path = lua_tostring(L, -1);
     lua_pushstring(L, path);
     lua_setfield(L, -3, "token_from");
-    FILE *f = fopen(path, "rb");
-    push_stream(L, f, 4096);
-    if (f)
-        fclose(f);
+    if (vm_push_file(L, path, 4096) != 0)
+        lua_pushnil(L); /* no token file: faas.lua says where it looked */
     lua_setfield(L, -3, "token");
     lua_pop(L, 1);
 }
@@ -233,7 +212,8 @@ static void function_extra(lua_State *L)
 /* Adds stdin's text (the credentials to seal) to the options table on top. */
 static void seal_extra(lua_State *L)
 {
-    push_stream(L, stdin, FUNCTION_MAX_INPUT);
+    if (vm_push_stream(L, stdin, FUNCTION_MAX_INPUT) != 0)
+        lua_pushnil(L);
     lua_setfield(L, -2, "stdin");
 }
 

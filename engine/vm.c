@@ -216,11 +216,8 @@ int vm_load_buffer(struct vm *vm, lua_State *L, const char *s, size_t len, const
     return st;
 }
 
-int vm_push_file(lua_State *L, const char *path, size_t max)
+int vm_push_stream(lua_State *L, FILE *f, size_t max)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     char tmp[8192];
@@ -229,14 +226,22 @@ int vm_push_file(lua_State *L, const char *path, size_t max)
         luaL_addlstring(&b, tmp, n);
         total += n;
     }
-    int bad = ferror(f);
-    fclose(f);
     luaL_pushresult(&b);
-    if (bad) {
+    if (ferror(f)) {
         lua_pop(L, 1);
         return -1;
     }
     return 0;
+}
+
+int vm_push_file(lua_State *L, const char *path, size_t max)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    int rc = vm_push_stream(L, f, max);
+    fclose(f);
+    return rc;
 }
 
 /* Sandbox contexts load the same stage and library files once per task,

@@ -9,6 +9,7 @@
 #define REPLICA_VM_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include <event2/event.h>
 #include <lua.h>
@@ -113,6 +114,10 @@ int vm_load_buffer_in(struct vm *vm, lua_State *L, const char *s, size_t len, co
 /* Pushes the contents of a file (at most max bytes) as a string. Returns 0,
  * or -1 with nothing pushed when it cannot be read. */
 int vm_push_file(lua_State *L, const char *path, size_t max);
+
+/* Pushes what f gives (at most max bytes) as a string. Returns 0, or -1
+ * with nothing pushed on a read error. The caller owns f. */
+int vm_push_stream(lua_State *L, FILE *f, size_t max);
 
 /* Loads a text chunk from memory, like vm_load_file. */
 int vm_load_buffer(struct vm *vm, lua_State *L, const char *s, size_t len, const char *name);

@@ -6,19 +6,14 @@
 local invocation = require("faas.invocation")
 local callback = require("faas.callback")
 local taskrun = require("taskrun")
+local hostport = require("hostport")
+
+-- The host and port of a --listen value (":PORT" means 0.0.0.0).
+local function listen_of(s)
+  return hostport.parse(s, "0.0.0.0", "0.0.0.0:8080")
+end
 
 local faas = {}
-
-
--- Parses HOST:PORT ([v6]:PORT); returns host, port or nil, err.
-local function parse_listen(s)
-  local host, port = s:match("^%[([%x:]+)%]:(%d+)$")
-  if not host then host, port = s:match("^([^:]*):(%d+)$") end
-  port = math.tointeger(tonumber(port))
-  if not port or port > 65535 then return nil, "--listen must be HOST:PORT, e.g. 0.0.0.0:8080" end
-  if host == "" then host = "0.0.0.0" end
-  return host, port
-end
 
 -- Reads a positive number option; returns it or nil, err naming flag.
 local function positive(v, default, flag, integer)
@@ -127,7 +122,7 @@ end
 
 -- The `replica function` entry point: serves until SIGTERM, then drains.
 function faas.main(opts, sys)
-  local host, port = parse_listen(opts.listen or ("0.0.0.0:" .. (opts.env_port or "8080")))
+  local host, port = listen_of(opts.listen or ("0.0.0.0:" .. (opts.env_port or "8080")))
   if not host then return nil, port end
   local token = opts.token and opts.token:match("^%s*(.-)%s*$")
   if not token or token == "" then

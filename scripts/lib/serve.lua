@@ -16,20 +16,16 @@ local catalog_api = require("serve.catalog_api")
 local poison = require("serve.poison")
 local console = require("serve.console")
 local cron = require("cron")
+local hostport = require("hostport")
+
+-- The host and port of a --listen value (":PORT" means 127.0.0.1).
+local function listen_of(s)
+  return hostport.parse(s, "127.0.0.1", "127.0.0.1:8787")
+end
 
 local serve = {}
 
 local LONG = executions.LONG -- CPU budget of the service's long-lived tasks
-
--- Parses HOST:PORT ([v6]:PORT, :PORT); returns host, port or nil, err.
-local function parse_listen(s)
-  local host, port = s:match("^%[([%x:]+)%]:(%d+)$")
-  if not host then host, port = s:match("^([^:]*):(%d+)$") end
-  port = math.tointeger(tonumber(port))
-  if not port or port > 65535 then return nil, "--listen must be HOST:PORT, e.g. 127.0.0.1:8787" end
-  if host == "" then host = "127.0.0.1" end
-  return host, port
-end
 
 local KEY_CHECK = "replica key check" -- sealed under the key, stored in settings
 local KEY_CHECK_AAD = "replica:key-check"
@@ -171,7 +167,7 @@ end
 -- The `replica serve` entry point.
 function serve.main(opts, sys)
   local path = opts.db or opts.default_db
-  local host, port = parse_listen(opts.listen or opts.default_listen)
+  local host, port = listen_of(opts.listen or opts.default_listen)
   if not host then return nil, port end
   local max_body = math.tointeger(tonumber(opts.max_body or "1048576"))
   if not max_body or max_body < 1024 then return nil, "--max-body must be at least 1024" end
