@@ -17,7 +17,7 @@ S=$REG_SRC_URL
 want_app=$(seed "$S" team/app v1,v2 oci 2 4096 new-kind | sed -n 's|^team/app:v2 ||p')
 want_multi=$(seed "$S" team/multi v1 oci-index 2 4096 new-kind | sed -n 's|^team/multi:v1 ||p')
 tenantreg_start t1 mirror 's3cret-tenant-pw' "$REG_BACK_URL"
-trap 'kill $TPID 2>/dev/null || true' EXIT
+trap 'kill $TPID 2>/dev/null || true; _e2e_cleanup' EXIT # and stop the registries
 stats() { curl -s "$T/_tenantreg/stats" | jq -r ".$1"; }
 
 tree_state() { (cd "$ROOT" && git status --porcelain --untracked-files=all -- . ':!build' | sort; \
