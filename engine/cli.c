@@ -19,8 +19,9 @@
 #endif
 
 /* SIGINT/SIGTERM, forwarded to the loop by the watchdog thread: the first
- * cancels every task (only those of sys.drain_on_signal when there are); the thread itself ends the process on a second one, or
- * when the grace period runs out. */
+ * cancels every task (only those of sys.drain_on_signal when there are);
+ * the thread itself ends the process on a second one, or when the grace
+ * period runs out. */
 static void on_signal(void *ud, int sig)
 {
     struct vm *vm = ud;
