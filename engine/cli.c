@@ -38,7 +38,18 @@ int engine_open(struct engine *e, const struct vm_opts *vo, const struct http_cl
                 const struct watchdog_opts *wo, char *err, size_t errlen)
 {
     memset(e, 0, sizeof(*e));
-    e->base = event_base_new();
+    /* Timers that never end early: with a cached time, libevent arms a
+     * timer from the time the loop last polled, so a task that ran long in
+     * one callback (a query in a transaction) would see its time.sleep,
+     * retry backoff or Retry-After wait end early once anything else woke
+     * the loop; with the coarse clock, up to a tick early against
+     * time.mono(). */
+    struct event_config *cfg = event_config_new();
+    if (cfg && event_config_set_flag(cfg, EVENT_BASE_FLAG_NO_CACHE_TIME) == 0 &&
+        event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER) == 0)
+        e->base = event_base_new_with_config(cfg);
+    if (cfg)
+        event_config_free(cfg);
     if (!e->base) {
         snprintf(err, errlen, "cannot create the event loop");
         return -1;

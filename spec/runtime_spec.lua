@@ -160,6 +160,32 @@ t.test("time.sleep(0.05) takes at least 0.05 s", function()
   t.raises(function() time.sleep(-1) end, "negative")
 end)
 
+t.test("time.sleep after a long blocking call still sleeps its whole time", function()
+  -- A C call that blocks the loop (a long query inside a transaction, which
+  -- cannot pause) leaves the loop's cached "now" behind. A timer armed from
+  -- that stale time fires early once anything else (here a ticking task)
+  -- wakes the loop. The sleep is the very next call after the block.
+  local db = assert(sys.db_open(t.tmp_path("sleep-after-block", "sqlite")))
+  local ticking = true
+  local ticker = task.spawn(function()
+    while ticking do time.sleep(0.005) end
+    return true
+  end)
+  time.sleep(0.02)
+  local a, b = time.mono(), nil
+  t.eq(time.sleep(db:transaction(function()
+    db:row("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) "
+      .. "SELECT count(*) AS n FROM c")
+    b = time.mono()
+    return 0.1
+  end)), true)
+  local took = time.mono() - b
+  ticking = false
+  t.ok(ticker:wait())
+  t.ok(took >= 0.1, ("slept only %.3f s after blocking for %.3f s"):format(took, b - a))
+  db:close()
+end)
+
 t.test("sleeping tasks run concurrently", function()
   local a = time.mono()
   local hs = {}
