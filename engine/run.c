@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 
 #include "cli.h"
+#include "sys.h"
 #include "vm.h"
 
 static void usage(FILE *f)
@@ -44,6 +45,16 @@ static void usage(FILE *f)
             "  --from-option NAME=VALUE  --to-option NAME=VALUE   an option of the kind\n"
             "  --label NAME          copy only artifacts with this label (repeatable: all of\n"
             "                        them); the source's kind applies it (Harbor)\n"
+            "executor (docs/faas.md):\n"
+            "  --executor local|faas     run tasks here (default) or send each to a function\n"
+            "  --gateway URL             the function's URL (e.g. http://gateway:8080/function/replica)\n"
+            "  --faas-concurrency N      tasks in flight at the gateway (default: --jobs)\n"
+            "  --faas-retries N          attempts after the first for a task the platform lost\n"
+            "                            (connection error, 429, 502, 503, 504; default 4)\n"
+            "  --faas-timeout SECONDS    longest a task may take at the function (default 3600)\n"
+            "  --seal-key-file FILE      the key shared with the functions (credentials are\n"
+            "                            sent sealed under it)\n"
+            "  --function-token-file FILE  the functions' bearer token (or REPLICA_FUNCTION_TOKEN)\n"
             "engine:\n%s",
             cli_common_usage());
 }
@@ -67,6 +78,10 @@ static const char *const value_opts[][2] = {
     { "--from-ca", "from_ca" },   { "--to-ca", "to_ca" },
     { "--chunk-size", "chunk_size" }, { "--bandwidth", "bandwidth" },
     { "--from-kind", "from_kind" }, { "--to-kind", "to_kind" },
+    { "--executor", "executor" }, { "--gateway", "gateway" },
+    { "--faas-concurrency", "faas_concurrency" }, { "--faas-retries", "faas_retries" },
+    { "--faas-timeout", "faas_timeout" }, { "--seal-key-file", "seal_key_file" },
+    { "--function-token-file", "function_token_file" },
     { NULL, NULL },
 };
 
@@ -143,10 +158,11 @@ int cmd_run(int argc, char **argv)
         c.ho.max_total = 256;
 
     struct engine eng;
-    if (cli_open_entry(&eng, &c, "local opts = ... return require('replicate').main(opts)",
+    if (cli_open_entry(&eng, &c, "local opts = ... return require('replicate').main(opts, sys)",
                        "=replica run") != 0)
         return 1;
     lua_State *L = eng.vm->L;
+    sys_install(eng.vm, L); /* the keyring, for --executor faas */
     lua_newtable(L);
     int opts = lua_gettop(L);
     for (int i = first; i < argc; i++) {
@@ -165,6 +181,18 @@ int cmd_run(int argc, char **argv)
     }
     from_env(L, opts, "from_creds", "REPLICA_FROM_CREDS");
     from_env(L, opts, "to_creds", "REPLICA_TO_CREDS");
+    from_env(L, opts, "function_token", "REPLICA_FUNCTION_TOKEN");
+    /* The functions' token: the environment's, else --function-token-file's. */
+    int have_token = lua_getfield(L, opts, "function_token") != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!have_token) {
+        if (lua_getfield(L, opts, "function_token_file") == LUA_TSTRING) {
+            if (vm_push_file(L, lua_tostring(L, -1), 4096) != 0)
+                lua_pushboolean(L, 0); /* replicate.lua names the file it could not read */
+            lua_setfield(L, opts, "function_token");
+        }
+        lua_pop(L, 1);
+    }
     lua_pushboolean(L, isatty(STDERR_FILENO));
     lua_setfield(L, opts, "tty");
     int rc = cli_run_main(&eng, 1, "run");

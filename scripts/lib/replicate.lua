@@ -45,7 +45,9 @@ end
 -- with --from-kind, or detected from the host), its credentials (USER:PASSWORD
 -- from the flag, the environment or docker's config, and the kind's own
 -- fields from --from-cred NAME=VALUE and REPLICA_FROM_CRED_<NAME>), its
--- options (--from-option) and TLS. Returns the client or nil, err.
+-- options (--from-option) and TLS. Returns the client and its spec ({url,
+-- kind, fields, options, tls}: what --executor faas seals and sends), or
+-- nil, err.
 local function endpoint(side, opts, chunk_size, max_speed)
   local url = opts[side]
   if not url or url == "" then return nil, "missing registry URL" end
@@ -75,8 +77,10 @@ local function endpoint(side, opts, chunk_size, max_speed)
     return string.format("--%s-cred %s=... or REPLICA_%s_CRED_%s", side, name, side:upper(), name:upper())
   end)
   if not cok then return nil, cerr end
-  return endpoints.client{ url = url, kind = kind, fields = fields, options = options, tls = tls,
-                           chunk_size = chunk_size, max_speed = max_speed }
+  local client, err = endpoints.client{ url = url, kind = kind, fields = fields, options = options, tls = tls,
+                                        chunk_size = chunk_size, max_speed = max_speed }
+  if not client then return nil, err end
+  return client, { url = url, kind = kind.name, fields = fields, options = options, tls = tls }
 end
 
 -- Returns the names in list that are valid for check (reference.repository
@@ -214,9 +218,9 @@ local function failures(records)
         end
       end
       if not listed then
-        out[#out + 1] = string.format("%s:%s  stage %s: %s", r.repository,
-          table.concat(r.tags, ","), failed_stage and failed_stage.name or "?",
-          failed_stage and failed_stage.error or r.status)
+        out[#out + 1] = string.format("%s:%s  %s: %s", r.repository, table.concat(r.tags, ","),
+          failed_stage and ("stage " .. failed_stage.name) or "dispatch",
+          failed_stage and failed_stage.error or r.error or r.status)
       end
     end
   end
@@ -242,8 +246,57 @@ local function totals(records)
   return t
 end
 
--- The `replica run` entry point; returns the exit code.
-function replicate.main(opts)
+-- Reads a positive integer option; returns it or nil, err naming flag.
+local function positive(v, default, flag)
+  local n = math.tointeger(tonumber(v or default))
+  if not n or n < 0 or (n == 0 and flag ~= "--faas-retries") then
+    return nil, flag .. (flag == "--faas-retries" and " must be a whole number" or " must be a positive integer")
+  end
+  return n
+end
+
+-- With --executor faas, the dispatcher that sends each task to --gateway
+-- (faas/dispatch.lua), or false for the local executor; nil, err for a bad
+-- option.
+local function faas_dispatcher(opts, sys, template, src_spec, dst_spec)
+  local ex = opts.executor or "local"
+  if ex == "local" then return false end
+  if ex ~= "faas" then return nil, "--executor must be local or faas" end
+  if type(opts.gateway) ~= "string" or not opts.gateway:find("^https?://[^/]") then
+    return nil, "--executor faas needs --gateway URL (e.g. http://gateway:8080/function/replica)"
+  end
+  if type(opts.function_token) ~= "string" then
+    return nil, opts.function_token_file
+      and ("--function-token-file " .. opts.function_token_file .. ": cannot read it")
+      or "--executor faas needs the functions' token: REPLICA_FUNCTION_TOKEN or --function-token-file"
+  end
+  local token = opts.function_token:match("^%s*(.-)%s*$")
+  if token == "" then return nil, "the functions' token is empty" end
+  if not opts.seal_key_file then
+    return nil, "--executor faas needs --seal-key-file (the key the functions open credentials with)"
+  end
+  local keyring, kerr, why = sys.keyring(opts.seal_key_file, { create = false })
+  if not keyring then
+    return nil, why == "missing" and ("seal key file " .. opts.seal_key_file
+      .. " does not exist: give the key the functions hold (--seal-key-file)") or kerr
+  end
+  local retries, err = positive(opts.faas_retries, 4, "--faas-retries")
+  if not retries then return nil, err end
+  local timeout
+  timeout, err = positive(opts.faas_timeout, 3600, "--faas-timeout")
+  if not timeout then return nil, err end
+  local options = { override = opts.override, chunk_size = opts.chunk_size,
+                    bandwidth = opts.bandwidth and tostring(opts.bandwidth) or nil,
+                    platforms = opts.platforms and setmetatable(opts.platforms, json.array_mt) or nil }
+  -- Required here: faas.invocation (which dispatch seals with) requires this module.
+  return require("faas.dispatch").new{ gateway = opts.gateway, token = token, keyring = keyring, template = template.name,
+                       source = src_spec, target = dst_spec, options = options,
+                       retries = retries, timeout = timeout }
+end
+
+-- The `replica run` entry point (sys: the trusted system module); returns
+-- the exit code.
+function replicate.main(opts, sys)
   opts.override = not opts.no_override
   opts.jobs = math.tointeger(tonumber(opts.jobs or 8))
   if not opts.jobs or opts.jobs < 1 then return nil, "--jobs must be a positive integer" end
@@ -257,8 +310,8 @@ function replicate.main(opts)
   end
   local template, terr = runner.template(opts.template or "distribution")
   if not template then return nil, terr end
-  local src, serr = endpoint("from", opts)
-  if not src then return nil, "--from: " .. serr end
+  local src, src_spec = endpoint("from", opts)
+  if not src then return nil, "--from: " .. src_spec end
   local chunk
   if opts.chunk_size then
     chunk = parse_bytes(opts.chunk_size)
@@ -269,8 +322,15 @@ function replicate.main(opts)
     if not bw or bw < 1024 then return nil, "--bandwidth must be a byte rate of at least 1K (e.g. 10M)" end
     opts.bandwidth = bw
   end
-  local dst, derr = endpoint("to", opts, chunk, opts.bandwidth)
-  if not dst then return nil, "--to: " .. derr end
+  local dst, dst_spec = endpoint("to", opts, chunk, opts.bandwidth)
+  if not dst then return nil, "--to: " .. dst_spec end
+  local remote, rerr = faas_dispatcher(opts, sys, template, src_spec, dst_spec)
+  if remote == nil then return nil, rerr end
+  local limit = opts.jobs
+  if remote then
+    limit, rerr = positive(opts.faas_concurrency, opts.jobs, "--faas-concurrency")
+    if not limit then return nil, rerr end
+  end
 
   local started = time.mono()
   local tasks, perr = replicate.plan(src, opts)
@@ -291,9 +351,15 @@ function replicate.main(opts)
   local run = taskrun.shared()
   local records = {}
   parallel.map(tasks, function(t, i)
-    records[i] = taskrun.run(template, t, src, dst, opts, run, view)
+    if remote then
+      view.task_started(t)
+      records[i] = remote.run(t)
+      view.task_done(t, records[i])
+    else
+      records[i] = taskrun.run(template, t, src, dst, opts, run, view)
+    end
     return true
-  end, { limit = opts.jobs })
+  end, { limit = limit })
   view.finish()
 
   local sum = totals(records)
