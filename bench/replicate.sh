@@ -11,6 +11,9 @@
 #      source into an upload session of the target; replica's peak RSS
 #   4  replica's second run of workload 1, with nothing to copy, against its
 #      first run
+#   5  workload 1 with --executor faas: each task sent through nginx to one
+#      of two `replica function` instances on loopback, against the local
+#      executor's runs of workload 1
 # Registries are Debian's docker-registry on loopback with storage in
 # /dev/shm (tests/registry.sh); each source is seeded once (bench/seed.py),
 # and every run of every tool gets a fresh target. Runs alternate replica and
@@ -32,7 +35,7 @@ JOBS=8              # replica --jobs, and skopeo processes at once
 MANY=1200           # tags in workload 2
 BIG_MIB=500         # layer size in workload 3
 # Targets: replica/peer ratios (lower is better) and replica's peak RSS.
-T_SMALL=0.5 T_SMALL_CPU=0.25 T_MANY=0.6 T_BIG=1.05 T_BIG_RSS=64 T_NOOP=0.15
+T_SMALL=0.5 T_SMALL_CPU=0.25 T_MANY=0.6 T_BIG=1.05 T_BIG_RSS=64 T_NOOP=0.15 T_FAAS=1.10
 
 [[ -x $REPLICA ]] || { echo "bench: $REPLICA not found (run make)" >&2; exit 1; }
 for tool in skopeo docker-registry python3 curl; do
@@ -41,8 +44,13 @@ done
 [[ -x /usr/bin/time ]] || { echo "bench: /usr/bin/time not found (package time)" >&2; exit 1; }
 
 source "$ROOT/tests/registry.sh"
+source "$ROOT/tests/servers.sh"
+source "$ROOT/tests/lib/gateway.sh"
 WORK=$(mktemp -d /tmp/replica-bench-repl.XXXXXX)
+FN_PIDS=()
 cleanup() {
+    gateway_stop
+    for p in "${FN_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
     registry_stop_all
     rm -rf "$WORK"
 }
@@ -142,7 +150,23 @@ python3 "$SEED" small "$S" >"$WORK/small.list" || fail "seeding workload 1 faile
 mapfile -t small_repos < <(cut -d: -f1 "$WORK/small.list" | sort -u)
 n_small=$(wc -l <"$WORK/small.list")
 
-declare -a r1w=() r1c=() r4w=() r4c=() s1w=() s1c=()
+# Workload 5's functions: two instances (each takes all $JOBS tasks at
+# once, so nginx's round robin never meets a 429) behind nginx.
+export REPLICA_FUNCTION_TOKEN=bench-$RANDOM$RANDOM
+head -c 32 /dev/urandom >"$WORK/seal.key"
+chmod 600 "$WORK/seal.key"
+fn_urls=()
+for n in 1 2; do
+    port=$(_servers_free_port)
+    "$REPLICA" function --listen "127.0.0.1:$port" --seal-key-file "$WORK/seal.key" --max-inflight "$JOBS" \
+        >"$WORK/fn$n.log" 2>&1 &
+    FN_PIDS+=($!)
+    _servers_wait_url "$!" "http://127.0.0.1:$port/_/ready" || fail "replica function $n did not start"
+    fn_urls+=("http://127.0.0.1:$port")
+done
+gateway_start "$WORK/gateway" "${fn_urls[@]}" || fail "nginx (the gateway) did not start"
+
+declare -a r1w=() r1c=() r4w=() r4c=() s1w=() s1c=() f5w=()
 for ((i = 1; i <= RUNS; i++)); do
     out=$(
         trap registry_stop_all EXIT
@@ -164,6 +188,15 @@ for ((i = 1; i <= RUNS; i++)); do
     )
     read -r w c <<<"$out"
     s1w+=("$w") s1c+=("$c")
+    out=$(
+        trap registry_stop_all EXIT
+        fresh_target "faas-small-$i"
+        replica_run "$WORK/faas-small-$i.log" "$S" "$TARGET" --repo '**' --executor faas --gateway "$GW_URL" \
+            --seal-key-file "$WORK/seal.key" --faas-concurrency "$JOBS"
+        check "$S" "$TARGET" "$WORK/small.list" "workload 5, replica --executor faas"
+    )
+    read -r w _ <<<"$out"
+    f5w+=("$w")
 done
 
 # --- Workload 2: one repository with many tags ---------------------------
@@ -246,6 +279,7 @@ row() {
     row "2 $MANY tags: wall s" "skopeo sync" $(median "${r2w[@]}") $(median "${s2w[@]}") "$T_MANY"
     row "3 $BIG_MIB MiB layer: wall s" "curl | curl" $(median "${r3w[@]}") $(median "${c3w[@]}") "$T_BIG"
     row "4 re-run of 1 (no-op): wall s" "replica 1st run" $(median "${r4w[@]}") $(median "${r1w[@]}") "$T_NOOP"
+    row "5 1 via 2 functions: wall s" "replica local" $(median "${f5w[@]}") $(median "${r1w[@]}") "$T_FAAS"
     rss=$(awk -v k="$(median "${r3m[@]}")" 'BEGIN { printf "%.1f", k / 1024 }')
 }
 echo
@@ -258,7 +292,9 @@ echo "     1-2 unique 200 kB gzip layers per image; skopeo: one process per repo
 echo "  CPU: user+sys of replica's process against the sum over the skopeo processes (the registries'"
 echo "       CPU is not counted). Ratios: replica / peer, lower is better."
 echo "  runs, wall s: 1 replica ${r1w[*]} | skopeo ${s1w[*]};  2 replica ${r2w[*]} | skopeo ${s2w[*]}"
-echo "                3 replica ${r3w[*]} | curl ${c3w[*]};  4 replica ${r4w[*]}"
+echo "                3 replica ${r3w[*]} | curl ${c3w[*]};  4 replica ${r4w[*]};  5 faas ${f5w[*]}"
+echo "  5: replica run --executor faas --faas-concurrency $JOBS through nginx to two replica function"
+echo "     instances on this machine (the coordinator plans; each task is one POST, its credentials sealed)."
 echo "  runs, CPU s:  1 replica ${r1c[*]} | skopeo ${s1c[*]};  2 replica ${r2c[*]} | skopeo ${s2c[*]}"
 echo "                3 replica ${r3c[*]} | curl ${c3c[*]};  4 replica ${r4c[*]};  3 peak RSS KiB ${r3m[*]}"
 echo "  every replica and skopeo run checked: all target digests match the source"

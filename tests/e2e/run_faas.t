@@ -23,7 +23,7 @@ FN1_PID=$FN_PID FN1_URL=$FN_URL FN1_LOG=$FN_LOG FN1_OUT=$FN_OUT
 fn_start fn2
 FN2_PID=$FN_PID FN2_URL=$FN_URL FN2_LOG=$FN_LOG FN2_OUT=$FN_OUT
 FN_PID="$FN1_PID $FN2_PID" # both stop with the test
-gateway_start "$FN1_URL" "$FN2_URL"
+gateway_start "$E2E_WORK/gateway" "$FN1_URL" "$FN2_URL"
 export REPLICA_FUNCTION_TOKEN=$FN_TOKEN
 
 # faas_run ARGS...: replica run from S to D through the gateway, as JSON.

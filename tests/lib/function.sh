@@ -16,12 +16,11 @@
 #   seal URL USER PASS     the sealed credentials for URL under $FN_KEY
 #   sink_start             a callback receiver; sets SINK_URL, SINK_FILE (one
 #                          JSON body a line)
-#   gateway_start URL...   nginx (Debian's) as the stand-in gateway: an upstream
-#                          of the given function URLs; sets GW_URL, GW_PID and
-#                          GW_LOG (its access log: method, status, upstream)
+#   gateway_start DIR URL...  (tests/lib/gateway.sh) nginx as the gateway
 source "$(dirname "${BASH_SOURCE[0]}")/e2e.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/gateway.sh"
 
-FN_PID="" SINK_PID="" GW_PID=""
+FN_PID="" SINK_PID=""
 FN_TOKEN=fn-$RANDOM-$RANDOM-token
 FN_KEY=$E2E_WORK/seal.key
 head -c 32 /dev/urandom >"$FN_KEY"
@@ -29,9 +28,7 @@ chmod 600 "$FN_KEY"
 
 _fn_cleanup() {
     local p
-    if [[ -n $GW_PID ]]; then
-        kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
-    fi
+    gateway_stop
     for p in $FN_PID $SINK_PID; do
         { kill -9 "$p" && wait "$p"; } 2>/dev/null || true
     done
@@ -141,51 +138,3 @@ jget() {
     jq -r "$1" <<<"$BODY"
 }
 
-gateway_start() {
-    local dir=$E2E_WORK/gateway port i servers="" u user=""
-    mkdir -p "$dir/tmp"
-    for u in "$@"; do servers+="        server ${u#http://};"$'\n'; done
-    ((EUID == 0)) && user="user root root;"
-    GW_LOG=$dir/access.log
-    for ((i = 0; i < 5; i++)); do
-        port=$(_servers_free_port)
-        cat >"$dir/nginx.conf" <<EOF
-$user
-daemon off;
-worker_processes 1;
-pid "$dir/nginx.pid";
-error_log "$dir/error.log" warn;
-events { worker_connections 1024; }
-http {
-    log_format gw '\$request_method \$status \$upstream_addr \$upstream_status';
-    access_log "$GW_LOG" gw;
-    client_body_temp_path "$dir/tmp/body";
-    proxy_temp_path "$dir/tmp/proxy";
-    fastcgi_temp_path "$dir/tmp/fastcgi";
-    uwsgi_temp_path "$dir/tmp/uwsgi";
-    scgi_temp_path "$dir/tmp/scgi";
-    upstream functions {
-$servers    }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass http://functions;
-            proxy_read_timeout 600s;
-            client_max_body_size 1m;
-        }
-    }
-}
-EOF
-        : >"$dir/error.log"
-        /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" </dev/null >"$dir/nginx.out" 2>&1 &
-        GW_PID=$!
-        GW_URL=http://127.0.0.1:$port/
-        _servers_wait_url "$GW_PID" "${GW_URL}_/health" && { : >"$GW_LOG"; return 0; }
-        kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
-        GW_PID=""
-        grep -q "Address already in use" "$dir/error.log" "$dir/nginx.out" || break
-    done
-    echo "# nginx (the gateway) did not come up:" >&2
-    sed 's/^/#   /' "$dir/error.log" "$dir/nginx.out" >&2
-    return 1
-}
