@@ -72,6 +72,37 @@ _servers_free_port() {
     _servers_err "no free TCP port found"
 }
 
+# start_on_free_port NAME PORT LAUNCH READY LOG...: starts a server of the
+# tests on a free port (PORT first, when not empty). `LAUNCH PORT` starts it
+# in the background; `READY PORT` succeeds once it serves, and is polled every
+# 0.02 s (10 s at most) while the server runs. A server that ended with
+# "address already in use" in one of the LOGs (a port race) is started again
+# on another port, up to 5 times. Sets STARTED_PID and STARTED_PORT. On
+# failure it stops the server, prints NAME and the LOGs as TAP comments on
+# stderr, and returns 1.
+start_on_free_port() {
+    local name=$1 port=$2 launch=$3 ready=$4 i j
+    shift 4
+    for ((i = 0; i < 5; i++)); do
+        [[ -n $port ]] || port=$(_servers_free_port) || return 1
+        "$launch" "$port"
+        STARTED_PID=$! STARTED_PORT=$port
+        for ((j = 0; j < 500; j++)); do
+            "$ready" "$port" && return 0
+            kill -0 "$STARTED_PID" 2>/dev/null || break
+            sleep 0.02
+        done
+        kill -TERM "$STARTED_PID" 2>/dev/null || true
+        wait "$STARTED_PID" 2>/dev/null || true
+        STARTED_PID=""
+        grep -qi "address already in use" "$@" 2>/dev/null || break
+        port=""
+    done
+    echo "# $name did not come up:" >&2
+    sed 's/^/#   /' "$@" >&2
+    return 1
+}
+
 # Ensure the fault server binary exists and is up to date; print its path.
 _servers_faultserver_bin() {
     local src=$_SERVERS_ROOT/tests/faultserver.c

@@ -37,28 +37,23 @@ _fn_cleanup() {
 trap _fn_cleanup EXIT
 
 fn_start() {
-    local name=$1 port i j
+    local name=$1
     shift
     FN_LOG=$E2E_WORK/$name.log
     FN_OUT=$E2E_WORK/$name.out
-    for ((i = 0; i < 5; i++)); do
-        port=$(_servers_free_port)
-        REPLICA_FUNCTION_TOKEN=$FN_TOKEN "$REPLICA" function --listen "127.0.0.1:$port" \
-            --seal-key-file "$FN_KEY" "$@" >>"$FN_OUT" 2>>"$FN_LOG" &
-        FN_PID=$!
-        FN_URL=http://127.0.0.1:$port
-        for ((j = 0; j < 500; j++)); do
-            [[ $(curl -s -o /dev/null -m 1 -w '%{http_code}' "$FN_URL/_/ready") == 200 ]] && return 0
-            kill -0 "$FN_PID" 2>/dev/null || break
-            sleep 0.02
-        done
-        wait "$FN_PID" 2>/dev/null || true
-        FN_PID=""
-        grep -qi "address already in use" "$FN_LOG" || break
-    done
-    echo "# replica function did not come up:" >&2
-    sed 's/^/#   /' "$FN_LOG" "$FN_OUT" >&2
-    return 1
+    _FN_ARGS=("$@")
+    start_on_free_port "replica function" "" _fn_launch _fn_ready "$FN_LOG" "$FN_OUT" || { FN_PID=""; return 1; }
+    FN_PID=$STARTED_PID
+    FN_URL=http://127.0.0.1:$STARTED_PORT
+}
+
+# fn_start's LAUNCH and READY (tests/servers.sh's start_on_free_port).
+_fn_launch() {
+    REPLICA_FUNCTION_TOKEN=$FN_TOKEN "$REPLICA" function --listen "127.0.0.1:$1" \
+        --seal-key-file "$FN_KEY" "${_FN_ARGS[@]}" >>"$FN_OUT" 2>>"$FN_LOG" &
+}
+_fn_ready() {
+    [[ $(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/_/ready") == 200 ]]
 }
 
 fn_stop() {

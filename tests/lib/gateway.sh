@@ -3,22 +3,32 @@
 # upstream of `replica function` instances, as an OpenFaaS gateway or a
 # Kubernetes service spreads invocations. nginx never re-sends a POST it has
 # sent, so an instance that dies mid-task gives the caller a 502. Needs
-# tests/servers.sh (free ports, readiness). Used by the tests and make bench.
+# tests/servers.sh (start_on_free_port). Used by the tests and make bench.
 #   gateway_start DIR URL...  start it in DIR over the function URLs; sets
 #                             GW_URL, GW_PID and GW_LOG (its access log:
 #                             method, status, upstream address and status)
 #   gateway_stop              stop it (SIGTERM, then wait)
 GW_PID=""
 gateway_start() {
-    local dir=$1 port i servers="" u user=""
+    local u
+    _GW_DIR=$1 _GW_SERVERS=""
     shift
-    mkdir -p "$dir/tmp"
-    for u in "$@"; do servers+="        server ${u#http://};"$'\n'; done
+    mkdir -p "$_GW_DIR/tmp"
+    for u in "$@"; do _GW_SERVERS+="        server ${u#http://};"$'\n'; done
+    GW_LOG=$_GW_DIR/access.log
+    start_on_free_port "nginx (the gateway)" "" _gw_launch _gw_ready "$_GW_DIR/error.log" "$_GW_DIR/nginx.out" ||
+        { GW_PID=""; return 1; }
+    GW_PID=$STARTED_PID
+    GW_URL=http://127.0.0.1:$STARTED_PORT/
+    : >"$GW_LOG" # without the readiness probe's line
+}
+
+# gateway_start's LAUNCH (the config for port $1, then nginx) and READY
+# (tests/servers.sh's start_on_free_port).
+_gw_launch() {
+    local dir=$_GW_DIR user=""
     ((EUID == 0)) && user="user root root;"
-    GW_LOG=$dir/access.log
-    for ((i = 0; i < 5; i++)); do
-        port=$(_servers_free_port)
-        cat >"$dir/nginx.conf" <<EOF
+    cat >"$dir/nginx.conf" <<EOF
 $user
 daemon off;
 worker_processes 1;
@@ -34,9 +44,9 @@ http {
     uwsgi_temp_path "$dir/tmp/uwsgi";
     scgi_temp_path "$dir/tmp/scgi";
     upstream functions {
-$servers    }
+$_GW_SERVERS    }
     server {
-        listen 127.0.0.1:$port;
+        listen 127.0.0.1:$1;
         location / {
             proxy_pass http://functions;
             proxy_read_timeout 600s;
@@ -45,18 +55,11 @@ $servers    }
     }
 }
 EOF
-        : >"$dir/error.log"
-        /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" </dev/null >"$dir/nginx.out" 2>&1 &
-        GW_PID=$!
-        GW_URL=http://127.0.0.1:$port/
-        _servers_wait_url "$GW_PID" "${GW_URL}_/health" && { : >"$GW_LOG"; return 0; }
-        kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
-        GW_PID=""
-        grep -q "Address already in use" "$dir/error.log" "$dir/nginx.out" || break
-    done
-    echo "# nginx (the gateway) did not come up:" >&2
-    sed 's/^/#   /' "$dir/error.log" "$dir/nginx.out" >&2
-    return 1
+    : >"$dir/error.log"
+    /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" </dev/null >"$dir/nginx.out" 2>&1 &
+}
+_gw_ready() {
+    curl -sf -o /dev/null -m 1 "http://127.0.0.1:$1/_/health"
 }
 
 gateway_stop() {

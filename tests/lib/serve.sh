@@ -22,37 +22,28 @@ _serve_cleanup() {
 trap _serve_cleanup EXIT
 
 serve_start() {
-    local name=$1 port i
+    local name=$1
     shift
     SERVE_DB=$E2E_WORK/$name.db
     SERVE_LOG=$E2E_WORK/$name.log
     SERVE_OUT=$E2E_WORK/$name.out
-    for ((i = 0; i < 5; i++)); do
-        port=${SERVE_PORT:-$(_servers_free_port)}
-        "$REPLICA" serve --db "$SERVE_DB" --listen "127.0.0.1:$port" "$@" >>"$SERVE_OUT" 2>>"$SERVE_LOG" &
-        SERVE_PID=$!
-        SERVE_PORT=$port
-        API=http://127.0.0.1:$port/api/v1
-        local up=""
-        for ((j = 0; j < 500; j++)); do
-            if curl -s -o /dev/null -m 1 "$API/health"; then up=1; break; fi
-            kill -0 "$SERVE_PID" 2>/dev/null || break
-            sleep 0.02
-        done
-        if [[ -n $up ]]; then
-            local t
-            t=$(sed -n 's/.*admin token (shown once[^:]*: \(rpl_[A-Za-z0-9_-]*\).*/\1/p' "$SERVE_OUT" | head -n 1)
-            [[ -n $t ]] && TOKEN=$t
-            return 0
-        fi
-        wait "$SERVE_PID" 2>/dev/null || true
-        SERVE_PID=""
-        grep -q "address already in use\|Address already in use" "$SERVE_LOG" || break
-        unset SERVE_PORT
-    done
-    echo "# replica serve did not come up:" >&2
-    sed 's/^/#   /' "$SERVE_LOG" "$SERVE_OUT" >&2
-    return 1
+    _SERVE_ARGS=("$@")
+    start_on_free_port "replica serve" "${SERVE_PORT:-}" _serve_launch _serve_ready "$SERVE_LOG" "$SERVE_OUT" ||
+        { SERVE_PID=""; return 1; }
+    SERVE_PID=$STARTED_PID SERVE_PORT=$STARTED_PORT
+    API=http://127.0.0.1:$SERVE_PORT/api/v1
+    local t
+    t=$(sed -n 's/.*admin token (shown once[^:]*: \(rpl_[A-Za-z0-9_-]*\).*/\1/p' "$SERVE_OUT" | head -n 1)
+    [[ -n $t ]] && TOKEN=$t
+    return 0
+}
+
+# serve_start's LAUNCH and READY (tests/servers.sh's start_on_free_port).
+_serve_launch() {
+    "$REPLICA" serve --db "$SERVE_DB" --listen "127.0.0.1:$1" "${_SERVE_ARGS[@]}" >>"$SERVE_OUT" 2>>"$SERVE_LOG" &
+}
+_serve_ready() {
+    curl -s -o /dev/null -m 1 "http://127.0.0.1:$1/api/v1/health"
 }
 
 serve_stop() {
