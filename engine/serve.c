@@ -35,6 +35,22 @@ static void serve_usage(FILE *f)
             "  --console DIR        the web console's built files, served at / (default: the\n"
             "                       build/web beside the binary, or /usr/share/replica/web);\n"
             "                       'none' serves the API only\n"
+            "FaaS (docs/faas.md):\n"
+            "  --executor local|faas the executor of policies that do not choose one\n"
+            "                       (default local)\n"
+            "  --gateway URL        where tasks go, e.g. http://gateway:8080/function/replica\n"
+            "  --faas-mode sync|async  one held request per task (default), or OpenFaaS's\n"
+            "                       queue (/async-function/NAME) with a callback\n"
+            "  --faas-concurrency N tasks in flight on the functions at most (default 64)\n"
+            "  --faas-retries N     attempts after the first when the platform loses one\n"
+            "                       (default 4; a policy's retries field overrides it)\n"
+            "  --faas-timeout SECS  longest a task may take (default 3600)\n"
+            "  --faas-lease SECS    an attempt with no news this long is lost (default 60)\n"
+            "  --callback-url URL   this daemon's URL as the functions reach it (default:\n"
+            "                       the --listen address)\n"
+            "  --seal-key-file FILE the key the functions open credentials with\n"
+            "  --function-token-file FILE  the functions' bearer token, unless\n"
+            "                       REPLICA_FUNCTION_TOKEN is set\n"
             "The first start prints an admin token once; 'replica token create' makes more.\n"
             "engine:\n%s",
             cli_common_usage());
@@ -49,6 +65,10 @@ static const char *const serve_opts[][2] = {
     { "--console", "console" },
     { "--max-inflight", "max_inflight" }, { "--drain-timeout", "drain_timeout" },
     { "--token-file", "token_file" }, { "--seal-key-file", "seal_key_file" },
+    { "--executor", "executor" }, { "--gateway", "gateway" }, { "--faas-mode", "faas_mode" },
+    { "--faas-concurrency", "faas_concurrency" }, { "--faas-retries", "faas_retries" },
+    { "--faas-timeout", "faas_timeout" }, { "--faas-lease", "faas_lease" },
+    { "--callback-url", "callback_url" }, { "--function-token-file", "function_token_file" },
     { NULL, NULL },
 };
 
@@ -130,14 +150,37 @@ static int run_entry(int argc, char **argv, int first, const char *cmd, const ch
     return rc;
 }
 
+/* Adds the functions' token to the options table on top of L:
+ * $REPLICA_FUNCTION_TOKEN, else --function-token-file's text (false when
+ * that file cannot be read; faas/config.lua names it). */
+static void serve_extra(lua_State *L)
+{
+    const char *v = getenv("REPLICA_FUNCTION_TOKEN");
+    if (v && *v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, "function_token");
+        return;
+    }
+    if (lua_getfield(L, -1, "function_token_file") == LUA_TSTRING) {
+        if (vm_push_file(L, lua_tostring(L, -1), 4096) != 0)
+            lua_pushboolean(L, 0);
+        lua_setfield(L, -3, "function_token");
+    }
+    lua_pop(L, 1);
+}
+
 int cmd_serve(int argc, char **argv)
 {
     static const char *const allowed[] = { "db", "key_file", "listen", "max_body",
                                            "max_connections", "max_per_address",
-                                           "header_timeout", "body_timeout", "console", NULL };
+                                           "header_timeout", "body_timeout", "console",
+                                           "executor", "gateway", "faas_mode", "faas_concurrency",
+                                           "faas_retries", "faas_timeout", "faas_lease",
+                                           "callback_url", "seal_key_file", "function_token_file",
+                                           NULL };
     return run_entry(argc, argv, 1, "serve",
                      "local opts = ... return require('serve').main(opts, sys)", allowed,
-                     serve_usage, NULL);
+                     serve_usage, serve_extra);
 }
 
 static void token_usage(FILE *f)

@@ -165,6 +165,27 @@ static const char *const migrations[] = {
     "ALTER TABLE registries ADD COLUMN credential_names TEXT;"
     "ALTER TABLE registries ADD COLUMN options TEXT;"
     "ALTER TABLE policies ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';", /* Harbor's label filter */
+    /* 7: FaaS dispatch (issue 11): a policy's executor (NULL: the daemon's
+     * --executor) and retry limit (NULL: --faas-retries), and every attempt
+     * at a task, written before it is dispatched: its lease, the hash of
+     * its callback token, and how it ended. tasks.attempts is the number of
+     * the current attempt; a result or callback of any other is ignored. */
+    "ALTER TABLE policies ADD COLUMN executor TEXT CHECK (executor IN ('local', 'faas'));"
+    "ALTER TABLE policies ADD COLUMN retries INTEGER;"
+    "CREATE TABLE task_attempts ("
+    "  task INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,"
+    "  attempt INTEGER NOT NULL,"
+    "  executor TEXT NOT NULL CHECK (executor IN ('local', 'faas')),"
+    "  mode TEXT,"                            /* faas: sync | async */
+    "  status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'lost', 'cancelled')),"
+    "  call_id TEXT,"
+    "  callback_hash TEXT UNIQUE,"            /* sha256 of the attempt's callback token */
+    "  dispatched REAL NOT NULL,"
+    "  lease_until REAL,"
+    "  finished REAL,"
+    "  error TEXT,"
+    "  PRIMARY KEY (task, attempt));"
+    "CREATE INDEX task_attempts_running ON task_attempts(status) WHERE status = 'running';",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -342,7 +342,7 @@ t.test("path parameters are declared, required, and named as in the path", funct
   none(problems, "parameter problem(s)")
 end)
 
-t.test("security follows serve.lua: a bearer token except health, the webhooks (their secret) and the console",
+t.test("security follows serve.lua: a bearer token except health, the webhooks (their secret), the FaaS callbacks (the token in their path) and the console",
        function()
   local root, problems = doc().root, {}
   t.eq(root.by.security.children[1].by.bearer.value, "[]", "bearer is the default")
@@ -353,7 +353,8 @@ t.test("security follows serve.lua: a bearer token except health, the webhooks (
     local sec = op.node.by.security
     local got = not sec and "bearer" or sec.value == "[]" and "none"
                 or (sec.children[1] and sec.children[1].children[1] and sec.children[1].children[1].key)
-    local want = (op.path == "/api/v1/health" or not op.path:find("^/api/")) and "none"
+    local want = (op.path == "/api/v1/health" or not op.path:find("^/api/")
+                  or op.path:find("^/api/v1/callbacks/faas/")) and "none"
                  or op.path:find("^/api/v1/webhooks/") and "webhookSecret" or "bearer"
     if got ~= want then
       problems[#problems + 1] = string.format("%s:%d: %s %s: security %s, expected %s", DOC, op.line, op.method,

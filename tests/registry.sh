@@ -23,6 +23,8 @@
 # Deletes are enabled. Notifications are off unless REGISTRY_NOTIFY_URL is
 # set when registry_start runs: then the registry POSTs its events there,
 # with the header "Authorization: $REGISTRY_NOTIFY_AUTH" when that is set.
+# With REGISTRY_ACCESSLOG set, the registry writes an access line per request
+# (Apache's combined format) to DIR/registry.log.
 # The processes run as background children of the sourcing shell.
 
 _REGISTRY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -106,7 +108,7 @@ _registry_config() {
     local storage=$1 port=$2 auth=$3
     cat <<EOF
 {"version": 0.1,
- "log": {"level": "error", "accesslog": {"disabled": true}},
+ "log": {"level": "error", "accesslog": {"disabled": $([[ -n ${REGISTRY_ACCESSLOG:-} ]] && echo false || echo true)}},
  "storage": {"filesystem": {"rootdirectory": "$storage"},
              "delete": {"enabled": true},
              "maintenance": {"uploadpurging": {"enabled": false}}},

@@ -7,6 +7,7 @@ local invocation = require("faas.invocation")
 local callback = require("faas.callback")
 local taskrun = require("taskrun")
 local hostport = require("hostport")
+local positive = require("faas.config").number
 
 -- The host and port of a --listen value (":PORT" means 0.0.0.0).
 local function listen_of(s)
@@ -14,16 +15,6 @@ local function listen_of(s)
 end
 
 local faas = {}
-
--- Reads a positive number option; returns it or nil, err naming flag.
-local function positive(v, default, flag, integer)
-  local n = tonumber(v or default)
-  if integer then n = math.tointeger(n) end
-  if not n or n <= 0 or n ~= n or n > 1e7 then
-    return nil, flag .. (integer and " must be a positive integer" or " must be a positive number of seconds")
-  end
-  return n
-end
 
 -- Compares two strings in time that depends on their lengths only.
 local function same(a, b)
@@ -50,19 +41,34 @@ local function authorize(s, path, header)
          'Bearer realm="replica-function"'
 end
 
+-- Cancels the invocation entry c ({h, why}) with reason why, once.
+local function cancel_call(c, why)
+  if c.why then return end
+  c.why = why
+  c.h:cancel()
+end
+
 -- Runs one checked invocation in a task of its own (cancelled if the drain
--- times out); returns the response status and body.
+-- times out, or by a cancel naming its call id, or when the coordinator
+-- revokes its attempt); returns the response status and body.
 local function execute(s, inv)
-  local rep = callback.new(inv)
-  local h = task.spawn({ name = "invocation " .. inv.task.repository }, function()
+  local c = {}
+  local rep = callback.new(inv, function() cancel_call(c, "the coordinator revoked this attempt") end)
+  c.h = task.spawn({ name = "invocation " .. inv.task.repository }, function()
     return taskrun.run(inv.template, inv.task, inv.src, inv.dst, inv.options, taskrun.shared(),
                        { hook = rep.hook, on_stage = rep.on_stage })
   end)
-  s.running[h] = true
-  local ok, record = h:join()
-  s.running[h] = nil
+  s.running[c.h] = c
+  if inv.call_id then s.calls[inv.call_id] = c end
+  local ok, record = c.h:join()
+  s.running[c.h] = nil
+  if inv.call_id and s.calls[inv.call_id] == c then s.calls[inv.call_id] = nil end
   rep.close()
   if not ok then
+    if record == "cancelled" and c.why ~= "the drain timeout ran out" then
+      -- cancelled on purpose: an answer that no coordinator retries
+      return 409, { kind = "task", attempt = inv.attempt, error = "cancelled: " .. tostring(c.why) }
+    end
     local why = record == "cancelled" and "the task was cancelled (drain timeout)" or tostring(record)
     return record == "cancelled" and 503 or 500, { kind = "task", attempt = inv.attempt, error = why }
   end
@@ -74,19 +80,29 @@ local function execute(s, inv)
                 stages = setmetatable(record.stages, json.array_mt) }
 end
 
--- POST /: one invocation, unless draining (503) or at --max-inflight (429).
+-- A cancel: {"cancel": CALL_ID} stops the invocation with that call id
+-- on this instance (200), or answers 404 when none runs here.
+local function cancel(s, call_id)
+  local c = s.calls[call_id]
+  if not c then return 404, { error = "no invocation with call id " .. call_id .. " runs on this instance" } end
+  log.info("invocation %s: cancelled by request", call_id)
+  cancel_call(c, "cancelled by request")
+  return 200, { cancelled = call_id }
+end
+
+-- POST /: one invocation, unless draining (503) or at --max-inflight
+-- (429); a cancel is taken in either case.
 local function invoke(s, req)
+  local inv, st, err = invocation.read(req.body, req.too_large, s.keyring)
+  if inv and inv.kind == "cancel" then return reply(req, cancel(s, inv.call_id)) end
   if s.draining then return reply(req, 503, { error = "draining: this instance takes no new work" }) end
   if s.inflight >= s.max_inflight then
     return reply(req, 429, { error = string.format("at --max-inflight (%d invocations in flight)", s.max_inflight) },
                  { ["Retry-After"] = "1" })
   end
+  if not inv then return reply(req, st, { error = err }) end
   s.inflight = s.inflight + 1
-  local ok, status, body = pcall(function()
-    local inv, st, err = invocation.read(req.body, req.too_large, s.keyring)
-    if not inv then return st, { error = err } end
-    return execute(s, inv)
-  end)
+  local ok, status, body = pcall(execute, s, inv)
   if not ok then
     log.error("invocation failed: %s", tostring(status))
     status, body = 500, { error = "the function failed: " .. tostring(status) }
@@ -129,7 +145,7 @@ function faas.main(opts, sys)
     return nil, string.format("no bearer token: set REPLICA_FUNCTION_TOKEN or put it in %s (--token-file)",
                               opts.token_from)
   end
-  local s = { token = token, inflight = 0, running = {}, draining = false }
+  local s = { token = token, inflight = 0, running = {}, calls = {}, draining = false }
   local err
   for _, o in ipairs{ { "max_inflight", "--max-inflight", 4, true }, { "drain_timeout", "--drain-timeout", 30 },
                       { "max_body", "--max-body", 1048576, true }, { "max_connections", "--max-connections", 1024, true },
@@ -160,7 +176,7 @@ function faas.main(opts, sys)
   while s.inflight > 0 and time.mono() < deadline do time.sleep(0.05) end
   if s.inflight > 0 then
     log.warn("replica function: drain timeout: cancelling %d invocation(s)", s.inflight)
-    for h in pairs(s.running) do h:cancel() end
+    for _, c in pairs(s.running) do cancel_call(c, "the drain timeout ran out") end
     local until_ = time.mono() + 2
     while s.inflight > 0 and time.mono() < until_ do time.sleep(0.05) end
   end

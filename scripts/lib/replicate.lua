@@ -10,6 +10,7 @@ local progress = require("progress")
 local reference = require("oci.reference")
 local endpoints = require("endpoint")
 local taskrun = require("taskrun")
+local faas_config = require("faas.config")
 
 local replicate = {}
 
@@ -246,52 +247,20 @@ local function totals(records)
   return t
 end
 
--- Reads a positive integer option; returns it or nil, err naming flag.
-local function positive(v, default, flag)
-  local n = math.tointeger(tonumber(v or default))
-  if not n or n < 0 or (n == 0 and flag ~= "--faas-retries") then
-    return nil, flag .. (flag == "--faas-retries" and " must be a whole number" or " must be a positive integer")
-  end
-  return n
-end
-
 -- With --executor faas, the dispatcher that sends each task to --gateway
--- (faas/dispatch.lua), or false for the local executor; nil, err for a bad
--- option.
+-- (faas/dispatch.lua) and how many tasks it keeps in flight; false for the
+-- local executor; nil, err for a bad option.
 local function faas_dispatcher(opts, sys, template, src_spec, dst_spec)
-  local ex = opts.executor or "local"
-  if ex == "local" then return false end
-  if ex ~= "faas" then return nil, "--executor must be local or faas" end
-  if type(opts.gateway) ~= "string" or not opts.gateway:find("^https?://[^/]") then
-    return nil, "--executor faas needs --gateway URL (e.g. http://gateway:8080/function/replica)"
-  end
-  if type(opts.function_token) ~= "string" then
-    return nil, opts.function_token_file
-      and ("--function-token-file " .. opts.function_token_file .. ": cannot read it")
-      or "--executor faas needs the functions' token: REPLICA_FUNCTION_TOKEN or --function-token-file"
-  end
-  local token = opts.function_token:match("^%s*(.-)%s*$")
-  if token == "" then return nil, "the functions' token is empty" end
-  if not opts.seal_key_file then
-    return nil, "--executor faas needs --seal-key-file (the key the functions open credentials with)"
-  end
-  local keyring, kerr, why = sys.keyring(opts.seal_key_file, { create = false })
-  if not keyring then
-    return nil, why == "missing" and ("seal key file " .. opts.seal_key_file
-      .. " does not exist: give the key the functions hold (--seal-key-file)") or kerr
-  end
-  local retries, err = positive(opts.faas_retries, 4, "--faas-retries")
-  if not retries then return nil, err end
-  local timeout
-  timeout, err = positive(opts.faas_timeout, 3600, "--faas-timeout")
-  if not timeout then return nil, err end
+  local cfg, err = faas_config.read(opts, sys, opts.jobs)
+  if not cfg then return cfg, err end
+  if cfg.executor ~= "faas" then return false end
   local options = { override = opts.override, chunk_size = opts.chunk_size,
                     bandwidth = opts.bandwidth and tostring(opts.bandwidth) or nil,
                     platforms = opts.platforms and setmetatable(opts.platforms, json.array_mt) or nil }
   -- Required here: faas.invocation (which dispatch seals with) requires this module.
-  return require("faas.dispatch").new{ gateway = opts.gateway, token = token, keyring = keyring, template = template.name,
-                       source = src_spec, target = dst_spec, options = options,
-                       retries = retries, timeout = timeout }
+  return require("faas.dispatch").new{ gateway = cfg.gateway, token = cfg.token, keyring = cfg.keyring,
+                       template = template.name, source = src_spec, target = dst_spec, options = options,
+                       retries = cfg.retries, timeout = cfg.timeout }, cfg.concurrency
 end
 
 -- The `replica run` entry point (sys: the trusted system module); returns
@@ -324,13 +293,9 @@ function replicate.main(opts, sys)
   end
   local dst, dst_spec = endpoint("to", opts, chunk, opts.bandwidth)
   if not dst then return nil, "--to: " .. dst_spec end
-  local remote, rerr = faas_dispatcher(opts, sys, template, src_spec, dst_spec)
-  if remote == nil then return nil, rerr end
-  local limit = opts.jobs
-  if remote then
-    limit, rerr = positive(opts.faas_concurrency, opts.jobs, "--faas-concurrency")
-    if not limit then return nil, rerr end
-  end
+  local remote, limit = faas_dispatcher(opts, sys, template, src_spec, dst_spec)
+  if remote == nil then return nil, limit end
+  limit = remote and limit or opts.jobs
 
   local started = time.mono()
   local tasks, perr = replicate.plan(src, opts)

@@ -15,6 +15,7 @@ local webhooks = require("serve.webhooks")
 local catalog_api = require("serve.catalog_api")
 local poison = require("serve.poison")
 local console = require("serve.console")
+local dispatcher = require("serve.dispatcher")
 local cron = require("cron")
 local hostport = require("hostport")
 
@@ -126,6 +127,11 @@ local function authorize(s, path, header)
     if webhooks.registry_of(s.db, header) then return true end
     return false, "missing or unknown webhook secret (Authorization header)"
   end
+  if path:find("^/api/v1/callbacks/") then
+    -- a function's progress: the attempt's token in the path is the secret
+    if dispatcher.authorize(s, path) then return true end
+    return false, "unknown callback token"
+  end
   local who, why = tokens.check(s.db, header)
   if who then return true, who end
   return false, why, 'Bearer realm="replica"'
@@ -138,7 +144,7 @@ local function handle(s, req)
   if path == "/api/v1/health" then
     return api.reply(req, 200, { status = "ok", watchdog = poison.health(s.sys, api.iso) })
   end
-  if not path:find("^/api/v1/webhooks/") and not req.who then
+  if not path:find("^/api/v1/webhooks/") and not path:find("^/api/v1/callbacks/") and not req.who then
     -- authorize() checked the token before the body was read; this is for
     -- a request it did not see
     local who, why = tokens.check(s.db, req:header("authorization"))
@@ -161,6 +167,7 @@ function serve.router(s)
   webhooks.routes(r, s)
   catalog_api.routes(r, s)
   require("serve.preview").routes(r, s)
+  dispatcher.routes(r, s)
   return r
 end
 
@@ -191,6 +198,11 @@ function serve.main(opts, sys)
     return nil, kerr
   end
   local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {} }
+  local ok, ferr = dispatcher.setup(s, opts)
+  if not ok then
+    db:close()
+    return nil, ferr
+  end
   sys.watchdog{ record = poison.record_path(path) }
   s.flush_logs = function() flush_logs(s) end
   s.router = serve.router(s)
@@ -209,6 +221,7 @@ function serve.main(opts, sys)
   if not server then return nil, lerr end
   local url = string.format("http://%s:%d", host:find(":") and ("[" .. host .. "]") or host, server:port())
   print(string.format("replica serve: API at %s/api/v1 (database %s)", url, path))
+  dispatcher.listening(s, url)
   if s.console then print(string.format("replica serve: console at %s/", url)) end
   if admin then
     print("replica serve: admin token (shown once; only its hash is stored): " .. admin)

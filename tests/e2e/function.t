@@ -121,6 +121,26 @@ is "$(cat "$E2E_WORK/cut.status"):$FN_RC" "503:0" "a task cut off at --drain-tim
 like "$(jq -r .error "$E2E_WORK/cut.json")" "drain timeout" "saying why"
 is "$(manifest_digest "$D" cut/big v1 "$DA")" missing "and its image is not pushed"
 
+# A cancel names a call id: the task with it stops (409), no manifest lands;
+# a call id that runs nowhere here answers 404.
+fn_start fn3
+curl -s -m 60 -X POST -H "Authorization: Bearer $FN_TOKEN" --data-binary \
+    "$(task fn/big '["v1"]' '.options.bandwidth = "1M" | .dest_repository = "cancel/big" | .call_id = "c-1"')" \
+    -o "$E2E_WORK/cancel.json" -w '%{http_code}' "$FN_URL/" >"$E2E_WORK/cancel.status" &
+cancelled=$!
+wait_for_upload "$REG_DST_STORAGE/docker/registry/v2/repositories/cancel/big/_uploads" 100000 "$cancelled" || true
+invoke '{"cancel": "c-2"}'
+is "$STATUS:$(jget .error)" "404:no invocation with call id c-2 runs on this instance" "a cancel of an unknown call id: 404"
+invoke '{"cancel": "c-1"}'
+is "$STATUS:$(jget .cancelled)" "200:c-1" "a cancel of the running call: 200"
+wait "$cancelled" || true
+is "$(cat "$E2E_WORK/cancel.status")" 409 "the cancelled invocation answers 409 (no coordinator retries it)"
+like "$(jq -r .error "$E2E_WORK/cancel.json")" "cancelled: cancelled by request" "saying why"
+is "$(manifest_digest "$D" cancel/big v1 "$DA")" missing "and its image is not pushed"
+invoke '{"cancel": 7}'
+is "$STATUS" 400 "a cancel must name a call id"
+fn_stop
+
 leaks=$(grep -l -F -- "$REG_DST_PASS" "$E2E_WORK"/fn*.log "$E2E_WORK"/fn*.out "$E2E_WORK/answers" "$E2E_WORK/cut.json" "$E2E_WORK/slow.json" "$SINK_FILE" 2>/dev/null || true)
 is "$leaks" "" "the registry password is in none of its output, answers or callbacks"
 done_testing

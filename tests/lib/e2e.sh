@@ -2,6 +2,9 @@
 # tests/lib/e2e.sh - what the end-to-end tests of `replica run` share: a work
 # dir, registries that stop when the test exits, seeding, and checks made
 # with curl against the registries' HTTP API (what a user would look at).
+# Sourced once: tests/lib/function.sh and serve.sh both source it.
+[[ -n ${_E2E_LOADED:-} ]] && return 0
+_E2E_LOADED=1
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 REPLICA=${REPLICA:-$ROOT/replica}
 source "$ROOT/tests/lib/tap.sh"

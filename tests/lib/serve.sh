@@ -17,7 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/e2e.sh"
 SERVE_PID=""
 _serve_cleanup() {
     [[ -n $SERVE_PID ]] && kill -9 "$SERVE_PID" 2>/dev/null || true
-    _e2e_cleanup
+    if declare -F _fn_cleanup >/dev/null; then _fn_cleanup; else _e2e_cleanup; fi # with tests/lib/function.sh
 }
 trap _serve_cleanup EXIT
 

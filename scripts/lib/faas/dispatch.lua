@@ -45,48 +45,115 @@ end
 -- Returns a dispatcher for cfg = {gateway, token, keyring, template (its
 -- name), source, target (side specs), options (the invocation's options
 -- object), retries (attempts after the first), timeout (seconds a task may
--- take)}. Its run(t) sends task t and returns the record a local run
--- would: {repository, dest_repository, tags, status, stages, attempts},
--- with error when no function answered it.
+-- take), hooks}. Its run(t [, first]) sends task t as attempts first,
+-- first + 1, ... (first defaults to 1) and returns the record a local run
+-- would: {repository, dest_repository, tags, status, stages, attempts (the
+-- last attempt's number)}, with error when no function answered it.
+--
+-- hooks (optional; `replica serve` gives them) keep the attempts' state:
+--   begin(t, n) -> fields for the invocation ({call_id, callback_url,
+--     heartbeat}), or nil, why when attempt n must not be sent; called
+--     before it is sent, so the attempt is on record first;
+--   deadline(t, n) -> the time (time.mono) attempt n's lease runs out, or
+--     nil for none; a lease that runs out abandons the attempt as lost;
+--   finish(t, n, outcome, err): outcome is "succeeded", "failed" (the
+--     task ran and failed, or the answer was refused), "lost" (another
+--     attempt follows, if any are left) or "cancelled".
 function dispatch.new(cfg)
   local d = {}
   local source = side_object(cfg.source, cfg.keyring)
   local target = side_object(cfg.target, cfg.keyring)
   local headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. cfg.token }
+  local hooks = cfg.hooks or {}
 
-  -- Sends attempt n of task t; returns the answer or nil, err.
-  local function send(t, n)
+  -- Sends attempt n of task t with the fields extra; returns the answer or
+  -- nil, err.
+  local function send(t, n, extra)
     local body = json.encode({ kind = "task", attempt = n, template = cfg.template,
+      call_id = extra.call_id, callback_url = extra.callback_url, heartbeat = extra.heartbeat,
       repository = t.repository, dest_repository = t.dest_repository,
       tags = setmetatable(t.tags, json.array_mt), options = cfg.options, source = source, target = target })
     return http.request{ method = "POST", url = cfg.gateway, headers = headers, body = body,
                          timeout = cfg.timeout, follow = false }
   end
 
-  function d.run(t)
+  -- send under attempt n's lease: when hooks.deadline's time passes with no
+  -- renewal, the request is abandoned. Returns the answer, or nil, err and
+  -- whether the lease ran out.
+  local function send_leased(t, n, extra)
+    if not hooks.deadline then
+      local res, err = send(t, n, extra)
+      return res, err
+    end
+    local res, err, expired
+    local h = task.spawn({ name = "dispatch " .. t.repository }, function() res, err = send(t, n, extra) end)
+    local watch = task.spawn({ name = "lease " .. t.repository }, function()
+      while true do
+        local at = hooks.deadline(t, n)
+        if not at then return end
+        local left = at - time.mono()
+        if left <= 0 then
+          expired = true
+          h:cancel()
+          return
+        end
+        if not time.sleep(left) then return end
+      end
+    end)
+    h:wait()
+    watch:cancel()
+    if expired then return nil, "the lease ran out: no news from the function", true end
+    return res, err
+  end
+
+  -- The record's outcome for hooks.finish.
+  local function finish(t, n, outcome, err)
+    if hooks.finish then hooks.finish(t, n, outcome, err) end
+  end
+
+  function d.run(t, first)
+    first = first or 1
     local record = { repository = t.repository, dest_repository = t.dest_repository, tags = t.tags,
                      status = "failed", stages = setmetatable({}, json.array_mt) }
-    for n = 1, cfg.retries + 1 do
+    for n = first, first + cfg.retries do
       record.attempts = n
-      local res, err = send(t, n)
+      local extra, why = {}, nil
+      if hooks.begin then extra, why = hooks.begin(t, n) end
+      if not extra then
+        record.error = why
+        return record
+      end
+      local res, err, expired = send_leased(t, n, extra)
+      if task.cancelled() then
+        record.error = "cancelled"
+        finish(t, n, "cancelled", "cancelled")
+        return record
+      end
       local v = res and res.status == 200 and json.decode(res.body or "")
       if type(v) == "table" and type(v.stages) == "table" then
         if v.attempt ~= n then
           record.error = string.format("the answer is for attempt %s, not %d", tostring(v.attempt), n)
+          finish(t, n, "failed", record.error)
           return record
         end
         record.status = v.status == "succeeded" and "succeeded" or "failed"
         record.stages, record.error = v.stages, nil
+        finish(t, n, record.status, nil)
         return record
       end
       if res and res.status == 200 then
         record.error = "the function's answer is not a task result"
+        finish(t, n, "failed", record.error)
         return record
       end
-      record.error = res and answer_error(res) or ("gateway " .. cfg.gateway .. ": " .. tostring(err))
-      if res and not RETRIED[res.status] then return record end
-      if n <= cfg.retries then
-        local wait = backoff(n, res)
+      record.error = res and answer_error(res) or expired and err or ("gateway " .. cfg.gateway .. ": " .. tostring(err))
+      if res and not RETRIED[res.status] then
+        finish(t, n, "failed", record.error)
+        return record
+      end
+      finish(t, n, "lost", record.error)
+      if n < first + cfg.retries then
+        local wait = backoff(n - first + 1, res)
         log.warn("%s: attempt %d: %s; attempt %d in %.1f s", t.repository, n, record.error, n + 1, wait)
         if not time.sleep(wait) then
           record.error = "cancelled"

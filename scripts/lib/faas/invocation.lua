@@ -120,15 +120,27 @@ local function read_tags(tags)
   return out
 end
 
+-- Whether s can be a call id: what names one attempt, in a cancel too.
+function invocation.call_id_ok(s)
+  return #s >= 1 and #s <= 128 and not s:find("[^%w%._:/%-]")
+end
+
 -- Parses and checks the invocation body (too_large: the body was over
 -- --max-body), opening credentials with keyring. Returns the invocation
--- {kind, attempt, template, task, src, dst, options, callback_url,
--- callback_token}, or nil, status, err.
+-- {kind = "task", attempt, template, task, src, dst, options, callback_url,
+-- callback_token, call_id, heartbeat}, or a cancel {kind = "cancel",
+-- call_id}, or nil, status, err.
 function invocation.read(body, too_large, keyring)
   if too_large then return nil, 413, "the invocation is larger than --max-body" end
   local inv, jerr = json.decode(body or "")
   if inv == nil then return bad("the body is not JSON: %s", tostring(jerr)) end
   if type(inv) ~= "table" then return bad("the body must be a JSON object") end
+  if inv.cancel ~= nil then
+    if type(inv.cancel) ~= "string" or not invocation.call_id_ok(inv.cancel) then
+      return bad("cancel must be the call id of an invocation")
+    end
+    return { kind = "cancel", call_id = inv.cancel }
+  end
   local kind = inv.kind == nil and "task" or inv.kind
   if kind == "stage" then return bad("kind \"stage\" (one-stage invocations) is not supported yet") end
   if kind ~= "task" then return bad("kind must be \"task\"") end
@@ -153,6 +165,13 @@ function invocation.read(body, too_large, keyring)
     return bad("callback_url must be an http(s) URL")
   end
   if inv.callback_token ~= nil and type(inv.callback_token) ~= "string" then return bad("callback_token must be a string") end
+  if inv.call_id ~= nil and (type(inv.call_id) ~= "string" or not invocation.call_id_ok(inv.call_id)) then
+    return bad("call_id must be 1 to 128 letters, digits and . _ : / -")
+  end
+  local heartbeat = inv.heartbeat
+  if heartbeat ~= nil and (type(heartbeat) ~= "number" or heartbeat < 1 or heartbeat > 3600) then
+    return bad("heartbeat must be a number of seconds from 1 to 3600")
+  end
   if inv.source == nil then return bad("source must be an object with a url") end
   if inv.target == nil then return bad("target must be an object with a url") end
   local src, dst
@@ -162,7 +181,8 @@ function invocation.read(body, too_large, keyring)
   if not dst then return nil, status, err end
   return { kind = kind, attempt = attempt, template = template, src = src, dst = dst, options = opts,
            task = { kind = "copy", repository = inv.repository, dest_repository = dest, tags = tags },
-           callback_url = inv.callback_url, callback_token = inv.callback_token }
+           callback_url = inv.callback_url, callback_token = inv.callback_token, call_id = inv.call_id,
+           heartbeat = heartbeat }
 end
 
 return invocation

@@ -18,6 +18,7 @@ local library = require("serve.library")
 local validate = require("validate")
 local naming = require("naming")
 local glob = require("glob")
+local dispatcher = require("serve.dispatcher")
 
 local executions = {}
 
@@ -235,6 +236,10 @@ local function attempt(s, exec_id, row, env)
     assert(db:exec([[UPDATE tasks SET status = 'Running', attempts = attempts + 1, started = ?,
                      finished = NULL, error = NULL WHERE id = ?]], time.now(), row.id))
     assert(db:exec("DELETE FROM stage_results WHERE task = ?", row.id)) -- an earlier attempt's
+    assert(db:exec([[UPDATE task_attempts SET status = 'lost', finished = ?, error = 'superseded'
+                     WHERE task = ? AND status = 'running']], time.now(), row.id))
+    assert(db:exec([[INSERT INTO task_attempts (task, attempt, executor, status, dispatched)
+                     SELECT id, attempts, 'local', 'running', ? FROM tasks WHERE id = ?]], time.now(), row.id))
     return true
   end))
   bus.publish("task", { execution = exec_id, task = row.id, status = "Running", repository = row.repository })
@@ -289,6 +294,8 @@ local function attempt(s, exec_id, row, env)
     if not s.stop_requested[exec_id] then
       assert(db:exec("UPDATE tasks SET status = ?, finished = ?, error = ? WHERE id = ? AND status = 'Running'",
                      status, time.now(), err, row.id))
+      assert(db:exec([[UPDATE task_attempts SET status = ?, finished = ?, error = ?
+                       WHERE task = ? AND status = 'running']], ok and "succeeded" or "failed", time.now(), err, row.id))
       update_counts(db, exec_id)
     end
     return true
@@ -308,6 +315,8 @@ local function fail_task(s, exec_id, task_id, err)
                          WHERE id = ? AND status IN ('Pending', 'Running')]], now, err, task_id))
     assert(db:exec([[UPDATE stage_results SET status = 'failed', finished = ?, error = ?
                      WHERE task = ? AND status = 'running']], now, err, task_id))
+    assert(db:exec([[UPDATE task_attempts SET status = 'failed', finished = ?, error = ?
+                     WHERE task = ? AND status = 'running']], now, err, task_id))
     update_counts(db, exec_id)
     return true
   end))
@@ -317,13 +326,18 @@ local function fail_task(s, exec_id, task_id, err)
   announce(s, exec_id)
 end
 
+-- What serve/dispatcher.lua writes a remote task's result with.
+local WRITERS = { save_stages = save_stages, update_counts = update_counts, announce = announce }
+
 -- Runs one task in a child task of its own, so that however the attempt
 -- ends (an error, a database error, a CPU or memory kill that no pcall
 -- contains) the task gets a final state: Failed with the reason, unless
 -- the execution was stopped or the daemon is shutting down. Never raises.
 local function run_task(s, exec_id, row, env)
   local ok, done, why = pcall(function()
-    local h = task.spawn({ name = "task " .. row.id }, attempt, s, exec_id, row, env)
+    local h = env.faas and row.kind == "copy"
+      and task.spawn({ name = "task " .. row.id }, dispatcher.attempt, s, exec_id, row, env.faas, WRITERS)
+      or task.spawn({ name = "task " .. row.id }, attempt, s, exec_id, row, env)
     return h:join() -- even when stopped: the attempt has ended when this returns
   end)
   if ok and done then return end -- the attempt wrote the task's state
@@ -403,6 +417,16 @@ local function run_execution(s, id)
   if not src then return fail_execution(s, id, serr) end
   local dst, derr = registries.client(s, dst_row, { max_speed = opts.bandwidth })
   if not dst then return fail_execution(s, id, derr) end
+  local remote, limit = nil, p.jobs
+  if dispatcher.executor_of(s, p) == "faas" then
+    local src_spec = assert(registries.spec(s, src_row))
+    local dst_spec = assert(registries.spec(s, dst_row))
+    local rerr
+    remote, rerr = dispatcher.prepare(s, p, opts, template, library.entries_of(template), src_spec, dst_spec)
+    if not remote then return fail_execution(s, id, rerr) end
+    limit = s.faas.cfg.concurrency -- the daemon-wide slots bound it
+    log.info("execution %d: tasks run on the functions at %s", id, s.faas.cfg.gateway)
+  end
 
   if e.planned == 0 then
     local planned, perr = replicate.plan(src, opts)
@@ -425,11 +449,11 @@ local function run_execution(s, id)
   local rows = assert(db:query([[SELECT * FROM tasks WHERE execution = ? AND status IN ('Pending', 'Running')
                                  ORDER BY kind = 'delete', id]], id))
   local env = { src = src, dst = dst, opts = opts, template = template,
-                run = taskrun.shared() }
+                run = taskrun.shared(), faas = remote }
   local done, merr = parallel.map(rows, function(row)
     run_task(s, id, row, env)
     return true
-  end, { limit = p.jobs })
+  end, { limit = limit })
   if task.cancelled() then return end -- stopped (already recorded) or shutting down
   if not done then log.error("execution %d: a worker ended early: %s", id, tostring(merr)) end
   local c
@@ -485,6 +509,7 @@ function executions.stop(s, id)
   assert(db:transaction(function()
     assert(db:exec("UPDATE tasks SET status = 'Stopped', finished = ? WHERE execution = ? AND status IN ('Pending', 'Running')",
                    now, id))
+    dispatcher.revoke(s, id)
     update_counts(db, id)
     assert(db:exec("UPDATE executions SET status = 'Stopped', finished = ? WHERE id = ?", now, id))
     return true
@@ -551,6 +576,7 @@ end
 function executions.recover(s)
   local db = s.db
   repair(db)
+  dispatcher.recover(s)
   local n = assert(db:exec([[UPDATE tasks SET status = 'Pending' WHERE status = 'Running'
                              AND execution IN (SELECT id FROM executions WHERE status IN ('Pending', 'Running'))]]))
   local pols = assert(db:query("SELECT DISTINCT policy FROM executions WHERE status IN ('Pending', 'Running')"))

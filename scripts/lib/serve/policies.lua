@@ -78,13 +78,17 @@ local SPEC = {
   template = { type = "string", check = check_template },
   jobs = { type = "integer", check = function(v) if v < 1 or v > 256 then return "must be 1..256" end end },
   bandwidth_kbps = { type = "integer", check = function(v) if v < 0 then return "must be 0 (unlimited) or more" end end },
+  executor = { type = "string", nullable = true, check = function(v)
+                 if v ~= "local" and v ~= "faas" then return "must be local or faas (or null: the daemon's --executor)" end end },
+  retries = { type = "integer", nullable = true, check = function(v)
+                if v < 0 or v > 100 then return "must be 0..100 (or null: the daemon's --faas-retries)" end end },
 }
 
 -- Column of each list field.
 local LISTS = { repositories = "repos", exclude_repositories = "exclude_repos", tags = "tags",
                 exclude_tags = "exclude_tags", labels = "labels" }
 local PLAIN = { "name", "description", "dest_namespace", "flatten", "trigger", "cron", "template",
-                "jobs", "bandwidth_kbps" }
+                "jobs", "bandwidth_kbps", "executor", "retries" }
 local BOOLS = { "override", "replicate_deletion", "enabled" }
 
 local function decode_list(s)
@@ -101,6 +105,7 @@ function policies.view(row)
     cron = row.cron, override = row.override == 1, replicate_deletion = row.replicate_deletion == 1,
     enabled = row.enabled == 1, template = row.template, jobs = row.jobs,
     bandwidth_kbps = row.bandwidth_kbps, created = api.iso(row.created), updated = api.iso(row.updated),
+    executor = row.executor or json.null, retries = row.retries or json.null,
   }
   for field, col in pairs(LISTS) do v[field] = setmetatable(decode_list(row[col]), json.array_mt) end
   return v
@@ -123,8 +128,13 @@ function policies.options(row)
   }
 end
 
--- Checks the registries exist and the trigger is complete; raises 400.
-local function check_refs(db, merged)
+-- Checks the registries exist, the trigger is complete and the executor
+-- is one this daemon has; raises 400.
+local function check_refs(s, merged)
+  local db = s.db
+  if merged.executor == "faas" and not s.faas then
+    api.fail(400, "field 'executor': this daemon has no FaaS gateway (start it with --gateway; docs/faas.md)")
+  end
   for _, f in ipairs({ "source_registry", "target_registry" }) do
     if not db:row("SELECT id FROM registries WHERE id = ?", merged[f]) then
       api.fail(400, "field '%s': registry %d does not exist", f, merged[f])
@@ -160,7 +170,7 @@ end
 
 local function create(s, req)
   local body = api.validate(api.body(req), SPEC)
-  check_refs(s.db, body)
+  check_refs(s, body)
   local now, id = time.now(), nil
   local ok, err = s.db:transaction(function()
     id = select(2, api.write(s.db, conflict(body.name),
@@ -180,7 +190,7 @@ local function update(s, req, p)
   local merged = {}
   for k, v in pairs(cur) do merged[k] = v end
   for k, v in pairs(body) do merged[k] = v end
-  check_refs(s.db, merged)
+  check_refs(s, merged)
   store_fields(s.db, id, body)
   return api.reply(req, 200, policies.view(policies.load(s.db, id)))
 end

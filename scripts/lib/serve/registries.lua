@@ -68,17 +68,17 @@ local function load(db, id)
   return api.load_row(db, "registries", id, "registry")
 end
 
--- Builds an OCI client for a registry row, decrypting its password.
--- Returns the client or nil, err.
-function registries.client(s, row, extra)
+-- The spec of registry row: {url, kind (the kind's name), fields (the
+-- credentials by name, opened), options, tls}, what the FaaS dispatcher
+-- seals and sends; or nil, err. The caller owns the table; the fields are
+-- in clear, so it never leaves the daemon unsealed.
+function registries.spec(s, row)
   local password
   if row.password_sealed then
     local p, err = s.keyring:open(row.password_sealed, "registry:" .. row.id)
     if not p then return nil, string.format("registry %s: password: %s", row.name, err) end
     password = p
   end
-  local kind, kerr = kinds.load(row.kind or "distribution")
-  if not kind then return nil, string.format("registry %s: %s", row.name, kerr) end
   local fields = {}
   if row.credentials_sealed then
     local c, err = s.keyring:open(row.credentials_sealed, "registry-credentials:" .. row.id)
@@ -86,11 +86,22 @@ function registries.client(s, row, extra)
     fields = json.decode(c) or {}
   end
   fields.username, fields.password = row.username, password
+  return { url = row.url, kind = row.kind or "distribution", fields = fields,
+           options = row.options and json.decode(row.options) or {},
+           tls = { ca_file = row.ca_file, insecure = row.insecure == 1 } }
+end
+
+-- A client for registry row (extra: {chunk_size, max_speed} for a target),
+-- with its credentials opened; or nil, err. The caller owns the client.
+function registries.client(s, row, extra)
+  local spec, serr = registries.spec(s, row)
+  if not spec then return nil, serr end
+  local kind, kerr = kinds.load(spec.kind)
+  if not kind then return nil, string.format("registry %s: %s", row.name, kerr) end
   local ok, client = pcall(oci.new, {
-    url = row.url, username = row.username, password = password,
+    url = spec.url, username = spec.fields.username, password = spec.fields.password,
     chunk_size = extra and extra.chunk_size, max_speed = extra and extra.max_speed,
-    tls = { ca_file = row.ca_file, insecure = row.insecure == 1 },
-    kind = kind, credentials = fields, kind_options = row.options and json.decode(row.options) or {},
+    tls = spec.tls, kind = kind, credentials = spec.fields, kind_options = spec.options,
   })
   if not ok then return nil, string.format("registry %s: %s", row.name, tostring(client)) end
   return client
