@@ -56,6 +56,7 @@ struct server {
     int authorize_ref;               /* the authorize function, or LUA_NOREF */
     int self_ref;                    /* anchors the object while open */
     int port;                        /* the bound port, kept after close */
+    char secret_prefix[64];          /* paths under it hold a secret: not in task names */
 };
 
 /* The req object: one request, from its dispatch until __gc. */
@@ -282,8 +283,12 @@ static int setup_request(lua_State *L)
     int ridx = lua_gettop(L);
     push_decoded(L, path, strlen(path), 0);
     char name[256];
-    snprintf(name, sizeof(name), "http %s %s", httpd_method_name(r->m->method),
-             lua_tostring(L, -1));
+    const char *shown = lua_tostring(L, -1);
+    size_t plen = strlen(s->secret_prefix);
+    if (plen && strncmp(shown, s->secret_prefix, plen) == 0)
+        snprintf(name, sizeof(name), "http %s %s...", httpd_method_name(r->m->method), s->secret_prefix);
+    else
+        snprintf(name, sizeof(name), "http %s %s", httpd_method_name(r->m->method), shown);
     for (char *p = name; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             *p = '?'; /* the name goes into log lines */
@@ -874,9 +879,11 @@ static int opt_count(lua_State *L, const char *k, int def)
 }
 
 /* sys.listen{host=, port=, handler=, authorize=, max_body=, timeout=,
- * header_timeout=, body_timeout=, max_connections=, max_per_address=}
- * -> server | nil, err. The server object owns its struct httpd (the
- * listener and its connections) and stays open until server:close(). */
+ * header_timeout=, body_timeout=, max_connections=, max_per_address=,
+ * secret_prefix=} -> server | nil, err. The server object owns its struct
+ * httpd (the listener and its connections) and stays open until
+ * server:close(). secret_prefix: the paths under it carry a secret, so the
+ * request's task, whose name shows in log lines, is named by the prefix. */
 static int l_listen(lua_State *L)
 {
     struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
@@ -905,6 +912,10 @@ static int l_listen(lua_State *L)
     struct timeval body_tv = opt_secs(L, "body_timeout", timeout);
     int max_conns = opt_count(L, "max_connections", DEFAULT_MAX_CONNS);
     int max_per_addr = opt_count(L, "max_per_address", DEFAULT_MAX_PER_ADDR);
+    lua_getfield(L, 1, "secret_prefix");
+    const char *secret = luaL_optstring(L, -1, "");
+    if (strlen(secret) >= sizeof(((struct server *)0)->secret_prefix))
+        return luaL_error(L, "sys.listen: 'secret_prefix' is too long");
     char where[300];
     if (strchr(host, ':'))
         snprintf(where, sizeof(where), "[%s]:%d", host, (int)port);
@@ -915,6 +926,7 @@ static int l_listen(lua_State *L)
     memset(s, 0, sizeof(*s));
     s->vm = vm;
     s->handler_ref = s->authorize_ref = s->self_ref = LUA_NOREF;
+    snprintf(s->secret_prefix, sizeof(s->secret_prefix), "%s", secret);
     luaL_setmetatable(L, SERVER_MT);
     int sidx = lua_gettop(L);
     struct httpd_opts o = { (size_t)max_body, max_conns, max_per_addr, secs_tv(timeout),

@@ -169,9 +169,11 @@ static const char *const migrations[] = {
      * --executor) and retry limit (NULL: --faas-retries), and every attempt
      * at a task, written before it is dispatched: its lease, the hash of
      * its callback token, and how it ended. tasks.attempts is the number of
-     * the current attempt; a result or callback of any other is ignored. */
+     * the current attempt; a result or callback of any other is ignored. A
+     * remote stage's result records how many attempts it took. */
     "ALTER TABLE policies ADD COLUMN executor TEXT CHECK (executor IN ('local', 'faas'));"
     "ALTER TABLE policies ADD COLUMN retries INTEGER;"
+    "ALTER TABLE stage_results ADD COLUMN attempts INTEGER;"   /* a remote stage's */
     "CREATE TABLE task_attempts ("
     "  task INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,"
     "  attempt INTEGER NOT NULL,"

@@ -1,6 +1,7 @@
 -- spec/faas_invocation_spec.lua - what `replica function` accepts as an
--- invocation: a whole task with sealed credentials. Every refusal is a 4xx
--- that names the field, and sealed credentials open only with the right key
+-- invocation: a whole task or one stage with sealed credentials, or a
+-- cancel. Every refusal is a 4xx that names the field, and sealed
+-- credentials open only with the right key
 -- and for the registry they were sealed for. No registry is contacted.
 local t = require("tap").new(...)
 local invocation = require("faas.invocation")
@@ -37,6 +38,24 @@ t.test("a valid invocation gives the task, both clients and the options", functi
   t.ok(inv.src and inv.dst)
 end)
 
+t.test("a one-stage invocation names a stage of the template and carries its input and data", function()
+  local inv, status, err = invocation.read(valid(function(i)
+    i.kind, i.stage, i.input, i.data, i.results = "stage", "push", { tags = 1 }, { artifacts = {} }, { pull = {} }
+    i.call_id, i.heartbeat = "k3-t1-a2", 15
+  end), false, K)
+  t.ok(inv, tostring(status) .. " " .. tostring(err))
+  t.eq(inv.kind, "stage")
+  t.eq(inv.stage, "push")
+  t.eq(inv.input.tags, 1)
+  t.ok(inv.data.artifacts and inv.results.pull, "data and results")
+  t.eq(inv.call_id .. " " .. inv.heartbeat, "k3-t1-a2 15")
+end)
+
+t.test("a cancel names a call id", function()
+  local inv = invocation.read('{"cancel": "k3-t1-a2"}', false, K)
+  t.eq(inv.kind .. " " .. inv.call_id, "cancel k3-t1-a2")
+end)
+
 t.test("refusals are 400 (413 for a large body) and name the field", function()
   local cases = {
     { nil, 400, "not JSON", "{" },
@@ -45,7 +64,13 @@ t.test("refusals are 400 (413 for a large body) and name the field", function()
     { function(i) i.repository = "Lib/App" end, 400, "repository" },
     { function(i) i.dest_repository = "a//b" end, 400, "dest_repository" },
     { function(i) i.template = "nosuch" end, 400, "template" },
-    { function(i) i.kind = "stage" end, 400, "not supported yet" },
+    { function(i) i.kind = "stage" end, 400, "stage must be the name of a stage" },
+    { function(i) i.kind, i.stage = "stage", "nosuch" end, 400, "template 'distribution' has no stage 'nosuch'" },
+    { function(i) i.kind, i.stage, i.data = "stage", "push", { 1 } end, 400, "data must be an object" },
+    { function(i) i.kind = "job" end, 400, "kind must be" },
+    { function(i) i.call_id = "a b" end, 400, "call_id" },
+    { function(i) i.heartbeat = 0 end, 400, "heartbeat" },
+    { nil, 400, "cancel must be the call id", '{"cancel": ""}' },
     { function(i) i.attempt = 0 end, 400, "attempt" },
     { function(i) i.options.nope = true end, 400, "options.nope" },
     { function(i) i.source = nil end, 400, "source" },

@@ -6,6 +6,7 @@
 local invocation = require("faas.invocation")
 local callback = require("faas.callback")
 local taskrun = require("taskrun")
+local runner = require("runner")
 local hostport = require("hostport")
 local positive = require("faas.config").number
 
@@ -54,7 +55,16 @@ end
 local function execute(s, inv)
   local c = {}
   local rep = callback.new(inv, function() cancel_call(c, "the coordinator revoked this attempt") end)
+  local ctx -- a one-stage invocation's, whose data goes back with the answer
   c.h = task.spawn({ name = "invocation " .. inv.task.repository }, function()
+    if inv.kind == "stage" then
+      ctx = { task = inv.task, src = inv.src, dst = inv.dst, options = inv.options, run = taskrun.shared(),
+              data = inv.data or {}, results = inv.results or {}, progress = rep.hook }
+      rep.on_stage("start", inv.stage, {})
+      local r = assert(runner.run_one(inv.template, inv.stage, ctx, inv.input))
+      rep.on_stage("end", inv.stage, r)
+      return r
+    end
     return taskrun.run(inv.template, inv.task, inv.src, inv.dst, inv.options, taskrun.shared(),
                        { hook = rep.hook, on_stage = rep.on_stage })
   end)
@@ -71,6 +81,15 @@ local function execute(s, inv)
     end
     local why = record == "cancelled" and "the task was cancelled (drain timeout)" or tostring(record)
     return record == "cancelled" and 503 or 500, { kind = "task", attempt = inv.attempt, error = why }
+  end
+  if inv.kind == "stage" then
+    log.info("%s -> %s: stage %s %s", inv.task.repository, inv.task.dest_repository, inv.stage, record.status)
+    local data, derr = sandbox.plain(ctx.data, "the task's data")
+    if not data then return 500, { kind = "stage", attempt = inv.attempt, error = "the function failed: " .. derr } end
+    return 200, { kind = "stage", attempt = inv.attempt, template = inv.template.name, stage = inv.stage,
+                  status = record.status, ["function"] = record["function"], started = record.started,
+                  finished = record.finished, output = record.output, error = record.error,
+                  data = next(data) and data or nil }
   end
   log.info("%s -> %s [%s]: %s", record.repository, record.dest_repository,
            table.concat(record.tags, ", "), record.status)

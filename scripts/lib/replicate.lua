@@ -254,13 +254,26 @@ local function faas_dispatcher(opts, sys, template, src_spec, dst_spec)
   local cfg, err = faas_config.read(opts, sys, opts.jobs)
   if not cfg then return cfg, err end
   if cfg.executor ~= "faas" then return false end
-  local options = { override = opts.override, chunk_size = opts.chunk_size,
-                    bandwidth = opts.bandwidth and tostring(opts.bandwidth) or nil,
-                    platforms = opts.platforms and setmetatable(opts.platforms, json.array_mt) or nil }
   -- Required here: faas.invocation (which dispatch seals with) requires this module.
   return require("faas.dispatch").new{ gateway = cfg.gateway, token = cfg.token, keyring = cfg.keyring,
-                       template = template.name, source = src_spec, target = dst_spec, options = options,
-                       retries = cfg.retries, timeout = cfg.timeout }, cfg.concurrency
+                       template = template.name, source = src_spec, target = dst_spec,
+                       options = faas_config.options(opts), retries = cfg.retries, timeout = cfg.timeout },
+         cfg.concurrency
+end
+
+-- The sender of template's remote stages (faas/dispatch.lua's
+-- stage_sender: the token, sealed credentials and attempts), or false when
+-- it has none or no token and seal key are given (a bare POST then); nil,
+-- err for bad settings.
+function replicate.stage_sender(opts, sys, template, src_spec, dst_spec)
+  local remote = false
+  for _, st in ipairs(template.stages) do remote = remote or st.remote ~= nil end
+  if not remote then return false end
+  local sc, err = faas_config.stages(opts, sys)
+  if not sc then return sc, err end
+  return require("faas.dispatch").stage_sender{ token = sc.token, keyring = sc.keyring, template = template.name,
+    source = src_spec, target = dst_spec, options = faas_config.options(opts), retries = sc.retries,
+    timeout = sc.timeout }
 end
 
 -- The `replica run` entry point (sys: the trusted system module); returns
@@ -296,6 +309,8 @@ function replicate.main(opts, sys)
   local remote, limit = faas_dispatcher(opts, sys, template, src_spec, dst_spec)
   if remote == nil then return nil, limit end
   limit = remote and limit or opts.jobs
+  local stages, serr = replicate.stage_sender(opts, sys, template, src_spec, dst_spec)
+  if stages == nil then return nil, serr end
 
   local started = time.mono()
   local tasks, perr = replicate.plan(src, opts)
@@ -313,6 +328,7 @@ function replicate.main(opts, sys)
   end
 
   local view = progress.new(tasks, opts)
+  view.remote = stages or nil
   local run = taskrun.shared()
   local records = {}
   parallel.map(tasks, function(t, i)

@@ -189,13 +189,51 @@ local function call_remote(url, stage_name, ctx, input)
   return out
 end
 
--- Runs one stage, catching errors. Returns ok, output, err.
-local function run_stage(s, ctx, input, box)
+-- Runs one stage, catching errors. A remote stage goes to remote(s, ctx,
+-- input) when the caller gave that (faas/dispatch.lua's stage sender: the
+-- token, sealed credentials and attempts), else as a bare POST. Returns ok,
+-- output, err and, for a remote stage, the attempts it took.
+local function run_stage(s, ctx, input, box, remote)
+  if s.remote and remote then return remote(s, ctx, input) end
   if s.remote then
     local out, err = call_remote(s.remote, s.name, ctx, input)
     return out ~= nil, out, err
   end
   return runner.call(s.entry or s.fn, ctx, input, box, s.name)
+end
+
+-- What every run of stages for a task sets up in ctx: plain options, its
+-- own forks of the registry clients, the results table. Returns a fresh
+-- sandbox context for the task's stages.
+local function prepare(ctx)
+  ctx.results = ctx.results or {}
+  ctx.options = assert(sandbox.plain(ctx.options or {}, "options"))
+  if ctx.src and ctx.src.fork then ctx.src = ctx.src:fork() end
+  if ctx.dst and ctx.dst.fork then ctx.dst = ctx.dst:fork() end
+  return sandbox.new()
+end
+
+-- Runs one stage of template, by name, for ctx with input (the one-stage
+-- invocation of `replica function`): the stage runs here even when the
+-- template marks it remote, since this is where it was sent. Returns the
+-- stage's result record, or nil, err when the template has no such stage
+-- with a function.
+function runner.run_one(template, name, ctx, input)
+  local st
+  for _, s in ipairs(template.stages) do
+    if s.name == name then st = s end
+  end
+  if not st then return nil, string.format("template '%s' has no stage '%s'", template.name, name) end
+  if not st.fn then
+    return nil, string.format("stage '%s' of template '%s' names no function to run here", name, template.name)
+  end
+  local box = prepare(ctx)
+  local r = { name = name, ["function"] = st.fn, function_version = st.entry and st.entry.version,
+              function_origin = st.entry and st.entry.origin, started = time.now() }
+  local ok, out, err = runner.call(st.entry or st.fn, ctx, input, box, name)
+  r.finished, r.output = time.now(), out
+  if ok then r.status = "succeeded" else r.status, r.error = task.cancelled() and "cancelled" or "failed", err end
+  return r
 end
 
 -- Runs the template's stages for ctx (its delete_stages when ctx.task.kind
@@ -205,14 +243,10 @@ end
 -- its own sandboxed task, with fresh instances of the modules the task's
 -- stages require (one context per task), and gets its own copy of the
 -- options and its own clients of the two registries (forks of ctx.src and
--- ctx.dst).
-function runner.run(template, ctx, hook)
+-- ctx.dst). remote (optional) sends the remote stages (see run_stage).
+function runner.run(template, ctx, hook, remote)
   local results, input, ok_all = {}, nil, true
-  local box = sandbox.new()
-  ctx.results = ctx.results or {}
-  ctx.options = assert(sandbox.plain(ctx.options or {}, "options"))
-  if ctx.src and ctx.src.fork then ctx.src = ctx.src:fork() end
-  if ctx.dst and ctx.dst.fork then ctx.dst = ctx.dst:fork() end
+  local box = prepare(ctx)
   local stages = template.stages
   if ctx.task and ctx.task.kind == "delete" then
     stages = template.delete_stages
@@ -231,8 +265,8 @@ function runner.run(template, ctx, hook)
       else
         r.started = time.now()
         if hook then hook("start", s.name, r) end
-        local ok, out, err = run_stage(s, ctx, input, box)
-        r.finished = time.now()
+        local ok, out, err, attempts = run_stage(s, ctx, input, box, remote)
+        r.finished, r.attempts = time.now(), attempts
         r.output = out
         if ok then
           r.status = "succeeded"

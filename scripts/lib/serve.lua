@@ -215,6 +215,7 @@ function serve.main(opts, sys)
     host = host, port = port, max_body = max_body,
     max_connections = limits.max_connections, max_per_address = limits.max_per_address,
     header_timeout = limits.header_timeout, body_timeout = limits.body_timeout,
+    secret_prefix = "/api/v1/callbacks/faas/", -- the attempt's token is the rest of the path
     authorize = function(_, path, header) return authorize(s, path, header) end,
     handler = function(req) return handle(s, req) end,
   }

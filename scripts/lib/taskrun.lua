@@ -15,7 +15,8 @@ end
 -- Runs task t (repository, dest_repository, tags) through template with the
 -- clients src and dst, the options opts and the run's shared table run;
 -- never raises. view = {task_started(t), stage(t, name), task_done(t, record),
--- hook(kind, value), on_stage(event, name, result)}, each optional. Returns
+-- hook(kind, value), on_stage(event, name, result), remote (the sender of
+-- remote stages, see runner.run)}, each optional. Returns
 -- the record: {repository, dest_repository, tags, status, stages}.
 function taskrun.run(template, t, src, dst, opts, run, view)
   view = view or {}
@@ -25,7 +26,7 @@ function taskrun.run(template, t, src, dst, opts, run, view)
   local results, ok = runner.run(template, ctx, function(ev, name, r)
     if ev == "start" and view.stage then view.stage(t, name) end
     if view.on_stage then view.on_stage(ev, name, r) end
-  end)
+  end, view.remote)
   local record = { repository = t.repository, dest_repository = t.dest_repository,
                    tags = t.tags, status = ok and "succeeded" or "failed", stages = results }
   if view.task_done then view.task_done(t, record) end

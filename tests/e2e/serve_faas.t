@@ -11,8 +11,7 @@
 # draining instance send the work elsewhere; a wrong token or key fails
 # clearly; and no password reaches any log.
 set -euo pipefail
-source "$(dirname "$0")/../lib/function.sh"
-source "$(dirname "$0")/../lib/serve.sh"
+source "$(dirname "$0")/../lib/serve_faas.sh"
 
 registry_start src "$E2E_WORK/src"
 REGISTRY_ACCESSLOG=1 registry_start dst "$E2E_WORK/dst" basic
@@ -36,64 +35,9 @@ gateway_start "$E2E_WORK/gw1" "$FN1_URL" "$FN2_URL" "$FN3_URL"
 GW1=$GW_URL GW1_LOG=$GW_LOG GW1_PID=$GW_PID
 export REPLICA_FUNCTION_TOKEN=$FN_TOKEN
 
-# same_tags DEST_PREFIX REPO...: how many source tags are not on the target
-# (under DEST_PREFIX) with the source's digest.
-same_tags() {
-    local prefix=$1 r t bad=0
-    shift
-    for r in "$@"; do
-        for t in $(tag_list "$S" "$r"); do
-            [[ $(manifest_digest "$D" "$prefix$r" "$t" "$DA") == "$(manifest_digest "$S" "$r" "$t")" ]] || bad=$((bad + 1))
-        done
-    done
-    echo "$bad"
-}
-# tasks EXEC: all the tasks of execution EXEC, as JSON in $TASKS.
-tasks() {
-    api GET "/executions/$1/tasks?page_size=100"
-    TASKS=$BODY
-}
-tq() { jq -r "$1" <<<"$TASKS"; }
 # on_target PID: whether process PID has a connection to the target open.
 on_target() {
     ss -Htnp state established "( dport = :$DPORT )" | grep -q "pid=$1,"
-}
-# busy URL=PID...: waits (up to 20 s) until one of the function instances
-# has an invocation in flight (its /_/ready says so); prints its PID.
-busy() {
-    local end=$((SECONDS + 20)) i n
-    while ((SECONDS < end)); do
-        for i in "$@"; do
-            n=$(curl -s -m 1 "${i%=*}/_/ready" | jq -r '.inflight // 0' 2>/dev/null || echo 0)
-            if ((n > 0)); then
-                echo "${i#*=}"
-                return 0
-            fi
-        done
-        sleep 0.02
-    done
-    return 1
-}
-# wait_log FILE PATTERN: waits (up to 20 s) for a line matching PATTERN.
-wait_log() {
-    local end=$((SECONDS + 20))
-    while ((SECONDS < end)); do
-        grep -q -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.02
-    done
-    echo "# no line matching '$2' in $1" >&2
-    return 1
-}
-# policy NAME REPOS_JSON [EXTRA_FIELDS]: creates a policy; its id in $POL.
-policy() {
-    api POST /policies "{\"name\": \"$1\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"repositories\": $2${3:+, $3}}"
-    [[ $STATUS == 201 ]] || echo "# policy $1: $STATUS $BODY" >&2
-    POL=$(jget .id)
-}
-# run_policy ID: triggers policy ID; the execution's id in $EXEC.
-run_policy() {
-    api POST "/policies/$1/executions"
-    EXEC=$(jget .id)
 }
 
 serve_start faas --gateway "$GW1" --seal-key-file "$FN_KEY" --faas-concurrency 6
@@ -184,6 +128,10 @@ uploads=$REG_DST_STORAGE/docker/registry/v2/repositories/big/app/_uploads
 mid=1
 wait_for_upload "$uploads" $((2 << 20)) "$SERVE_PID" && mid=0
 ok "$mid" "the function is mid-blob"
+tasks "$EXEC"
+is "$(tq '.[0].stages | map("\(.name)=\(.status)") | join(" ")')" \
+    "pull_prepare=succeeded pull=succeeded pull_post=succeeded push_prepare=succeeded push=running" \
+    "the task's live view shows the function's stages: push is running"
 t0=$(date +%s%N)
 api POST "/executions/$EXEC/stop"
 t1=$(date +%s%N)
@@ -300,5 +248,6 @@ serve_stop
 leaks=$(cat "$E2E_WORK"/fn*.log "$E2E_WORK"/fn*.out "$E2E_WORK"/gw*/access.log "$E2E_WORK"/gw*/error.log \
     "$E2E_WORK"/faas.log "$E2E_WORK"/faas.out "$E2E_WORK/dst/registry.log" | grep -c -- "$REG_DST_PASS" || true)
 is "$leaks" 0 "the target's password is in no log of serve, the functions, the gateway or the registry"
+unlike "$(cat "$E2E_WORK"/faas.log)" "callbacks/faas/[A-Za-z0-9_-]" "no attempt's callback token is in serve's log"
 
 done_testing

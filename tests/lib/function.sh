@@ -29,6 +29,7 @@ chmod 600 "$FN_KEY"
 _fn_cleanup() {
     local p
     gateway_stop
+    asyncgw_stop
     for p in $FN_PID $SINK_PID; do
         { kill -9 "$p" && wait "$p"; } 2>/dev/null || true
     done

@@ -8,6 +8,8 @@
 #                             GW_URL, GW_PID and GW_LOG (its access log:
 #                             method, status, upstream address and status)
 #   gateway_stop              stop it (SIGTERM, then wait)
+#   asyncgw_start DIR URL..., asyncgw_stop   the stand-in OpenFaaS gateway with
+#                             its async queue (tests/faasgw.py), below
 GW_PID=""
 gateway_start() {
     local u
@@ -66,4 +68,36 @@ gateway_stop() {
     [[ -n $GW_PID ]] || return 0
     kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
     GW_PID=""
+}
+
+# asyncgw_start DIR URL... (tests/faasgw.py): the stand-in OpenFaaS gateway
+# with its async queue over the function URLs; sets AGW_URL (its base:
+# /function/NAME, /async-function/NAME, /_/stats, /_/control), AGW_PID and
+# AGW_LOG. Extra faasgw.py flags go in AGW_ARGS (an array).
+AGW_PID=""
+asyncgw_start() {
+    local dir=$1 u args=() end
+    shift
+    mkdir -p "$dir"
+    for u in "$@"; do args+=(--upstream "$u"); done
+    AGW_LOG=$dir/gateway.log
+    rm -f "$dir/port"
+    python3 "$(dirname "${BASH_SOURCE[0]}")/../faasgw.py" --port-file "$dir/port" --log "$AGW_LOG" \
+        "${args[@]}" ${AGW_ARGS[@]+"${AGW_ARGS[@]}"} </dev/null >"$dir/gateway.out" 2>&1 &
+    AGW_PID=$!
+    end=$((SECONDS + 20))
+    until [[ -s $dir/port ]]; do
+        if ((SECONDS >= end)) || ! kill -0 "$AGW_PID" 2>/dev/null; then
+            echo "# the stand-in gateway did not start: $(tail -n 3 "$dir/gateway.out")" >&2
+            return 1
+        fi
+        sleep 0.02
+    done
+    AGW_URL=http://127.0.0.1:$(cat "$dir/port")
+}
+
+asyncgw_stop() {
+    [[ -n $AGW_PID ]] || return 0
+    kill -TERM "$AGW_PID" 2>/dev/null && wait "$AGW_PID" 2>/dev/null || true
+    AGW_PID=""
 }

@@ -31,18 +31,9 @@ local function async_url(gateway)
   return head .. "/async-function/" .. tail
 end
 
--- Reads the settings from opts (sys: for the keyring; default_concurrency:
--- what --faas-concurrency defaults to). Returns false when the executor is
--- local and no --gateway is given; else a new table {executor, gateway,
--- async_gateway, mode, token, keyring, retries, timeout, concurrency,
--- lease}; or nil, err.
-function config.read(opts, sys, default_concurrency)
-  local ex = opts.executor or "local"
-  if ex ~= "local" and ex ~= "faas" then return nil, "--executor must be local or faas" end
-  if ex == "local" and opts.gateway == nil then return false end
-  if type(opts.gateway) ~= "string" or not opts.gateway:find("^https?://[^/]") then
-    return nil, "--executor faas needs --gateway URL (e.g. http://gateway:8080/function/replica)"
-  end
+-- Reads the functions' token and the seal key from opts. Returns token,
+-- keyring, or nil, err.
+local function secrets(opts, sys)
   if type(opts.function_token) ~= "string" then
     return nil, opts.function_token_file
       and ("--function-token-file " .. opts.function_token_file .. ": cannot read it")
@@ -58,6 +49,47 @@ function config.read(opts, sys, default_concurrency)
     return nil, why == "missing" and ("seal key file " .. opts.seal_key_file
       .. " does not exist: give the key the functions hold (--seal-key-file)") or kerr
   end
+  return token, keyring
+end
+
+-- The settings of a template's remote stages ({name, fn, remote = URL}):
+-- {token, keyring, retries, timeout} when the functions' token or a seal
+-- key is given, false when neither is (the stages are then a bare POST), or
+-- nil, err.
+function config.stages(opts, sys)
+  if opts.function_token == nil and opts.seal_key_file == nil then return false end
+  local token, keyring = secrets(opts, sys)
+  if not token then return nil, "remote stages: " .. keyring:gsub("^%-%-executor faas needs", "need") end
+  local retries, err = number(opts.faas_retries, 4, "--faas-retries", true, true)
+  if not retries then return nil, err end
+  local timeout
+  timeout, err = number(opts.faas_timeout, 3600, "--faas-timeout")
+  if not timeout then return nil, err end
+  return { token = token, keyring = keyring, retries = retries, timeout = timeout }
+end
+
+-- The options object of an invocation, from the options of run or a
+-- policy ({override, bandwidth (bytes/s), chunk_size, platforms}).
+function config.options(opts)
+  return { override = opts.override, chunk_size = opts.chunk_size,
+           bandwidth = opts.bandwidth and tostring(opts.bandwidth) or nil,
+           platforms = opts.platforms and setmetatable(opts.platforms, json.array_mt) or nil }
+end
+
+-- Reads the settings from opts (sys: for the keyring; default_concurrency:
+-- what --faas-concurrency defaults to). Returns false when the executor is
+-- local and no --gateway is given; else a new table {executor, gateway,
+-- async_gateway, mode, token, keyring, retries, timeout, concurrency,
+-- lease}; or nil, err.
+function config.read(opts, sys, default_concurrency)
+  local ex = opts.executor or "local"
+  if ex ~= "local" and ex ~= "faas" then return nil, "--executor must be local or faas" end
+  if ex == "local" and opts.gateway == nil then return false end
+  if type(opts.gateway) ~= "string" or not opts.gateway:find("^https?://[^/]") then
+    return nil, "--executor faas needs --gateway URL (e.g. http://gateway:8080/function/replica)"
+  end
+  local token, keyring = secrets(opts, sys)
+  if not token then return nil, keyring end
   local cfg = { executor = ex, gateway = opts.gateway, token = token, keyring = keyring,
                 mode = opts.faas_mode or "sync" }
   if cfg.mode ~= "sync" and cfg.mode ~= "async" then return nil, "--faas-mode must be sync or async" end

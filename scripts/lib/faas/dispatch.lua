@@ -11,6 +11,9 @@ local dispatch = {}
 
 -- Statuses that mean "the platform did not run it": dispatched again.
 local RETRIED = { [429] = true, [502] = true, [503] = true, [504] = true }
+-- In async mode a 500 is retried too: the queue-worker reports a function
+-- whose process failed (or a queue error) as 500, and never retries itself.
+local RETRIED_ASYNC = { [429] = true, [500] = true, [502] = true, [503] = true, [504] = true }
 
 -- The invocation object of one side from its spec ({url, kind, fields,
 -- options, tls}), with the fields sealed for that registry's URL. Returns a
@@ -45,7 +48,8 @@ end
 -- Returns a dispatcher for cfg = {gateway, token, keyring, template (its
 -- name), source, target (side specs), options (the invocation's options
 -- object), retries (attempts after the first), timeout (seconds a task may
--- take), hooks}. Its run(t [, first]) sends task t as attempts first,
+-- take), async_gateway (async mode: OpenFaaS's /async-function/NAME),
+-- hooks}. Its run(t [, first]) sends task t as attempts first,
 -- first + 1, ... (first defaults to 1) and returns the record a local run
 -- would: {repository, dest_repository, tags, status, stages, attempts (the
 -- last attempt's number)}, with error when no function answered it.
@@ -58,7 +62,11 @@ end
 --     nil for none; a lease that runs out abandons the attempt as lost;
 --   finish(t, n, outcome, err): outcome is "succeeded", "failed" (the
 --     task ran and failed, or the answer was refused), "lost" (another
---     attempt follows, if any are left) or "cancelled".
+--     attempt follows, if any are left) or "cancelled";
+--   await(t, n) (async mode) -> the result the callback brought
+--     ({status (X-Function-Status), headers, body}), or nil, err and
+--     whether the lease ran out. begin's fields may say adopted = true: the
+--     attempt was queued before (by an earlier daemon) and is only awaited.
 function dispatch.new(cfg)
   local d = {}
   local source = side_object(cfg.source, cfg.keyring)
@@ -66,15 +74,35 @@ function dispatch.new(cfg)
   local headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. cfg.token }
   local hooks = cfg.hooks or {}
 
-  -- Sends attempt n of task t with the fields extra; returns the answer or
-  -- nil, err.
-  local function send(t, n, extra)
-    local body = json.encode({ kind = "task", attempt = n, template = cfg.template,
+  -- The invocation of attempt n of task t with the fields extra (JSON).
+  local function invocation_of(t, n, extra)
+    return json.encode({ kind = "task", attempt = n, template = cfg.template,
       call_id = extra.call_id, callback_url = extra.callback_url, heartbeat = extra.heartbeat,
       repository = t.repository, dest_repository = t.dest_repository,
       tags = setmetatable(t.tags, json.array_mt), options = cfg.options, source = source, target = target })
-    return http.request{ method = "POST", url = cfg.gateway, headers = headers, body = body,
+  end
+
+  -- Sends attempt n of task t with the fields extra; returns the answer or
+  -- nil, err.
+  local function send(t, n, extra)
+    return http.request{ method = "POST", url = cfg.gateway, headers = headers, body = invocation_of(t, n, extra),
                          timeout = cfg.timeout, follow = false }
+  end
+
+  -- Async mode: queues attempt n (unless it was adopted) with the callback
+  -- URL and call id in OpenFaaS's headers, then waits for the result the
+  -- callback brings. A 202 means "leased", never "done". Returns the answer
+  -- (the queue's refusal, or the callback's result), or nil, err, expired.
+  local function send_async(t, n, extra)
+    if not extra.adopted then
+      local h = { ["X-Callback-Url"] = extra.callback_url, ["X-Call-Id"] = extra.call_id }
+      for k, v in pairs(headers) do h[k] = v end
+      local res, err = http.request{ method = "POST", url = cfg.async_gateway, headers = h,
+                                     body = invocation_of(t, n, extra), timeout = 60, follow = false }
+      if not res then return nil, "gateway " .. cfg.async_gateway .. ": " .. tostring(err) end
+      if res.status ~= 202 then return res end
+    end
+    return hooks.await(t, n)
   end
 
   -- send under attempt n's lease: when hooks.deadline's time passes with no
@@ -123,7 +151,12 @@ function dispatch.new(cfg)
         record.error = why
         return record
       end
-      local res, err, expired = send_leased(t, n, extra)
+      local res, err, expired
+      if cfg.async_gateway then
+        res, err, expired = send_async(t, n, extra)
+      else
+        res, err, expired = send_leased(t, n, extra)
+      end
       if task.cancelled() then
         record.error = "cancelled"
         finish(t, n, "cancelled", "cancelled")
@@ -146,8 +179,9 @@ function dispatch.new(cfg)
         finish(t, n, "failed", record.error)
         return record
       end
-      record.error = res and answer_error(res) or expired and err or ("gateway " .. cfg.gateway .. ": " .. tostring(err))
-      if res and not RETRIED[res.status] then
+      record.error = res and answer_error(res) or (expired or cfg.async_gateway) and err
+                     or ("gateway " .. cfg.gateway .. ": " .. tostring(err))
+      if res and not (cfg.async_gateway and RETRIED_ASYNC or RETRIED)[res.status] then
         finish(t, n, "failed", record.error)
         return record
       end
@@ -165,6 +199,55 @@ function dispatch.new(cfg)
   end
 
   return d
+end
+
+-- Returns the sender of a template's remote stages ({name, fn, remote =
+-- URL}) for cfg = {token, keyring, template (its name), source, target,
+-- options, retries, timeout}: runner.run calls it as remote(s, ctx, input)
+-- for each such stage. It POSTs the one-stage invocation (docs/faas.md: the
+-- stage's name, the task, the sealed sides, the input, the earlier results
+-- and the task's data) to the stage's URL with the functions' token, sends
+-- it again as the next attempt when the platform lost it, and takes the
+-- task's data back from the answer. Returns ok, output, err, attempts.
+function dispatch.stage_sender(cfg)
+  local source = side_object(cfg.source, cfg.keyring)
+  local target = side_object(cfg.target, cfg.keyring)
+  local headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. cfg.token }
+  return function(s, ctx, input)
+    local t = ctx.task
+    local data, derr = sandbox.plain(ctx.data or {}, "the task's data")
+    if not data then return false, nil, "remote stage " .. s.name .. ": " .. derr, 0 end
+    local err
+    for n = 1, cfg.retries + 1 do
+      local body = json.encode({ kind = "stage", attempt = n, template = cfg.template, stage = s.name,
+        repository = t.repository, dest_repository = t.dest_repository, tags = setmetatable(t.tags, json.array_mt),
+        options = cfg.options, source = source, target = target, input = input,
+        results = next(ctx.results or {}) and sandbox.plain(ctx.results, "results") or nil,
+        data = next(data) and data or nil })
+      local res, rerr = http.request{ method = "POST", url = s.remote, headers = headers, body = body,
+                                      timeout = cfg.timeout, follow = false }
+      local v = res and res.status == 200 and json.decode(res.body or "")
+      if type(v) == "table" and v.kind == "stage" then
+        if v.attempt ~= n then return false, nil, string.format("remote stage %s: the answer is for attempt %s, not %d", s.name, tostring(v.attempt), n), n end
+        if type(v.data) == "table" then
+          for k in pairs(ctx.data) do ctx.data[k] = nil end
+          for k, x in pairs(v.data) do ctx.data[k] = x end
+        end
+        if v.status == "succeeded" then return true, v.output, nil, n end
+        return false, v.output, type(v.error) == "string" and v.error or "the remote stage failed", n
+      end
+      err = string.format("remote stage %s at %s: %s", s.name, s.remote,
+                          res and (res.status == 200 and "the answer is not a stage result" or answer_error(res)) or tostring(rerr))
+      if res and (res.status == 200 or not RETRIED[res.status]) then return false, nil, err, n end
+      if task.cancelled() then return false, nil, "cancelled", n end
+      if n <= cfg.retries then
+        local wait = backoff(n, res)
+        log.warn("%s: %s (attempt %d); attempt %d in %.1f s", t.repository, err, n, n + 1, wait)
+        if not time.sleep(wait) then return false, nil, "cancelled", n end
+      end
+    end
+    return false, nil, err, cfg.retries + 1
+  end
 end
 
 return dispatch

@@ -120,6 +120,28 @@ local function read_tags(tags)
   return out
 end
 
+-- Checks the one-stage fields of invocation inv for template: stage (the
+-- name of one of its stages that runs a function), input (any JSON),
+-- results and data (objects: the earlier stages' outputs and the task's
+-- data). Returns the stage's name, or nil, err.
+local function read_stage(inv, template)
+  if type(inv.stage) ~= "string" then return nil, "stage must be the name of a stage of the template" end
+  local found
+  for _, st in ipairs(template.stages) do
+    if st.name == inv.stage then found = st end
+  end
+  if not found then return nil, string.format("stage: template '%s' has no stage '%s'", template.name, inv.stage) end
+  if not found.fn then
+    return nil, string.format("stage: stage '%s' of template '%s' names no function to run here", inv.stage, template.name)
+  end
+  for _, f in ipairs({ "results", "data" }) do
+    if inv[f] ~= nil and (type(inv[f]) ~= "table" or (next(inv[f]) ~= nil and #inv[f] > 0)) then
+      return nil, f .. " must be an object"
+    end
+  end
+  return inv.stage
+end
+
 -- Whether s can be a call id: what names one attempt, in a cancel too.
 function invocation.call_id_ok(s)
   return #s >= 1 and #s <= 128 and not s:find("[^%w%._:/%-]")
@@ -127,9 +149,10 @@ end
 
 -- Parses and checks the invocation body (too_large: the body was over
 -- --max-body), opening credentials with keyring. Returns the invocation
--- {kind = "task", attempt, template, task, src, dst, options, callback_url,
--- callback_token, call_id, heartbeat}, or a cancel {kind = "cancel",
--- call_id}, or nil, status, err.
+-- {kind = "task" or "stage", attempt, template, task, src, dst, options,
+-- callback_url, callback_token, call_id, heartbeat; for a stage also stage
+-- (its name), input, results, data}, or a cancel {kind = "cancel", call_id},
+-- or nil, status, err.
 function invocation.read(body, too_large, keyring)
   if too_large then return nil, 413, "the invocation is larger than --max-body" end
   local inv, jerr = json.decode(body or "")
@@ -142,13 +165,18 @@ function invocation.read(body, too_large, keyring)
     return { kind = "cancel", call_id = inv.cancel }
   end
   local kind = inv.kind == nil and "task" or inv.kind
-  if kind == "stage" then return bad("kind \"stage\" (one-stage invocations) is not supported yet") end
-  if kind ~= "task" then return bad("kind must be \"task\"") end
+  if kind ~= "task" and kind ~= "stage" then return bad("kind must be \"task\" or \"stage\"") end
   local attempt = inv.attempt == nil and 1 or math.tointeger(inv.attempt)
   if not attempt or attempt < 1 then return bad("attempt must be a positive integer") end
   if type(inv.template) ~= "string" then return bad("template must be a template name, e.g. \"distribution\"") end
   local template, terr = runner.template(inv.template)
   if not template then return bad("template: %s", terr) end
+  local stage
+  if kind == "stage" then
+    local serr
+    stage, serr = read_stage(inv, template)
+    if not stage then return bad("%s", serr) end
+  end
   if type(inv.repository) ~= "string" then return bad("repository must be a repository name") end
   local ok, rerr = reference.repository(inv.repository)
   if not ok then return bad("repository: %s", rerr) end
@@ -180,6 +208,7 @@ function invocation.read(body, too_large, keyring)
   dst, status, err = side_client("target", inv.target, keyring, opts)
   if not dst then return nil, status, err end
   return { kind = kind, attempt = attempt, template = template, src = src, dst = dst, options = opts,
+           stage = stage, input = kind == "stage" and inv.input or nil, results = inv.results, data = inv.data,
            task = { kind = "copy", repository = inv.repository, dest_repository = dest, tags = tags },
            callback_url = inv.callback_url, callback_token = inv.callback_token, call_id = inv.call_id,
            heartbeat = heartbeat }

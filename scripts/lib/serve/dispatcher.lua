@@ -53,13 +53,14 @@ end
 -- Reads the FaaS settings from serve's opts into s.faas (nil when no
 -- gateway is set). Returns true or nil, err.
 function dispatcher.setup(s, opts)
+  -- what the sender of remote stages reads (dispatcher.stage_sender)
+  s.stage_opts = { function_token = opts.function_token, function_token_file = opts.function_token_file,
+                   seal_key_file = opts.seal_key_file, faas_retries = opts.faas_retries,
+                   faas_timeout = opts.faas_timeout }
   local cfg, err = faas_config.read(opts, s.sys, 64)
   if cfg == nil then return nil, err end
   s.default_executor = opts.executor or "local"
   if not cfg then return true end
-  if cfg.mode == "async" then
-    return nil, "--faas-mode async is not built yet (docs/faas.md): use sync, the default"
-  end
   local base = opts.callback_url
   if base and not base:find("^https?://[^/]") then return nil, "--callback-url must be an http(s) URL" end
   s.faas = { cfg = cfg, base = base and base:gsub("/+$", ""), slots = semaphore(cfg.concurrency), live = {},
@@ -120,8 +121,16 @@ function dispatcher.prepare(s, p, opts, template, entries, src_spec, dst_spec)
   end
   local cfg = s.faas.cfg
   return { template = template.name, source = src_spec, target = dst_spec, seq = seq, fn = fn,
-           retries = p.retries or cfg.retries,
-           options = { override = opts.override, bandwidth = opts.bandwidth and tostring(opts.bandwidth) or nil } }
+           retries = p.retries or cfg.retries, options = faas_config.options(opts) }
+end
+
+-- The sender of the remote stages of template (pinned for an execution of
+-- policy p, with the policy's options opts and the registries' specs), or
+-- false (none, or no token and seal key: a bare POST), or nil, err.
+function dispatcher.stage_sender(s, p, opts, template, src_spec, dst_spec)
+  local o = setmetatable({ override = opts.override, bandwidth = opts.bandwidth,
+                           faas_retries = p.retries or s.stage_opts.faas_retries }, { __index = s.stage_opts })
+  return require("replicate").stage_sender(o, s.sys, template, src_spec, dst_spec)
 end
 
 -- Ends every running attempt of task_id as status with err (inside a
@@ -139,6 +148,15 @@ local function hooks(s, exec_id, row, plan)
   local h = {}
   function h.begin(_, n)
     if task.cancelled() or s.stop_requested[exec_id] then return nil, "cancelled" end
+    if plan.adopt and plan.adopt.attempt == n then
+      -- queued by an earlier daemon, with its lease still running: await it
+      local a = plan.adopt
+      assert(db:exec("UPDATE tasks SET status = 'Running' WHERE id = ? AND status IN ('Pending', 'Running')", row.id))
+      f.live[row.id] = { attempt = n, exec = exec_id, deadline = time.mono() + (a.lease_until - time.now()),
+                         plan = plan, call_id = a.call_id, written = time.mono() }
+      log.info("task %d: awaiting attempt %d (call %s), queued before the restart", row.id, n, a.call_id)
+      return { adopted = true, call_id = a.call_id }
+    end
     local token = base64.urlencode(s.sys.random(24))
     local call_id = string.format("%s-t%d-a%d", f.instance, row.id, n)
     local now, ok = time.now(), false
@@ -171,6 +189,19 @@ local function hooks(s, exec_id, row, plan)
     if l and l.attempt == n then return l.deadline end
     return time.mono() -- revoked: abandon it now
   end
+  function h.await(_, n)
+    while true do
+      local l = f.live[row.id]
+      if not l or l.attempt ~= n then return nil, "the attempt was revoked" end
+      if l.result then return l.result end
+      local left = l.deadline - time.mono()
+      if left <= 0 then return nil, "the lease ran out: no news from the function", true end
+      l.waker = task.spawn({ name = "await task " .. row.id }, function() time.sleep(left) end)
+      l.waker:wait()
+      l.waker = nil
+      if task.cancelled() then return nil, "cancelled" end
+    end
+  end
   function h.finish(_, n, outcome, err)
     local l = f.live[row.id]
     if l and l.attempt == n then f.live[row.id] = nil end
@@ -195,10 +226,16 @@ function dispatcher.attempt(s, exec_id, row, plan, st)
   local db = s.db
   if not s.faas.slots.acquire() then return end
   local ok, err = pcall(function()
+    local cfg = s.faas.cfg
     local p = setmetatable({ first = row.attempts + 1 }, { __index = plan })
-    local d = dispatch.new{ gateway = s.faas.cfg.gateway, token = s.faas.cfg.token,
-      keyring = s.faas.cfg.keyring, template = plan.template, source = plan.source, target = plan.target,
-      options = plan.options, retries = plan.retries, timeout = s.faas.cfg.timeout,
+    -- an async attempt queued before a restart, whose lease still runs, is awaited, not sent again
+    local a = cfg.async_gateway and db:row([[SELECT attempt, call_id, lease_until FROM task_attempts
+                                              WHERE task = ? AND attempt = ? AND status = 'running' AND mode = 'async'
+                                              AND lease_until > ?]], row.id, row.attempts, time.now())
+    if a then p.first, p.adopt = a.attempt, a end
+    local d = dispatch.new{ gateway = cfg.gateway, async_gateway = cfg.async_gateway, token = cfg.token,
+      keyring = cfg.keyring, template = plan.template, source = plan.source, target = plan.target,
+      options = plan.options, retries = plan.retries, timeout = cfg.timeout,
       hooks = hooks(s, exec_id, row, p) }
     local t = { id = row.id, repository = row.repository, dest_repository = row.dest_repository,
                 tags = json.decode(row.tags) or {} }
@@ -264,11 +301,14 @@ function dispatcher.revoke(s, id)
 end
 
 -- At start: attempts left running by an earlier daemon are lost (their
--- tasks go back to Pending and are dispatched again, as the next attempt).
+-- tasks go back to Pending and are dispatched again, as the next attempt),
+-- except async ones whose lease still runs: those are awaited (their
+-- callback URL stays valid).
 function dispatcher.recover(s)
+  local now = time.now()
   local n = assert(s.db:exec([[UPDATE task_attempts SET status = 'lost', finished = ?,
                                  error = 'the coordinator restarted while it ran'
-                               WHERE status = 'running']], time.now()))
+                               WHERE status = 'running' AND NOT (mode = 'async' AND lease_until > ?)]], now, now))
   if n > 0 then log.info("%d attempt(s) in flight at the last stop are lost; their tasks run again", n) end
 end
 
@@ -299,14 +339,24 @@ local function progress(s, t, l, ev)
 end
 
 -- POST /api/v1/callbacks/faas/{token}: an event of the attempt the token
--- names. The current attempt's renews its lease (200); any other gets 409
--- with {"cancel": true}.
+-- names, or (with X-Function-Status, from OpenFaaS's queue-worker) its
+-- result. The current attempt's renews its lease (200); any other gets 409
+-- with {"cancel": true}, and a result of it is ignored.
 local function callback(s, req, token)
   local db = s.db
   local a = db:row("SELECT task, attempt, status FROM task_attempts WHERE callback_hash = ?", digest.sha256(token))
   if not a then api.fail(404, "no attempt has this callback token") end
   local t = db:row("SELECT id, execution, status, attempts FROM tasks WHERE id = ?", a.task)
   local l = s.faas and s.faas.live[a.task]
+  if t and (t.status == "Pending" or t.status == "Running") and t.attempts == a.attempt and a.status == "running"
+     and not l then
+    -- current, but not awaited yet: an async attempt in the moment after a
+    -- restart, before its execution resumed and adopted it
+    if req:header("x-function-status") then
+      return api.reply_error(req, 503, "the coordinator is resuming; the result cannot be taken yet")
+    end
+    return api.reply(req, 200, { ok = true })
+  end
   if not t or t.status ~= "Running" or t.attempts ~= a.attempt or a.status ~= "running" or not l
      or l.attempt ~= a.attempt then
     local why = not t and "its task was deleted"
@@ -314,8 +364,16 @@ local function callback(s, req, token)
       or t.attempts ~= a.attempt and string.format("attempt %d superseded it", t.attempts)
       or a.status ~= "running" and ("it is " .. a.status)
       or "the coordinator no longer waits for it"
-    return api.reply(req, 409, { error = string.format("attempt %d of task %d is not current: %s", a.attempt,
-                                                       a.task, why), cancel = true })
+    local msg = string.format("attempt %d of task %d is not current: %s", a.attempt, a.task, why)
+    if req:header("x-function-status") then log.info("a result is ignored: %s", msg) end
+    return api.reply(req, 409, { error = msg, cancel = true })
+  end
+  local fstatus = req:header("x-function-status")
+  if fstatus then
+    l.result = { status = math.tointeger(tonumber(fstatus)) or 0, body = req.body or "",
+                 headers = { ["retry-after"] = req:header("retry-after") } }
+    if l.waker then l.waker:cancel() end
+    return api.reply(req, 200, { ok = true })
   end
   local ev = api.body(req)
   local now = time.mono()

@@ -95,7 +95,7 @@ local function task_view(db, row)
     stages[#stages + 1] = { name = r.name, ["function"] = r["function"], status = r.status,
                             function_version = r.function_version, function_origin = r.function_origin,
                             started = api.iso(r.started), finished = api.iso(r.finished),
-                            output = decode(r.output, nil), error = r.error }
+                            output = decode(r.output, nil), error = r.error, attempts = r.attempts }
   end
   return {
     id = row.id, execution = row.execution, kind = row.kind, repository = row.repository,
@@ -218,10 +218,10 @@ local function save_stages(db, task_id, results)
   assert(db:exec("DELETE FROM stage_results WHERE task = ?", task_id))
   for i, r in ipairs(results) do
     assert(db:exec([[INSERT INTO stage_results (task, seq, name, function, status, started, finished, output, error,
-                                                function_version, function_origin)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]], task_id, i, r.name, r["function"] or "?", r.status,
+                                                function_version, function_origin, attempts)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]], task_id, i, r.name, r["function"] or "?", r.status,
                    r.started, r.finished, r.output ~= nil and encode(r.output) or nil, r.error,
-                   r.function_version, r.function_origin))
+                   r.function_version, r.function_origin, math.tointeger(r.attempts)))
   end
 end
 
@@ -281,7 +281,7 @@ local function attempt(s, exec_id, row, env)
       bus.publish("stage", { execution = exec_id, task = row.id, stage = name, status = r.status,
                              error = r.error })
     end
-  end)
+  end, env.remote_stages)
   s.sys.task_log(0)
   if task.cancelled() and not s.stop_requested[exec_id] then return end -- shutdown: resume later
   local status, err = ok and "Succeeded" or "Failed", nil
@@ -418,9 +418,11 @@ local function run_execution(s, id)
   local dst, derr = registries.client(s, dst_row, { max_speed = opts.bandwidth })
   if not dst then return fail_execution(s, id, derr) end
   local remote, limit = nil, p.jobs
+  local src_spec = assert(registries.spec(s, src_row))
+  local dst_spec = assert(registries.spec(s, dst_row))
+  local stage_sender, sterr = dispatcher.stage_sender(s, p, opts, template, src_spec, dst_spec)
+  if stage_sender == nil then return fail_execution(s, id, sterr) end
   if dispatcher.executor_of(s, p) == "faas" then
-    local src_spec = assert(registries.spec(s, src_row))
-    local dst_spec = assert(registries.spec(s, dst_row))
     local rerr
     remote, rerr = dispatcher.prepare(s, p, opts, template, library.entries_of(template), src_spec, dst_spec)
     if not remote then return fail_execution(s, id, rerr) end
@@ -449,7 +451,7 @@ local function run_execution(s, id)
   local rows = assert(db:query([[SELECT * FROM tasks WHERE execution = ? AND status IN ('Pending', 'Running')
                                  ORDER BY kind = 'delete', id]], id))
   local env = { src = src, dst = dst, opts = opts, template = template,
-                run = taskrun.shared(), faas = remote }
+                run = taskrun.shared(), faas = remote, remote_stages = stage_sender or nil }
   local done, merr = parallel.map(rows, function(row)
     run_task(s, id, row, env)
     return true
