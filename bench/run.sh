@@ -2,8 +2,8 @@
 # bench/run.sh - `make bench`: GET throughput of Lua tasks against a plain C
 # libcurl multi loop, and memory per in-flight request. Starts the loopback
 # servers (tests/servers.sh), prints a table, stops the servers. Then the
-# replication, daemon and console benchmarks (bench/replicate.sh, serve.sh,
-# console.sh).
+# replication, daemon, FaaS coordinator and console benchmarks
+# (bench/replicate.sh, serve.sh, faas.sh, console.sh).
 #   REPLICA  the engine binary (set by the Makefile; default build/release/replica)
 # Exits 0 when every run completed and every response checked out, whatever
 # the figures; a failed run (bad status, short body, error) exits 1.
@@ -174,6 +174,10 @@ REPLICA=$REPLICA "$ROOT/bench/replicate.sh"
 # The daemon: API reads under wrk during an execution, and a webhook burst.
 echo
 REPLICA=$REPLICA "$ROOT/bench/serve.sh"
+
+# The FaaS coordinator: 10,000 tasks to a function that answers at once.
+echo
+REPLICA=$REPLICA "$ROOT/bench/faas.sh"
 
 # The web console: its bundle, the execution page, saving a function to a run.
 echo

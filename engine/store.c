@@ -187,7 +187,11 @@ static const char *const migrations[] = {
     "  finished REAL,"
     "  error TEXT,"
     "  PRIMARY KEY (task, attempt));"
-    "CREATE INDEX task_attempts_running ON task_attempts(status) WHERE status = 'running';",
+    "CREATE INDEX task_attempts_running ON task_attempts(status) WHERE status = 'running';"
+    /* an execution's counts, recomputed at every task's end, from the index alone */
+    "CREATE INDEX tasks_by_execution_status ON tasks(execution, status);"
+    /* a webhook event's task: found by repository, not by a scan */
+    "CREATE INDEX tasks_by_execution_repository ON tasks(execution, repository);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
