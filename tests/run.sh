@@ -50,4 +50,4 @@ else
     fi
 fi
 cd "$ROOT"
-prove --exec "$ROOT/tests/tap-exec" "${files[@]}"
+prove --timer --exec "$ROOT/tests/tap-exec" "${files[@]}"

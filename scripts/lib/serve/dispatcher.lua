@@ -105,11 +105,14 @@ local function check_bundled(template, entries)
   return true
 end
 
--- Prepares execution exec_id of policy p for the faas executor: returns
--- {dispatch options, seq (stage name -> template position), fn (stage name
--- -> function), retries}, or nil, err. src_spec and dst_spec are the
--- registries' specs (serve/registries.lua); entries are the pinned scripts.
-function dispatcher.prepare(s, p, opts, template, entries, src_spec, dst_spec)
+local hooks -- below
+
+-- Prepares execution exec_id of policy p for the faas executor: returns its
+-- plan {d (the dispatcher, the sides sealed once), seq (stage name ->
+-- template position), fn (stage name -> function), per (task id -> {first,
+-- adopt})}, or nil, err. src_spec and dst_spec are the registries' specs
+-- (serve/registries.lua); entries are the pinned scripts.
+function dispatcher.prepare(s, exec_id, p, opts, template, entries, src_spec, dst_spec)
   if not s.faas then
     return nil, "the policy's executor is faas, but this daemon has no FaaS gateway (start it with --gateway; docs/faas.md)"
   end
@@ -120,8 +123,13 @@ function dispatcher.prepare(s, p, opts, template, entries, src_spec, dst_spec)
     seq[st.name], fn[st.name] = i, st.fn or st.remote or "?"
   end
   local cfg = s.faas.cfg
-  return { template = template.name, source = src_spec, target = dst_spec, seq = seq, fn = fn,
-           retries = p.retries or cfg.retries, options = faas_config.options(opts) }
+  local plan = { seq = seq, fn = fn, per = {} }
+  plan.d = dispatch.new{ gateway = cfg.gateway, async_gateway = cfg.async_gateway, token = cfg.token,
+    keyring = cfg.keyring, template = template.name, source = src_spec, target = dst_spec,
+    options = faas_config.options(opts), retries = p.retries or cfg.retries, timeout = cfg.timeout,
+    lease_note = string.format(" for %g s (its callbacks go to %s/api/v1/callbacks/faas/...)", cfg.lease, s.faas.base),
+    hooks = hooks(s, exec_id, plan) }
+  return plan
 end
 
 -- The sender of the remote stages of template (pinned for an execution of
@@ -140,17 +148,18 @@ local function end_attempts(db, task_id, status, err)
                    WHERE task = ? AND status = 'running']], status, time.now(), err, task_id))
 end
 
--- The hooks faas/dispatch.lua calls for task row (of execution exec_id, in
--- plan): each attempt is recorded before it is sent, and its lease is kept
--- in s.faas.live.
-local function hooks(s, exec_id, row, plan)
+-- The hooks faas/dispatch.lua calls for the tasks t ({id, repository, ...})
+-- of execution exec_id (in plan): each attempt is recorded before it is
+-- sent, and its lease is kept in s.faas.live.
+hooks = function(s, exec_id, plan)
   local db, f = s.db, s.faas
   local h = {}
-  function h.begin(_, n)
+  function h.begin(row, n)
     if task.cancelled() or s.stop_requested[exec_id] then return nil, "cancelled" end
-    if plan.adopt and plan.adopt.attempt == n then
+    local per = plan.per[row.id]
+    if per.adopt and per.adopt.attempt == n then
       -- queued by an earlier daemon, with its lease still running: await it
-      local a = plan.adopt
+      local a = per.adopt
       assert(db:exec("UPDATE tasks SET status = 'Running' WHERE id = ? AND status IN ('Pending', 'Running')", row.id))
       f.live[row.id] = { attempt = n, exec = exec_id, deadline = time.mono() + (a.lease_until - time.now()),
                          plan = plan, call_id = a.call_id, written = time.mono() }
@@ -164,7 +173,7 @@ local function hooks(s, exec_id, row, plan)
       local changed = assert(db:exec([[UPDATE tasks SET status = 'Running', attempts = ?, error = NULL,
                                        finished = NULL, started = coalesce(?, started)
                                        WHERE id = ? AND status IN ('Pending', 'Running')]],
-                                     n, n == plan.first and now or nil, row.id))
+                                     n, n == per.first and now or nil, row.id))
       if changed == 0 then return true end -- stopped meanwhile
       end_attempts(db, row.id, "lost", "superseded by attempt " .. n)
       assert(db:exec("DELETE FROM stage_results WHERE task = ?", row.id)) -- an earlier attempt's
@@ -184,25 +193,27 @@ local function hooks(s, exec_id, row, plan)
     return { call_id = call_id, callback_url = f.base .. "/api/v1/callbacks/faas/" .. token,
              heartbeat = math.max(1, f.cfg.lease / 4) }
   end
-  function h.deadline(_, n)
+  function h.deadline(row, n)
     local l = f.live[row.id]
     if l and l.attempt == n then return l.deadline end
     return time.mono() -- revoked: abandon it now
   end
-  function h.await(_, n)
+  function h.await(row, n)
     while true do
       local l = f.live[row.id]
       if not l or l.attempt ~= n then return nil, "the attempt was revoked" end
       if l.result then return l.result end
       local left = l.deadline - time.mono()
-      if left <= 0 then return nil, "the lease ran out: no news from the function", true end
+      if left <= 0 then
+        return nil, string.format("the lease ran out: no news from the function for %g s", f.cfg.lease), true
+      end
       l.waker = task.spawn({ name = "await task " .. row.id }, function() time.sleep(left) end)
       l.waker:wait()
       l.waker = nil
       if task.cancelled() then return nil, "cancelled" end
     end
   end
-  function h.finish(_, n, outcome, err)
+  function h.finish(row, n, outcome, err)
     local l = f.live[row.id]
     if l and l.attempt == n then f.live[row.id] = nil end
     if outcome == "cancelled" and task.cancelled() and not s.stop_requested[exec_id] then
@@ -226,22 +237,18 @@ function dispatcher.attempt(s, exec_id, row, plan, st)
   local db = s.db
   if not s.faas.slots.acquire() then return end
   local ok, err = pcall(function()
-    local cfg = s.faas.cfg
-    local p = setmetatable({ first = row.attempts + 1 }, { __index = plan })
+    local per = { first = row.attempts + 1 }
     -- an async attempt queued before a restart, whose lease still runs, is awaited, not sent again
-    local a = cfg.async_gateway and db:row([[SELECT attempt, call_id, lease_until FROM task_attempts
+    local a = s.faas.cfg.async_gateway and db:row([[SELECT attempt, call_id, lease_until FROM task_attempts
                                               WHERE task = ? AND attempt = ? AND status = 'running' AND mode = 'async'
                                               AND lease_until > ?]], row.id, row.attempts, time.now())
-    if a then p.first, p.adopt = a.attempt, a end
-    local d = dispatch.new{ gateway = cfg.gateway, async_gateway = cfg.async_gateway, token = cfg.token,
-      keyring = cfg.keyring, template = plan.template, source = plan.source, target = plan.target,
-      options = plan.options, retries = plan.retries, timeout = cfg.timeout,
-      hooks = hooks(s, exec_id, row, p) }
+    if a then per.first, per.adopt = a.attempt, a end
+    plan.per[row.id] = per
     local t = { id = row.id, repository = row.repository, dest_repository = row.dest_repository,
                 tags = json.decode(row.tags) or {} }
     log.info("task %d: %s -> %s [%s] on the functions", row.id, row.repository, row.dest_repository,
              table.concat(t.tags, ", "))
-    local record = d.run(t, p.first)
+    local record = plan.d.run(t, per.first)
     if task.cancelled() and not s.stop_requested[exec_id] then return end -- shutdown: resume later
     local status = record.status == "succeeded" and "Succeeded" or "Failed"
     local why = record.error
@@ -267,6 +274,7 @@ function dispatcher.attempt(s, exec_id, row, plan, st)
                           attempts = record.attempts })
     st.announce(s, exec_id)
   end)
+  plan.per[row.id] = nil
   s.faas.slots.release()
   if not ok then error(err, 0) end
 end

@@ -424,7 +424,7 @@ local function run_execution(s, id)
   if stage_sender == nil then return fail_execution(s, id, sterr) end
   if dispatcher.executor_of(s, p) == "faas" then
     local rerr
-    remote, rerr = dispatcher.prepare(s, p, opts, template, library.entries_of(template), src_spec, dst_spec)
+    remote, rerr = dispatcher.prepare(s, id, p, opts, template, library.entries_of(template), src_spec, dst_spec)
     if not remote then return fail_execution(s, id, rerr) end
     limit = s.faas.cfg.concurrency -- the daemon-wide slots bound it
     log.info("execution %d: tasks run on the functions at %s", id, s.faas.cfg.gateway)
