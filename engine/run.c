@@ -55,6 +55,9 @@ static void usage(FILE *f)
             "  --seal-key-file FILE      the key shared with the functions (credentials are\n"
             "                            sent sealed under it)\n"
             "  --function-token-file FILE  the functions' bearer token (or REPLICA_FUNCTION_TOKEN)\n"
+            "                            (the token and key also send a template's remote stages)\n"
+            "  --faas-mode, --faas-lease, --callback-url  are replica serve's: a run holds each\n"
+            "                            request open (sync mode)\n"
             "engine:\n%s",
             cli_common_usage());
 }
@@ -82,6 +85,7 @@ static const char *const value_opts[][2] = {
     { "--faas-concurrency", "faas_concurrency" }, { "--faas-retries", "faas_retries" },
     { "--faas-timeout", "faas_timeout" }, { "--seal-key-file", "seal_key_file" },
     { "--function-token-file", "function_token_file" },
+    { "--faas-mode", "faas_mode" }, { "--faas-lease", "faas_lease" }, { "--callback-url", "callback_url" },
     { NULL, NULL },
 };
 

@@ -6,8 +6,9 @@
 #   VALGRIND=1  run under valgrind's leak check, on the specs listed in
 #               tests/valgrind.list only (the rest are too slow there)
 #   SANITIZED=1 the ASan + UBSan run of `make check`: the stand-ins' own
-#               tests (tests/e2e/standin_*.t) and the kinds' tests
-#               (tests/e2e/kind_*.t) are left out
+#               tests (tests/e2e/standin_*.t), the kinds' tests
+#               (tests/e2e/kind_*.t), serve_faas_async.t and
+#               run_remote_stage.t are left out
 #   FILE...     run just these test files
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,7 +47,10 @@ else
         # run Lua over C paths the other tests already take (the C the kinds
         # added, rsa and the clock formats, has its specs here): `make check`
         # leaves both to `make test`, to keep within its time.
-        mapfile -t files < <(printf '%s\n' "${files[@]}" | grep -v -e '/tests/e2e/standin_[^/]*\.t$' -e '/tests/e2e/kind_[^/]*\.t$')
+        # Likewise async FaaS mode and remote stages: Lua flows over the C
+        # that serve_faas.t, run_faas.t and function.t take.
+        mapfile -t files < <(printf '%s\n' "${files[@]}" | grep -v -e '/tests/e2e/standin_[^/]*\.t$' -e '/tests/e2e/kind_[^/]*\.t$' \
+            -e '/tests/e2e/serve_faas_async\.t$' -e '/tests/e2e/run_remote_stage\.t$')
     fi
 fi
 cd "$ROOT"

@@ -251,6 +251,15 @@ end
 -- (faas/dispatch.lua) and how many tasks it keeps in flight; false for the
 -- local executor; nil, err for a bad option.
 local function faas_dispatcher(opts, sys, template, src_spec, dst_spec)
+  -- A one-shot run holds each request open: async mode and leases need a
+  -- callback route at an address that outlives the request, which is serve's.
+  for _, o in ipairs({ { opts.faas_mode == "async", "--faas-mode async" }, { opts.faas_lease, "--faas-lease" },
+                       { opts.callback_url, "--callback-url" } }) do
+    if o[1] then
+      return nil, o[2] .. " is for replica serve: its callback route outlives a request; "
+        .. "replica run holds each task's request open (sync mode)"
+    end
+  end
   local cfg, err = faas_config.read(opts, sys, opts.jobs)
   if not cfg then return cfg, err end
   if cfg.executor ~= "faas" then return false end

@@ -116,6 +116,8 @@ like "$OUT" "attempt 1: gateway http://127.0.0.1:1/: .*; attempt 2 in 0.5 s" "it
 # 5. Bad options are refused before any work.
 replica_run --from "$S" --to "$D" --executor faas --seal-key-file "$FN_KEY"
 like "$RC:$OUT" "^1:.*--executor faas needs --gateway URL" "--executor faas without --gateway"
+replica_run --from "$S" --to "$D" --executor faas --gateway "$GW_URL" --seal-key-file "$FN_KEY" --faas-mode async
+like "$RC:$OUT" "^1:.*--faas-mode async is for replica serve" "async mode is serve's"
 replica_run --from "$S" --to "$D" --executor lambda
 like "$OUT" "--executor must be local or faas" "an unknown executor"
 REPLICA_FUNCTION_TOKEN= replica_run --from "$S" --to "$D" --executor faas --gateway "$GW_URL" --seal-key-file "$FN_KEY"

@@ -160,7 +160,7 @@ serve_stop
 gateway_start "$E2E_WORK/gw2" "$FN2_URL" "$FN3_URL"
 GW2_PID=$GW_PID
 serve_start faas --gateway "$GW_URL" --seal-key-file "$FN_KEY" --faas-lease 3
-head -c $((16 << 20)) /dev/urandom >"$E2E_WORK/solo.bin" # a blob the target has nowhere: nothing to mount
+head -c $((8 << 20)) /dev/urandom >"$E2E_WORK/solo.bin" # a blob the target has nowhere: nothing to mount
 push_big_image "$S" solo/app v1 "$E2E_WORK/solo.bin" >/dev/null
 policy fence '["solo/app"]' '"executor": "faas", "bandwidth_kbps": 2048'
 run_policy "$POL"
