@@ -49,8 +49,9 @@ end
 -- name), source, target (side specs), options (the invocation's options
 -- object), retries (attempts after the first), timeout (seconds a task may
 -- take), async_gateway (async mode: OpenFaaS's /async-function/NAME),
--- lease_note (added to the error of a lease that ran out), hooks}. Its run(t [, first]) sends task t as attempts first,
--- first + 1, ... (first defaults to 1) and returns the record a local run
+-- lease_note (added to the error of a lease that ran out), hooks}. Its
+-- run(t [, first]) sends task t as attempts first, first + 1, ... (first
+-- defaults to 1) and returns the record a local run
 -- would: {repository, dest_repository, tags, status, stages, attempts (the
 -- last attempt's number)}, with error when no function answered it.
 --
