@@ -236,6 +236,15 @@ function runner.run_one(template, name, ctx, input)
   return r
 end
 
+-- The failure of a task's stage results (runner.run's, or a function's
+-- answer): "stage: error" of the first stage that failed or was cancelled,
+-- or nil when none did.
+function runner.failure(results)
+  for _, r in ipairs(results) do
+    if r.status == "failed" or r.status == "cancelled" then return r.name .. ": " .. tostring(r.error) end
+  end
+end
+
 -- Runs the template's stages for ctx (its delete_stages when ctx.task.kind
 -- is "delete"). Returns results (a list in template order) and whether
 -- every stage succeeded. A hook, if given, is called as

@@ -7,8 +7,7 @@
 # result; the task's data (the pulled artifacts) travels with the stage and
 # back. A wrong token fails the stage at once; no password reaches a log.
 set -euo pipefail
-source "$(dirname "$0")/../lib/function.sh"
-source "$(dirname "$0")/../lib/serve.sh"
+source "$(dirname "$0")/../lib/serve_faas.sh"
 
 registry_start src "$E2E_WORK/src"
 registry_start dst "$E2E_WORK/dst" basic
@@ -53,13 +52,7 @@ remote_run() {
 # 1. The fleet, with push on the functions.
 remote_run --repo "fleet/*"
 is "$RC:$(result '.summary.succeeded')/$(result '.summary.tasks')" "0:4/4" "the run succeeds"
-bad=0
-for r in fleet/app1 fleet/app2 fleet/app3 fleet/multi; do
-    for t in $(tag_list "$S" "$r"); do
-        [[ $(manifest_digest "$D" "$r" "$t" "$DA") == "$(manifest_digest "$S" "$r" "$t")" ]] || bad=$((bad + 1))
-    done
-done
-is "$bad" 0 "every tag is on the target with the source's digest"
+is "$(same_tags "" fleet/app1 fleet/app2 fleet/app3 fleet/multi)" 0 "every tag is on the target with the source's digest"
 is "$(result '[.tasks[] | [.stages[].name] | join(" ")] | unique | .[]')" \
     "pull_prepare pull pull_post push_prepare push push_post" "six stages in template order"
 is "$(result '[.tasks[].stages[] | select(.name == "push") | "\(.status):\(.attempts)"] | unique | join(",")')" \
@@ -75,15 +68,7 @@ is "$served" 4 "the functions ran the four push stages"
 "$REPLICA" run --from "$S" --to "$D" --to-creds "$DA" --scripts "$ROOTDIR" --template remote-push \
     --seal-key-file "$FN_KEY" --json --repo big/app --bandwidth 2M >"$E2E_WORK/big.out" 2>&1 &
 RUN_PID=$!
-victim=""
-end=$((SECONDS + 20))
-while [[ -z $victim ]] && ((SECONDS < end)); do
-    for i in "$FN1_URL=$FN1_PID" "$FN2_URL=$FN2_PID"; do
-        n=$(curl -s -m 1 "${i%=*}/_/ready" | jq -r '.inflight // 0' 2>/dev/null || echo 0)
-        if ((n > 0)); then victim=${i#*=}; fi
-    done
-    [[ -n $victim ]] || sleep 0.02
-done
+victim=$(busy "$FN1_URL=$FN1_PID" "$FN2_URL=$FN2_PID") || victim=""
 ok "$([[ -n $victim ]] && echo 0 || echo 1)" "an instance runs the push ($victim)"
 kill -9 "$victim"
 { wait "$victim"; } 2>/dev/null || true

@@ -11,6 +11,7 @@ local api = require("serve.api")
 local bus = require("serve.bus")
 local faas_config = require("faas.config")
 local dispatch = require("faas.dispatch")
+local runner = require("runner")
 
 local dispatcher = {}
 
@@ -142,8 +143,8 @@ function dispatcher.stage_sender(s, p, opts, template, src_spec, dst_spec)
 end
 
 -- Ends every running attempt of task_id as status with err (inside a
--- transaction).
-local function end_attempts(db, task_id, status, err)
+-- transaction). executions.lua ends local attempts with it too.
+function dispatcher.end_attempts(db, task_id, status, err)
   assert(db:exec([[UPDATE task_attempts SET status = ?, finished = ?, error = ?
                    WHERE task = ? AND status = 'running']], status, time.now(), err, task_id))
 end
@@ -175,7 +176,7 @@ hooks = function(s, exec_id, plan)
                                        WHERE id = ? AND status IN ('Pending', 'Running')]],
                                      n, n == per.first and now or nil, row.id))
       if changed == 0 then return true end -- stopped meanwhile
-      end_attempts(db, row.id, "lost", "superseded by attempt " .. n)
+      dispatcher.end_attempts(db, row.id, "lost", "superseded by attempt " .. n)
       assert(db:exec("DELETE FROM stage_results WHERE task = ?", row.id)) -- an earlier attempt's
       assert(db:exec([[INSERT INTO task_attempts (task, attempt, executor, mode, status, call_id, callback_hash,
                                                   dispatched, lease_until)
@@ -251,10 +252,7 @@ function dispatcher.attempt(s, exec_id, row, plan, st)
     local record = plan.d.run(t, per.first)
     if task.cancelled() and not s.stop_requested[exec_id] then return end -- shutdown: resume later
     local status = record.status == "succeeded" and "Succeeded" or "Failed"
-    local why = record.error
-    for _, r in ipairs(record.stages) do
-      if r.status == "failed" or r.status == "cancelled" then why = r.name .. ": " .. tostring(r.error) break end
-    end
+    local why = runner.failure(record.stages) or record.error
     if status == "Failed" and not why then why = "the task failed" end
     if status == "Succeeded" then why = nil end
     local saved = false

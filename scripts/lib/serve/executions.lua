@@ -236,8 +236,7 @@ local function attempt(s, exec_id, row, env)
     assert(db:exec([[UPDATE tasks SET status = 'Running', attempts = attempts + 1, started = ?,
                      finished = NULL, error = NULL WHERE id = ?]], time.now(), row.id))
     assert(db:exec("DELETE FROM stage_results WHERE task = ?", row.id)) -- an earlier attempt's
-    assert(db:exec([[UPDATE task_attempts SET status = 'lost', finished = ?, error = 'superseded'
-                     WHERE task = ? AND status = 'running']], time.now(), row.id))
+    dispatcher.end_attempts(db, row.id, "lost", "superseded")
     assert(db:exec([[INSERT INTO task_attempts (task, attempt, executor, status, dispatched)
                      SELECT id, attempts, 'local', 'running', ? FROM tasks WHERE id = ?]], time.now(), row.id))
     return true
@@ -284,18 +283,14 @@ local function attempt(s, exec_id, row, env)
   end, env.remote_stages)
   s.sys.task_log(0)
   if task.cancelled() and not s.stop_requested[exec_id] then return end -- shutdown: resume later
-  local status, err = ok and "Succeeded" or "Failed", nil
-  for _, r in ipairs(results) do
-    if r.status == "failed" or r.status == "cancelled" then err = r.name .. ": " .. tostring(r.error) break end
-  end
+  local status, err = ok and "Succeeded" or "Failed", runner.failure(results)
   if bytes > 0 then bus.publish("bytes", { execution = exec_id, task = row.id, bytes = bytes }) end
   assert(db:transaction(function()
     save_stages(db, row.id, results)
     if not s.stop_requested[exec_id] then
       assert(db:exec("UPDATE tasks SET status = ?, finished = ?, error = ? WHERE id = ? AND status = 'Running'",
                      status, time.now(), err, row.id))
-      assert(db:exec([[UPDATE task_attempts SET status = ?, finished = ?, error = ?
-                       WHERE task = ? AND status = 'running']], ok and "succeeded" or "failed", time.now(), err, row.id))
+      dispatcher.end_attempts(db, row.id, ok and "succeeded" or "failed", err)
       update_counts(db, exec_id)
     end
     return true
@@ -315,8 +310,7 @@ local function fail_task(s, exec_id, task_id, err)
                          WHERE id = ? AND status IN ('Pending', 'Running')]], now, err, task_id))
     assert(db:exec([[UPDATE stage_results SET status = 'failed', finished = ?, error = ?
                      WHERE task = ? AND status = 'running']], now, err, task_id))
-    assert(db:exec([[UPDATE task_attempts SET status = 'failed', finished = ?, error = ?
-                     WHERE task = ? AND status = 'running']], now, err, task_id))
+    dispatcher.end_attempts(db, task_id, "failed", err)
     update_counts(db, exec_id)
     return true
   end))
@@ -413,13 +407,16 @@ local function run_execution(s, id)
   local src_row = db:row("SELECT * FROM registries WHERE id = ?", p.src_registry)
   local dst_row = db:row("SELECT * FROM registries WHERE id = ?", p.dst_registry)
   if not src_row or not dst_row then return fail_execution(s, id, "a registry of the policy was deleted") end
-  local src, serr = registries.client(s, src_row)
-  if not src then return fail_execution(s, id, serr) end
-  local dst, derr = registries.client(s, dst_row, { max_speed = opts.bandwidth })
-  if not dst then return fail_execution(s, id, derr) end
+  local src_spec, serr = registries.spec(s, src_row)
+  if not src_spec then return fail_execution(s, id, serr) end
+  local dst_spec, derr = registries.spec(s, dst_row)
+  if not dst_spec then return fail_execution(s, id, derr) end
+  local src, cerr = registries.client(s, src_row, nil, src_spec)
+  if not src then return fail_execution(s, id, cerr) end
+  local dst
+  dst, cerr = registries.client(s, dst_row, { max_speed = opts.bandwidth }, dst_spec)
+  if not dst then return fail_execution(s, id, cerr) end
   local remote, limit = nil, p.jobs
-  local src_spec = assert(registries.spec(s, src_row))
-  local dst_spec = assert(registries.spec(s, dst_row))
   local stage_sender, sterr = dispatcher.stage_sender(s, p, opts, template, src_spec, dst_spec)
   if stage_sender == nil then return fail_execution(s, id, sterr) end
   if dispatcher.executor_of(s, p) == "faas" then

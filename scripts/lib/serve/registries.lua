@@ -92,9 +92,12 @@ function registries.spec(s, row)
 end
 
 -- A client for registry row (extra: {chunk_size, max_speed} for a target),
--- with its credentials opened; or nil, err. The caller owns the client.
-function registries.client(s, row, extra)
-  local spec, serr = registries.spec(s, row)
+-- with its credentials opened (or taken from spec, the row's
+-- registries.spec, when the caller has it); or nil, err. The caller owns
+-- the client.
+function registries.client(s, row, extra, spec)
+  local serr
+  if not spec then spec, serr = registries.spec(s, row) end
   if not spec then return nil, serr end
   local kind, kerr = kinds.load(spec.kind)
   if not kind then return nil, string.format("registry %s: %s", row.name, kerr) end
