@@ -1,5 +1,6 @@
 /* cli.c - what the subcommands share: the engine, the options common to all
  * of them, and running a Lua function as the main task. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,12 +20,17 @@
 #endif
 
 /* SIGINT/SIGTERM, forwarded to the loop by the watchdog thread: the first
- * cancels every task (only those of sys.drain_on_signal when there are);
+ * cancels every task (only those of sys.drain_on_signal when there are; the
+ * REPL's interrupt handler takes SIGINT);
  * the thread itself ends the process on a second one, or when the grace
  * period runs out. */
 static void on_signal(void *ud, int sig)
 {
     struct vm *vm = ud;
+    if (sig == SIGINT && vm->on_interrupt) {
+        vm->on_interrupt(vm); /* the REPL: Ctrl-C stops what runs, not the process */
+        return;
+    }
     if (sched_cancel_drainers(vm) > 0) {
         /* a service that drains: it hears the signal and ends its work itself */
         vm_logf(vm, NULL, LOG_WARN, "signal %d: draining (again to quit at once)", sig);

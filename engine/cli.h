@@ -83,7 +83,26 @@ int cli_open_entry(struct engine *e, struct cli_common *c, const char *src, cons
  * a boolean; else 0. */
 int cli_run_main(struct engine *e, int nargs, const char *name);
 
+/* A command that takes `replica run`'s options (run.c): its name, its Lua
+ * entry chunk (called with the options table), its usage, its own options
+ * with one value and its flags ({option, field}, NULL-terminated, or NULL),
+ * and hooks: prepare before the engine opens, opened after. */
+struct run_cmd {
+    const char *name;
+    const char *entry;
+    void (*usage)(FILE *f);
+    const char *const (*values)[2];
+    const char *const (*flags)[2];
+    void (*prepare)(struct cli_common *c);
+    void (*opened)(struct engine *e, lua_State *L);
+};
+
+/* Parses run's options (and cmd's) into a table and runs cmd's entry on the
+ * engine; returns the exit code. */
+int run_command(int argc, char **argv, const struct run_cmd *cmd);
+
 int cmd_script(int argc, char **argv);
+int cmd_repl(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

@@ -41,6 +41,8 @@ struct http_client {
     struct http_req *active;   /* requests handed to libcurl */
     long nactive, max_active;  /* how many, and the global limit (0 = none) */
     struct event *sweep;       /* the stall detector, armed while any are active */
+    struct http_watch watch;   /* watch.done NULL and no dry origin: none */
+    int watching;
 };
 
 struct sock_ctx {
@@ -115,6 +117,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
         snprintf(r->errbuf, sizeof(r->errbuf), "no data moved for %ld s", r->stall_timeout);
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
         struct http_host *h = r->host;
+        if (c->watching && c->watch.done)
+            c->watch.done(c->watch.ud, r);
         r->done(r, r->ud);
         pump(c, h);
     }
@@ -179,6 +183,7 @@ const char *http_strerror(enum http_err e)
     case HTTP_ETOOLARGE: return "too large";
     case HTTP_EBADURL: return "bad url";
     case HTTP_EPROTO: return "protocol";
+    case HTTP_EDRY: return "dry mode";
     }
     return "protocol";
 }
@@ -394,6 +399,8 @@ static void check_multi_info(struct http_client *c)
             r->err = map_curl_error(rc);
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
         struct http_host *h = r->host;
+        if (c->watching && c->watch.done)
+            c->watch.done(c->watch.ud, r);
         r->done(r, r->ud);
         pump(c, h);
     }
@@ -545,6 +552,7 @@ struct http_req *http_req_new(struct http_client *c, const char *method, const c
     }
     CURL *e = r->easy;
     CURLcode rc = CURLE_OK;
+    snprintf(r->method, sizeof(r->method), "%s", method);
     rc |= curl_easy_setopt(e, CURLOPT_URL, url);
     rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
     rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
@@ -632,6 +640,24 @@ void http_req_follow(struct http_req *r, long max)
     curl_easy_setopt(r->easy, CURLOPT_MAXREDIRS, max);
 }
 
+void http_client_watch(struct http_client *c, const struct http_watch *w)
+{
+    if (w)
+        c->watch = *w;
+    else
+        memset(&c->watch, 0, sizeof(c->watch));
+    c->watching = w != NULL;
+}
+
+/* Whether the watch's dry mode refuses r (a write to its origin). */
+static int dry_refused(const struct http_client *c, const struct http_req *r, const char *url)
+{
+    char key[sizeof(c->watch.dry_origin)];
+    if (!c->watch.dry_origin[0] || strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0)
+        return 0;
+    return http_origin_key(url, key, sizeof(key)) == 0 && strcmp(key, c->watch.dry_origin) == 0;
+}
+
 int http_req_start(struct http_req *r, http_done_fn done, void *ud)
 {
     struct http_client *c = r->client;
@@ -644,6 +670,14 @@ int http_req_start(struct http_req *r, http_done_fn done, void *ud)
     if (!r->host) {
         r->err = url ? err : HTTP_EBADURL;
         snprintf(r->errbuf, sizeof(r->errbuf), "not an http(s) URL");
+        return -1;
+    }
+    r->started = now_mono();
+    if (c->watching && dry_refused(c, r, url)) {
+        r->err = HTTP_EDRY;
+        snprintf(r->errbuf, sizeof(r->errbuf), "dry mode: %s %s was not sent", r->method, url);
+        if (c->watch.done)
+            c->watch.done(c->watch.ud, r);
         return -1;
     }
     r->done = done;

@@ -26,6 +26,7 @@ enum http_err {
     HTTP_ETOOLARGE,  /* "too large": the body passed max_body */
     HTTP_EBADURL,    /* "bad url": not an http(s) URL */
     HTTP_EPROTO,     /* "protocol": any other transfer failure */
+    HTTP_EDRY,       /* "dry mode": a write the client's watch refused (replica repl --dry) */
 };
 
 struct http_client_opts {
@@ -53,6 +54,8 @@ struct http_req {
     struct buf head;        /* header lines of the final response, CRLF-separated */
     size_t max_body;        /* 0 = no limit */
     long status;            /* HTTP status of the final response */
+    char method[16];        /* as given to http_req_new (truncated) */
+    double started;         /* when it was queued (monotonic seconds) */
     enum http_err err;
     char errbuf[CURL_ERROR_SIZE];
     /* private */
@@ -77,6 +80,21 @@ void http_client_free(struct http_client *c);
 
 /* Returns the number of requests started or queued and not yet finished. */
 long http_client_pending(const struct http_client *c);
+
+/* A watcher of every request of a client (`replica repl`: its trace and its
+ * dry mode). done runs after each transfer ends (also for a request refused
+ * as a dry-mode write), before the request's own done; a request cancelled
+ * by its owner is not reported. dry_origin, when set, is an origin key (see
+ * http_origin_key) to which every method but GET and HEAD is refused with
+ * HTTP_EDRY instead of being sent. */
+struct http_watch {
+    void (*done)(void *ud, const struct http_req *r);
+    void *ud;
+    char dry_origin[300];
+};
+
+/* Installs w (copied; NULL removes it). */
+void http_client_watch(struct http_client *c, const struct http_watch *w);
 
 /* Creates a request: method (GET, HEAD, PUT, POST, PATCH, DELETE, ...) and URL.
  * timeout is the stall limit in seconds (no byte moved for that long,

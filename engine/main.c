@@ -34,6 +34,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: replica COMMAND [ARGS]\n\n"
                "commands:\n"
                "  run --from URL --to URL  replicate repositories between registries\n"
+               "  repl --from URL --to URL debug one task stage by stage (breakpoints, Lua)\n"
                "  serve                    the daemon: HTTP API, schedules, webhooks (SQLite)\n"
                "  function                 serve one task per HTTP invocation (FaaS platforms)\n"
                "  token create             create an API token for serve's database\n"
@@ -62,6 +63,8 @@ int main(int argc, char **argv)
     int rc;
     if (strcmp(argv[1], "run") == 0) {
         rc = cmd_run(argc - 1, argv + 1);
+    } else if (strcmp(argv[1], "repl") == 0) {
+        rc = cmd_repl(argc - 1, argv + 1);
     } else if (strcmp(argv[1], "serve") == 0) {
         rc = cmd_serve(argc - 1, argv + 1);
     } else if (strcmp(argv[1], "function") == 0) {

@@ -96,10 +96,11 @@ static const char *const flag_opts[][2] = {
     { NULL, NULL },
 };
 
-/* Looks opt up in a table of {option, field}; returns the field or NULL. */
+/* Looks opt up in a table of {option, field} (NULL: none); returns the
+ * field or NULL. */
 static const char *field_of(const char *const (*tab)[2], const char *opt)
 {
-    for (; (*tab)[0]; tab++)
+    for (; tab && (*tab)[0]; tab++)
         if (strcmp((*tab)[0], opt) == 0)
             return (*tab)[1];
     return NULL;
@@ -132,7 +133,21 @@ static void from_env(lua_State *L, int idx, const char *field, const char *var)
     lua_pop(L, 1);
 }
 
-int cmd_run(int argc, char **argv)
+/* The field of a flag option of cmd (its own, then run's), or NULL. */
+static const char *flag_of(const struct run_cmd *cmd, const char *opt)
+{
+    const char *f = field_of(cmd->flags, opt);
+    return f ? f : field_of(flag_opts, opt);
+}
+
+/* The field of a single-value option of cmd (its own, then run's), or NULL. */
+static const char *value_of(const struct run_cmd *cmd, const char *opt)
+{
+    const char *f = field_of(cmd->values, opt);
+    return f ? f : field_of(value_opts, opt);
+}
+
+int run_command(int argc, char **argv, const struct run_cmd *cmd)
 {
     struct cli_common c;
     cli_common_init(&c);
@@ -141,42 +156,47 @@ int cmd_run(int argc, char **argv)
     int first = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
+            cmd->usage(stdout);
             return 0;
         }
     }
     for (int i = first; i < argc; i++) {
-        if (field_of(flag_opts, argv[i]))
+        if (flag_of(cmd, argv[i]))
             continue;
         if (i + 1 >= argc) {
-            fprintf(stderr, "replica run: %s needs a value\n", argv[i]);
+            fprintf(stderr, "replica %s: %s needs a value\n", cmd->name, argv[i]);
             return 2;
         }
-        if (!field_of(list_opts, argv[i]) && !field_of(value_opts, argv[i]) &&
-            cli_common_take(&c, "run", argv[i], argv[i + 1], usage) != 0)
+        if (!field_of(list_opts, argv[i]) && !value_of(cmd, argv[i]) &&
+            cli_common_take(&c, cmd->name, argv[i], argv[i + 1], cmd->usage) != 0)
             return 2;
         i++;
     }
     cli_common_finish(&c);
     if (c.ho.max_total == 0)
         c.ho.max_total = 256;
+    if (cmd->prepare)
+        cmd->prepare(&c);
 
     struct engine eng;
-    if (cli_open_entry(&eng, &c, "local opts = ... return require('replicate').main(opts, sys)",
-                       "=replica run") != 0)
+    char name[64];
+    snprintf(name, sizeof(name), "=replica %s", cmd->name);
+    if (cli_open_entry(&eng, &c, cmd->entry, name) != 0)
         return 1;
     lua_State *L = eng.vm->L;
     sys_install(eng.vm, L); /* the keyring, for --executor faas */
+    if (cmd->opened)
+        cmd->opened(&eng, L);
     lua_newtable(L);
     int opts = lua_gettop(L);
     for (int i = first; i < argc; i++) {
         const char *f;
-        if ((f = field_of(flag_opts, argv[i]))) {
+        if ((f = flag_of(cmd, argv[i]))) {
             lua_pushboolean(L, 1);
             lua_setfield(L, opts, f);
         } else if ((f = field_of(list_opts, argv[i]))) {
             append(L, opts, f, argv[++i]);
-        } else if ((f = field_of(value_opts, argv[i]))) {
+        } else if ((f = value_of(cmd, argv[i]))) {
             lua_pushstring(L, argv[++i]);
             lua_setfield(L, opts, f);
         } else {
@@ -199,9 +219,16 @@ int cmd_run(int argc, char **argv)
     }
     lua_pushboolean(L, isatty(STDERR_FILENO));
     lua_setfield(L, opts, "tty");
-    int rc = cli_run_main(&eng, 1, "run");
+    int rc = cli_run_main(&eng, 1, cmd->name);
     engine_close(&eng);
     return rc;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    static const struct run_cmd run = { "run", "local opts = ... return require('replicate').main(opts, sys)",
+                                        usage, NULL, NULL, NULL, NULL };
+    return run_command(argc, argv, &run);
 }
 
 /* `replica check [--scripts DIR]...`: validates every stage and template. */

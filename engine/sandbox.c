@@ -24,6 +24,7 @@
 
 #include "lua_pattern.h"
 #include "sched.h"
+#include "repl.h"
 #include "vm.h"
 #include "watchdog.h"
 
@@ -454,6 +455,8 @@ int sandbox_open(struct vm *vm, lua_State *L)
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, sb_collectgarbage, 1);
     lua_setfield(L, g, "collectgarbage");
+    lua_pushcfunction(L, dbg_lua_break); /* a pause under `replica repl`, else nothing */
+    lua_setfield(L, g, "debug_break");
 
     add_lib(L, g, "string", luaopen_string, string, string_install);
     /* Strings index the sandbox's copy of the library, which has no dump:

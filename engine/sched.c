@@ -13,6 +13,7 @@
 
 #include <lauxlib.h>
 
+#include "repl.h"
 #include "watchdog.h"
 
 /* Instructions between two hook calls: small enough for a prompt CPU check,
@@ -115,7 +116,9 @@ struct task *task_spawn(struct vm *vm, lua_State *L, int nargs, const struct tas
     vm->current = saved;
     *(struct task **)lua_getextraspace(t->co) = t;
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_sethook(t->co, sched_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    /* With the debugger on, script code also gets line events (repl.h). */
+    lua_sethook(t->co, sched_hook, LUA_MASKCOUNT | (vm->debugging && t->sandboxed ? LUA_MASKLINE : 0),
+                HOOK_COUNT);
     lua_xmove(L, t->co, nargs + 1);
     t->nargs = nargs;
     t->parent = parent;
@@ -541,10 +544,13 @@ static int check_slice(lua_State *L, struct task *t)
 
 void sched_hook(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
     struct task *t = vm_of(L)->current;
     if (!t)
         return;
+    if (ar->event == LUA_HOOKLINE) {
+        dbg_line(L, t, ar);
+        return;
+    }
     if (check_slice(L, t)) {
         if (L != t->co)
             t->fair_yield = 1; /* the coroutine's resumer passes it up */

@@ -35,6 +35,8 @@ struct task_op {
 
 struct task_waiter;
 
+enum { DBG_STEP_INTO = 1, DBG_STEP_OVER = 2 };
+
 struct task {
     struct vm *vm;
     lua_State *co;
@@ -53,6 +55,13 @@ struct task {
     int has_handle;          /* a Lua handle refers to this task */
     long log_tag;            /* sys.task_log: where its log lines go; inherited */
     int signal_drain;        /* sys.drain_on_signal: the first SIGINT/SIGTERM cancels only such tasks */
+    /* the debugger (lua_debugger.c), while vm->debugging */
+    int dbg_step;            /* 0, or how it pauses next: DBG_STEP_INTO, DBG_STEP_OVER */
+    int dbg_depth;           /* DBG_STEP_OVER: at this stack depth or less, on dbg_L */
+    lua_State *dbg_L;        /* DBG_STEP_OVER's thread; while paused, the thread that paused */
+    long dbg_pause;          /* while paused: the pause's id, else 0 */
+    int dbg_line;            /* while paused: the line */
+    struct task_op dbg_op;   /* what a paused task waits on */
     int nargs;               /* arguments for the first resume */
     struct task_op *op;      /* what it waits on, or NULL */
     struct task *ready_next;

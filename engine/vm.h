@@ -79,6 +79,8 @@ struct vm {
     int closing;             /* set while vm_free closes the state */
     int print_stdout;
     struct watchdog *wd;     /* NULL, or told of every task slice (watchdog.h) */
+    void (*on_interrupt)(struct vm *vm); /* set by `replica repl`: takes SIGINT (cli.c) */
+    int debugging;           /* sys.dbg is on: script tasks get the line hook (repl.h) */
 };
 
 /* Creates a VM on base, using http for http.request. Returns NULL and writes a

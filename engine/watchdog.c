@@ -63,6 +63,7 @@ struct watchdog {
     unsigned long seq;       /* bumped at every slice edge and heartbeat */
     struct wd_task cur;      /* the slice running now */
     double grace, stall;
+    int sigint_interrupts;   /* set once before the thread starts */
     char record[PATH_LEN];   /* "" = no record file */
     unsigned long stalls;
     struct wd_stall last;
@@ -167,6 +168,11 @@ static void force_exit(struct watchdog *wd, const struct wd_watch *w, double sta
  * period, the second ends the process at once. */
 static void take_signal(struct watchdog *wd, struct wd_watch *w, int sig, double grace)
 {
+    if (sig == SIGINT && wd->sigint_interrupts) {
+        unsigned char b = (unsigned char)sig;
+        write_all(wd->fwd[1], (const char *)&b, 1);
+        return;
+    }
     if (w->signals++ > 0) {
         static const char msg[] = "replica: interrupted\n";
         write_all(STDERR_FILENO, msg, sizeof(msg) - 1);
@@ -354,6 +360,7 @@ struct watchdog *watchdog_new(struct event_base *base, struct vm *vm,
     wd->sig_fd = wd->fwd[0] = wd->fwd[1] = wd->wake[0] = wd->wake[1] = -1;
     wd->grace = o && o->grace > 0 ? o->grace : WATCHDOG_GRACE;
     wd->stall = o && o->stall != 0 ? o->stall : WATCHDOG_STALL;
+    wd->sigint_interrupts = o && o->sigint_interrupts;
     pthread_mutex_init(&wd->mu, NULL);
     pthread_once(&atfork_once, register_atfork);
 

@@ -29,6 +29,8 @@ struct watchdog;
 struct watchdog_opts {
     double grace;           /* > 0; 0 = WATCHDOG_GRACE */
     double stall;           /* > 0; 0 = WATCHDOG_STALL; < 0 = no stall reports */
+    int sigint_interrupts;  /* 1: every SIGINT is only forwarded (the REPL's Ctrl-C stops
+                             * a stage): no grace period, no exit on a second one */
 };
 
 /* Runs on the loop thread for each SIGINT/SIGTERM the watchdog forwards. */

@@ -49,7 +49,7 @@ end
 -- options (--from-option) and TLS. Returns the client and its spec ({url,
 -- kind, fields, options, tls}: what --executor faas seals and sends), or
 -- nil, err.
-local function endpoint(side, opts, chunk_size, max_speed)
+function replicate.endpoint(side, opts, chunk_size, max_speed)
   local url = opts[side]
   if not url or url == "" then return nil, "missing registry URL" end
   url = endpoints.url(url)
@@ -287,7 +287,11 @@ end
 
 -- The `replica run` entry point (sys: the trusted system module); returns
 -- the exit code.
-function replicate.main(opts, sys)
+-- Checks and normalises the options `replica run` and `replica repl`
+-- share, in place: override, jobs, flatten, dest_namespace, chunk_bytes
+-- (--chunk-size as a count of bytes) and bandwidth (bytes/s). Returns opts
+-- or nil, err.
+function replicate.options(opts)
   opts.override = not opts.no_override
   opts.jobs = math.tointeger(tonumber(opts.jobs or 8))
   if not opts.jobs or opts.jobs < 1 then return nil, "--jobs must be a positive integer" end
@@ -299,22 +303,36 @@ function replicate.main(opts, sys)
     local ok, err = reference.repository(opts.dest_namespace)
     if not ok then return nil, "--dest-namespace: " .. err end
   end
-  local template, terr = runner.template(opts.template or "distribution")
-  if not template then return nil, terr end
-  local src, src_spec = endpoint("from", opts)
-  if not src then return nil, "--from: " .. src_spec end
-  local chunk
   if opts.chunk_size then
-    chunk = parse_bytes(opts.chunk_size)
+    local chunk = parse_bytes(opts.chunk_size)
     if not chunk or chunk < 1024 then return nil, "--chunk-size must be a byte count of at least 1K (e.g. 10M)" end
+    opts.chunk_bytes = chunk
   end
   if opts.bandwidth then
     local bw = parse_bytes(opts.bandwidth)
     if not bw or bw < 1024 then return nil, "--bandwidth must be a byte rate of at least 1K (e.g. 10M)" end
     opts.bandwidth = bw
   end
-  local dst, dst_spec = endpoint("to", opts, chunk, opts.bandwidth)
+  return opts
+end
+
+-- Builds both sides' clients from the options (replicate.options's):
+-- returns src, dst, src_spec, dst_spec, or nil, err.
+function replicate.endpoints(opts)
+  local src, src_spec = replicate.endpoint("from", opts)
+  if not src then return nil, "--from: " .. src_spec end
+  local dst, dst_spec = replicate.endpoint("to", opts, opts.chunk_bytes, opts.bandwidth)
   if not dst then return nil, "--to: " .. dst_spec end
+  return src, dst, src_spec, dst_spec
+end
+
+function replicate.main(opts, sys)
+  local ok, oerr = replicate.options(opts)
+  if not ok then return nil, oerr end
+  local template, terr = runner.template(opts.template or "distribution")
+  if not template then return nil, terr end
+  local src, dst, src_spec, dst_spec = replicate.endpoints(opts)
+  if not src then return nil, dst end
   local remote, limit = faas_dispatcher(opts, sys, template, src_spec, dst_spec)
   if remote == nil then return nil, limit end
   limit = remote and limit or opts.jobs

@@ -245,52 +245,94 @@ function runner.failure(results)
   end
 end
 
--- Runs the template's stages for ctx (its delete_stages when ctx.task.kind
--- is "delete"). Returns results (a list in template order) and whether
--- every stage succeeded. A hook, if given, is called as
--- hook(event, stage_name, result) on "start" and "end". Each stage runs as
--- its own sandboxed task, with fresh instances of the modules the task's
--- stages require (one context per task), and gets its own copy of the
--- options and its own clients of the two registries (forks of ctx.src and
--- ctx.dst). remote (optional) sends the remote stages (see run_stage).
-function runner.run(template, ctx, hook, remote)
-  local results, input, ok_all = {}, nil, true
-  local box = prepare(ctx)
+-- Starts a run of the template's stages for ctx (its delete_stages when
+-- ctx.task.kind is "delete"), taken one stage at a time: runner.run's loop,
+-- and `replica repl`'s. Returns a session, or nil, err:
+--   s.stages      the stages run, in template order
+--   s.results     a record per stage (every one "skipped" until it runs)
+--   s.pos         the index of the next stage to run
+--   s.ok          whether every stage so far succeeded
+--   s:step()      runs the next stage when the run can go on, and returns
+--                 its record (nil when it cannot: at the end, or after a
+--                 failure)
+--   s:rewind(i)   makes stage i the next, keeping the results before it;
+--                 the stages from i on are "skipped" again
+--   s:use(stages) runs these stages from now on (the same names, reloaded)
+-- Each stage runs as its own sandboxed task, with fresh instances of the
+-- modules the task's stages require (one context per task), and gets its
+-- own copy of the options and its own clients of the two registries (forks
+-- of ctx.src and ctx.dst). hook(event, stage_name, result), if given, is
+-- called on "start" and "end"; remote (optional) sends the remote stages
+-- (see run_stage).
+function runner.session(template, ctx, hook, remote)
   local stages = template.stages
   if ctx.task and ctx.task.kind == "delete" then
     stages = template.delete_stages
-    if not stages then
-      return { { name = "delete", status = "failed",
-                 error = "template '" .. template.name .. "' has no delete_stages" } }, false
-    end
+    if not stages then return nil, "template '" .. template.name .. "' has no delete_stages" end
   end
-  for i, s in ipairs(stages) do
-    local r = { name = s.name, ["function"] = s.fn or s.remote, status = "skipped",
-                function_version = s.entry and s.entry.version, function_origin = s.entry and s.entry.origin }
-    results[i] = r
-    if ok_all then
-      if task.cancelled() then
-        r.status, r.error, ok_all = "cancelled", "cancelled", false
-      else
-        r.started = time.now()
-        if hook then hook("start", s.name, r) end
-        local ok, out, err, attempts = run_stage(s, ctx, input, box, remote)
-        r.finished, r.attempts = time.now(), attempts
-        r.output = out
-        if ok then
-          r.status = "succeeded"
-          ctx.results[s.name] = out
-          input = out
-        else
-          r.status = task.cancelled() and "cancelled" or "failed"
-          r.error = err
-          ok_all = false
-        end
-        if hook then hook("end", s.name, r) end
-      end
-    end
+  local s = { stages = stages, results = {}, pos = 1, ok = true }
+  local box = prepare(ctx)
+  s.box = box
+
+  -- A fresh "skipped" record for stage i.
+  local function skipped(i)
+    local st = s.stages[i]
+    return { name = st.name, ["function"] = st.fn or st.remote, status = "skipped",
+             function_version = st.entry and st.entry.version, function_origin = st.entry and st.entry.origin }
   end
-  return results, ok_all
+  for i = 1, #stages do s.results[i] = skipped(i) end
+
+  function s:step()
+    local i = self.pos
+    if not self.ok or i > #self.stages then return nil end
+    local st, r = self.stages[i], skipped(i)
+    self.results[i], self.pos = r, i + 1
+    if task.cancelled() then
+      r.status, r.error, self.ok = "cancelled", "cancelled", false
+      return r
+    end
+    local input
+    if i > 1 then input = self.results[i - 1].output end
+    r.started = time.now()
+    if hook then hook("start", st.name, r) end
+    local ok, out, err, attempts = run_stage(st, ctx, input, box, remote)
+    r.finished, r.attempts = time.now(), attempts
+    r.output = out
+    if ok then
+      r.status = "succeeded"
+      ctx.results[st.name] = out
+    else
+      r.status = task.cancelled() and "cancelled" or "failed"
+      r.error = err
+      self.ok = false
+    end
+    if hook then hook("end", st.name, r) end
+    return r
+  end
+
+  function s:rewind(i)
+    for j = i, #self.stages do
+      ctx.results[self.stages[j].name] = nil
+      self.results[j] = skipped(j)
+    end
+    self.pos, self.ok = i, true
+    for j = 1, i - 1 do self.ok = self.ok and self.results[j].status == "succeeded" end
+  end
+
+  function s:use(list)
+    self.stages = list
+  end
+  return s
+end
+
+-- Runs the template's stages for ctx, as runner.session takes them, until
+-- one fails (the stages after it are recorded as skipped). Returns results
+-- (a list in template order) and whether every stage succeeded.
+function runner.run(template, ctx, hook, remote)
+  local s, err = runner.session(template, ctx, hook, remote)
+  if not s then return { { name = "delete", status = "failed", error = err } }, false end
+  while s:step() do end
+  return s.results, s.ok
 end
 
 return runner

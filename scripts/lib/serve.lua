@@ -36,7 +36,7 @@ local KEY_CHECK_AAD = "replica:key-check"
 -- sealed value; the key check value is written at the first start (or the
 -- first start of this version, once a sealed password opened with the key).
 -- Returns the keyring, or nil and a message that says what to do.
-local function load_key(sys, db, db_path, key_path)
+function serve.load_key(sys, db, db_path, key_path)
   local check, cerr = db:row("SELECT value FROM settings WHERE name = 'key_check'")
   if cerr then return nil, "cannot read the key check value: " .. cerr end
   local sealed, serr = db:row([[SELECT id, password_sealed FROM registries WHERE password_sealed IS NOT NULL
@@ -192,7 +192,7 @@ function serve.main(opts, sys)
   end
   local db, err = sys.db_open(path)
   if not db then return nil, err end
-  local keyring, kerr = load_key(sys, db, path, opts.key_file or (path .. ".key"))
+  local keyring, kerr = serve.load_key(sys, db, path, opts.key_file or (path .. ".key"))
   if not keyring then
     db:close()
     return nil, kerr

@@ -12,6 +12,12 @@ function taskrun.shared()
   return { blob_copies = {}, first_copy = {}, manifest_puts = {} }
 end
 
+-- The ctx a task's stages see: the task, the two clients, the options, the
+-- run's shared table, the stages' own data and the progress hook (optional).
+function taskrun.context(t, src, dst, opts, run, hook)
+  return { task = t, src = src, dst = dst, options = opts, run = run, data = {}, progress = hook }
+end
+
 -- Runs task t (repository, dest_repository, tags) through template with the
 -- clients src and dst, the options opts and the run's shared table run;
 -- never raises. view = {task_started(t), stage(t, name), task_done(t, record),
@@ -20,8 +26,7 @@ end
 -- the record: {repository, dest_repository, tags, status, stages}.
 function taskrun.run(template, t, src, dst, opts, run, view)
   view = view or {}
-  local ctx = { task = t, src = src, dst = dst, options = opts, run = run, data = {},
-                progress = view.hook }
+  local ctx = taskrun.context(t, src, dst, opts, run, view.hook)
   if view.task_started then view.task_started(t) end
   local results, ok = runner.run(template, ctx, function(ev, name, r)
     if ev == "start" and view.stage then view.stage(t, name) end
