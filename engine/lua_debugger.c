@@ -30,7 +30,19 @@ struct bp {
     int line;
 };
 
+/* The names of a pause's innermost locals, taken in the hook: once the hook
+ * yields, the frame's pc is one instruction back, where a local that starts
+ * at the paused line (a loop's variable) is not yet in scope by name,
+ * though its value is in its slot. */
+struct snap {
+    long id;
+    int n;
+    char **names;
+    struct snap *next;
+};
+
 static struct {
+    struct snap *snaps;
     struct bp *bps;
     int nbps;
     int muted;
@@ -76,10 +88,67 @@ static struct task *paused_task(struct vm *vm, long id)
     return NULL;
 }
 
+/* Records the names of the locals of frame 0 of L (in the hook, where the
+ * pc is right) for pause id. Best effort: without memory, names are read
+ * from the frame later. */
+static void snap_take(lua_State *L, long id)
+{
+    lua_Debug ar;
+    struct snap *sn = calloc(1, sizeof(*sn));
+    if (!sn || !lua_getstack(L, 0, &ar)) {
+        free(sn);
+        return;
+    }
+    const char *name;
+    int cap = 0;
+    for (int i = 1; (name = lua_getlocal(L, &ar, i)); i++) {
+        lua_pop(L, 1);
+        if (i > cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nn = realloc(sn->names, (size_t)cap * sizeof(char *));
+            if (!nn)
+                break;
+            sn->names = nn;
+        }
+        if (!(sn->names[i - 1] = strdup(name)))
+            break;
+        sn->n = i;
+    }
+    sn->id = id;
+    sn->next = D.snaps;
+    D.snaps = sn;
+}
+
+/* The snapshot of pause id, or NULL. */
+static struct snap *snap_of(long id)
+{
+    for (struct snap *sn = D.snaps; sn; sn = sn->next)
+        if (sn->id == id)
+            return sn;
+    return NULL;
+}
+
+/* Frees the snapshot of pause id. */
+static void snap_drop(long id)
+{
+    for (struct snap **pp = &D.snaps; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id == id) {
+            struct snap *sn = *pp;
+            *pp = sn->next;
+            for (int i = 0; i < sn->n; i++)
+                free(sn->names[i]);
+            free(sn->names);
+            free(sn);
+            return;
+        }
+    }
+}
+
 /* A paused task was cancelled: the pause is over (the scheduler wakes it). */
 static void pause_cancel(struct task_op *op)
 {
     struct task *t = (struct task *)((char *)op - offsetof(struct task, dbg_op));
+    snap_drop(t->dbg_pause);
     t->dbg_pause = 0;
 }
 
@@ -113,6 +182,7 @@ void dbg_line(lua_State *L, struct task *t, lua_Debug *ar)
     t->dbg_L = L;
     t->dbg_line = ar->currentline;
     t->dbg_pause = ++D.next_id;
+    snap_take(L, t->dbg_pause);
     t->dbg_op.cancel = pause_cancel;
     t->dbg_op.cancelled = 0;
     t->op = &t->dbg_op;
@@ -236,6 +306,7 @@ static int l_resume(lua_State *L)
         return 0;
     t->dbg_step = mode == 1 ? DBG_STEP_OVER : mode == 2 ? DBG_STEP_INTO : 0;
     t->dbg_depth = depth_of(t->dbg_L);
+    snap_drop(t->dbg_pause);
     t->dbg_pause = 0;
     task_wake(t);
     lua_pushboolean(L, 1);
@@ -257,27 +328,40 @@ static int l_paused(lua_State *L)
 
 /* The frame of the env's pause (upvalues 1 and 2: pause id, level) in ar;
  * returns its thread, or raises when the pause is over. */
-static lua_State *env_frame(lua_State *L, lua_Debug *ar)
+static lua_State *env_frame(lua_State *L, lua_Debug *ar, struct snap **sn)
 {
-    struct task *t = paused_task(vm_of(L), (long)lua_tointeger(L, lua_upvalueindex(1)));
+    long id = (long)lua_tointeger(L, lua_upvalueindex(1));
+    int level = (int)lua_tointeger(L, lua_upvalueindex(2));
+    struct task *t = paused_task(vm_of(L), id);
     if (!t)
         luaL_error(L, "the pause is over: its locals are gone");
-    if (!lua_getstack(t->dbg_L, (int)lua_tointeger(L, lua_upvalueindex(2)), ar))
+    if (!lua_getstack(t->dbg_L, level, ar))
         luaL_error(L, "no such frame");
+    *sn = level == 0 ? snap_of(id) : NULL;
     return t->dbg_L;
+}
+
+/* The name of local i of frame ar of co (sn: the frame's snapshot, whose
+ * names win), or NULL past the last; leaves nothing on co's stack. */
+static const char *local_name(lua_State *co, lua_Debug *ar, struct snap *sn, int i)
+{
+    if (sn)
+        return i <= sn->n ? sn->names[i - 1] : NULL;
+    const char *n = lua_getlocal(co, ar, i);
+    if (n)
+        lua_pop(co, 1);
+    return n;
 }
 
 /* Finds the local named name in frame ar of co (the innermost of that name
  * in scope); returns its index or 0. */
-static int find_local(lua_State *co, lua_Debug *ar, const char *name)
+static int find_local(lua_State *co, lua_Debug *ar, struct snap *sn, const char *name)
 {
     int found = 0;
     const char *n;
-    for (int i = 1; (n = lua_getlocal(co, ar, i)); i++) {
-        lua_pop(co, 1);
+    for (int i = 1; (n = local_name(co, ar, sn, i)); i++)
         if (strcmp(n, name) == 0)
             found = i;
-    }
     return found;
 }
 
@@ -300,10 +384,10 @@ static int env_index(lua_State *L)
     lua_Debug ar;
     if (lua_type(L, 2) == LUA_TSTRING) {
         const char *k = lua_tostring(L, 2);
-        lua_State *co = env_frame(L, &ar);
-        int i = find_local(co, &ar, k);
-        if (i) {
-            lua_getlocal(co, &ar, i);
+        struct snap *sn;
+        lua_State *co = env_frame(L, &ar, &sn);
+        int i = find_local(co, &ar, sn, k);
+        if (i && lua_getlocal(co, &ar, i)) {
             lua_xmove(co, L, 1);
             return 1;
         }
@@ -331,8 +415,9 @@ static int env_newindex(lua_State *L)
     lua_Debug ar;
     if (lua_type(L, 2) == LUA_TSTRING) {
         const char *k = lua_tostring(L, 2);
-        lua_State *co = env_frame(L, &ar);
-        int i = find_local(co, &ar, k);
+        struct snap *sn;
+        lua_State *co = env_frame(L, &ar, &sn);
+        int i = find_local(co, &ar, sn, k);
         if (i && lua_checkstack(co, 1)) {
             lua_pushvalue(L, 3);
             lua_xmove(L, co, 1);
@@ -362,15 +447,14 @@ static int env_newindex(lua_State *L)
 static int env_locals(lua_State *L)
 {
     lua_Debug ar;
-    lua_State *co = env_frame(L, &ar);
+    struct snap *sn;
+    lua_State *co = env_frame(L, &ar, &sn);
     lua_newtable(L);
     const char *n;
-    for (int i = 1; (n = lua_getlocal(co, &ar, i)); i++) {
-        if (n[0] != '(') {
+    for (int i = 1; (n = local_name(co, &ar, sn, i)); i++) {
+        if (n[0] != '(' && lua_getlocal(co, &ar, i)) {
             lua_xmove(co, L, 1);
             lua_setfield(L, -2, n);
-        } else {
-            lua_pop(co, 1);
         }
     }
     return 1;

@@ -310,6 +310,10 @@ function repl.main(opts, sys)
       on_pause(_, text)
     elseif kind == "line" then
       local line = text
+      if pending ~= "" and line:match("^%s*:") then
+        say("error: an unfinished Lua statement was dropped: %s", (pending:gsub("\n", " ")))
+        pending = ""
+      end
       if pending ~= "" then
         line = pending .. "\n" .. text
         pending = ""

@@ -295,7 +295,7 @@ function runner.session(template, ctx, hook, remote)
     if i > 1 then input = self.results[i - 1].output end
     r.started = time.now()
     if hook then hook("start", st.name, r) end
-    local ok, out, err, attempts = run_stage(st, ctx, input, box, remote)
+    local ok, out, err, attempts = run_stage(st, ctx, input, self.box, remote)
     r.finished, r.attempts = time.now(), attempts
     r.output = out
     if ok then

@@ -360,6 +360,7 @@ function H.reload(S)
   local same = #tpl.stages == #S.run.stages
   for i, st in ipairs(tpl.stages) do same = same and S.run.stages[i].name == st.name end
   S.template, S.set = tpl, set
+  S.run:use(tpl.stages)
   local changed = {}
   for k, v in pairs(shas(S)) do
     if before[k] ~= v then changed[#changed + 1] = k .. ".lua" end
@@ -367,10 +368,7 @@ function H.reload(S)
   table.sort(changed)
   S.run.box = sandbox.new() -- fresh instances of the libraries the stages require
   S.eval_body = require("repl.eval").runner(S.run.box)
-  if same then
-    S.run:use(tpl.stages)
-  else
-    S.run:use(tpl.stages)
+  if not same then
     S.run:rewind(1)
     S.say("the template's stages changed: back at the first stage")
   end

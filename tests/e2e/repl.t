@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# replica repl with piped stdin (no terminal: commands line by line, no
+# prompt), against real Distribution registries with Basic auth: stepping
+# through the six stages, line breakpoints in a temporary script root with
+# :print and :next, a broken stage fixed and reloaded, Lua at the prompt
+# that does real I/O, the HTTP trace without credentials, dry mode, and the
+# replay of a task replica serve stored as failed.
+set -euo pipefail
+source "$(dirname "$0")/../lib/serve.sh"
+
+registry_start src "$E2E_WORK/src" basic
+registry_start dst "$E2E_WORK/dst" basic
+S=$REG_SRC_URL D=$REG_DST_URL SA=$REG_SRC_USER:$REG_SRC_PASS DA=$REG_DST_USER:$REG_DST_PASS
+export REPLICA_FROM_CREDS=$REG_SRC_USER:$REG_SRC_PASS REPLICA_TO_CREDS=$REG_DST_USER:$REG_DST_PASS
+seed "$S" lib/app v1,v2 oci 2 4096 "" "$SA" >/dev/null
+seed "$S" lib/other v1 oci 1 1024 "" "$SA" >/dev/null
+
+# repl_in LINES... [-- ARGS...]: runs replica repl with LINES on stdin; the
+# output (stdout and stderr) in $OUT, the exit code in $RC.
+repl_in() {
+    local lines=() args=()
+    while [[ $# -gt 0 && $1 != -- ]]; do lines+=("$1"); shift; done
+    [[ $# -gt 0 ]] && shift
+    args=("$@")
+    set +e
+    OUT=$(printf '%s\n' "${lines[@]}" | timeout 120 "$REPLICA" repl "${args[@]}" 2>&1)
+    RC=$?
+    set -e
+}
+
+# --- 1. stepping through the six stages -------------------------------------------
+repl_in ':stages' ':s' ':stages' ':s' ':result pull' ':s' ':s' ':s' ':s' ':stages' ':quit' \
+    -- --from "$S" --to "$D" --repo lib/app --dest-namespace step
+is "$RC" 0 "a session read from a pipe ends with 0 at :quit"
+like "$OUT" 'lib/app -> step/lib/app, template distribution, 6 stage\(s\)' "the banner names the task and the template"
+like "$OUT" '> 1  pull_prepare +distribution/pull_prepare +pending' ":stages before any step marks the first stage"
+like "$OUT" '  1  pull_prepare +distribution/pull_prepare +succeeded +[0-9.]+ s
+> 2  pull +distribution/pull +pending' ":stages after one step: the first succeeded, with its duration, the marker on the second"
+like "$OUT" 'pull: succeeded in [0-9.]+ s
+output: \{
+  blobs = 6,' ":result pull prints the stage's output"
+for st in pull_prepare pull pull_post push_prepare push push_post; do
+    like "$OUT" "\[stage\] $st: succeeded" "stepping ran $st"
+done
+like "$OUT" '  6  push_post +distribution/verify +succeeded' "the last :stages shows all six succeeded"
+unlike "$OUT" 'repl [a-z_]*> ' "no prompt decoration without a terminal"
+is "$(manifest_digest "$D" step/lib/app v1 "$DA")" "$(manifest_digest "$S" lib/app v1 "$SA")" "the stepped task copied v1, verified by digest"
+is "$(manifest_digest "$D" step/lib/app v2 "$DA")" "$(manifest_digest "$S" lib/app v2 "$SA")" "and v2"
+
+# --- 2. line breakpoints in a temporary script root --------------------------------
+R=$E2E_WORK/root
+mkdir -p "$R/stages/dbg" "$R/templates"
+sed 's|"distribution/pull_post"|"dbg/pull_post"|' "$ROOT/scripts/templates/distribution.lua" >"$R/templates/dbg.lua"
+cat >"$R/stages/dbg/pull_post.lua" <<'LUA'
+-- dbg/pull_post: counts the tags pulled (a stage to debug).
+return {
+  run = function(ctx, input)
+    local seen = 0
+    for _, tag in ipairs(ctx.task.tags) do
+      local mark = "tag " .. tag
+      seen = seen + 1
+    end
+    return { counted = seen, blobs = input.blobs }
+  end,
+}
+LUA
+repl_in ':break dbg/pull_post.lua:6' ':breaks' ':c' ':where' ':p tag' ':p mark' ':n' ':p mark' ':p seen' \
+    'seen = 10' ':c' ':c' ':result pull_post' ':quit' \
+    -- --from "$S" --to "$D" --repo lib/app --dest-namespace brk --scripts "$R" --template dbg
+is "$RC" 0 "the breakpoint session ends with 0"
+like "$OUT" 'breakpoint 1 at dbg/pull_post.lua:6' ":break FILE:LINE sets it"
+like "$OUT" '\[paused\] pull_post: stages/dbg/pull_post.lua:6 \(breakpoint 1\)
+   6        local mark = "tag " .. tag' ":continue runs to the breakpoint and shows the line"
+like "$OUT" 'paused in stage 3/6: pull_post \(dbg/pull_post\)' ":where names the stage and the template position"
+like "$OUT" '> #0  stages/dbg/pull_post.lua:6 in' ":where shows the Lua stack"
+like "$OUT" '
+"v1"
+nil
+' ":print shows a local, and one not yet assigned as nil"
+like "$OUT" 'stages/dbg/pull_post.lua:7 \(next\)' ":next steps over to the next line"
+like "$OUT" '
+"tag v1"
+0
+' "after :next the local holds its value; seen is still 0"
+like "$OUT" 'stages/dbg/pull_post.lua:6 \(breakpoint 1\)' "the breakpoint hits again for the next tag"
+like "$OUT" 'counted = 12' "an assignment at the prompt changed the stage's local (10, plus the two tags)"
+
+# --- 3. a broken stage, fixed and reloaded -----------------------------------------
+# dbg/push_prepare is distribution's with an error on purpose; the session
+# steps to it, sees the error with its line, the file is fixed, :reload, and
+# :restart push_prepare finishes the task.
+sed 's|"distribution/push_prepare"|"dbg/push_prepare"|' -i "$R/templates/dbg.lua"
+awk '{print} /run = function\(ctx\)/ && !done {print "    local broken = nil .. \"on purpose\""; done=1}' \
+    "$ROOT/scripts/stages/distribution/push_prepare.lua" >"$R/stages/dbg/push_prepare.lua"
+broken_line=$(grep -n 'on purpose' "$R/stages/dbg/push_prepare.lua" | cut -d: -f1)
+# wait_out FILE REGEX: waits (up to 60 s) until FILE matches REGEX.
+wait_out() {
+    local end=$((SECONDS + 60))
+    until grep -Eq "$2" "$1" 2>/dev/null; do
+        ((SECONDS < end)) || { echo "# $1 never matched $2:" >&2; sed 's/^/#   /' "$1" >&2; return 1; }
+        sleep 0.05
+    done
+}
+mkfifo "$E2E_WORK/in3"
+timeout 120 "$REPLICA" repl --from "$S" --to "$D" --repo lib/app --dest-namespace fix --scripts "$R" --template dbg \
+    <"$E2E_WORK/in3" >"$E2E_WORK/out3" 2>&1 &
+RPID=$!
+exec 7>"$E2E_WORK/in3"
+printf ':s\n:s\n:s\n:s\n' >&7
+wait_out "$E2E_WORK/out3" 'push_prepare: failed'
+grep -v 'on purpose' "$R/stages/dbg/push_prepare.lua" >"$E2E_WORK/fixed.lua"
+mv "$E2E_WORK/fixed.lua" "$R/stages/dbg/push_prepare.lua"
+printf ':reload\n:restart push_prepare\n:stages\n:quit\n' >&7
+exec 7>&-
+set +e; wait "$RPID"; rc3=$?; set -e
+OUT=$(cat "$E2E_WORK/out3")
+is "$rc3" 0 "the reload session ends with 0"
+like "$OUT" "\[stage\] push_prepare: failed in [0-9.]+ s: stages/dbg/push_prepare.lua:$broken_line: attempt to concatenate a nil value" \
+    "the broken stage fails with its error and its line"
+like "$OUT" 'reloaded: stages/dbg/push_prepare.lua' ":reload names the file that changed"
+like "$OUT" '\[stage\] push_prepare: succeeded' ":restart push_prepare runs it again, fixed"
+like "$OUT" '\[stage\] push_post: succeeded in [0-9.]+ s
+\[done\] every stage succeeded' "and the rest to the end"
+like "$OUT" '  3  pull_post +dbg/pull_post +succeeded' "the earlier results were kept"
+is "$(manifest_digest "$D" fix/lib/app v1 "$DA"):$(manifest_digest "$D" fix/lib/app v2 "$DA")" \
+    "$(manifest_digest "$S" lib/app v1 "$SA"):$(manifest_digest "$S" lib/app v2 "$SA")" "the target verifies: both tags by digest"
+
+# --- 4. Lua at the prompt -------------------------------------------------------------
+repl_in 'ctx.src:tags("lib/app")' 'local k = 5' 'k' 'n = 0' 'for _, r in ipairs(ctx.src:catalog()) do' 'n = n + 1' 'end' \
+    'n' 'x = #ctx.task.tags' 'x * 10' 'error("my own")' 'ctx.nothing.here' 'y = 1 +' ':quit' \
+    -- --from "$S" --to "$D" --repo lib/app
+like "$OUT" '\{
+  "v[12]",
+  "v[12]"
+\}' "a yielding call at the prompt returns the source's tag list"
+like "$OUT" '
+nil
+' "a local does not survive its line (as in lua.c)"
+like "$OUT" '
+2
+' "a statement over several lines ran once complete (the source's catalog has 2 repositories)"
+like "$OUT" '
+20
+' "a global set at the prompt stays for the next line"
+like "$OUT" 'error: stdin:1: my own' "an error shows the message and the line"
+like "$OUT" "error: stdin:1: attempt to index a nil value \(field 'nothing'\)" "and a runtime error too"
+like "$OUT" "error: an unfinished Lua statement was dropped: y = 1 \+" "a command after an unfinished statement drops it, and says so"
+is "$RC" 0 "the session went on after each error"
+
+# --- 5. the HTTP trace masks credentials ---------------------------------------------
+repl_in ':trace on' ':s' ':s' ':trace off' ':s' ':quit' -- --from "$S" --to "$D" --repo lib/app --dest-namespace trace
+like "$OUT" "\[http\] GET $S/v2/lib/app/manifests/v1 -> 200  [0-9.]+ (B|KiB)  [0-9]+ ms" "the trace prints method, URL, status, bytes and time"
+like "$OUT" "\[http\] HEAD $D/v2/trace/lib/app/manifests/v1 -> 404" "the target's HEADs too"
+n_http=$(grep -c '^\[http\]' <<<"$OUT" || true)
+ok "$((n_http < 4))" "several requests were traced ($n_http)"
+for secret in "$REG_SRC_PASS" "$REG_DST_PASS" "$(printf '%s' "$REG_SRC_USER:$REG_SRC_PASS" | base64)"; do
+    unlike "$OUT" "$secret" "no password (or Basic credential) appears in the session"
+done
+after_off=$(sed -n '/trace off/,$p' <<<"$OUT" | grep -c '^\[http\]' || true)
+is "$after_off" 0 ":trace off stops the trace"
+
+# --- 7. dry mode -----------------------------------------------------------------------
+repl_in ':c' ':quit' -- --from "$S" --to "$D" --repo lib/other --dest-namespace dry --dry
+like "$OUT" 'dry mode \(no writes to the target\)' "the banner says dry mode"
+like "$OUT" "dry mode: POST $D/v2/dry/lib/other/blobs/uploads/ was not sent" "the refused write is reported with its method and URL"
+is "$(curl -s -u "$REG_DST_USER:$REG_DST_PASS" "$D/v2/_catalog" | jq -r '.repositories | map(select(startswith("dry/"))) | length')" 0 \
+    "nothing was written to the target"
+is "$(manifest_digest "$D" dry/lib/other v1 "$DA")" missing "no manifest"
+
+done_testing
