@@ -264,6 +264,8 @@ static char *failure_message(struct task *t)
         snprintf(tmp, sizeof(tmp), "script '%s' was stopped: the task that started it ended",
                  t->name);
         return strdup(tmp);
+    case KILL_CANCEL:
+        return strdup("cancelled");
     case KILL_NONE:
         break;
     }
@@ -486,6 +488,7 @@ static const char *kill_reason(enum task_kill k)
     case KILL_MEM: return "memory limit exceeded";
     case KILL_STALL: return "ran too long where it cannot be paused";
     case KILL_ORPHAN: return "stopped: the task that started it ended";
+    case KILL_CANCEL: return "cancelled";
     case KILL_NONE: break;
     }
     return "killed";
@@ -500,8 +503,9 @@ static double thread_cpu_now(void)
 }
 
 /* Checks the running task's budgets and slice. Marks a kill when a CPU
- * budget (its own or one it counts against) is spent, or when sandboxed
- * code has run too long where it cannot be paused; raises when t is being
+ * budget (its own or one it counts against) is spent, when sandboxed code
+ * has run too long where it cannot be paused, or when a cancelled sandboxed
+ * task computes on for a slice; raises when t is being
  * killed. Returns 1 when the slice is over and L can pause. */
 static int check_slice(lua_State *L, struct task *t)
 {
@@ -521,6 +525,11 @@ static int check_slice(lua_State *L, struct task *t)
         }
     }
     int can = slice > SLICE_SECONDS && !t->op && sched_can_pause(L, t);
+    if (t->kill == KILL_NONE && t->sandboxed && t->cancelled && slice > SLICE_SECONDS) {
+        /* Cancelled, yet computing a whole slice on: script code that never
+         * waits (a loop) would otherwise run on to its CPU budget. */
+        t->kill = KILL_CANCEL;
+    }
     if (t->kill == KILL_NONE && t->sandboxed && slice > STALL_SECONDS && !can) {
         /* Counted in CPU time: a machine too busy to run the loop for a
          * while is no stall of the script's. */

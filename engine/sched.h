@@ -23,6 +23,7 @@ enum task_kill {
     KILL_MEM,    /* its memory budget (or one it counts against) is full */
     KILL_STALL,  /* sandboxed code ran too long where it cannot be paused */
     KILL_ORPHAN, /* sandboxed, and the task that started it has ended */
+    KILL_CANCEL, /* sandboxed, cancelled, and still computing a slice later */
 };
 
 /* An operation a task waits on. The owner embeds it in its own struct. */

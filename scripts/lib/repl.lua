@@ -30,6 +30,14 @@ local function took(r)
   return string.format("%.2f s", r.finished - r.started)
 end
 
+-- The index of the current stage: the one running or paused, else the one
+-- that failed, else the next to run.
+function S.current()
+  if S.job then return S.stage_started end
+  if not S.run.ok then return S.run.pos - 1 end
+  return S.run.pos
+end
+
 -- The index of the stage named name in the session, or nil.
 function S.stage_index(name)
   for i, st in ipairs(S.run.stages) do
@@ -138,6 +146,7 @@ end
 -- the user stands, so its own stage breakpoint does not stop it.
 local function go(mode, first)
   S.mode = mode
+  if S.loaded and not S.rebuild(S.run.pos) then return end
   while true do
     local st = S.run.stages[S.run.pos]
     if not st or not S.run.ok then
@@ -156,9 +165,13 @@ local function go(mode, first)
     S.job.stage = st.name
     if wait_job() == "paused" then return end
     D.mute(false)
-    report(S.last_job.result[1])
     local r = S.last_job.result[1]
+    report(r)
     if not r then say("[error] %s", tostring(S.last_job.result[2])) return end
+    if r.status == "cancelled" then -- interrupted: the stage is the next one again
+      S.run:rewind(S.stage_started)
+      return
+    end
     if mode == "step" or r.status ~= "succeeded" then
       if r.status == "succeeded" and S.run.pos > #S.run.stages then say("[done] every stage succeeded") end
       return
@@ -166,6 +179,27 @@ local function go(mode, first)
   end
 end
 S.go = go
+
+-- Runs stages 1..i-1 again, since a stored task's results do not hold
+-- ctx.data (what the stages keep in memory for the later ones: manifests,
+-- say). Returns true when they succeeded and stage i is next.
+function S.rebuild(i)
+  S.loaded = false
+  if i <= 1 then return true end
+  say("[replay] the database keeps no ctx.data (what stages hold in memory): running stages 1-%d again first", i - 1)
+  S.run:rewind(1)
+  while S.run.pos < i do
+    local st = S.run.stages[S.run.pos]
+    S.stage_started = S.run.pos
+    start_job("repl stage " .. st.name, function() return S.run:step() end)
+    S.job.stage = st.name
+    if wait_job() == "paused" then return false end
+    local r = S.last_job.result[1]
+    report(r)
+    if not r or r.status ~= "succeeded" then return false end
+  end
+  return true
+end
 
 -- Resumes the current pause: "continue" (to the next breakpoint, then on
 -- through the stages), "next", "step", or "finish" (the rest of the stage,
@@ -188,6 +222,7 @@ function S.resume(how)
   D.mute(false)
   local r = S.last_job.result[1]
   report(r)
+  if r and r.status == "cancelled" then return S.run:rewind(S.stage_started) end
   if r and r.status == "succeeded" and how == "continue" and S.mode == "continue" then go("continue") end
 end
 
@@ -205,7 +240,7 @@ end
 -- the code sees the paused frame's locals; the paused stage stays paused.
 function S.evaluate(src)
   S.vars.ctx, S.vars.results = S.ctx, S.ctx.results
-  local cur = S.job and S.stage_started or S.run.pos
+  local cur = S.current()
   S.vars.input = cur > 1 and S.run.results[cur - 1].output or nil
   local frame
   if S.pause then frame = D.env(S.pause, S.frame or 0, S.vars) end
@@ -250,7 +285,7 @@ local function prompt()
     local info = D.info(S.pause)
     if info then return string.format("repl %s:%d> ", S.job and S.job.stage or "?", info.line) end
   end
-  local st = S.run.stages[S.run.pos]
+  local st = S.run.stages[S.current()]
   return string.format("repl %s> ", st and st.name or "(end)")
 end
 
@@ -272,6 +307,7 @@ function S.load_stored()
   end
   S.run.pos = at or 1
   S.run.ok = true
+  S.loaded = true
 end
 
 -- The `replica repl` entry point; returns the exit code.

@@ -167,4 +167,65 @@ is "$(curl -s -u "$REG_DST_USER:$REG_DST_PASS" "$D/v2/_catalog" | jq -r '.reposi
     "nothing was written to the target"
 is "$(manifest_digest "$D" dry/lib/other v1 "$DA")" missing "no manifest"
 
+# dry mode refuses a manifest PUT too: the target holds lib/other's blobs in
+# dry2/lib/other already, the source tags the same image v2, and a template
+# without push_prepare (which would open an upload first) pushes only the
+# manifest.
+replica_run --from "$S" --to "$D" --repo lib/other --dest-namespace dry2
+is "$RC" 0 "a real run put lib/other:v1 under dry2"
+accept=application/vnd.oci.image.manifest.v1+json
+curl -s -u "$SA" -H "Accept: $accept" "$S/v2/lib/other/manifests/v1" >"$E2E_WORK/m.json"
+curl -s -o /dev/null -u "$SA" -X PUT -H "Content-Type: $accept" --data-binary @"$E2E_WORK/m.json" "$S/v2/lib/other/manifests/v2"
+grep -v push_prepare "$ROOT/scripts/templates/distribution.lua" >"$R/templates/nopre.lua"
+repl_in ':c' ':quit' -- --from "$S" --to "$D" --repo lib/other --tag v2 --dest-namespace dry2 --dry \
+    --scripts "$R" --template nopre
+like "$OUT" "dry mode: PUT $D/v2/dry2/lib/other/manifests/v2 was not sent" "the refused manifest PUT is reported"
+is "$(manifest_digest "$D" dry2/lib/other v2 "$DA")" missing "and the tag was not written"
+
+# --- limits: a stage past its CPU budget fails with the reason; the session goes on -----
+mkdir -p "$R/stages/t"
+printf 'return { stages = { { "spin", "t/spin" } } }\n' >"$R/templates/spin.lua"
+printf 'return { run = function(ctx) local n = 0 while true do n = n + 1 end end }\n' >"$R/stages/t/spin.lua"
+repl_in ':s' ':stages' '6 * 7' ':quit' -- --from "$S" --to "$D" --repo lib/other --scripts "$R" --template spin --cpu 0.5
+like "$OUT" '\[stage\] spin: failed in [0-9.]+ s: .*CPU limit' "the stage hit its CPU limit and says so"
+like "$OUT" '> 1  spin +t/spin +failed' ":stages after it shows the failure"
+like "$OUT" '
+42
+' "and the session goes on"
+
+# --- 8. replay a task replica serve stored as failed ----------------------------------
+# serve runs template dbg with push_prepare broken again; the execution
+# fails there. With serve stopped and the file fixed, the REPL loads the
+# execution from the database and replays the failed stage with its stored
+# input.
+awk '{print} /run = function\(ctx\)/ && !done {print "    local broken = nil .. \"on purpose\""; done=1}' \
+    "$ROOT/scripts/stages/distribution/push_prepare.lua" >"$R/stages/dbg/push_prepare.lua"
+serve_start replay --scripts "$R"
+api POST /registries "$(registry_json src "$S" "\"username\": \"$REG_SRC_USER\", \"password\": \"$REG_SRC_PASS\"")"
+SRC_ID=$(jget .id)
+api POST /registries "$(registry_json dst "$D" "\"username\": \"$REG_DST_USER\", \"password\": \"$REG_DST_PASS\"")"
+DST_ID=$(jget .id)
+api POST /policies "{\"name\": \"rp\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"repositories\": [\"lib/app\"], \"dest_namespace\": \"replay\", \"template\": \"dbg\"}"
+is "$STATUS" 201 "a policy with the broken template"
+api POST "/policies/$(jget .id)/executions"
+EID=$(jget .id)
+wait_exec "$EID" Failed
+is "$(jget .status)" Failed "serve's execution failed"
+serve_stop
+grep -v 'on purpose' "$R/stages/dbg/push_prepare.lua" >"$E2E_WORK/fixed.lua"
+mv "$E2E_WORK/fixed.lua" "$R/stages/dbg/push_prepare.lua"
+unset REPLICA_FROM_CREDS REPLICA_TO_CREDS
+repl_in ':stages' ':replay' ':c' ':quit' -- --db "$SERVE_DB" --execution "$EID" --scripts "$R"
+is "$RC" 0 "the replay session ends with 0"
+like "$OUT" "loaded execution $EID, task [0-9]+ \(Failed\), policy rp; next: push_prepare" "the REPL loads the failed task and stands at its failed stage"
+like "$OUT" '  3  pull_post +dbg/pull_post +succeeded' "the stored results of the earlier stages are shown"
+like "$OUT" '> 4  push_prepare +dbg/push_prepare +failed' "and the failed one"
+like "$OUT" 'running stages 1-3 again first' "the stages before it run again, since ctx.data is not stored"
+like "$OUT" 'replaying stage push_prepare with its stored input' ":replay reruns the failed stage"
+like "$OUT" 'stored: failed: stages/dbg/push_prepare.lua:[0-9]+: attempt to concatenate a nil value' "it prints the stored outcome"
+like "$OUT" 'now: +succeeded' "and the new one, with the fixed file"
+like "$OUT" '\[done\] every stage succeeded' ":continue finishes the task"
+is "$(manifest_digest "$D" replay/lib/app v1 "$DA")" "$(manifest_digest "$S" lib/app v1 "$SA")" "the replayed task's target verifies"
+unlike "$OUT" "$REG_SRC_PASS|$REG_DST_PASS" "the credentials opened from the database never print"
+
 done_testing

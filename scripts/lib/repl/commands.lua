@@ -3,7 +3,6 @@
 -- below is also :help's text and Tab's list.
 local pretty = require("repl.pretty")
 local runner = require("runner")
-local setup = require("repl.setup")
 
 local commands = {}
 
@@ -128,7 +127,7 @@ end
 
 function H.stages(S)
   local out = {}
-  local cur = S.job and S.stage_started or S.run.pos
+  local cur = S.current()
   for i, st in ipairs(S.run.stages) do
     local r = S.run.results[i]
     local status = r.status
@@ -175,7 +174,7 @@ function H.run(S)
 end
 
 function H.restart(S, arg)
-  local i = S.job and S.stage_started or S.run.pos
+  local i = S.current()
   if arg ~= "" then
     local j, err = stage_arg(S, arg)
     if not j then return S.say("%s", err) end
@@ -249,10 +248,14 @@ function H.breaks(S)
 end
 
 function H.where(S)
-  local cur = S.job and S.stage_started or S.run.pos
+  local cur = S.current()
   local st = S.run.stages[cur]
   if not S.pause then
     if not st then return S.say("at the end of the template (%d stages)", #S.run.stages) end
+    if not S.job and not S.run.ok then
+      return S.say("stage %d/%d: %s (%s) %s: :restart runs it again", cur, #S.run.stages, st.name,
+                   st.fn or st.remote, S.run.results[cur].status)
+    end
     return S.say("%s stage %d/%d: %s (%s)", S.job and "in" or "before", cur, #S.run.stages, st.name,
                  st.fn or st.remote)
   end
@@ -302,7 +305,7 @@ function H.print(S, arg)
 end
 
 function H.input(S)
-  local cur = S.job and S.stage_started or S.run.pos
+  local cur = S.current()
   if cur <= 1 then return S.say("nil (the first stage has no input)") end
   local r = S.run.results[cur - 1]
   S.say("%s", pretty.format(r.output, S.maxlen))
@@ -354,7 +357,7 @@ end
 
 function H.reload(S)
   local before = shas(S)
-  local set = S.task.stored and S.set or setup.files()
+  local set = S.set -- its get reads the files again
   local tpl, err = runner.template(S.template.name, set)
   if not tpl then return S.say("reload failed, the old code stays: %s", err) end
   local same = #tpl.stages == #S.run.stages
@@ -404,16 +407,14 @@ function H.replay(S, arg)
   if not i then return S.say("%s", err) end
   local old
   for _, r in ipairs(stored) do if r.name == S.run.stages[i].name then old = r end end
-  S.abandon()
-  S.load_stored()
-  S.run:rewind(i)
-  for j = 1, i - 1 do
-    if S.run.results[j].status ~= "succeeded" then
-      for _, r in ipairs(stored) do
-        if r.name == S.run.stages[j].name then S.run.results[j] = r end
-      end
-    end
+  local stored_input
+  for _, r in ipairs(stored) do
+    if i > 1 and r.name == S.run.stages[i - 1].name then stored_input = r.output end
   end
+  S.abandon()
+  if not S.rebuild(i) then return S.say("the stages before %s did not succeed again: no replay", S.run.stages[i].name) end
+  S.run:rewind(i)
+  if i > 1 then S.run.results[i - 1].output = stored_input end
   S.say("replaying stage %s with its stored input", S.run.stages[i].name)
   S.go("step", true)
   if S.job then return end -- paused inside it

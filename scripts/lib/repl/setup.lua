@@ -76,7 +76,14 @@ local function from_db(opts, sys)
   local p = db:row("SELECT * FROM policies WHERE id = ?", e.policy)
   if not p then return nil, "the execution's policy was deleted" end
   local popts = policies.options(p)
-  local set = scriptset.overlay(setup.files(), library.execution_set(db, exec_id))
+  -- The execution's pins of versions stored in the daemon (made in the
+  -- console or the API) over the files: a bundled or file stage runs from
+  -- the disk, where it is being edited.
+  local stored_pins = {}
+  for _, e in ipairs(library.pins(db, exec_id)) do
+    if e.origin ~= "bundled" then stored_pins[#stored_pins + 1] = e end
+  end
+  local set = scriptset.overlay(setup.files(), scriptset.of(stored_pins))
   local template, terr = runner.template(p.template or "distribution", set)
   if not template then return nil, terr end
   local src_row = db:row("SELECT * FROM registries WHERE id = ?", p.src_registry)
