@@ -1,7 +1,7 @@
 /* lua_debugger.c - sys.dbg, the debugger of stage code for `replica repl`
  * (trusted code only), and the line hook behind it.
  *   dbg.on()                   script tasks spawned from now on get line events
- *   dbg.breaks{ {file=, line=}, ... }  the line breakpoints (file matches a
+ *   dbg.breaks{ {file=, line=, id=}, ... }  the line breakpoints (file matches a
  *                              chunk's path or its tail: "pull.lua",
  *                              "distribution/pull.lua")
  *   dbg.mute(on)               no breakpoint pauses while on (:finish)
@@ -28,6 +28,7 @@
 struct bp {
     char *file;
     int line;
+    long id;                 /* the number the REPL shows (:breaks) */
 };
 
 /* The names of a pause's innermost locals, taken in the hook: once the hook
@@ -172,7 +173,7 @@ void dbg_line(lua_State *L, struct task *t, lua_Debug *ar)
         if (!got && !(got = lua_getinfo(L, "S", ar)))
             break;
         if (file_matches(D.bps[i].file, ar->source)) {
-            snprintf(note, sizeof(note), "breakpoint %d", i + 1);
+            snprintf(note, sizeof(note), "breakpoint %ld", D.bps[i].id);
             why = note;
         }
     }
@@ -220,13 +221,15 @@ static int l_breaks(lua_State *L)
         if (lua_type(L, -1) == LUA_TTABLE) {
             lua_getfield(L, -1, "file");
             lua_getfield(L, -2, "line");
-            if (lua_type(L, -2) == LUA_TSTRING && lua_isinteger(L, -1)) {
-                bps[k].file = strdup(lua_tostring(L, -2));
-                bps[k].line = (int)lua_tointeger(L, -1);
+            lua_getfield(L, -3, "id");
+            if (lua_type(L, -3) == LUA_TSTRING && lua_isinteger(L, -2)) {
+                bps[k].file = strdup(lua_tostring(L, -3));
+                bps[k].line = (int)lua_tointeger(L, -2);
+                bps[k].id = lua_isinteger(L, -1) ? (long)lua_tointeger(L, -1) : k + 1;
                 if (bps[k].file)
                     k++;
             }
-            lua_pop(L, 2);
+            lua_pop(L, 3);
         }
         lua_pop(L, 1);
     }

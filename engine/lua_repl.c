@@ -464,6 +464,7 @@ static int l_next(lua_State *L)
     if (R.waiter)
         return luaL_error(L, "repl.next: another task waits already");
     task_check_yieldable(L, t);
+    R.vm = vm; /* repl_post wakes it (also without repl.open: the specs) */
     R.waiter = t;
     R.op.cancel = next_cancel;
     return task_yield(L, t, &R.op, next_done, 0);

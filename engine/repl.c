@@ -49,16 +49,21 @@ static void prepare(struct cli_common *c)
     c->wo.sigint_interrupts = 1;
 }
 
-/* After: the entry's sys gets the terminal and the debugger. */
-static void opened(struct engine *e, lua_State *L)
+void sys_install_repl(struct vm *vm, lua_State *L)
 {
     if (!lua_getupvalue(L, -1, 1))
         return;
     if (lua_istable(L, -1) && lua_getfield(L, -1, "sys") == LUA_TTABLE) {
-        sys_add_repl(e->vm, L);
-        sys_add_dbg(e->vm, L);
+        sys_add_repl(vm, L);
+        sys_add_dbg(vm, L);
     }
     lua_pop(L, 2);
+}
+
+/* After: the entry's sys gets the terminal and the debugger. */
+static void opened(struct engine *e, lua_State *L)
+{
+    sys_install_repl(e->vm, L);
 }
 
 int cmd_repl(int argc, char **argv)

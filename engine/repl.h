@@ -38,4 +38,8 @@ int dbg_lua_break(lua_State *L);
 void sys_add_repl(struct vm *vm, lua_State *L);
 void sys_add_dbg(struct vm *vm, lua_State *L);
 
+/* Adds both to the sys of the entry chunk on top of L (after sys_install):
+ * `replica repl`'s, and `replica script`'s (the specs drive them). */
+void sys_install_repl(struct vm *vm, lua_State *L);
+
 #endif

@@ -6,6 +6,7 @@
 #include <lauxlib.h>
 
 #include "cli.h"
+#include "repl.h"
 #include "sys.h"
 #include "vm.h"
 
@@ -56,6 +57,7 @@ int cmd_script(int argc, char **argv)
         rc = 1;
     } else {
         sys_install(eng.vm, L);
+        sys_install_repl(eng.vm, L); /* sys.repl, sys.dbg: spec/repl_debugger_spec.lua */
         int nargs = argc - i;
         luaL_checkstack(L, nargs, "too many arguments");
         for (; i < argc; i++)

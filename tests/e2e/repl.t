@@ -64,12 +64,15 @@ return {
   end,
 }
 LUA
-repl_in ':break dbg/pull_post.lua:6' ':breaks' ':c' ':where' ':p tag' ':p mark' ':n' ':p mark' ':p seen' \
+repl_in ':break push' ':break dbg/pull_post.lua:6' ':breaks' ':c' ':where' ':p tag' ':p mark' ':n' ':p mark' ':p seen' \
     'seen = 10' ':c' ':c' ':result pull_post' ':quit' \
     -- --from "$S" --to "$D" --repo lib/app --dest-namespace brk --scripts "$R" --template dbg
 is "$RC" 0 "the breakpoint session ends with 0"
-like "$OUT" 'breakpoint 1 at dbg/pull_post.lua:6' ":break FILE:LINE sets it"
-like "$OUT" '\[paused\] pull_post: stages/dbg/pull_post.lua:6 \(breakpoint 1\)
+like "$OUT" 'breakpoint 1 before stage push' ":break STAGE sets a stage breakpoint"
+like "$OUT" 'breakpoint 2 at dbg/pull_post.lua:6' ":break FILE:LINE sets a line breakpoint"
+like "$OUT" '1  before stage push
+2  dbg/pull_post.lua:6' ":breaks lists both"
+like "$OUT" '\[paused\] pull_post: stages/dbg/pull_post.lua:6 \(breakpoint 2\)
    6        local mark = "tag " .. tag' ":continue runs to the breakpoint and shows the line"
 like "$OUT" 'paused in stage 3/6: pull_post \(dbg/pull_post\)' ":where names the stage and the template position"
 like "$OUT" '> #0  stages/dbg/pull_post.lua:6 in' ":where shows the Lua stack"
@@ -82,7 +85,8 @@ like "$OUT" '
 "tag v1"
 0
 ' "after :next the local holds its value; seen is still 0"
-like "$OUT" 'stages/dbg/pull_post.lua:6 \(breakpoint 1\)' "the breakpoint hits again for the next tag"
+like "$OUT" 'stages/dbg/pull_post.lua:6 \(breakpoint 2\)' "the breakpoint hits again for the next tag"
+like "$OUT" '\[break\] before stage push \(5/6\)' ":continue stops before a stage with a breakpoint"
 like "$OUT" 'counted = 12' "an assignment at the prompt changed the stage's local (10, plus the two tags)"
 
 # --- 3. a broken stage, fixed and reloaded -----------------------------------------
@@ -148,7 +152,7 @@ like "$OUT" "error: an unfinished Lua statement was dropped: y = 1 \+" "a comman
 is "$RC" 0 "the session went on after each error"
 
 # --- 5. the HTTP trace masks credentials ---------------------------------------------
-repl_in ':trace on' ':s' ':s' ':trace off' ':s' ':quit' -- --from "$S" --to "$D" --repo lib/app --dest-namespace trace
+repl_in ':trace on' ':s' ':s' ':trace off' ':s' ':ctx' 'ctx.options' ':quit' -- --from "$S" --to "$D" --repo lib/app --dest-namespace trace
 like "$OUT" "\[http\] GET $S/v2/lib/app/manifests/v1 -> 200  [0-9.]+ (B|KiB)  [0-9]+ ms" "the trace prints method, URL, status, bytes and time"
 like "$OUT" "\[http\] HEAD $D/v2/trace/lib/app/manifests/v1 -> 404" "the target's HEADs too"
 n_http=$(grep -c '^\[http\]' <<<"$OUT" || true)
@@ -156,6 +160,7 @@ ok "$((n_http < 4))" "several requests were traced ($n_http)"
 for secret in "$REG_SRC_PASS" "$REG_DST_PASS" "$(printf '%s' "$REG_SRC_USER:$REG_SRC_PASS" | base64)"; do
     unlike "$OUT" "$secret" "no password (or Basic credential) appears in the session"
 done
+like "$OUT" 'from_creds = "\*\*\*"' ":ctx and ctx.options show the credentials masked"
 after_off=$(sed -n '/trace off/,$p' <<<"$OUT" | grep -c '^\[http\]' || true)
 is "$after_off" 0 ":trace off stops the trace"
 

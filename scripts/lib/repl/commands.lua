@@ -194,7 +194,7 @@ end
 local function push_breaks(S)
   local lines = {}
   for _, b in ipairs(S.breaks) do
-    if b.file then lines[#lines + 1] = { file = b.file, line = b.line } end
+    if b.file then lines[#lines + 1] = { file = b.file, line = b.line, id = b.id } end
   end
   S.D.breaks(lines)
 end

@@ -2,12 +2,13 @@
 -- :result and the values of expressions at the prompt. Tables are walked
 -- raw (no metamethod runs), keys in a stable order, nested tables indented,
 -- cycles named, the whole cut at maxlen characters. Fields whose names say
--- they hold a secret (password, token, secret, authorization, credentials)
+-- they hold a secret (password, token, secret, authorization, credentials,
+-- creds: --from-creds USER:PASSWORD)
 -- print as "***", so credentials never reach the terminal.
 local pretty = {}
 
-local SECRET = { "password", "passwd", "token", "secret", "authorization", "credential", "private_key",
-                 "sealed", "signing" }
+local SECRET = { "password", "passwd", "token", "secret", "authorization", "credential", "creds",
+                 "private_key", "sealed", "signing" }
 
 -- Whether a field named k must not be shown.
 local function secret(k)
