@@ -89,6 +89,45 @@ like "$OUT" 'stages/dbg/pull_post.lua:6 \(breakpoint 2\)' "the breakpoint hits a
 like "$OUT" '\[break\] before stage push \(5/6\)' ":continue stops before a stage with a breakpoint"
 like "$OUT" 'counted = 12' "an assignment at the prompt changed the stage's local (10, plus the two tags)"
 
+# --- the other commands ------------------------------------------------------------
+cat >"$E2E_WORK/editor.sh" <<'SH'
+#!/bin/sh
+# an $EDITOR for the test: appends a marker comment to the file it is given
+echo "-- edited" >>"$1"
+SH
+chmod +x "$E2E_WORK/editor.sh"
+OUT_CMDS=$(printf '%s\n' ':help' ':b 3' ':b dbg/pull_post.lua:7' ':delete 1' ':breaks' ':s' '' ':input' ':maxlen 30' \
+    ':result pull' ':maxlen 4000' ':c' ':l 2' ':where' ':frame 0' ':finish' ':input' ':edit pull_post' ':delete 2' ':run' ':stages' ':quit' |
+    EDITOR=$E2E_WORK/editor.sh timeout 120 "$REPLICA" repl --from "$S" --to "$D" --repo lib/app --dest-namespace cmds \
+        --scripts "$R" --template dbg 2>&1)
+OUT=$OUT_CMDS
+like "$OUT" '  :stages +the template' ":help lists the commands"
+like "$OUT" '  :replay +\[STAGE\]' "... every one of them"
+like "$OUT" 'deleted breakpoint 1' ":delete removes a breakpoint"
+like "$OUT" '
+2  dbg/pull_post.lua:7
+' ":breaks lists what is left"
+before_c=$(sed -n '1,/^\[paused\]/p' <<<"$OUT")
+is "$(grep -c '^\[stage\] pull: succeeded' <<<"$before_c")" 1 "an empty line repeated :s (pull ran after pull_prepare)"
+like "$OUT" '
+\{
+  blobs = 6,' ":input shows the output of the stage before the current one"
+like "$OUT" '\.\.\. \([0-9]+ more characters; :maxlen N shows more\)' ":maxlen cuts printed values, and says so"
+like "$OUT" '\[paused\] pull_post: stages/dbg/pull_post.lua:7 \(breakpoint 2\)' ":continue runs to the line breakpoint"
+like "$OUT" '    5      for _, tag in ipairs\(ctx.task.tags\) do
+    6        local mark = "tag " .. tag
+->  7        seen = seen \+ 1
+    8      end
+    9      return' ":list shows the source around the paused line"
+like "$OUT" '#0  stages/dbg/pull_post.lua:7' ":frame 0 selects the paused frame"
+like "$OUT" '\[stage\] pull_post: succeeded' ":finish ran the rest of the stage, its breakpoint muted (two tags, one pause)"
+n_pauses=$(sed -n '1,/reloaded:/p' <<<"$OUT" | grep -c '^\[paused\]' || true)
+is "$n_pauses" 1 "the breakpoint did not pause again after :finish (two tags, one pause)"
+like "$OUT" 'reloaded: stages/dbg/pull_post.lua' ":edit ran \$EDITOR on the stage's file, then reloaded it"
+is "$(tail -n 1 "$R/stages/dbg/pull_post.lua")" "-- edited" "the file is the one the editor changed"
+like "$OUT" '\[done\] every stage succeeded' ":run ran the template from its first stage to the end"
+like "$OUT" '  6  push_post +distribution/verify +succeeded' "and :stages shows it"
+
 # --- 3. a broken stage, fixed and reloaded -----------------------------------------
 # dbg/push_prepare is distribution's with an error on purpose; the session
 # steps to it, sees the error with its line, the file is fixed, :reload, and
