@@ -116,7 +116,10 @@ S.on_pause = on_pause
 local function wait_job()
   while S.job do
     local kind, id, text = R.next()
-    if kind == "job" and id == S.job.n then
+    if kind == nil then -- the REPL itself is cancelled (SIGTERM): its tasks end with it
+      S.last_job, S.job = { result = { nil, "cancelled" } }, nil
+      return "done"
+    elseif kind == "job" and id == S.job.n then
       S.last_job = S.job
       S.job = nil
       return "done"
@@ -341,7 +344,7 @@ function repl.main(opts, sys)
     R.words(words())
     R.prompt(pending ~= "" and ".... " or prompt())
     local kind, _, text = R.next()
-    if kind == "eof" then break end
+    if kind == nil or kind == "eof" then break end -- nil: cancelled (SIGTERM)
     if kind == "paused" then
       on_pause(_, text)
     elseif kind == "line" then
