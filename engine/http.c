@@ -649,13 +649,19 @@ void http_client_watch(struct http_client *c, const struct http_watch *w)
     c->watching = w != NULL;
 }
 
-/* Whether the watch's dry mode refuses r (a write to its origin). */
+/* Whether the watch's dry mode refuses r: a write to its origin, other than
+ * a credential exchange (a POST under /oauth2/, as ACR's token exchange:
+ * it writes nothing, and without it nothing can be read either). */
 static int dry_refused(const struct http_client *c, const struct http_req *r, const char *url)
 {
     char key[sizeof(c->watch.dry_origin)];
     if (!c->watch.dry_origin[0] || strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0)
         return 0;
-    return http_origin_key(url, key, sizeof(key)) == 0 && strcmp(key, c->watch.dry_origin) == 0;
+    if (http_origin_key(url, key, sizeof(key)) != 0 || strcmp(key, c->watch.dry_origin) != 0)
+        return 0;
+    const char *scheme = strstr(url, "://");
+    const char *path = scheme ? strchr(scheme + 3, '/') : NULL;
+    return !(path && strncmp(path, "/oauth2/", 8) == 0 && strcmp(r->method, "POST") == 0);
 }
 
 int http_req_start(struct http_req *r, http_done_fn done, void *ud)

@@ -86,7 +86,8 @@ long http_client_pending(const struct http_client *c);
  * as a dry-mode write), before the request's own done; a request cancelled
  * by its owner is not reported. dry_origin, when set, is an origin key (see
  * http_origin_key) to which every method but GET and HEAD is refused with
- * HTTP_EDRY instead of being sent. */
+ * HTTP_EDRY instead of being sent (except a credential exchange: a POST
+ * under /oauth2/). */
 struct http_watch {
     void (*done)(void *ud, const struct http_req *r);
     void *ud;

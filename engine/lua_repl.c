@@ -345,6 +345,19 @@ static void close_term(void)
     R.open = 0;
 }
 
+/* At exit without repl.close (an error ended the session): the terminal
+ * gets its modes back. The event loop may be gone: no event is touched. */
+static void at_exit(void)
+{
+    if (!R.open)
+        return;
+    if (R.installed)
+        rl_callback_handler_remove();
+    R.installed = 0;
+    save_history();
+    R.open = 0;
+}
+
 static int l_open(lua_State *L)
 {
     struct vm *vm = vm_of(L);
@@ -385,7 +398,9 @@ static int l_open(lua_State *L)
     vm->on_interrupt = on_interrupt;
     watch(vm);
     R.open = 1;
-    atexit(close_term);
+    static int registered;
+    if (!registered++)
+        atexit(at_exit);
     lua_pushboolean(L, R.tty);
     return 1;
 }

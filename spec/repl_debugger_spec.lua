@@ -135,6 +135,8 @@ t.test("dry mode refuses writes to one origin and lets reads and other origins t
   t.eq(res, nil)
   t.eq(err, "dry mode")
   t.match(detail, "^dry mode: PUT " .. url:gsub("%p", "%%%0") .. "/v2/dry/app/manifests/v1 was not sent$")
+  local ex = http.request{ method = "POST", url = url .. "/oauth2/exchange", body = "grant_type=x" }
+  t.ok(ex and ex.status, "a credential exchange (a POST under /oauth2/) goes out")
   local get = http.request{ url = url .. "/v2/?token=s3cret&x=1" }
   t.eq(get and get.status, 200, "a GET goes out")
   R.trace(false)

@@ -8,9 +8,9 @@
 local runner = require("runner")
 local taskrun = require("taskrun")
 local setup = require("repl.setup")
-local pretty = require("repl.pretty")
 local eval = require("repl.eval")
 local commands = require("repl.commands")
+local took = require("repl.pretty").duration
 
 local repl = {}
 
@@ -24,11 +24,6 @@ local function say(fmt, ...)
 end
 S.say = say
 
--- Seconds between two time.now() values, as text.
-local function took(r)
-  if not (r.started and r.finished) then return "" end
-  return string.format("%.2f s", r.finished - r.started)
-end
 
 -- The index of the current stage: the one running or paused, else the one
 -- that failed, else the next to run.
@@ -137,6 +132,24 @@ local function wait_job()
 end
 S.wait_job = wait_job
 
+-- Runs the next stage as the job and waits for it. Returns "paused", or
+-- its record (reported), or nil when the job failed (said).
+local function step_job()
+  local st = S.run.stages[S.run.pos]
+  S.stage_started = S.run.pos
+  start_job("repl stage " .. st.name, function() return S.run:step() end)
+  S.job.stage = st.name
+  if wait_job() == "paused" then return "paused" end
+  D.mute(false)
+  local r = S.last_job.result[1]
+  if not r then
+    say("[error] %s", tostring(S.last_job.result[2]))
+    return nil
+  end
+  report(r)
+  return r
+end
+
 -- Whether a stage breakpoint is set on stage name.
 local function stage_break(name)
   for _, b in ipairs(S.breaks) do
@@ -163,14 +176,9 @@ local function go(mode, first)
       return
     end
     first = false
-    S.stage_started = S.run.pos
-    start_job("repl stage " .. st.name, function() return S.run:step() end)
-    S.job.stage = st.name
-    if wait_job() == "paused" then return end
-    D.mute(false)
-    local r = S.last_job.result[1]
-    report(r)
-    if not r then say("[error] %s", tostring(S.last_job.result[2])) return end
+    local r = step_job()
+    if r == "paused" then return end
+    if not r then return end
     if r.status == "cancelled" then -- interrupted: the stage is the next one again
       S.run:rewind(S.stage_started)
       return
@@ -192,14 +200,8 @@ function S.rebuild(i)
   say("[replay] the database keeps no ctx.data (what stages hold in memory): running stages 1-%d again first", i - 1)
   S.run:rewind(1)
   while S.run.pos < i do
-    local st = S.run.stages[S.run.pos]
-    S.stage_started = S.run.pos
-    start_job("repl stage " .. st.name, function() return S.run:step() end)
-    S.job.stage = st.name
-    if wait_job() == "paused" then return false end
-    local r = S.last_job.result[1]
-    report(r)
-    if not r or r.status ~= "succeeded" then return false end
+    local r = step_job()
+    if r == "paused" or not r or r.status ~= "succeeded" then return false end
   end
   return true
 end

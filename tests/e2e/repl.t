@@ -236,6 +236,13 @@ like "$OUT" '> 1  spin +t/spin +failed' ":stages after it shows the failure"
 like "$OUT" '
 42
 ' "and the session goes on"
+printf 'return { stages = { { "hog", "t/hog" } } }\n' >"$R/templates/hog.lua"
+printf 'return { run = function(ctx) local t = {} for i = 1, 1e8 do t[i] = ("x"):rep(64) .. i end end }\n' >"$R/stages/t/hog.lua"
+repl_in ':s' '6 * 7' ':quit' -- --from "$S" --to "$D" --repo lib/other --scripts "$R" --template hog --memory 16
+like "$OUT" '\[stage\] hog: failed in [0-9.]+ s: .*memory limit' "a stage past its memory limit fails with the reason"
+like "$OUT" '
+42
+' "and the session goes on after it too"
 
 # --- 8. replay a task replica serve stored as failed ----------------------------------
 # serve runs template dbg with push_prepare broken again; the execution
@@ -271,5 +278,19 @@ like "$OUT" 'now: +succeeded' "and the new one, with the fixed file"
 like "$OUT" '\[done\] every stage succeeded' ":continue finishes the task"
 is "$(manifest_digest "$D" replay/lib/app v1 "$DA")" "$(manifest_digest "$S" lib/app v1 "$SA")" "the replayed task's target verifies"
 unlike "$OUT" "$REG_SRC_PASS|$REG_DST_PASS" "the credentials opened from the database never print"
+
+# --- setup errors: clear, and nothing runs ----------------------------------------------
+repl_in ':quit' -- --db "$SERVE_DB" --execution "$EID" --task 999
+is "$RC:$OUT" "1:replica: task 999 is not a task of execution $EID" "a --task outside the execution is refused"
+repl_in ':quit' -- --db "$E2E_WORK/none.db" --execution 1
+is "$RC:$OUT" "1:replica: --db: no database at $E2E_WORK/none.db" "a missing database is refused, not created"
+ok "$([[ ! -e $E2E_WORK/none.db ]]; echo $?)" "and no file was made"
+repl_in ':quit' -- --execution 1
+is "$RC:$OUT" "1:replica: --db and --execution go together" "--execution alone is refused"
+export REPLICA_FROM_CREDS=$SA REPLICA_TO_CREDS=$DA
+repl_in ':quit' -- --from "$S" --to "$D" --repo 'lib/*'
+is "$RC:$OUT" "1:replica: --repo names the one repository to debug (a name, not a glob)" "a --repo glob is refused"
+repl_in ':quit' -- --from "$S" --to "$D" --repo lib/app --tag 'nope*'
+is "$RC:$OUT" "1:replica: no tags of lib/app match the tag filters" "a tag filter matching nothing is refused"
 
 done_testing

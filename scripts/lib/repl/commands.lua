@@ -25,7 +25,7 @@ local LIST = {
   { "input", nil, "", "the input of the current stage" },
   { "result", nil, "STAGE", "a stage's result: status, error, output" },
   { "ctx", nil, "", "the task's ctx: task, options, data, results, the two registries" },
-  { "maxlen", nil, "N", "cut printed values at N characters (now: see :maxlen)" },
+  { "maxlen", nil, "[N]", "cut printed values at N characters (default 4000); no N: show it" },
   { "trace", "t", "on|off", "print each HTTP request as it ends: method, URL, status, bytes, time" },
   { "reload", nil, "", "reload the stage and template files that changed on disk" },
   { "edit", "e", "STAGE", "open STAGE's function in $EDITOR, then reload" },
@@ -118,12 +118,7 @@ local function idle(S)
 end
 
 local H = {}
-
--- A record's duration, as text.
-local function took(r)
-  if not (r.started and r.finished) then return "" end
-  return string.format("%.2f s", r.finished - r.started)
-end
+local took = pretty.duration
 
 function H.stages(S)
   local out = {}

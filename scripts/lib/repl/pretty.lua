@@ -101,4 +101,10 @@ function pretty.values(vals, maxlen)
   return table.concat(parts, "\t")
 end
 
+-- A stage record's duration ("0.25 s"), or "" before it ended.
+function pretty.duration(r)
+  if not (r.started and r.finished) then return "" end
+  return string.format("%.2f s", r.finished - r.started)
+end
+
 return pretty
