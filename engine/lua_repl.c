@@ -204,8 +204,10 @@ static void on_input(evutil_socket_t fd, short what, void *arg)
     ssize_t n = read(fd, buf, sizeof(buf));
     if (n > 0)
         evbuffer_add(R.inbuf, buf, (size_t)n);
-    else
+    else if (n == 0 || (errno != EINTR && errno != EAGAIN))
         R.in_eof = 1;
+    else
+        return; /* nothing this time: the event fires again */
     piped_deliver();
 }
 
