@@ -103,6 +103,7 @@ int run_command(int argc, char **argv, const struct run_cmd *cmd);
 
 int cmd_script(int argc, char **argv);
 int cmd_repl(int argc, char **argv);
+int cmd_version(void); /* version.c */
 int cmd_run(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_serve(int argc, char **argv);

@@ -14,9 +14,6 @@
 #include "cli.h"
 #include "sched.h"
 
-#ifndef REPLICA_VERSION
-#define REPLICA_VERSION "0.1.0-dev"
-#endif
 
 /* Raises the open-file limit to its hard maximum: thousands of concurrent
  * transfers need thousands of sockets. */
@@ -40,7 +37,7 @@ static void usage(FILE *f)
                "  token create             create an API token for serve's database\n"
                "  check                    validate every stage function and template\n"
                "  script FILE.lua [ARGS]   run a Lua script on the engine\n"
-               "  version                  print the version\n"
+               "  version                  print the version, and those of the libraries\n"
                "\nrun 'replica COMMAND --help' for a command's options\n");
 }
 
@@ -76,8 +73,7 @@ int main(int argc, char **argv)
     } else if (strcmp(argv[1], "script") == 0) {
         rc = cmd_script(argc - 1, argv + 1);
     } else if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
-        printf("replica %s (%s, Lua %s)\n", REPLICA_VERSION, curl_version(), LUA_RELEASE + 4);
-        rc = 0;
+        rc = cmd_version();
     } else if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
         usage(stdout);
         rc = 0;
