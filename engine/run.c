@@ -34,7 +34,9 @@ static void usage(FILE *f)
             "  --json                print the full result, with per-stage results, as JSON\n"
             "credentials and TLS (also: docker config.json and credential helpers,\n"
             "REPLICA_FROM_CREDS / REPLICA_TO_CREDS as USER:PASSWORD):\n"
-            "  --from-creds USER:PASSWORD  --to-creds USER:PASSWORD\n"
+            "  --from-creds-file FILE  --to-creds-file FILE   USER:PASSWORD read from FILE\n"
+            "                        (- reads it from stdin)\n"
+            "  --from-creds USER:PASSWORD  --to-creds USER:PASSWORD   (visible in ps: a warning)\n"
             "  --from-ca FILE  --to-ca FILE            trust an extra CA\n"
             "  --from-insecure  --to-insecure          do not verify TLS (explicit opt-out)\n"
             "registry kinds (docs/registry-kinds.md; default: detected from the host):\n"
@@ -78,6 +80,7 @@ static const char *const value_opts[][2] = {
     { "--dest-namespace", "dest_namespace" }, { "--flatten", "flatten" },
     { "--template", "template" }, { "--jobs", "jobs" },
     { "--from-creds", "from_creds" }, { "--to-creds", "to_creds" },
+    { "--from-creds-file", "from_creds_file" }, { "--to-creds-file", "to_creds_file" },
     { "--from-ca", "from_ca" },   { "--to-ca", "to_ca" },
     { "--chunk-size", "chunk_size" }, { "--bandwidth", "bandwidth" },
     { "--from-kind", "from_kind" }, { "--to-kind", "to_kind" },
@@ -131,6 +134,54 @@ static void from_env(lua_State *L, int idx, const char *field, const char *var)
         lua_setfield(L, idx, field);
     }
     lua_pop(L, 1);
+}
+
+/* --from-creds-file and --to-creds-file: each file's USER:PASSWORD (its first
+ * line) becomes from_creds / to_creds; "-" reads it from stdin (not for the
+ * REPL, whose stdin is its commands). Prints why and returns -1 when a file
+ * cannot be read, or when a side has both the flag and the file. */
+static int creds_files(lua_State *L, int opts, const struct run_cmd *cmd)
+{
+    static const char *const sides[][4] = {
+        { "from_creds_file", "from_creds", "--from-creds-file", "--from-creds" },
+        { "to_creds_file", "to_creds", "--to-creds-file", "--to-creds" } };
+    int stdin_used = 0;
+    for (int k = 0; k < 2; k++) {
+        if (lua_getfield(L, opts, sides[k][0]) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            continue;
+        }
+        const char *path = lua_tostring(L, -1);
+        int have = lua_getfield(L, opts, sides[k][1]) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (have) {
+            fprintf(stderr, "replica %s: give %s or %s, not both\n", cmd->name, sides[k][3], sides[k][2]);
+            return -1;
+        }
+        int rc;
+        if (strcmp(path, "-") == 0) {
+            if (strcmp(cmd->name, "repl") == 0 || stdin_used++) {
+                fprintf(stderr, "replica %s: %s -: %s\n", cmd->name, sides[k][2],
+                        stdin_used > 1 ? "stdin gives one side's credentials only: use a file for the other"
+                                       : "the REPL reads its commands from stdin: give a file");
+                return -1;
+            }
+            rc = vm_push_stream(L, stdin, 4096);
+        } else {
+            rc = vm_push_file(L, path, 4096);
+        }
+        if (rc != 0) {
+            fprintf(stderr, "replica %s: %s %s: cannot read it (at most 4 KiB)\n", cmd->name, sides[k][2], path);
+            return -1;
+        }
+        size_t n;
+        const char *text = lua_tolstring(L, -1, &n);
+        size_t line = strcspn(text, "\r\n");
+        lua_pushlstring(L, text, line);
+        lua_setfield(L, opts, sides[k][1]);
+        lua_pop(L, 2);
+    }
+    return 0;
 }
 
 /* The field of a flag option of cmd (its own, then run's), or NULL. */
@@ -201,6 +252,16 @@ int run_command(int argc, char **argv, const struct run_cmd *cmd)
             lua_setfield(L, opts, f);
         } else {
             i++; /* a common option, already taken */
+        }
+    }
+    if (creds_files(L, opts, cmd) != 0) {
+        engine_close(&eng);
+        return 2;
+    }
+    for (int i = first; i < argc; i++) { /* replicate.lua warns: ps shows them */
+        if (strcmp(argv[i], "--from-creds") == 0 || strcmp(argv[i], "--to-creds") == 0) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, opts, argv[i][2] == 'f' ? "from_creds_argv" : "to_creds_argv");
         }
     }
     from_env(L, opts, "from_creds", "REPLICA_FROM_CREDS");

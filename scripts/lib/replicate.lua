@@ -42,6 +42,26 @@ local function name_values(list, into, flag)
   return into
 end
 
+-- Warns about secrets given on the command line, where any user of the
+-- machine reads them (ps, /proc/PID/cmdline): --from-creds, and
+-- --from-cred NAME=VALUE for a field the kind marks secret. The warning
+-- names the flag and the way out, never the value.
+local function warn_command_line(side, opts, kind)
+  if opts[side .. "_creds_argv"] then
+    log.warn("--%s-creds puts the password on the command line, where other users of this machine can read it "
+      .. "(ps): use --%s-creds-file FILE (- reads it from stdin) or REPLICA_%s_CREDS", side, side, side:upper())
+  end
+  local secret = {}
+  for _, c in ipairs(kind.credentials) do secret[c.name] = c.secret end
+  for _, item in ipairs(opts[side .. "_cred"] or {}) do
+    local k = tostring(item):match("^([%a_][%w_]*)=")
+    if k and secret[k:lower()] then
+      log.warn("--%s-cred %s=... puts a secret on the command line, where other users of this machine can read it "
+        .. "(ps): use REPLICA_%s_CRED_%s", side, k, side:upper(), k:upper())
+    end
+  end
+end
+
 -- Builds the registry client of one side ("from" or "to"): its kind (given
 -- with --from-kind, or detected from the host), its credentials (USER:PASSWORD
 -- from the flag, the environment or docker's config, and the kind's own
@@ -69,6 +89,7 @@ function replicate.endpoint(side, opts, chunk_size, max_speed)
     local known, kerr = endpoints.check_credentials(kind, { [k] = true }, false)
     if not known then return nil, kerr end
   end
+  warn_command_line(side, opts, kind)
   if not fields.username then
     local user, pass, err = credentials.resolve(url, opts[side .. "_creds"])
     if err then return nil, err end

@@ -12,10 +12,26 @@ function taskrun.shared()
   return { blob_copies = {}, first_copy = {}, manifest_puts = {} }
 end
 
--- The ctx a task's stages see: the task, the two clients, the options, the
--- run's shared table, the stages' own data and the progress hook (optional).
+-- The options stages see: opts without the credentials the command was
+-- given (from_creds, to_cred, function_token, their files...): stages reach
+-- the registries through the clients, never through the secrets. A new
+-- table; opts is not changed.
+function taskrun.stage_options(opts)
+  local out = {}
+  for k, v in pairs(opts or {}) do
+    if type(k) ~= "string" or not (k:find("_creds?$") or k:find("_creds?_") or k:find("_token")) then
+      out[k] = v
+    end
+  end
+  return out
+end
+
+-- The ctx a task's stages see: the task, the two clients, the options
+-- (taskrun.stage_options's), the run's shared table, the stages' own data
+-- and the progress hook (optional).
 function taskrun.context(t, src, dst, opts, run, hook)
-  return { task = t, src = src, dst = dst, options = opts, run = run, data = {}, progress = hook }
+  return { task = t, src = src, dst = dst, options = taskrun.stage_options(opts), run = run, data = {},
+           progress = hook }
 end
 
 -- Runs task t (repository, dest_repository, tags) through template with the

@@ -101,7 +101,7 @@ is "$RC" 1 "a wrong token fails the run"
 is "$(result '.tasks[0].stages[] | select(.name == "push") | "\(.status):\(.attempts)"')" "failed:1" \
     "the push stage fails in one attempt"
 like "$(result '.tasks[0].stages[] | select(.name == "push") | .error')" "http 401: wrong bearer token" "with the 401"
-REPLICA_FUNCTION_TOKEN= replica_run --from "$S" --to "$D" --to-creds "$DA" --scripts "$ROOTDIR" \
+REPLICA_FUNCTION_TOKEN= REPLICA_TO_CREDS=$DA replica_run --from "$S" --to "$D" --scripts "$ROOTDIR" \
     --template remote-push --seal-key-file "$FN_KEY" --repo fleet/app2
 like "$RC:$OUT" "^1:.*remote stages: need the functions' token" "a seal key without a token is refused"
 
