@@ -76,7 +76,7 @@ local function next_pause()
   end
 end
 
--- "file:line" of pause id.
+-- "file:line" of a pause (dbg.info's table).
 local function where(info)
   return string.format("%s:%d", (info.source or "?"):gsub("^@", ""), info.line)
 end
@@ -103,7 +103,6 @@ local function on_pause(id, why)
   if info then say("[paused] also task %s at %s (%s): shown once this pause goes on", info.task, where(info), why) end
   return false
 end
-S.on_pause = on_pause
 
 -- Waits for the job: returns "done" when it ended, "paused" when a stage
 -- task paused (S.pause set). Ctrl-C cancels the job (its stage and the
@@ -130,7 +129,6 @@ local function wait_job()
   end
   return "done"
 end
-S.wait_job = wait_job
 
 -- Runs the next stage as the job and waits for it. Returns "paused", or
 -- its record (reported), or nil when the job failed (said).
@@ -233,11 +231,13 @@ end
 
 -- Cancels the job (a paused or running stage) and waits for it to end.
 function S.abandon()
-  if not S.job then return end
-  S.job.cancelled = true
-  S.job.handle:cancel()
-  S.pauses, S.pause = {}, nil
-  wait_job()
+  while S.job do -- a pause announced before the cancel may come in first
+    S.job.cancelled = true
+    S.job.handle:cancel()
+    S.pauses, S.pause = {}, nil
+    wait_job()
+  end
+  S.pause = nil
   D.mute(false)
 end
 
