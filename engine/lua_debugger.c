@@ -381,30 +381,48 @@ static int find_upvalue(lua_State *co, const char *name)
     return 0;
 }
 
+/* Where the variable named by the string at index 2 of L lives in the env's
+ * frame: a local (returns VAR_LOCAL, its index in *n), an upvalue of the
+ * frame's function other than _ENV (VAR_UPVALUE, its index in *n, the
+ * function left on top of *co), or neither (VAR_NONE). Raises when the
+ * pause is over. */
+enum { VAR_NONE, VAR_LOCAL, VAR_UPVALUE };
+static int frame_var(lua_State *L, lua_State **co, lua_Debug *ar, int *n)
+{
+    if (lua_type(L, 2) != LUA_TSTRING)
+        return VAR_NONE;
+    const char *k = lua_tostring(L, 2);
+    struct snap *sn;
+    *co = env_frame(L, ar, &sn);
+    if ((*n = find_local(*co, ar, sn, k)) && lua_checkstack(*co, 2))
+        return VAR_LOCAL;
+    if (strcmp(k, "_ENV") == 0 || !lua_checkstack(*co, 2))
+        return VAR_NONE;
+    lua_getinfo(*co, "f", ar);
+    if ((*n = find_upvalue(*co, k)))
+        return VAR_UPVALUE;
+    lua_pop(*co, 1);
+    return VAR_NONE;
+}
+
 /* env.__index(env, key): a local, an upvalue (not _ENV), then the fallback. */
 static int env_index(lua_State *L)
 {
     lua_Debug ar;
-    if (lua_type(L, 2) == LUA_TSTRING) {
-        const char *k = lua_tostring(L, 2);
-        struct snap *sn;
-        lua_State *co = env_frame(L, &ar, &sn);
-        int i = find_local(co, &ar, sn, k);
-        if (i && lua_getlocal(co, &ar, i)) {
+    lua_State *co;
+    int n;
+    switch (frame_var(L, &co, &ar, &n)) {
+    case VAR_LOCAL:
+        if (lua_getlocal(co, &ar, n)) {
             lua_xmove(co, L, 1);
             return 1;
         }
-        if (strcmp(k, "_ENV") != 0 && lua_checkstack(co, 2)) {
-            lua_getinfo(co, "f", &ar);
-            int u = find_upvalue(co, k);
-            if (u) {
-                lua_getupvalue(co, -1, u);
-                lua_xmove(co, L, 1);
-                lua_pop(co, 1);
-                return 1;
-            }
-            lua_pop(co, 1);
-        }
+        break;
+    case VAR_UPVALUE:
+        lua_getupvalue(co, -1, n);
+        lua_xmove(co, L, 1);
+        lua_pop(co, 1);
+        return 1;
     }
     lua_pushvalue(L, 2);
     lua_gettable(L, lua_upvalueindex(3));
@@ -416,29 +434,20 @@ static int env_index(lua_State *L)
 static int env_newindex(lua_State *L)
 {
     lua_Debug ar;
-    if (lua_type(L, 2) == LUA_TSTRING) {
-        const char *k = lua_tostring(L, 2);
-        struct snap *sn;
-        lua_State *co = env_frame(L, &ar, &sn);
-        int i = find_local(co, &ar, sn, k);
-        if (i && lua_checkstack(co, 1)) {
-            lua_pushvalue(L, 3);
-            lua_xmove(L, co, 1);
-            lua_setlocal(co, &ar, i);
-            return 0;
-        }
-        if (strcmp(k, "_ENV") != 0 && lua_checkstack(co, 2)) {
-            lua_getinfo(co, "f", &ar);
-            int u = find_upvalue(co, k);
-            if (u) {
-                lua_pushvalue(L, 3);
-                lua_xmove(L, co, 1);
-                lua_setupvalue(co, -2, u);
-                lua_pop(co, 1);
-                return 0;
-            }
-            lua_pop(co, 1);
-        }
+    lua_State *co;
+    int n;
+    switch (frame_var(L, &co, &ar, &n)) {
+    case VAR_LOCAL:
+        lua_pushvalue(L, 3);
+        lua_xmove(L, co, 1);
+        lua_setlocal(co, &ar, n);
+        return 0;
+    case VAR_UPVALUE:
+        lua_pushvalue(L, 3);
+        lua_xmove(L, co, 1);
+        lua_setupvalue(co, -2, n);
+        lua_pop(co, 1);
+        return 0;
     }
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
@@ -446,7 +455,7 @@ static int env_newindex(lua_State *L)
     return 0;
 }
 
-/* env.__pairs: the frame's locals by name (a plain table of them). */
+/* env.__locals(): the frame's locals by name (a plain table of them). */
 static int env_locals(lua_State *L)
 {
     lua_Debug ar;

@@ -271,8 +271,7 @@ function runner.session(template, ctx, hook, remote)
     if not stages then return nil, "template '" .. template.name .. "' has no delete_stages" end
   end
   local s = { stages = stages, results = {}, pos = 1, ok = true }
-  local box = prepare(ctx)
-  s.box = box
+  s.box = prepare(ctx) -- the REPL's :reload puts a fresh context here
 
   -- A fresh "skipped" record for stage i.
   local function skipped(i)
