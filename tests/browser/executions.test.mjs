@@ -208,10 +208,13 @@ test("an execution of 1,000 tasks is paged and stays responsive", async (t) => {
   assert.equal(await page.getByTestId("task-pager-where").innerText(), "page 1 of 1");
   await shot(page, "execution-1000-failed");
 
-  // a deep link to the same view
+  // a deep link to the same view: the task panel and the task list load
+  // apart, so each is waited for
   await page.goto(page.url());
   await page.getByTestId("task-panel").getByTestId("stage").nth(5).waitFor();
-  assert.equal(await rows.count(), 10);
+  await page.locator('[data-testid=task-row][data-repository="bulk/repo-0100"]').waitFor();
+  assert.equal(await rows.count(), 10, "the deep link shows the ten failed tasks");
+  assert.equal(await page.getByTestId("task-filter").inputValue(), "Failed", "the filter shows what the URL says");
   assert.deepEqual(b.problems, []);
 });
 
