@@ -66,10 +66,14 @@ build/faultserver: tests/faultserver.c
 	@mkdir -p build
 	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -O2 -o $@ $<
 
-test: deps-test replica web $(BUILD)/unit build/faultserver
+build/faultproxy: tests/faultproxy.c
+	@mkdir -p build
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -O2 -o $@ $<
+
+test: deps-test replica web $(BUILD)/unit build/faultserver build/faultproxy
 	@REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh $(T)
 
-check: deps-test web build/faultserver
+check: deps-test web build/faultserver build/faultproxy
 	@$(MAKE) --no-print-directory BUILD=build/asan \
 	    CFLAGS='-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all' \
 	    build/asan/replica build/asan/unit
@@ -77,10 +81,10 @@ check: deps-test web build/faultserver
 	    REPLICA=$(CURDIR)/build/asan/replica UNIT=$(CURDIR)/build/asan/unit tests/run.sh
 	@$(MAKE) --no-print-directory valgrind
 
-valgrind: deps-test replica $(BUILD)/unit build/faultserver
+valgrind: deps-test replica $(BUILD)/unit build/faultserver build/faultproxy
 	@VALGRIND=1 REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh
 
-bench: deps-bench replica web build/faultserver
+bench: deps-bench replica web build/faultserver build/faultproxy
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/run.sh
 
 bench-serve: deps-bench replica
