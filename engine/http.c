@@ -20,9 +20,13 @@ enum { REQ_IDLE, REQ_QUEUED, REQ_ACTIVE, REQ_DONE };
  * of its receive buffer and setup work on every request. */
 #define EASY_POOL 256
 
+/* The longest a Retry-After holds an origin (retry.lua's MAX_AFTER). */
+#define HOLD_MAX 60.0
+
 struct http_host {
-    char *key;                 /* scheme://host:port */
+    char *key;                 /* scheme://host:port, then #lane for a lane */
     long active;
+    double hold_until;         /* no request starts before (monotonic s) */
     struct http_req *qhead, *qtail;
     struct http_host *next;
 };
@@ -41,6 +45,7 @@ struct http_client {
     struct http_req *active;   /* requests handed to libcurl */
     long nactive, max_active;  /* how many, and the global limit (0 = none) */
     struct event *sweep;       /* the stall detector, armed while any are active */
+    struct event *hold;        /* ends the earliest hold of an origin */
     struct http_watch watch;   /* watch.done NULL and no dry origin: none */
     int watching;
 };
@@ -52,6 +57,7 @@ struct sock_ctx {
 
 static void check_multi_info(struct http_client *c);
 static void pump(struct http_client *c, struct http_host *h);
+static void pump_host(struct http_client *c, struct http_host *h);
 static double now_mono(void);
 
 /* Links r into the client's active list and arms the sweep. */
@@ -326,9 +332,89 @@ static struct http_host *host_for(struct http_client *c, const char *url, const 
         *err = HTTP_EPROTO;
         return NULL;
     }
+    size_t olen = strcspn(key, "#"); /* a new lane is held with its origin */
+    for (struct http_host *o = c->hosts; o; o = o->next)
+        if (strncmp(o->key, key, olen) == 0 && (o->key[olen] == 0 || o->key[olen] == '#') &&
+            o->hold_until > h->hold_until)
+            h->hold_until = o->hold_until;
     h->next = c->hosts;
     c->hosts = h;
     return h;
+}
+
+/* Arms the hold timer for the earliest hold still to end (or disarms it). */
+static void hold_arm(struct http_client *c)
+{
+    double now = now_mono(), next = 0;
+    for (struct http_host *h = c->hosts; h; h = h->next)
+        if (h->hold_until > now && h->qhead && (next == 0 || h->hold_until < next))
+            next = h->hold_until;
+    if (next == 0) {
+        evtimer_del(c->hold);
+        return;
+    }
+    double d = next - now + 0.001;
+    struct timeval tv = { (time_t)d, (suseconds_t)((d - (double)(time_t)d) * 1e6) };
+    evtimer_add(c->hold, &tv);
+}
+
+/* The hold timer: starts what the ended holds kept queued. */
+static void on_hold(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_client *c = arg;
+    for (struct http_host *h = c->hosts; h; h = h->next)
+        pump_host(c, h);
+    hold_arm(c);
+}
+
+/* Seconds a response's Retry-After asks for (delta-seconds or an HTTP-date),
+ * from the header lines in head; 0 when it has none or it has passed. */
+static double retry_after(const struct buf *head)
+{
+    const char *p = head->data, *end = head->data + head->len;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t len = (size_t)((eol ? eol : end) - p);
+        if (len > 12 && strncasecmp(p, "retry-after:", 12) == 0) {
+            char v[128];
+            size_t i = 12, n = 0;
+            while (i < len && (p[i] == ' ' || p[i] == '\t'))
+                i++;
+            while (i < len && p[i] != '\r' && n < sizeof(v) - 1)
+                v[n++] = p[i++];
+            v[n] = 0;
+            if (n && strspn(v, "0123456789") == n)
+                return atof(v);
+            time_t t = curl_getdate(v, NULL);
+            return t > 0 && t > time(NULL) ? (double)(t - time(NULL)) : 0;
+        }
+        p = eol ? eol + 1 : NULL;
+    }
+    return 0;
+}
+
+/* After a 429 or 503 with Retry-After from r's final URL: no new request to
+ * that origin (any lane) starts before the time it names (at most
+ * HOLD_MAX): a registry that asks a client to wait is asked nothing
+ * meanwhile. Requests under way go on; queued ones wait. */
+static void hold_origin(struct http_client *c, struct http_req *r)
+{
+    double after = retry_after(&r->head);
+    char *url = NULL;
+    char key[512];
+    if (after <= 0 || curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url) != CURLE_OK || !url ||
+        http_origin_key(url, key, sizeof(key)) != 0)
+        return;
+    double until = now_mono() + (after < HOLD_MAX ? after : HOLD_MAX);
+    size_t olen = strlen(key);
+    enum http_err err;
+    host_for(c, url, NULL, &err); /* so that the hold is kept for the origin */
+    for (struct http_host *h = c->hosts; h; h = h->next)
+        if (strncmp(h->key, key, olen) == 0 && (h->key[olen] == 0 || h->key[olen] == '#') &&
+            h->hold_until < until)
+            h->hold_until = until;
 }
 
 /* Hands a request to libcurl. On failure the request is finished with an error
@@ -354,6 +440,10 @@ static void activate(struct http_client *c, struct http_req *r)
  * client under its global one. */
 static void pump_host(struct http_client *c, struct http_host *h)
 {
+    if (h->hold_until > 0 && h->qhead && h->hold_until > now_mono()) {
+        hold_arm(c);
+        return;
+    }
     while (h->qhead && h->active < c->max_per_host &&
            (c->max_active == 0 || c->nactive < c->max_active)) {
         struct http_req *r = h->qhead;
@@ -398,6 +488,8 @@ static void check_multi_info(struct http_client *c)
         if (r->err == HTTP_OK)
             r->err = map_curl_error(rc);
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
+        if (r->status == 429 || r->status == 503)
+            hold_origin(c, r);
         struct http_host *h = r->host;
         if (c->watching && c->watch.done)
             c->watch.done(c->watch.ud, r);
@@ -418,7 +510,8 @@ struct http_client *http_client_new(struct event_base *base, const struct http_c
     c->multi = curl_multi_init();
     c->timer = evtimer_new(base, on_timer_event, c);
     c->sweep = evtimer_new(base, on_sweep, c);
-    if (!c->user_agent || !c->multi || !c->timer || !c->sweep) {
+    c->hold = evtimer_new(base, on_hold, c);
+    if (!c->user_agent || !c->multi || !c->timer || !c->sweep || !c->hold) {
         http_client_free(c);
         return NULL;
     }
@@ -454,6 +547,8 @@ void http_client_free(struct http_client *c)
         event_free(c->timer);
     if (c->sweep)
         event_free(c->sweep);
+    if (c->hold)
+        event_free(c->hold);
     while (c->hosts) {
         struct http_host *h = c->hosts;
         c->hosts = h->next;

@@ -30,6 +30,8 @@ static void usage(FILE *f)
             "                        then copies one blob at a time at most at this rate\n"
             "  --chunk-size BYTES    upload blobs larger than this in PATCH chunks, resuming\n"
             "                        from the target's reported range (e.g. 10M)\n"
+            "  --stall-timeout SECONDS  a request whose bytes stop moving this long fails\n"
+            "                        with \"timeout\" and is retried (default 60)\n"
             "  --dry-run             print what would be copied\n"
             "  --json                print the full result, with per-stage results, as JSON\n"
             "credentials and TLS (also: docker config.json and credential helpers,\n"
@@ -83,6 +85,7 @@ static const char *const value_opts[][2] = {
     { "--from-creds-file", "from_creds_file" }, { "--to-creds-file", "to_creds_file" },
     { "--from-ca", "from_ca" },   { "--to-ca", "to_ca" },
     { "--chunk-size", "chunk_size" }, { "--bandwidth", "bandwidth" },
+    { "--stall-timeout", "stall_timeout" },
     { "--from-kind", "from_kind" }, { "--to-kind", "to_kind" },
     { "--executor", "executor" }, { "--gateway", "gateway" },
     { "--faas-concurrency", "faas_concurrency" }, { "--faas-retries", "faas_retries" },

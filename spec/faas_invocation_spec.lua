@@ -22,7 +22,7 @@ local function valid(edit)
                 target = { url = DST, kind = "distribution",
                            credentials = K:seal(json.encode({ username = "u", password = "secret-pw" }),
                                                 invocation.aad(DST)) },
-                repository = "lib/app", tags = { "v1" }, options = { bandwidth = "2M" } }
+                repository = "lib/app", tags = { "v1" }, options = { bandwidth = "2M", stall_timeout = 20 } }
   if edit then edit(inv) end
   return json.encode(inv)
 end
@@ -35,6 +35,7 @@ t.test("a valid invocation gives the task, both clients and the options", functi
   t.eq(inv.task.dest_repository, "lib/app", "dest_repository defaults to repository")
   t.eq(inv.options.bandwidth, 2 * 1024 * 1024)
   t.eq(inv.options.override, true)
+  t.eq(inv.options.stall_timeout, 20)
   t.ok(inv.src and inv.dst)
 end)
 
@@ -73,6 +74,8 @@ t.test("refusals are 400 (413 for a large body) and name the field", function()
     { nil, 400, "cancel must be the call id", '{"cancel": ""}' },
     { function(i) i.attempt = 0 end, 400, "attempt" },
     { function(i) i.options.nope = true end, 400, "options.nope" },
+    { function(i) i.options.stall_timeout = 0 end, 400, "options.stall_timeout must be a number of seconds above 0" },
+    { function(i) i.options.stall_timeout = "20" end, 400, "options.stall_timeout must be a number" },
     { function(i) i.source = nil end, 400, "source" },
     { function(i) i.target.password = "x" end, 400, "target.password" },
     { function(i) i.target.credentials = { username = "u", password = "p" } end, 400, "plain credentials" },

@@ -11,6 +11,8 @@
 #                       anonymous registry NAME: a tags-list paging stand-in
 #                       (Distribution 2.8 does not page tags), blob GET faults
 #                       and corruption of stored blobs
+#   registry_restart NAME DIR
+#                       kill registry NAME and start it again on its port
 #   registry_stop_all   stop everything started (idempotent, EXIT-trap safe)
 #
 # Exports after registry_start NAME (NAME upper-cased, "-" becomes "_"):
@@ -20,8 +22,11 @@
 #   REG_<NAME>_TOKEN_URL  token only: the token server (/token, /stats, /control;
 #                         see tests/tokenserver.py)
 # and after registry_sidecar_start NAME: REG_<NAME>_SIDECAR_URL.
-# Deletes are enabled. Notifications are off unless REGISTRY_NOTIFY_URL is
-# set when registry_start runs: then the registry POSTs its events there,
+# With TEST_REGISTRY_STORAGE set (not REGISTRY_*: docker-registry reads those
+# as its own settings), the storage is that directory (kept at the
+# end) instead of a fresh one under /dev/shm. Deletes are enabled.
+# Notifications are off unless REGISTRY_NOTIFY_URL is set when
+# registry_start runs: then the registry POSTs its events there,
 # with the header "Authorization: $REGISTRY_NOTIFY_AUTH" when that is set.
 # With REGISTRY_ACCESSLOG set, the registry writes an access line per request
 # (Apache's combined format) to DIR/registry.log.
@@ -163,8 +168,12 @@ registry_start() {
     _registry_check_deps || return 1
     mkdir -p "$dir" || { _registry_err "cannot create $dir"; return 1; }
     dir=$(cd "$dir" && pwd) || return 1
-    storage=$(mktemp -d /dev/shm/replica-registry.XXXXXX) || { _registry_err "cannot create storage under /dev/shm"; return 1; }
-    _REGISTRY_SHM+=("$storage")
+    if [[ -n ${TEST_REGISTRY_STORAGE:-} ]]; then # the caller's (a small tmpfs, say), left in place
+        storage=$TEST_REGISTRY_STORAGE
+    else
+        storage=$(mktemp -d /dev/shm/replica-registry.XXXXXX) || { _registry_err "cannot create storage under /dev/shm"; return 1; }
+        _REGISTRY_SHM+=("$storage")
+    fi
 
     if [[ $mode != none ]]; then
         user=replica
@@ -216,6 +225,21 @@ registry_sidecar_start() {
     done
     [[ -s $dir/sidecar.port ]] || { _registry_err "sidecar did not come up (see $dir/sidecar.log)"; return 1; }
     export "${var}_SIDECAR_URL=http://127.0.0.1:$(<"$dir/sidecar.port")"
+}
+
+# registry_restart NAME DIR: kills registry NAME (started with state in DIR)
+# with SIGKILL and starts it again on its port with its storage; waits until
+# it answers.
+registry_restart() {
+    local name=$1 dir=$2 var url pid
+    var=REG_$(echo "$name" | tr 'a-z-' 'A-Z_')_URL
+    url=${!var:?registry $name is not started}
+    pid=$(pgrep -f "docker-registry serve $dir/config.json" | head -n 1)
+    [[ -n $pid ]] && kill -9 "$pid" && while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+    docker-registry serve "$dir/config.json" </dev/null >>"$dir/registry.log" 2>&1 &
+    pid=$!
+    _REGISTRY_PIDS+=("$pid")
+    _registry_wait "$pid" "$url/v2/" || { _registry_err "docker-registry $name did not come back (see $dir/registry.log)"; return 1; }
 }
 
 # Stop every process started here and remove the storage; safe to call repeatedly.

@@ -49,12 +49,14 @@ function endpoint.check_credentials(kind, fields, hint)
 end
 
 -- Builds the client: spec = {url, kind, fields (credentials by name, with
--- username and password), options (the kind's), tls, chunk_size, max_speed}.
+-- username and password), options (the kind's), tls, chunk_size, max_speed,
+-- timeout (the stall limit in seconds; nil: oci's default)}.
 -- Returns the client or nil, err (settings oci.new refuses, say).
 function endpoint.client(spec)
   local fields = spec.fields or {}
   local ok, client = pcall(oci.new, { url = spec.url, username = fields.username, password = fields.password,
                                       chunk_size = spec.chunk_size, max_speed = spec.max_speed, tls = spec.tls,
+                                      timeout = spec.timeout,
                                       kind = spec.kind, credentials = fields, kind_options = spec.options or {} })
   if not ok then return nil, (tostring(client):gsub("^[^:]*:%d+: ", "")) end
   return client

@@ -100,7 +100,8 @@ function replicate.endpoint(side, opts, chunk_size, max_speed)
   end)
   if not cok then return nil, cerr end
   local client, err = endpoints.client{ url = url, kind = kind, fields = fields, options = options, tls = tls,
-                                        chunk_size = chunk_size, max_speed = max_speed }
+                                        chunk_size = chunk_size, max_speed = max_speed,
+                                        timeout = opts.stall_timeout }
   if not client then return nil, err end
   return client, { url = url, kind = kind.name, fields = fields, options = options, tls = tls }
 end
@@ -328,6 +329,11 @@ function replicate.options(opts)
     local chunk = parse_bytes(opts.chunk_size)
     if not chunk or chunk < 1024 then return nil, "--chunk-size must be a byte count of at least 1K (e.g. 10M)" end
     opts.chunk_bytes = chunk
+  end
+  if opts.stall_timeout then
+    local t = tonumber(opts.stall_timeout)
+    if not t or t <= 0 or t ~= t or t == math.huge then return nil, "--stall-timeout must be a number of seconds above 0" end
+    opts.stall_timeout = t
   end
   if opts.bandwidth then
     local bw = parse_bytes(opts.bandwidth)

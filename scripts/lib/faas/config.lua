@@ -69,9 +69,10 @@ function config.stages(opts, sys)
 end
 
 -- The options object of an invocation, from the options of run or a
--- policy ({override, bandwidth (bytes/s), chunk_size, platforms}).
+-- policy ({override, bandwidth (bytes/s), chunk_size, stall_timeout (s),
+-- platforms}).
 function config.options(opts)
-  return { override = opts.override, chunk_size = opts.chunk_size,
+  return { override = opts.override, chunk_size = opts.chunk_size, stall_timeout = opts.stall_timeout,
            bandwidth = opts.bandwidth and tostring(opts.bandwidth) or nil,
            platforms = opts.platforms and setmetatable(opts.platforms, json.array_mt) or nil }
 end

@@ -16,7 +16,8 @@ function invocation.aad(url)
   return "replica:function-credentials:" .. endpoint.url(url)
 end
 
-local OPTIONS = { override = "boolean", bandwidth = "string", chunk_size = "string", platforms = "table" }
+local OPTIONS = { override = "boolean", bandwidth = "string", chunk_size = "string", stall_timeout = "number",
+                  platforms = "table" }
 local SIDE_FIELDS = { url = true, kind = true, credentials = true, options = true, insecure = true,
                       ca_file = true }
 
@@ -32,13 +33,16 @@ local function read_options(o)
   if type(o) ~= "table" then return bad("options must be an object") end
   local out = { override = true }
   for k, v in pairs(o) do
-    if not OPTIONS[k] then return bad("options.%s is not an option (known: bandwidth, chunk_size, override, platforms)", tostring(k)) end
+    if not OPTIONS[k] then return bad("options.%s is not an option (known: bandwidth, chunk_size, override, platforms, stall_timeout)", tostring(k)) end
     if type(v) ~= OPTIONS[k] then return bad("options.%s must be a %s", k, OPTIONS[k] == "table" and "list" or OPTIONS[k]) end
     out[k] = v
   end
   if out.bandwidth then
     out.bandwidth = replicate.parse_bytes(out.bandwidth)
     if not out.bandwidth or out.bandwidth < 1024 then return bad("options.bandwidth must be a byte rate of at least 1K (e.g. 10M)") end
+  end
+  if out.stall_timeout and not (out.stall_timeout > 0 and out.stall_timeout < math.huge) then
+    return bad("options.stall_timeout must be a number of seconds above 0")
   end
   if out.chunk_size then
     out.chunk_size = replicate.parse_bytes(out.chunk_size)
@@ -102,7 +106,8 @@ local function side_client(name, side, keyring, opts)
   for k, v in pairs(side.options or {}) do options[tostring(k):lower()] = tostring(v) end
   local client, oerr = endpoint.client{ url = url, kind = kind, fields = fields, options = options, tls = tls,
                                         chunk_size = name == "target" and opts.chunk_size or nil,
-                                        max_speed = name == "target" and opts.bandwidth or nil }
+                                        max_speed = name == "target" and opts.bandwidth or nil,
+                                        timeout = opts.stall_timeout }
   if not client then return bad("%s: %s", name, oerr) end
   return client
 end
