@@ -395,10 +395,11 @@ static double retry_after(const struct buf *head)
     return 0;
 }
 
-/* After a 429 or 503 with Retry-After from r's final URL: no new request to
- * that origin (any lane) starts before the time it names (at most
- * HOLD_MAX): a registry that asks a client to wait is asked nothing
- * meanwhile. Requests under way go on; queued ones wait. */
+/* After a 429 or 503 with Retry-After from r's final URL (r a request to a
+ * registry: r->hold_origin): no new request to that origin (any lane)
+ * starts before the time it names (at most HOLD_MAX): a registry that asks
+ * a client to wait is asked nothing meanwhile. Requests under way go on;
+ * queued ones wait. (Not for a FaaS gateway, whose 429 is one instance's.) */
 static void hold_origin(struct http_client *c, struct http_req *r)
 {
     double after = retry_after(&r->head);
@@ -488,7 +489,7 @@ static void check_multi_info(struct http_client *c)
         if (r->err == HTTP_OK)
             r->err = map_curl_error(rc);
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
-        if (r->status == 429 || r->status == 503)
+        if (r->hold_origin && (r->status == 429 || r->status == 503))
             hold_origin(c, r);
         struct http_host *h = r->host;
         if (c->watching && c->watch.done)

@@ -53,6 +53,7 @@ struct http_req {
     struct buf body;        /* response body (unless the owner installed its own writer) */
     struct buf head;        /* header lines of the final response, CRLF-separated */
     size_t max_body;        /* 0 = no limit */
+    int hold_origin;        /* a 429/503 answer's Retry-After holds the origin (registries) */
     long status;            /* HTTP status of the final response */
     char method[16];        /* as given to http_req_new (truncated) */
     double started;         /* when it was queued (monotonic seconds) */

@@ -223,6 +223,9 @@ static int l_copy(lua_State *L)
     if (!o->get || (to && !o->put))
         return luaL_error(L, "blob.copy: out of memory");
     o->get->max_body = 0;
+    o->get->hold_origin = 1; /* both ends are registries */
+    if (o->put)
+        o->put->hold_origin = 1;
     lhttp_configure(L, from, o->get, "GET", 0);
     /* The download sets the pace; the upload follows it through the ring. */
     if (max_speed > 0)

@@ -248,7 +248,7 @@ void lhttp_configure(lua_State *L, int idx, struct http_req *r, const char *meth
 }
 
 /* http.request{method=, url=, headers=, body=, timeout=, connect_timeout=,
- * follow=, max_body=, tls={ca_file=, insecure=}} */
+ * follow=, max_body=, hold_origin=, tls={ca_file=, insecure=}} */
 static int l_request(lua_State *L)
 {
     struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
@@ -291,6 +291,9 @@ static int l_request(lua_State *L)
      * task's memory budget has left. */
     size_t left = vm_budget_left(vm);
     r->max_body = (size_t)max_body < left ? (size_t)max_body : left;
+    lua_getfield(L, 1, "hold_origin");
+    r->hold_origin = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     lhttp_configure(L, 1, r, method, 1);
 
     if (http_req_start(r, on_done, o) != 0) {

@@ -35,6 +35,9 @@
  *   stall=N       forward; send nothing more after N bytes of the body
  *   reset-up=N    forward; reset after N bytes of the request's body
  *   delay=MS      forward MS later than the link alone would
+ *   body=FILE [type=MEDIATYPE]  answer 200 with FILE's bytes (read when
+ *                 the rules are set) as that Content-Type, and close: a
+ *                 registry that serves what no real one would store
  * A connection that starts with a TLS record is carried as bytes (only
  * TCP rules apply); so is every connection with --raw.
  *
@@ -145,7 +148,10 @@ struct rule {
     double prob;
     int status, retry_after;
     long long amount;
-    enum { A_STATUS, A_RESET, A_TRUNC, A_STALL, A_RESET_UP, A_DELAY } action;
+    char *body;         /* body=: the file's bytes (owned by the rule) */
+    size_t blen;
+    char ctype[128];
+    enum { A_STATUS, A_RESET, A_TRUNC, A_STALL, A_RESET_UP, A_DELAY, A_BODY } action;
     long seen, fired;
 };
 
@@ -280,6 +286,47 @@ static int set_option(const char *key, const char *val, char *err, size_t errlen
     return snprintf(err, errlen, "unknown setting %s", key), -1;
 }
 
+/* Reads the file at path whole into *out (malloc'd, the caller's) and its
+ * length into *len; -1 with errno set on failure. */
+static int read_file(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    for (size_t got; b && (got = fread(b + n, 1, cap - n, f)) > 0;) {
+        n += got;
+        if (n == cap) {
+            char *nb = realloc(b, cap * 2);
+            if (!nb) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb, cap *= 2;
+        }
+    }
+    int bad = ferror(f) || !b;
+    fclose(f);
+    if (bad) {
+        free(b);
+        errno = errno ? errno : ENOMEM;
+        return -1;
+    }
+    *out = b, *len = n;
+    return 0;
+}
+
+/* Frees what the rules r[0..n) own. */
+static void free_rules(struct rule *r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(r[i].body);
+        r[i].body = NULL;
+    }
+}
+
 /* Parses one rule line into *r; -1 with a message in err if it is bad. */
 static int parse_rule(char *line, struct rule *r, char *err, size_t errlen)
 {
@@ -300,6 +347,16 @@ static int parse_rule(char *line, struct rule *r, char *err, size_t errlen)
         *eq = 0;
         const char *k = w, *v = eq + 1;
         long long n = 0;
+        if (!strcmp(k, "body")) {
+            if (read_file(v, &r->body, &r->blen) != 0)
+                return snprintf(err, errlen, "body=%s: %s", v, strerror(errno)), -1;
+            r->action = A_BODY;
+            continue;
+        }
+        if (!strcmp(k, "type")) {
+            snprintf(r->ctype, sizeof r->ctype, "%s", v);
+            continue;
+        }
         if (!strcmp(k, "prob")) {
             char *end;
             r->prob = strtod(v, &end);
@@ -333,7 +390,7 @@ static int parse_rule(char *line, struct rule *r, char *err, size_t errlen)
             return snprintf(err, errlen, "unknown word %s", k), -1;
     }
     if ((int)r->action < 0)
-        return snprintf(err, errlen, "a rule needs an action (status=, reset=, truncate=, stall=, reset-up=, delay=)"), -1;
+        return snprintf(err, errlen, "a rule needs an action (status=, reset=, truncate=, stall=, reset-up=, delay=, body=)"), -1;
     if (r->action == A_STATUS && (r->status < 100 || r->status > 599))
         return snprintf(err, errlen, "status=%d is not an HTTP status", r->status), -1;
     if (!strcmp(r->method, "TCP") && r->action != A_RESET && r->action != A_TRUNC && r->action != A_STALL)
@@ -356,13 +413,18 @@ static int load_rules(char *text, char *err, size_t errlen)
         line[strcspn(line, "\r")] = 0;
         if (strspn(line, " \t") == strlen(line))
             continue;
-        if (n == MAX_RULES)
+        if (n == MAX_RULES) {
+            free_rules(next, n);
             return snprintf(err, errlen, "more than %d rules", MAX_RULES), -1;
+        }
         char msg[200];
-        if (parse_rule(line, &next[n], msg, sizeof msg) != 0)
+        if (parse_rule(line, &next[n], msg, sizeof msg) != 0) {
+            free_rules(next, n + 1);
             return snprintf(err, errlen, "line %d: %s", lineno, msg), -1;
+        }
         n++;
     }
+    free_rules(rules, nrules);
     memcpy(rules, next, sizeof next[0] * (size_t)n);
     nrules = n;
     memset(tcp_seen, 0, sizeof tcp_seen);
@@ -543,6 +605,24 @@ static void status_words(int status, const char **reason, const char **code)
  * answer leaves after the link's round trip, as a far server's would. */
 static void answer(struct conn *c, const struct rule *r, int rule, int head_only)
 {
+    if (r->action == A_BODY) {
+        char head[512];
+        int n = snprintf(head, sizeof head,
+                         "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                         r->ctype[0] ? r->ctype : "application/octet-stream", r->blen);
+        conn_drop_upstream(c);
+        c->down.hs = H_RAW;
+        uint64_t due = now_us() + delay_up + delay_down;
+        enqueue(&c->down, head, (size_t)n, due);
+        if (!head_only)
+            enqueue(&c->down, r->body, r->blen, due);
+        c->down.eof = 1;
+        c->closing = 1;
+        stats.answered++;
+        if (c->log >= 0)
+            logv[c->log].status = 200;
+        return;
+    }
     const char *reason, *code;
     status_words(r->status, &reason, &code);
     char body[256], msg[1024];
@@ -608,7 +688,7 @@ static int request_head(struct conn *c, uint64_t due)
     c->down.budget = -1;
     c->down.fault = F_NONE;
     const struct rule *r = ri >= 0 ? &rules[ri] : NULL;
-    if (r && r->action == A_STATUS) {
+    if (r && (r->action == A_STATUS || r->action == A_BODY)) {
         answer(c, r, ri, !strcasecmp(method, "HEAD"));
         return 1;
     }

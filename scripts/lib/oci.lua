@@ -209,7 +209,8 @@ function Registry:_send(method, url, headers, opts)
   if opts.final then ropts = setmetatable({ final = opts.final }, { __index = self.retry }) end
   local res, err, detail = retry.run(ropts, what, function()
     return http.request { method = method, url = url, headers = headers, body = opts.body,
-                          tls = self.tls, timeout = self.timeout, max_body = opts.max_body }
+                          tls = self.tls, timeout = self.timeout, max_body = opts.max_body,
+                          hold_origin = true }
   end)
   if not res then return nil, transfer_error(what, err, detail) end
   return res

@@ -7,9 +7,9 @@ local taskrun = {}
 
 -- Returns a new table shared by the tasks of one run: the stages record
 -- there which blobs and manifests the run already copied (so tasks of the
--- same run do not copy them twice).
+-- same run do not copy them twice), and the size each copied blob has.
 function taskrun.shared()
-  return { blob_copies = {}, first_copy = {}, manifest_puts = {} }
+  return { blob_copies = {}, first_copy = {}, manifest_puts = {}, blob_sizes = {} }
 end
 
 -- The options stages see: opts without the credentials the command was

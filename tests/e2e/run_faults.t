@@ -134,10 +134,10 @@ is "$RC" 0 "a burst of 503s from the source and of 502s from the target: the run
 is "$(fired src 1) $(fired dst 1)" "4 4" "after four of each"
 is "$(verify bursts)" "" "every tag is on the target, exact"
 
-# --- a stall mid-body ---------------------------------------------------------------------
+# --- a stall mid-body (after its first byte: any blob is longer) ---------------------
 proxy_clear src
 proxy_rules src <<'EOF'
-GET /v2/*/blobs/sha256:* nth=2 times=1 stall=65536
+GET /v2/*/blobs/sha256:* nth=2 times=1 stall=1
 EOF
 proxy_rules dst </dev/null
 run_via stall --stall-timeout 2

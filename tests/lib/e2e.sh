@@ -92,22 +92,33 @@ finish_run() {
     OUT=$(cat "$2")
 }
 
+# push_blob URL REPO FILE: uploads FILE as a blob of REPO (one monolithic
+# upload with curl); prints its digest.
+push_blob() {
+    local url=$1 repo=$2 file=$3 digest loc
+    digest=sha256:$(sha256sum "$file" | cut -d' ' -f1)
+    loc=$(curl -s -D - -o /dev/null -X POST "$url/v2/$repo/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+    curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$file" \
+        "$loc&digest=${digest/:/%3A}" >/dev/null
+    echo "$digest"
+}
+
+# push_manifest URL REPO REF MEDIA_TYPE JSON: PUTs a manifest as given;
+# prints the registry's HTTP status.
+push_manifest() {
+    curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: $4" --data-binary "$5" "$1/v2/$2/manifests/$3"
+}
+
 # push_big_image URL REPO TAG FILE: pushes FILE as the one layer of an OCI
 # image REPO:TAG (monolithic uploads with curl); prints the manifest digest.
 push_big_image() {
-    local url=$1 repo=$2 tag=$3 file=$4 layer_digest config config_digest loc manifest_json
-    layer_digest=sha256:$(sha256sum "$file" | cut -d' ' -f1)
-    loc=$(curl -s -D - -o /dev/null -X POST "$url/v2/$repo/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
-    curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$file" \
-        "$loc&digest=${layer_digest/:/%3A}" >/dev/null
+    local url=$1 repo=$2 tag=$3 file=$4 layer_digest config config_digest manifest_json
+    layer_digest=$(push_blob "$url" "$repo" "$file")
     config='{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
-    config_digest=sha256:$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
-    loc=$(curl -s -D - -o /dev/null -X POST "$url/v2/$repo/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
-    curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary "$config" \
-        "$loc&digest=${config_digest/:/%3A}" >/dev/null
+    printf '%s' "$config" >"$file.config"
+    config_digest=$(push_blob "$url" "$repo" "$file.config")
     manifest_json=$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}' \
         "$config_digest" "${#config}" "$layer_digest" "$(stat -c %s "$file")")
-    curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "$manifest_json" \
-        "$url/v2/$repo/manifests/$tag" >/dev/null
+    [[ $(push_manifest "$url" "$repo" "$tag" application/vnd.oci.image.manifest.v1+json "$manifest_json") == 201 ]] || return 1
     manifest_digest "$url" "$repo" "$tag"
 }

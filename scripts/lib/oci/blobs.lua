@@ -121,6 +121,16 @@ function M:_stream(src, src_repo, repo, desc, location)
   }
 end
 
+-- Checks a blob the target has (its HEAD's size, or true without one)
+-- against the size the manifest gives; true, or nil and the refusal.
+local function size_matches(what, desc, have)
+  if math.type(have) == "integer" and have ~= desc.size then
+    return nil, string.format("%s: size mismatch (the manifest says %d bytes, the target's blob has %d)",
+      what, desc.size, have)
+  end
+  return true
+end
+
 -- Copies the blob desc = {digest, size} from src_repo on the client src into
 -- repo, streaming in C with the digest checked before the last byte is sent.
 -- Skips a blob the target has and mounts within one registry. A transient
@@ -135,12 +145,22 @@ function M:copy_blob_from(src, src_repo, repo, desc)
   local have
   have, err, kind = self:head_blob(repo, desc.digest)
   if have == nil then return nil, err, kind end
-  if have then return { skipped = true } end
   local what = string.format("copy %s from %s to %s", desc.digest, from_url, self.url .. "/v2/" .. repo)
+  if have then
+    local ok, serr = size_matches(what, desc, have)
+    if not ok then return nil, serr, "digest mismatch" end
+    return { skipped = true }
+  end
   local location
   if src.url == self.url and src_repo ~= repo then
     location, err, kind = self:mount_blob(repo, desc.digest, src_repo)
-    if location == "mounted" then return { mounted = true } end
+    if location == "mounted" then -- the same bytes: is their size the manifest's?
+      have, err, kind = self:head_blob(repo, desc.digest)
+      if not have then return nil, err or (what .. ": the mounted blob is not there"), kind or "protocol" end
+      local ok, serr = size_matches(what, desc, have)
+      if not ok then return nil, serr, "digest mismatch" end
+      return { mounted = true }
+    end
   end
   local attempt, refreshed = 0, false
   while true do

@@ -65,6 +65,10 @@ function M:get_manifest(repo, ref)
     res, err, kind = self:_request("GET", url, pull(repo),
       { headers = { Accept = media.ACCEPT }, max_body = media.MAX_MANIFEST, final = lim and lim.final })
     if lim then lim:done(mark) end
+    if not res and kind == "too large" then
+      return nil, string.format("%s: the manifest is larger than %d MiB, the most replica reads", what,
+        media.MAX_MANIFEST // (1024 * 1024)), kind
+    end
     if not res then return nil, err, kind end
     if not lim then break end
     lim:observe(res, mark)

@@ -5,6 +5,8 @@ local media = {
   OCI_INDEX = "application/vnd.oci.image.index.v1+json",
   DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json",
   DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json",
+  DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json",
+  DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws",
   MAX_MANIFEST = 4 * 1024 * 1024,  -- manifests are read into memory up to this
 }
 
@@ -35,6 +37,7 @@ end
 -- shape (the OCI types make mediaType optional).
 function media.detect(doc)
   if type(doc.mediaType) == "string" then return doc.mediaType end
+  if doc.schemaVersion == 1 then return media.DOCKER_SCHEMA1 end
   if type(doc.manifests) == "table" then return media.OCI_INDEX end
   if type(doc.config) == "table" then return media.OCI_MANIFEST end
   return nil
@@ -82,8 +85,12 @@ function media.children(manifest, media_type)
       if not c then return nil, err end
       out[#out + 1] = c
     end
+  elseif mt == media.DOCKER_SCHEMA1 or mt == media.DOCKER_SCHEMA1_SIGNED then
+    return nil, "manifest: Docker schema 1 (" .. mt .. ") is not supported: the format is deprecated"
+      .. " and unsigned copies change its digest; push the image again as schema 2 or OCI"
   else
     return nil, "manifest: unsupported media type " .. tostring(mt)
+      .. " (replica copies OCI and Docker schema 2 manifests and indexes)"
   end
   return out
 end

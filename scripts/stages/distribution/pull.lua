@@ -91,6 +91,13 @@ local function resolve(src, repo, tag, dst, dest, cache)
         child, cerr = src:get_manifest(repo, d.digest)
       end
       if not child then return nil, cerr end
+      if child.size ~= d.size then
+        return nil, string.format("%s@%s: size mismatch (the index says %d bytes, the manifest has %d)",
+          repo, d.digest, d.size, child.size)
+      end
+      if media.is_index(child.media_type) then
+        return nil, string.format("%s@%s: an index inside an index is not supported", repo, d.digest)
+      end
       local blobs, berr = media.children(child)
       if not blobs then return nil, string.format("%s@%s: %s", repo, d.digest, berr) end
       return { descriptor = d, digest = child.digest, media_type = child.media_type,

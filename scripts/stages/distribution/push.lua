@@ -24,6 +24,11 @@ end
 local function ensure_blob(ctx, dest, desc)
   local run = ctx.run
   local key = dest .. "@" .. desc.digest
+  local known = run.blob_sizes[desc.digest]
+  if known and known ~= desc.size then
+    return nil, string.format("size mismatch (the manifest says %d bytes, the blob copied in this run has %d)",
+      desc.size, known)
+  end
   for _ = 1, 3 do
     local h = run.blob_copies[key]
     local waiter = h ~= nil
@@ -46,6 +51,12 @@ local function ensure_blob(ctx, dest, desc)
     end
     local ok, r = h:wait()
     if ok then
+      known = run.blob_sizes[desc.digest]
+      if known and known ~= desc.size then -- another manifest's size won the race
+        return nil, string.format("size mismatch (the manifest says %d bytes, the blob copied in this run has %d)",
+          desc.size, known)
+      end
+      run.blob_sizes[desc.digest] = desc.size -- the copy checked it against the bytes
       if waiter then return { skipped = true, shared = true } end  -- counted by the copier
       return r
     end
@@ -88,9 +99,28 @@ local function ensure_manifest(ctx, dest, m)
   return nil, "cancelled"
 end
 
+-- The blobs of a manifest, each once (a layer may be listed twice: Docker's
+-- empty layer often is); nil, err when one digest comes with two sizes.
+local function distinct(blobs)
+  local seen, out = {}, {}
+  for _, d in ipairs(blobs) do
+    local size = seen[d.digest]
+    if size == nil then
+      seen[d.digest] = d.size
+      out[#out + 1] = d
+    elseif size ~= d.size then
+      return nil, string.format("blob %s: size mismatch (the manifest lists it as %d and as %d bytes)",
+        d.digest, size, d.size)
+    end
+  end
+  return out
+end
+
 -- Copies a list of blobs; returns counts or nil, err.
 local function copy_blobs(ctx, dest, blobs, stats)
-  local out, err = parallel.map(blobs, function(d)
+  local list, derr = distinct(blobs)
+  if not list then return nil, derr end
+  local out, err = parallel.map(list, function(d)
     local r, e = ensure_blob(ctx, dest, d)
     if not r then return nil, string.format("blob %s: %s", d.digest, e) end
     return r
