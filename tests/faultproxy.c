@@ -483,8 +483,8 @@ static long log_add(unsigned conn, const char *method, const char *path, int rul
     e->conn = conn;
     e->status = 0;
     e->rule = (short)rule;
-    snprintf(e->method, sizeof e->method, "%s", method);
-    snprintf(e->path, sizeof e->path, "%s", path);
+    snprintf(e->method, sizeof e->method, "%.*s", (int)sizeof e->method - 1, method);
+    snprintf(e->path, sizeof e->path, "%.*s", (int)sizeof e->path - 1, path);
     return nlog++;
 }
 

@@ -125,6 +125,18 @@ set +e
 msg=$(printf 'GET /v2/ nth=1\nGET /v2/ bogus=1 status=500\n' | proxy_rules p 2>&1)
 set -e
 like "$msg" "line 1: a rule needs an action" "a bad rule is refused with its line and why"
+printf '{"lie": true}' >"$E2E_WORK/lie.json"
+proxy_rules p <<EOF
+* /v2/far/app/manifests/v9 body=$E2E_WORK/lie.json type=application/vnd.example+json
+EOF
+is "$(curl -s -w ' %{http_code} %{content_type}' "$P/v2/far/app/manifests/v9")" \
+    '{"lie": true} 200 application/vnd.example+json' "body= answers with the file, as the type given"
+is "$(curl -s -I -o /dev/null -w '%{http_code} %header{content-length}' "$P/v2/far/app/manifests/v9")" "200 13" \
+    "and a HEAD with its length only"
+set +e
+msg=$(printf 'GET /x body=%s\n' "$E2E_WORK/nonesuch" | proxy_rules p 2>&1)
+set -e
+like "$msg" "line 1: body=.*nonesuch: No such file" "a body= file that cannot be read is refused"
 is "$(curl -s -o /dev/null -w '%{http_code}' "$P/v2/")" 200 "and the rules before it stand (the TCP rule is spent)"
 
 done_testing
