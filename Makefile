@@ -5,6 +5,7 @@
 #                 (T='tests/e2e/x.t ...' runs just those files)
 #   make check    the same suite under ASan + UBSan, then valgrind's leak check
 #   make bench    benchmarks (figures go in docs/benchmarks.md), the console's last
+#   make bench-far      the far-registry figures only (the source behind faultproxy at 40 ms)
 #   make bench-console  the web console's figures only (bundle, execution page, save-to-run)
 #   make deps     install every Debian package the targets need
 
@@ -26,7 +27,7 @@ BUILD    ?= build/release
 OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-console clean run web
+.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-far bench-console clean run web
 
 all: replica web
 
@@ -89,6 +90,9 @@ bench: deps-bench replica web build/faultserver build/faultproxy
 
 bench-serve: deps-bench replica
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/serve.sh
+
+bench-far: deps-bench replica build/faultproxy
+	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/far.sh
 
 bench-console: deps-bench replica web
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/console.sh

@@ -56,86 +56,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() {
-    echo "bench: $*" >&2
-    exit 1
-}
-
-# Prints the median of the numbers given as arguments.
-median() {
-    printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"
-}
-
-# Prints A / B with 2 decimals.
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
-}
-
-# Prints "ok" when VALUE <= TARGET, else "MISSED".
-verdict() {
-    awk -v v="$1" -v t="$2" 'BEGIN { print (v <= t ? "ok" : "MISSED") }'
-}
-
-# Prints the seconds elapsed since START (an $EPOCHREALTIME).
-since() {
-    awk -v s="$1" -v n="$EPOCHREALTIME" 'BEGIN { printf "%.2f", n - s }'
-}
-
-# fresh_target LABEL: starts a fresh target registry for one run, with its
-# config and log in WORK/LABEL; sets TARGET to its URL. Call it in the
-# subshell that makes the run, after `trap registry_stop_all EXIT`: the
-# subshell forgets the registries of its parent, so it stops only its own.
-fresh_target() {
-    _REGISTRY_PIDS=() _REGISTRY_SHM=()
-    registry_start target "$WORK/$1" || fail "cannot start a target registry"
-    TARGET=$REG_TARGET_URL
-}
-
-# replica_run LOG SRC DST ARGS...: one timed `replica run`; prints
-# "wall user+sys maxrss_kib". A failed run shows its output and exits 1.
-replica_run() {
-    local log=$1 src=$2 dst=$3 tm=$1.time
-    shift 3
-    if ! /usr/bin/time -o "$tm" -f '%e %U %S %M' \
-        "$REPLICA" run --from "$src" --to "$dst" "$@" >"$log" 2>&1; then
-        tail -n 20 "$log" >&2
-        fail "replica run failed: $*"
-    fi
-    awk '{ printf "%s %.2f %s\n", $1, $2 + $3, $4 }' "$tm"
-}
-
-# check SRC DST LIST WHO: every "REPO:TAG DIGEST" of LIST must resolve to the
-# same digest on DST.
-check() {
-    local out
-    out=$(python3 "$SEED" verify "$1" "$2" "$3") || fail "$4: target digests differ from the source: $out"
-}
-
-# skopeo_sync DIR DST_NS: one skopeo sync per YAML file in DIR, JOBS at a
-# time; prints "wall user+sys" (user+sys summed over the skopeo processes).
-skopeo_sync() {
-    local dir=$1 ns=$2 start wall
-    mkdir -p "$dir/times"
-    start=$EPOCHREALTIME
-    if ! (cd "$dir" && printf '%s\n' *.yml | xargs -P "$JOBS" -I{} /usr/bin/time -o "times/{}" -f '%U %S' \
-        skopeo sync --all --src yaml --dest docker --src-tls-verify=false --dest-tls-verify=false \
-        {} "$ns" >"$dir/skopeo.log" 2>&1); then
-        tail -n 20 "$dir/skopeo.log" >&2
-        fail "skopeo sync failed (see above)"
-    fi
-    wall=$(since "$start")
-    cat "$dir"/times/*.yml | awk -v w="$wall" '{ c += $1 + $2 } END { printf "%s %.2f\n", w, c }'
-}
-
-# yaml DIR SRC_URL REPO...: one skopeo sync YAML file per repository in DIR.
-yaml() {
-    local dir=$1 host=${2#http://} repo
-    shift 2
-    mkdir -p "$dir"
-    for repo in "$@"; do
-        printf '%s:\n  tls-verify: false\n  images:\n    %s: []\n' "$host" "$repo" >"$dir/${repo//\//_}.yml"
-    done
-}
+source "$ROOT/bench/lib.sh"
 
 read -r load _ </proc/loadavg
 echo "replication bench: $(nproc) CPUs (load average $load at start), docker-registry $(
@@ -264,14 +185,7 @@ for ((i = 1; i <= RUNS_BIG; i++)); do
 done
 
 # --- The table -------------------------------------------------------------
-# row NAME PEER REPLICA PEER_FIGURE RATIO_TARGET [UNIT]
 rows=()
-row() {
-    local name=$1 peer=$2 rv=$3 pv=$4 target=$5 r
-    r=$(ratio "$rv" "$pv")
-    rows+=("$(printf '%-34s %-16s %9.2f %9.2f %6s  <= %-5s %s' "$name" "$peer" "$rv" "$pv" "$r" "$target" \
-        "$(verdict "$r" "$target")")")
-}
 # shellcheck disable=SC2046  # medians of whole lists
 {
     row "1 small images: wall s" "skopeo sync x$JOBS" $(median "${r1w[@]}") $(median "${s1w[@]}") "$T_SMALL"

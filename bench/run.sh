@@ -2,8 +2,8 @@
 # bench/run.sh - `make bench`: GET throughput of Lua tasks against a plain C
 # libcurl multi loop, and memory per in-flight request. Starts the loopback
 # servers (tests/servers.sh), prints a table, stops the servers. Then the
-# replication, daemon, FaaS coordinator and console benchmarks
-# (bench/replicate.sh, serve.sh, faas.sh, console.sh).
+# replication (near and far), daemon, FaaS coordinator and console
+# benchmarks (bench/replicate.sh, far.sh, serve.sh, faas.sh, console.sh).
 #   REPLICA  the engine binary (set by the Makefile; default build/release/replica)
 # Exits 0 when every run completed and every response checked out, whatever
 # the figures; a failed run (bad status, short body, error) exits 1.
@@ -170,6 +170,10 @@ awk -v k="$K" -v rss="$(json_num "$out" rss_per_task)" -v lua="$(json_num "$out"
 servers_stop
 echo
 REPLICA=$REPLICA "$ROOT/bench/replicate.sh"
+
+# Replication from a far registry: the source behind the fault proxy at 40 ms.
+echo
+REPLICA=$REPLICA "$ROOT/bench/far.sh"
 
 # The daemon: API reads under wrk during an execution, and a webhook burst.
 echo
