@@ -398,6 +398,22 @@ function Registry:tags(repo, opts)
   return self:_pages("/v2/" .. repo .. "/tags/list?n=" .. n, scope, "tags")
 end
 
+-- Says whether the registry has repository repo, from one GET of its tags
+-- (n=1): false on a 404 (or the 401 of a registry with the quirk
+-- missing_401), true on a 200, nil, err when the answer says neither. A
+-- repository that is not there holds no tag and no blob, so a push into it
+-- need not ask about either.
+function Registry:has_repository(repo)
+  local ok, err = reference.repository(repo)
+  if not ok then return nil, "has_repository: " .. err, "invalid name" end
+  local url = self.url .. "/v2/" .. repo .. "/tags/list?n=1"
+  local res, rerr, kind = self:_request("GET", url, pull(repo), { headers = { Accept = "application/json" } })
+  if not res then return nil, rerr, kind end
+  if res.status == 404 or (res.status == 401 and self.quirks.missing_401 == true) then return false end
+  if res.status == 200 then return true end
+  return nil, http_error("GET " .. url, res, self)
+end
+
 -- The manifest and blob methods live in their own files.
 for _, part in ipairs { "oci.manifests", "oci.blobs" } do
   for name, fn in pairs(require(part)) do Registry[name] = fn end

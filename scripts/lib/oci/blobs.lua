@@ -135,16 +135,19 @@ end
 -- repo, streaming in C with the digest checked before the last byte is sent.
 -- Skips a blob the target has and mounts within one registry. A transient
 -- failure restarts the upload session; a 401 refreshes both tokens once.
--- Returns {skipped=true}, {mounted=true} or {copied=true, bytes=N}.
-function M:copy_blob_from(src, src_repo, repo, desc)
+-- With opts.absent (repo is known not to exist on the target) the HEAD is
+-- left out. Returns {skipped=true}, {mounted=true} or {copied=true, bytes=N}.
+function M:copy_blob_from(src, src_repo, repo, desc, opts)
   if not digest_alg(desc.digest) or math.type(desc.size) ~= "integer" then
     return nil, "copy_blob_from: the descriptor needs a digest and an integer size", "protocol"
   end
   local from_url, err, kind = src:blob_url(src_repo, desc.digest)
   if not from_url then return nil, err, kind end
-  local have
-  have, err, kind = self:head_blob(repo, desc.digest)
-  if have == nil then return nil, err, kind end
+  local have = false
+  if not (opts and opts.absent) then
+    have, err, kind = self:head_blob(repo, desc.digest)
+    if have == nil then return nil, err, kind end
+  end
   local what = string.format("copy %s from %s to %s", desc.digest, from_url, self.url .. "/v2/" .. repo)
   if have then
     local ok, serr = size_matches(what, desc, have)

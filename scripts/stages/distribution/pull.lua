@@ -30,8 +30,9 @@ end
 -- already has is read from the target (unless the target counts pulls too),
 -- and an index's children that the target has are not fetched at all
 -- (marked `present`: push skips them).
-local function resolve(src, repo, tag, dst, dest, cache)
+local function resolve(src, repo, tag, dst, dest, cache, absent)
   local target
+  if absent then target, dst = false, nil end -- the target has no such repository
   local saving = type(src.quirks) == "table" and src.quirks.pull_limit ~= nil
   if dst then
     local th = dst:head_manifest(dest, tag)
@@ -116,12 +117,19 @@ return {
   run = function(ctx)
     local repo = ctx.task.repository
     local arts, failed, cache = {}, {}, {}
+    -- A destination repository the target does not have (one GET) needs no
+    -- HEAD of its tags here nor of its blobs in push. Only when tags are
+    -- overwritten anyway: a registry wrong about it then costs uploads, not
+    -- a kept tag.
+    local absent = ctx.dst and ctx.options.override ~= false
+                   and ctx.dst:has_repository(ctx.task.dest_repository) == false
+    ctx.data.dest_absent = absent or nil
+    -- With a platform filter the pushed digest differs from the source's:
+    -- no shortcut.
+    local filtering = ctx.options.platforms and #ctx.options.platforms > 0
     parallel.map(ctx.task.tags, function(tag, i)
-      -- With a platform filter the pushed digest differs from the source's:
-      -- no shortcut.
-      local filtering = ctx.options.platforms and #ctx.options.platforms > 0
       local art, err = resolve(ctx.src, repo, tag, not filtering and ctx.dst or nil,
-                               ctx.task.dest_repository, cache)
+                               ctx.task.dest_repository, cache, absent)
       arts[i] = art or { tag = tag, error = err }
       if not art then failed[tag] = err end
       return true

@@ -41,7 +41,8 @@ local function ensure_blob(ctx, dest, desc)
           if m == nil then log.warn("mount %s from %s: %s; copying", desc.digest, first.dest, merr) end
           if type(m) == "string" then ctx.dst:cancel_upload(m) end
         end
-        local r, err = ctx.dst:copy_blob_from(ctx.src, ctx.task.repository, dest, desc)
+        local r, err = ctx.dst:copy_blob_from(ctx.src, ctx.task.repository, dest, desc,
+                                              { absent = ctx.data.dest_absent })
         if not r then error(err, 0) end
         if ctx.progress and r.bytes then ctx.progress("bytes", r.bytes) end
         return r
