@@ -160,11 +160,17 @@ function kinds.detect(url, opts)
       end
     end
   end
+  -- the probes run at once (one round trip, not one per kind); the first
+  -- kind in the catalog's order that says yes wins
+  local probing = {}
   for _, k in ipairs(loaded) do
-    if k:has("probe") then
-      local yes = k:call("probe", { url = url, tls = opts and opts.tls })
-      if yes == true then return k.name, "probe" end
-    end
+    if k:has("probe") then probing[#probing + 1] = k end
+  end
+  local said = parallel.map(probing, function(k)
+    return k:call("probe", { url = url, tls = opts and opts.tls }) == true
+  end) or {}
+  for i, k in ipairs(probing) do
+    if said[i] then return k.name, "probe" end
   end
   return "distribution", "default"
 end

@@ -244,6 +244,8 @@ function Registry:_discover()
     end
   elseif res.status == 200 then
     self.auth.scheme = "none"
+    -- that was a ping too: the registry answers, and asks for no credentials
+    self._ping = self._ping or { auth = "none", api = res.headers["docker-distribution-api-version"] }
   else
     return nil, http_error("GET " .. url, res, self)
   end
@@ -385,17 +387,20 @@ function Registry:catalog(opts)
   return self:_pages("/v2/_catalog?n=" .. n, "registry:catalog:*", "repositories")
 end
 
+-- The token scope that lists repo's tags: the pull scope, or the actions
+-- the kind's quirk tags_scope names (ACR lists tags with metadata_read).
+local function tags_scope(self, repo)
+  local actions = self.quirks.tags_scope
+  return type(actions) == "string" and actions:match("^[%w_,]+$") and ("repository:" .. repo .. ":" .. actions)
+         or pull(repo)
+end
+
 -- Lists every tag of repo, following pages of opts.n (default 1000) entries.
--- The token asked for is the pull scope, or the actions the kind's quirk
--- tags_scope names (ACR lists tags with metadata_read).
 function Registry:tags(repo, opts)
   local ok, err = reference.repository(repo)
   if not ok then return nil, "tags: " .. err, "invalid name" end
   local n = opts and opts.n or 1000
-  local actions = self.quirks.tags_scope
-  local scope = type(actions) == "string" and actions:match("^[%w_,]+$") and ("repository:" .. repo .. ":" .. actions)
-                or pull(repo)
-  return self:_pages("/v2/" .. repo .. "/tags/list?n=" .. n, scope, "tags")
+  return self:_pages("/v2/" .. repo .. "/tags/list?n=" .. n, tags_scope(self, repo), "tags")
 end
 
 -- Says whether the registry has repository repo, from one GET of its tags
@@ -407,7 +412,7 @@ function Registry:has_repository(repo)
   local ok, err = reference.repository(repo)
   if not ok then return nil, "has_repository: " .. err, "invalid name" end
   local url = self.url .. "/v2/" .. repo .. "/tags/list?n=1"
-  local res, rerr, kind = self:_request("GET", url, pull(repo), { headers = { Accept = "application/json" } })
+  local res, rerr, kind = self:_request("GET", url, tags_scope(self, repo), { headers = { Accept = "application/json" } })
   if not res then return nil, rerr, kind end
   if res.status == 404 or (res.status == 401 and self.quirks.missing_401 == true) then return false end
   if res.status == 200 then return true end
