@@ -3,6 +3,7 @@
 -- serves the HTTP API under /api/v1 (bearer tokens), runs executions (one
 -- at a time per policy, later triggers coalesced), fires cron schedules,
 -- takes registry webhooks, and at start resumes what a crash interrupted.
+-- Retention (serve/retention.lua) keeps the database bounded.
 -- sys (the privileged table: database, HTTP server, keyring) comes from the
 -- entry chunk; stage scripts never see it.
 local api = require("serve.api")
@@ -16,6 +17,7 @@ local catalog_api = require("serve.catalog_api")
 local poison = require("serve.poison")
 local console = require("serve.console")
 local dispatcher = require("serve.dispatcher")
+local retention = require("serve.retention")
 local cron = require("cron")
 local hostport = require("hostport")
 
@@ -190,6 +192,8 @@ function serve.main(opts, sys)
     end
     limits[o[1]] = v
   end
+  local keep, rerr = retention.config(opts)
+  if not keep then return nil, rerr end
   local db, err = sys.db_open(path)
   if not db then return nil, err end
   local keyring, kerr = serve.load_key(sys, db, path, opts.key_file or (path .. ".key"))
@@ -197,7 +201,8 @@ function serve.main(opts, sys)
     db:close()
     return nil, kerr
   end
-  local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {} }
+  local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {},
+              retention = keep, deleting = {}, pruning = {} }
   local ok, ferr = dispatcher.setup(s, opts)
   if not ok then
     db:close()
@@ -239,6 +244,7 @@ function serve.main(opts, sys)
     task.spawn({ name = "task logs", cpu = LONG }, function()
       while time.sleep(0.25) do flush_logs(s) end
     end),
+    task.spawn({ name = "retention", cpu = LONG }, retention.loop, s),
   }
   while time.sleep(3600) do end -- until SIGINT/SIGTERM cancels every task
   s.closing = true

@@ -2,13 +2,14 @@
 -- where, and when. Fields follow Harbor's replication policies: source and
 -- target registry, repository and tag include/exclude globs, destination
 -- namespace and flattening, trigger (manual, cron, event), override,
--- replicate deletions, enabled, plus the process template, jobs and a
--- bandwidth limit.
+-- replicate deletions, enabled, plus the process template, jobs, a
+-- bandwidth limit and how many ended executions to keep.
 local api = require("serve.api")
 local glob = require("glob")
 local cron = require("cron")
 local runner = require("runner")
 local library = require("serve.library")
+local retention = require("serve.retention")
 local reference = require("oci.reference")
 
 local policies = {}
@@ -82,13 +83,17 @@ local SPEC = {
                  if v ~= "local" and v ~= "faas" then return "must be local or faas (or null: the daemon's --executor)" end end },
   retries = { type = "integer", nullable = true, check = function(v)
                 if v < 0 or v > 100 then return "must be 0..100 (or null: the daemon's --faas-retries)" end end },
+  keep_executions = { type = "integer", nullable = true, check = function(v)
+                        if v < 0 or v > 1e9 then
+                          return "must be 0 (keep all) or more (or null: the daemon's --keep-executions)"
+                        end end },
 }
 
 -- Column of each list field.
 local LISTS = { repositories = "repos", exclude_repositories = "exclude_repos", tags = "tags",
                 exclude_tags = "exclude_tags", labels = "labels" }
 local PLAIN = { "name", "description", "dest_namespace", "flatten", "trigger", "cron", "template",
-                "jobs", "bandwidth_kbps", "executor", "retries" }
+                "jobs", "bandwidth_kbps", "executor", "retries", "keep_executions" }
 local BOOLS = { "override", "replicate_deletion", "enabled" }
 
 local function decode_list(s)
@@ -106,6 +111,7 @@ function policies.view(row)
     enabled = row.enabled == 1, template = row.template, jobs = row.jobs,
     bandwidth_kbps = row.bandwidth_kbps, created = api.iso(row.created), updated = api.iso(row.updated),
     executor = row.executor or json.null, retries = row.retries or json.null,
+    keep_executions = row.keep_executions or json.null,
   }
   for field, col in pairs(LISTS) do v[field] = setmetatable(decode_list(row[col]), json.array_mt) end
   return v
@@ -192,6 +198,7 @@ local function update(s, req, p)
   for k, v in pairs(body) do merged[k] = v end
   check_refs(s, merged)
   store_fields(s.db, id, body)
+  if body.keep_executions ~= nil then retention.ended(s, id) end -- the new limit applies now
   return api.reply(req, 200, policies.view(policies.load(s.db, id)))
 end
 

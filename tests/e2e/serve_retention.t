@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Retention in replica serve: a policy that keeps 3 executions keeps the 3
+# newest (with their tasks, stage results and logs) and nothing of the
+# older ones; a running execution is never deleted, whatever the limit;
+# webhook events and audit records past their limits go at start; the
+# database is intact after.
+set -euo pipefail
+source "$(dirname "$0")/../lib/serve.sh"
+
+registry_start src "$E2E_WORK/src"
+registry_start dst "$E2E_WORK/dst"
+S=$REG_SRC_URL D=$REG_DST_URL
+seed "$S" ret/app v1 oci 1 1024 >/dev/null
+
+# A template whose one stage holds its task for a while: an execution that
+# stays Running while the limits are applied.
+W=$E2E_WORK/scripts
+mkdir -p "$W/stages/x" "$W/templates"
+cat >"$W/stages/x/hold.lua" <<'EOF'
+return {
+  description = "holds its task for 30 s",
+  run = function(ctx)
+    time.sleep(30)
+    return { ok = true }
+  end,
+}
+EOF
+printf 'return { stages = { { "hold", "x/hold" } } }\n' >"$W/templates/hold.lua"
+
+# count SQL: one number from the database.
+count() {
+    sqlite3 "$SERVE_DB" "$1"
+}
+
+# policy_executions: the ids of the policy's executions, newest first.
+policy_executions() {
+    api GET "/executions?policy=$PID&page_size=500"
+    jget '[.[].id] | join(" ")'
+}
+
+# wait_executions WANT: waits (up to 20 s) until policy_executions is WANT.
+wait_executions() {
+    local end=$((SECONDS + 20)) got
+    while ((SECONDS < end)); do
+        got=$(policy_executions)
+        [[ $got == "$1" ]] && return 0
+        sleep 0.05
+    done
+    echo "# the policy's executions stayed '$got'" >&2
+    return 1
+}
+
+set +e
+bad=$("$REPLICA" serve --db "$E2E_WORK/bad.db" --keep-events -1 2>&1)
+rc=$?
+set -e
+is "$rc:$bad" "1:replica: --keep-events must be a number of days, 0 or more" "a bad limit is refused at start"
+
+SECRET_PW=pw-never-in-the-audit-0123
+HOOK_SECRET=hook-secret-never-in-the-audit
+serve_start ret --scripts "$W" --keep-events 7
+CI=$("$REPLICA" token create --db "$SERVE_DB" --name ci)
+
+api POST /registries "$(registry_json src "$S" "\"username\": \"u\", \"password\": \"$SECRET_PW\", \"webhook_secret\": \"$HOOK_SECRET\"")"
+SRC_ID=$(jget .id)
+api POST /registries "$(registry_json dst "$D")"
+DST_ID=$(jget .id)
+POLICY="\"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"repositories\": [\"ret/**\"]"
+api POST /policies "{\"name\": \"bad\", $POLICY, \"keep_executions\": -1}"
+is "$STATUS:$(jget .error)" \
+    "400:field 'keep_executions' must be 0 (keep all) or more (or null: the daemon's --keep-executions)" \
+    "a negative keep_executions: 400"
+api POST /policies "{\"name\": \"keep3\", $POLICY, \"keep_executions\": 3}"
+is "$STATUS:$(jget .keep_executions)" "201:3" "a policy that keeps 3 executions"
+PID=$(jget .id)
+
+# --- keep 3 of 5 -------------------------------------------------------------------
+ADMIN=$TOKEN TOKEN=$CI # the runs are the ci token's
+E=()
+for i in 1 2 3 4 5; do
+    api POST "/policies/$PID/executions"
+    E[i]=$(jget .id)
+    wait_exec "${E[i]}" Succeeded Failed Stopped
+    [[ $(jget .status) == Succeeded ]] || diag "execution ${E[i]}: $BODY"
+done
+TOKEN=$ADMIN
+ok "$(wait_executions "${E[5]} ${E[4]} ${E[3]}" && echo 0 || echo 1)" \
+    "after 5 runs the policy's 3 newest executions remain"
+gone="${E[1]}, ${E[2]}"
+is "$(count "SELECT count(*) FROM executions WHERE id IN ($gone);
+             SELECT count(*) FROM tasks WHERE execution IN ($gone);
+             SELECT count(*) FROM execution_scripts WHERE execution IN ($gone);
+             SELECT count(*) FROM stage_results WHERE task NOT IN (SELECT id FROM tasks);
+             SELECT count(*) FROM task_logs WHERE task NOT IN (SELECT id FROM tasks);
+             SELECT count(*) FROM task_attempts WHERE task NOT IN (SELECT id FROM tasks)" | tr '\n' ' ')" \
+    "0 0 0 0 0 0 " "nothing of the older two is left: executions, tasks, pins, stage results, logs, attempts"
+api GET "/executions/${E[3]}/tasks"
+T3=$(jget '.[0].id')
+is "$(jget '.[0].status'):$(jget '.[0].stages | length')" "Succeeded:6" "the oldest kept still shows its task and stages"
+api GET "/tasks/$T3/log" # also writes the log lines still buffered
+like "$BODY" "ret/app" "and its log"
+kept="${E[3]}, ${E[4]}, ${E[5]}"
+is "$(count "SELECT count(DISTINCT execution) FROM tasks WHERE execution IN ($kept);
+             SELECT count(DISTINCT t.execution) FROM tasks t JOIN stage_results r ON r.task = t.id WHERE t.execution IN ($kept);
+             SELECT count(DISTINCT t.execution) FROM tasks t JOIN task_logs l ON l.task = t.id WHERE t.execution IN ($kept)" | tr '\n' ' ')" \
+    "3 3 3 " "the 3 kept have their tasks, stage results and task logs"
+api GET "/executions/${E[1]}"
+is "$STATUS" 404 "a deleted execution is 404"
+like "$(cat "$SERVE_LOG")" "retention: policy $PID: deleted [12] execution\(s\) \(it keeps 3\)" "the log says what went"
+
+# --- a running execution is never deleted ------------------------------------------
+api PUT "/policies/$PID" '{"template": "hold"}'
+api POST "/policies/$PID/executions"
+E6=$(jget .id)
+wait_exec "$E6" Running
+api PUT "/policies/$PID" '{"keep_executions": 1}'
+is "$STATUS:$(jget .keep_executions)" "200:1" "the limit lowered to 1 while an execution runs"
+ok "$(wait_executions "$E6 ${E[5]}" && echo 0 || echo 1)" \
+    "the new limit applies at once: the newest ended one is kept, and the running one"
+api GET "/executions/$E6"
+is "$(jget .status):$(jget .total)" "Running:1" "the running execution is untouched"
+api POST "/executions/$E6/retry"
+is "$STATUS" 409 "retrying a running execution: 409"
+serve_stop
+
+# --- events and audit past their limits go at start --------------------------------
+now=$(date +%s)
+sqlite3 "$SERVE_DB" "INSERT INTO events (received, source, payload, status) VALUES
+                       ($now - 8 * 86400, 'distribution', '{}', 'ignored'),
+                       ($now - 6 * 86400, 'distribution', '{}', 'ignored');
+                     INSERT INTO audit (time, who, method, path, status) VALUES
+                       ($now - 91 * 86400, 'old', 'DELETE', '/api/v1/policies/99', 204),
+                       ($now - 80 * 86400, 'recent', 'DELETE', '/api/v1/policies/98', 204)"
+serve_start ret --scripts "$W" --keep-events 7
+end=$((SECONDS + 20))
+while ((SECONDS < end)) && [[ $(count "SELECT count(*) FROM audit WHERE who = 'old'") != 0 ]]; do sleep 0.05; done
+is "$(count "SELECT count(*) FROM events WHERE received < $now - 7 * 86400;
+             SELECT count(*) FROM events WHERE received > $now - 7 * 86400;
+             SELECT count(*) FROM audit WHERE who = 'old';
+             SELECT count(*) FROM audit WHERE who = 'recent'" | tr '\n' ' ')" "0 1 0 1 " \
+    "at start: the event older than --keep-events 7 and the audit record older than 90 days are gone, the others kept"
+api GET "/executions/$E6"
+is "$(jget .status)" Running "the execution that was running resumes, still there"
+api POST "/executions/$E6/stop"
+is "$STATUS:$(jget .status)" "200:Stopped" "stop it"
+ok "$(wait_executions "$E6" && echo 0 || echo 1)" "once it has ended, it is the one the limit of 1 keeps"
+serve_stop
+
+is "$(sqlite3 "$SERVE_DB" 'PRAGMA integrity_check; PRAGMA foreign_key_check' | tr '\n' ' ')" "ok " \
+    "the database is intact: integrity_check ok, no dangling reference"
+done_testing
