@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Retention in replica serve: a policy that keeps 3 executions keeps the 3
-# newest (with their tasks, stage results and logs) and nothing of the
-# older ones; a running execution is never deleted, whatever the limit;
-# webhook events and audit records past their limits go at start; the
-# database is intact after.
+# Retention and audit in replica serve: a policy that keeps 3 executions
+# keeps the 3 newest (with their tasks, stage results and logs) and nothing
+# of the older ones; a running execution is never deleted, whatever the
+# limit; webhook events and audit records past their limits go at start;
+# every API write is in GET /audit with the token's name, the object and
+# the status, never a secret; the database is intact after.
 set -euo pipefail
 source "$(dirname "$0")/../lib/serve.sh"
 
@@ -120,7 +121,7 @@ ok "$(wait_executions "$E6 ${E[5]}" && echo 0 || echo 1)" \
 api GET "/executions/$E6"
 is "$(jget .status):$(jget .total)" "Running:1" "the running execution is untouched"
 api POST "/executions/$E6/retry"
-is "$STATUS" 409 "retrying a running execution: 409"
+is "$STATUS" 409 "retrying a running execution: 409 (audited below)"
 serve_stop
 
 # --- events and audit past their limits go at start --------------------------------
@@ -144,6 +145,59 @@ is "$(jget .status)" Running "the execution that was running resumes, still ther
 api POST "/executions/$E6/stop"
 is "$STATUS:$(jget .status)" "200:Stopped" "stop it"
 ok "$(wait_executions "$E6" && echo 0 || echo 1)" "once it has ended, it is the one the limit of 1 keeps"
+
+# --- the audit trail ---------------------------------------------------------------
+st=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $HOOK_SECRET" \
+    --data-binary '{"events": []}' "$API/webhooks/distribution")
+is "$st" 202 "a webhook is received"
+FN_SOURCE='return { description = "audit-source-marker", run = function(ctx) return {} end }'
+api PUT /functions/aud/noop "$(jq -n --arg s "$FN_SOURCE" '{source: $s}')"
+is "$STATUS" 201 "save a function"
+api DELETE /functions/aud/noop
+is "$STATUS" 204 "and delete it"
+st=$(curl -s -o /dev/null -w '%{http_code}' "$API/audit")
+is "$st" 401 "GET /audit needs a token"
+api GET "/audit?limit=500"
+is "$STATUS" 200 "GET /audit"
+LIST=$BODY
+is "$(jq -r '[.[].id] == ([.[].id] | sort | reverse)' <<<"$LIST")" true "newest first"
+rec() { # rec JQ_SELECT: "who method path kind/id status" of the first record that matches
+    jq -r "[.[] | select($1)][0] | \"\(.who) \(.method) \(.path) \(.object_kind)/\(.object_id) \(.status)\"" <<<"$LIST"
+}
+is "$(rec '.path == "/api/v1/registries" and .status == 201')" \
+    "admin POST /api/v1/registries registries/$DST_ID 201" "a registry's creation: who, what, the new object's id, the status"
+is "$(rec ".path == \"/api/v1/policies\" and .status == 400")" \
+    "admin POST /api/v1/policies policies/null 400" "a refused write is recorded with its status"
+is "$(rec ".path == \"/api/v1/policies/$PID/executions\"" | sed 's/executions\/[0-9]*/executions\/N/')" \
+    "admin POST /api/v1/policies/$PID/executions executions/N 202" "the newest run, with its execution"
+is "$(jq -r "[.[] | select(.path == \"/api/v1/policies/$PID/executions\") | \"\(.who):\(.object_id)\"] | reverse | join(\" \")" <<<"$LIST")" \
+    "ci:${E[1]} ci:${E[2]} ci:${E[3]} ci:${E[4]} ci:${E[5]} admin:$E6" "each run with the token that started it"
+is "$(rec ".path == \"/api/v1/policies/$PID\"")" "admin PUT /api/v1/policies/$PID policies/$PID 200" "a policy's update"
+is "$(rec ".path == \"/api/v1/executions/$E6/retry\"")" "admin POST /api/v1/executions/$E6/retry executions/$E6 409" \
+    "a refused retry"
+is "$(rec '.path == "/api/v1/functions/aud/noop" and .method == "PUT"')" \
+    "admin PUT /api/v1/functions/aud/noop functions/aud/noop 201" "a function's save names it"
+is "$(rec '.path == "/api/v1/functions/aud/noop" and .method == "DELETE"')" \
+    "admin DELETE /api/v1/functions/aud/noop functions/aud/noop 204" "and its deletion"
+is "$(rec ".path == \"/api/v1/executions/$E6/stop\"")" "admin POST /api/v1/executions/$E6/stop executions/$E6 200" \
+    "a stop"
+like "$(jq -r '.[0].address' <<<"$LIST")" '^127\.0\.0\.1' "the client's address is recorded"
+like "$(jq -r '.[0].time' <<<"$LIST")" '^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$' "and the time"
+is "$(jq -r '[.[] | select(.path | test("webhooks|audit"))] | length' <<<"$LIST")" 0 \
+    "webhooks and reads are not recorded"
+secrets=0
+for s in "$SECRET_PW" "$HOOK_SECRET" "$ADMIN" "$CI" audit-source-marker; do
+    grep -q -- "$s" <<<"$LIST" && secrets=1
+    sqlite3 "$SERVE_DB" "SELECT * FROM audit" | grep -q -- "$s" && secrets=1
+done
+is "$secrets" 0 "no password, webhook secret, token or source is in the audit"
+api GET "/audit?limit=2"
+first=$(jget '[.[].id] | join(" ")')
+api GET "/audit?limit=2&before=$(jget '.[1].id')"
+is "$first $(jget '[.[].id] | join(" ")')" "$(jq -r '[.[0:4][].id] | join(" ")' <<<"$LIST")" \
+    "?limit and ?before page through it"
+api GET "/audit?limit=0"
+is "$STATUS" 400 "a bad limit: 400"
 serve_stop
 
 is "$(sqlite3 "$SERVE_DB" 'PRAGMA integrity_check; PRAGMA foreign_key_check' | tr '\n' ' ')" "ok " \
