@@ -124,10 +124,24 @@ api POST "/executions/$E6/retry"
 is "$STATUS" 409 "retrying a running execution: 409 (audited below)"
 serve_stop
 
-# --- events and audit past their limits go at start --------------------------------
+# --- what is past the limits goes at start, in batches ----------------------------
+# An old ended execution of 1200 tasks (each with a stage result and a log
+# line) and 1200 events older than --keep-events: more than one batch each.
 now=$(date +%s)
-sqlite3 "$SERVE_DB" "INSERT INTO events (received, source, payload, status) VALUES
-                       ($now - 8 * 86400, 'distribution', '{}', 'ignored'),
+old=$((now - 100 * 86400))
+sqlite3 "$SERVE_DB" "INSERT INTO executions (policy, status, trigger, planned, total, succeeded, created, started, finished)
+                       VALUES ($PID, 'Succeeded', 'manual', 1, 1200, 1200, $old, $old, $old);
+                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+                       INSERT INTO tasks (execution, repository, dest_repository, status)
+                       SELECT (SELECT max(id) FROM executions), 'bulk/r' || i, 'bulk/r' || i, 'Succeeded' FROM n;
+                     INSERT INTO stage_results (task, seq, name, function, status)
+                       SELECT id, 1, 'x', 'x/x', 'succeeded' FROM tasks WHERE repository LIKE 'bulk/%';
+                     INSERT INTO task_logs (task, ts, level, message)
+                       SELECT id, $old, 'info', 'bulk' FROM tasks WHERE repository LIKE 'bulk/%';
+                     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+                       INSERT INTO events (received, source, payload, status)
+                       SELECT $now - 8 * 86400, 'distribution', '{}', 'ignored' FROM n;
+                     INSERT INTO events (received, source, payload, status) VALUES
                        ($now - 6 * 86400, 'distribution', '{}', 'ignored');
                      INSERT INTO audit (time, who, method, path, status) VALUES
                        ($now - 91 * 86400, 'old', 'DELETE', '/api/v1/policies/99', 204),
@@ -139,7 +153,14 @@ is "$(count "SELECT count(*) FROM events WHERE received < $now - 7 * 86400;
              SELECT count(*) FROM events WHERE received > $now - 7 * 86400;
              SELECT count(*) FROM audit WHERE who = 'old';
              SELECT count(*) FROM audit WHERE who = 'recent'" | tr '\n' ' ')" "0 1 0 1 " \
-    "at start: the event older than --keep-events 7 and the audit record older than 90 days are gone, the others kept"
+    "at start: the events older than --keep-events 7 and the audit record older than 90 days are gone, the others kept"
+is "$(count "SELECT count(*) FROM executions WHERE finished = $old;
+             SELECT count(*) FROM tasks WHERE repository LIKE 'bulk/%';
+             SELECT count(*) FROM task_logs WHERE message = 'bulk';
+             SELECT count(*) FROM stage_results WHERE function = 'x/x'" | tr '\n' ' ')" "0 0 0 0 " \
+    "the old execution past the limit of 1 is gone, with its 1200 tasks, their stage results and logs"
+api GET "/executions/${E[5]}"
+is "$STATUS" 200 "the newest ended execution is kept"
 api GET "/executions/$E6"
 is "$(jget .status)" Running "the execution that was running resumes, still there"
 api POST "/executions/$E6/stop"
