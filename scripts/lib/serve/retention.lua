@@ -33,45 +33,57 @@ function retention.config(opts)
   return cfg
 end
 
--- Each step deletes at most BATCH rows of execution ?1, and only while it
--- has ended: the largest tables first, so that the cascade of the last
--- steps (stuck_tasks, execution_scripts) is small.
+-- What is under the tasks ?2..?3 (ids) of execution ?1, largest first,
+-- then those tasks: each statement deletes at most ?4 rows, and only while
+-- the execution has ended. Taking the tasks a chunk at a time keeps each
+-- statement's scan to that chunk; the cascade of the last one (stuck_tasks)
+-- is all that is left under them.
 local STILL_ENDED = "EXISTS (SELECT 1 FROM executions WHERE id = ?1 AND status IN " .. ENDED .. ")"
-local STEPS = {
-  [[DELETE FROM task_logs WHERE id IN (SELECT l.id FROM tasks t JOIN task_logs l ON l.task = t.id
-    WHERE t.execution = ?1 LIMIT ?2) AND ]] .. STILL_ENDED,
-  [[DELETE FROM stage_results WHERE rowid IN (SELECT r.rowid FROM tasks t JOIN stage_results r ON r.task = t.id
-    WHERE t.execution = ?1 LIMIT ?2) AND ]] .. STILL_ENDED,
-  [[DELETE FROM task_attempts WHERE rowid IN (SELECT a.rowid FROM tasks t JOIN task_attempts a ON a.task = t.id
-    WHERE t.execution = ?1 LIMIT ?2) AND ]] .. STILL_ENDED,
-  "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE execution = ?1 LIMIT ?2) AND " .. STILL_ENDED,
-  "DELETE FROM executions WHERE id = ?1 AND status IN " .. ENDED .. " AND ?2 > 0",
+local UNDER = "FROM tasks t JOIN %s c ON c.task = t.id WHERE t.execution = ?1 AND t.id BETWEEN ?2 AND ?3 LIMIT ?4"
+local CHUNK_STEPS = {
+  "DELETE FROM task_logs WHERE id IN (SELECT c.id " .. UNDER:format("task_logs") .. ") AND " .. STILL_ENDED,
+  "DELETE FROM stage_results WHERE rowid IN (SELECT c.rowid " .. UNDER:format("stage_results") .. ") AND " .. STILL_ENDED,
+  "DELETE FROM task_attempts WHERE rowid IN (SELECT c.rowid " .. UNDER:format("task_attempts") .. ") AND " .. STILL_ENDED,
+  [[DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE execution = ?1 AND id BETWEEN ?2 AND ?3 LIMIT ?4)
+    AND ]] .. STILL_ENDED,
 }
+local CHUNK = 100 -- tasks per chunk
 
--- Runs sql (?1 = arg, ?2 = BATCH) in transactions until it deletes fewer
--- than BATCH rows, letting other tasks run between them. Returns the rows
--- deleted.
-local function drain(db, sql, arg)
+-- Runs sql with the arguments given and BATCH as the last parameter, in
+-- transactions until it deletes fewer than BATCH rows, letting other tasks
+-- run between them. Returns the rows deleted.
+local function drain(db, sql, ...)
+  local args = table.pack(...)
+  args.n = args.n + 1
+  args[args.n] = BATCH
   local total = 0
   while true do
-    local n = assert(db:transaction(function() return assert(db:exec(sql, arg, BATCH)) end))
+    local n = assert(db:transaction(function() return assert(db:exec(sql, table.unpack(args, 1, args.n))) end))
     total = total + n
     if n < BATCH then return total end
     task.yield()
   end
 end
 
--- Deletes ended execution id with everything under it. s.deleting[id] is
--- set meanwhile (a retry is refused); an execution that stops being ended
--- (it cannot, while marked) would be left as it is. Returns whether the
--- execution row went.
+-- Deletes ended execution id with everything under it, CHUNK tasks at a
+-- time, then the row (whose cascade takes its pins). s.deleting[id] is
+-- set meanwhile, so a retry is refused; an execution that stopped being
+-- ended all the same would be left as it is. Returns whether the row went.
 local function delete_execution(s, id)
+  local db = s.db
   s.deleting[id] = true
   local ok, gone = pcall(function()
-    for i, sql in ipairs(STEPS) do
-      local n = drain(s.db, sql, id)
-      if i == #STEPS then return n == 1 end
+    while true do
+      local ids = assert(db:query("SELECT id FROM tasks WHERE execution = ? ORDER BY id LIMIT ?", id, CHUNK))
+      if #ids == 0 then break end
+      local lo, hi = ids[1].id, ids[#ids].id
+      for _, sql in ipairs(CHUNK_STEPS) do drain(db, sql, id, lo, hi) end
+      if db:row("SELECT 1 AS n FROM tasks WHERE execution = ? AND id BETWEEN ? AND ? LIMIT 1", id, lo, hi) then
+        return false -- no longer ended: nothing more is touched
+      end
+      task.yield()
     end
+    return drain(db, "DELETE FROM executions WHERE id = ?1 AND status IN " .. ENDED .. " AND ?2 > 0", id) == 1
   end)
   s.deleting[id] = nil
   if not ok then error(gone, 0) end
