@@ -122,6 +122,9 @@ api GET "/executions/$E6"
 is "$(jget .status):$(jget .total)" "Running:1" "the running execution is untouched"
 api POST "/executions/$E6/retry"
 is "$STATUS" 409 "retrying a running execution: 409 (audited below)"
+api DELETE "/policies/$PID"
+is "$STATUS:$(jget .error)" "409:policy $PID has an execution in progress; stop it first" \
+    "a policy with a running execution cannot be deleted"
 serve_stop
 
 # --- what is past the limits goes at start, in batches ----------------------------
@@ -193,7 +196,10 @@ is "$(rec ".path == \"/api/v1/policies/$PID/executions\"" | sed 's/executions\/[
     "admin POST /api/v1/policies/$PID/executions executions/N 202" "the newest run, with its execution"
 is "$(jq -r "[.[] | select(.path == \"/api/v1/policies/$PID/executions\") | \"\(.who):\(.object_id)\"] | reverse | join(\" \")" <<<"$LIST")" \
     "ci:${E[1]} ci:${E[2]} ci:${E[3]} ci:${E[4]} ci:${E[5]} admin:$E6" "each run with the token that started it"
-is "$(rec ".path == \"/api/v1/policies/$PID\"")" "admin PUT /api/v1/policies/$PID policies/$PID 200" "a policy's update"
+is "$(rec ".path == \"/api/v1/policies/$PID\" and .method == \"PUT\"")" "admin PUT /api/v1/policies/$PID policies/$PID 200" \
+    "a policy's update"
+is "$(rec ".path == \"/api/v1/policies/$PID\" and .method == \"DELETE\"")" \
+    "admin DELETE /api/v1/policies/$PID policies/$PID 409" "a refused deletion"
 is "$(rec ".path == \"/api/v1/executions/$E6/retry\"")" "admin POST /api/v1/executions/$E6/retry executions/$E6 409" \
     "a refused retry"
 is "$(rec '.path == "/api/v1/functions/aud/noop" and .method == "PUT"')" \
@@ -219,6 +225,13 @@ is "$first $(jget '[.[].id] | join(" ")')" "$(jq -r '[.[0:4][].id] | join(" ")' 
     "?limit and ?before page through it"
 api GET "/audit?limit=0"
 is "$STATUS" 400 "a bad limit: 400"
+api DELETE "/policies/$PID"
+is "$STATUS" 204 "the policy is deleted"
+is "$(count "SELECT count(*) FROM executions WHERE policy = $PID; SELECT count(*) FROM tasks" | tr '\n' ' ')" "0 0 " \
+    "and its executions with it"
+api GET "/audit?limit=1"
+is "$(jget '.[0] | "\(.who) \(.method) \(.path) \(.object_kind)/\(.object_id) \(.status)"')" \
+    "admin DELETE /api/v1/policies/$PID policies/$PID 204" "the newest audit record is that deletion"
 serve_stop
 
 is "$(sqlite3 "$SERVE_DB" 'PRAGMA integrity_check; PRAGMA foreign_key_check' | tr '\n' ' ')" "ok " \

@@ -205,10 +205,15 @@ end
 local function delete(s, req, p)
   local id = api.id(p.id, "policy")
   policies.load(s.db, id)
-  if s.db:row("SELECT id FROM executions WHERE policy = ? AND status IN ('Pending', 'Running') LIMIT 1", id) then
+  local in_progress = "SELECT id FROM executions WHERE policy = ? AND status IN ('Pending', 'Running') LIMIT 1"
+  if s.db:row(in_progress, id) then api.fail(409, "policy %d has an execution in progress; stop it first", id) end
+  retention.clear(s, id) -- its executions in batches, yielding between them
+  -- a trigger may have come meanwhile: the policy goes only without a run in progress
+  local n = assert(s.db:exec([[DELETE FROM policies WHERE id = ?1 AND NOT EXISTS
+                               (SELECT 1 FROM executions WHERE policy = ?1 AND status IN ('Pending', 'Running'))]], id))
+  if n == 0 and s.db:row("SELECT id FROM policies WHERE id = ?", id) then
     api.fail(409, "policy %d has an execution in progress; stop it first", id)
   end
-  assert(s.db:exec("DELETE FROM policies WHERE id = ?", id))
   return api.reply(req, 204)
 end
 

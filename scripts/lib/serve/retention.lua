@@ -90,32 +90,36 @@ local function delete_execution(s, id)
   return gone
 end
 
--- The ended executions of policy p beyond its limit (at most BATCH), the
--- oldest to end last. Returns a list of ids (empty when it keeps all).
-local function surplus(s, p)
-  local keep = p.keep_executions or s.retention.executions
-  if keep == 0 then return {} end
-  local rows = assert(s.db:query("SELECT id FROM executions WHERE policy = ? AND status IN " .. ENDED ..
-                                 " ORDER BY finished DESC, id DESC LIMIT ? OFFSET ?", p.id, BATCH, keep))
-  return rows, keep
-end
-
--- Deletes the ended executions of policy policy_id beyond its limit.
--- Returns how many went.
-local function prune_policy(s, policy_id)
+-- Deletes the ended executions of policy policy_id but the keep newest
+-- (by the time they ended), BATCH ids at a time. Returns how many went.
+local function delete_beyond(s, policy_id, keep)
   local n = 0
   while true do
-    local p = s.db:row("SELECT id, keep_executions FROM policies WHERE id = ?", policy_id)
-    if not p then return n end
-    local rows, keep = surplus(s, p)
+    local rows = assert(s.db:query("SELECT id FROM executions WHERE policy = ? AND status IN " .. ENDED ..
+                                   " ORDER BY finished DESC, id DESC LIMIT ? OFFSET ?", policy_id, BATCH, keep))
     for _, r in ipairs(rows) do
       if delete_execution(s, r.id) then n = n + 1 end
     end
-    if #rows < BATCH then
-      if n > 0 then log.info("retention: policy %d: deleted %d execution(s) (it keeps %d)", policy_id, n, keep) end
-      return n
-    end
+    if #rows < BATCH then return n end
   end
+end
+
+-- Deletes the ended executions of policy policy_id beyond its limit (its
+-- keep_executions, else the daemon's; 0 keeps all). Returns how many went.
+local function prune_policy(s, policy_id)
+  local p = s.db:row("SELECT id, keep_executions FROM policies WHERE id = ?", policy_id)
+  local keep = p and (p.keep_executions or s.retention.executions) or 0
+  if keep == 0 then return 0 end
+  local n = delete_beyond(s, policy_id, keep)
+  if n > 0 then log.info("retention: policy %d: deleted %d execution(s) (it keeps %d)", policy_id, n, keep) end
+  return n
+end
+
+-- Deletes every ended execution of policy policy_id in batches, as
+-- retention does, before the policy itself is deleted (whose cascade would
+-- take them in one statement of unbounded size). Returns how many went.
+function retention.clear(s, policy_id)
+  return delete_beyond(s, policy_id, 0)
 end
 
 -- Prunes policy policy_id once, now or after the pass under way for it
