@@ -15,7 +15,7 @@ local WRITES = { POST = true, PUT = true, PATCH = true, DELETE = true }
 -- The path segments that name kinds of objects: a POST to one creates an
 -- object whose id the answer carries.
 local COLLECTIONS = { registries = true, policies = true, executions = true, functions = true,
-                      templates = true, tokens = true }
+                      templates = true }
 
 -- Whether req is a write to record.
 function audit.wanted(req)

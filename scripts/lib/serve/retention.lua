@@ -51,7 +51,8 @@ local CHUNK = 100 -- tasks per chunk
 
 -- Runs sql with the arguments given and BATCH as the last parameter, in
 -- transactions until it deletes fewer than BATCH rows, letting other tasks
--- run between them. Returns the rows deleted.
+-- run between them. Returns the rows deleted; raises "cancelled" when the
+-- task is (the daemon is stopping: the rest waits for the next pass).
 local function drain(db, sql, ...)
   local args = table.pack(...)
   args.n = args.n + 1
@@ -62,6 +63,7 @@ local function drain(db, sql, ...)
     total = total + n
     if n < BATCH then return total end
     task.yield()
+    if task.cancelled() then error("cancelled", 0) end
   end
 end
 
@@ -82,6 +84,7 @@ local function delete_execution(s, id)
         return false -- no longer ended: nothing more is touched
       end
       task.yield()
+      if task.cancelled() then error("cancelled", 0) end
     end
     return drain(db, "DELETE FROM executions WHERE id = ?1 AND status IN " .. ENDED .. " AND ?2 > 0", id) == 1
   end)
@@ -135,7 +138,7 @@ local function prune_once(s, policy_id)
   repeat
     state.again = false
     local ok, err = pcall(prune_policy, s, policy_id)
-    if not ok then log.warn("retention: policy %d: %s", policy_id, tostring(err)) end
+    if not ok and not task.cancelled() then log.warn("retention: policy %d: %s", policy_id, tostring(err)) end
   until not state.again or task.cancelled()
   s.pruning[policy_id] = nil
 end
@@ -173,7 +176,7 @@ end
 function retention.loop(s)
   repeat
     local ok, err = pcall(retention.prune, s)
-    if not ok then log.warn("retention: %s", tostring(err)) end
+    if not ok and not task.cancelled() then log.warn("retention: %s", tostring(err)) end
   until not time.sleep(EVERY)
 end
 
