@@ -67,6 +67,8 @@ struct hreq {
     int ref;                   /* registry anchor while c is set */
     int closed;                /* the connection went away before the response was complete */
     enum resp_state state;
+    int status;                /* the status answered (sent, started, or meant for a client
+                                * that had gone), 0 before */
     struct wait_op *waiter;    /* the task in req:wait_closed, or NULL */
     char peer[HTTPD_PEER_LEN];
 };
@@ -203,6 +205,7 @@ static int req_send(struct hreq *r, int status, struct evkeyvalq *out, const cha
 {
     if (httpd_respond(r->c, status, out, body, len) != 0)
         return -1;
+    r->status = status;
     req_done(r);
     return 0;
 }
@@ -482,7 +485,8 @@ static int push_lazy(lua_State *L, struct hreq *r, int uv)
 }
 
 /* __index: fields (method, path, uri, query, body, headers, peer,
- * too_large), then the methods in upvalue 1. */
+ * too_large, who, status: the status sent, nil before), then the methods
+ * in upvalue 1. */
 static int req_index(lua_State *L)
 {
     struct hreq *r = check_req(L, 1);
@@ -498,6 +502,13 @@ static int req_index(lua_State *L)
     }
     if (strcmp(k, "too_large") == 0) {
         lua_pushboolean(L, r->m && r->m->too_large);
+        return 1;
+    }
+    if (strcmp(k, "status") == 0) {
+        if (r->status)
+            lua_pushinteger(L, r->status);
+        else
+            lua_pushnil(L);
         return 1;
     }
     if (strcmp(k, "who") == 0) {
@@ -609,6 +620,7 @@ static int req_respond(lua_State *L)
     if (r->state != RESP_NONE)
         return luaL_error(L, "req:respond: the response was already %s",
                           r->state == RESP_STREAMING ? "started" : "sent");
+    r->status = status; /* also when the client is gone: what the handler answered */
     if (!req_writable(r)) {
         if (!lua_isnoneornil(L, 3))
             luaL_checktype(L, 3, LUA_TTABLE);
@@ -634,6 +646,7 @@ static int req_start(lua_State *L)
     if (r->state != RESP_NONE)
         return luaL_error(L, "req:start: the response was already %s",
                           r->state == RESP_STREAMING ? "started" : "sent");
+    r->status = status;
     if (!req_writable(r)) {
         r->state = RESP_STREAMING;
         return push_closed(L);

@@ -35,6 +35,12 @@ static void serve_usage(FILE *f)
             "  --console DIR        the web console's built files, served at / (default: the\n"
             "                       build/web beside the binary, or /usr/share/replica/web);\n"
             "                       'none' serves the API only\n"
+            "retention (docs/api.md; 0 keeps everything):\n"
+            "  --keep-executions N  ended executions kept per policy, with their tasks and\n"
+            "                       logs (default 50; a policy's keep_executions wins)\n"
+            "  --keep-events DAYS   days webhook events are kept (default 30)\n"
+            "  --keep-audit DAYS    days the audit records of API writes are kept\n"
+            "                       (default 90)\n"
             "FaaS (docs/faas.md):\n"
             "  --executor local|faas the executor of policies that do not choose one\n"
             "                       (default local)\n"
@@ -63,6 +69,8 @@ static const char *const serve_opts[][2] = {
     { "--max-connections", "max_connections" }, { "--max-per-address", "max_per_address" },
     { "--header-timeout", "header_timeout" }, { "--body-timeout", "body_timeout" },
     { "--console", "console" },
+    { "--keep-executions", "keep_executions" }, { "--keep-events", "keep_events" },
+    { "--keep-audit", "keep_audit" },
     { "--max-inflight", "max_inflight" }, { "--drain-timeout", "drain_timeout" },
     { "--token-file", "token_file" }, { "--seal-key-file", "seal_key_file" },
     { "--executor", "executor" }, { "--gateway", "gateway" }, { "--faas-mode", "faas_mode" },
@@ -174,6 +182,7 @@ int cmd_serve(int argc, char **argv)
     static const char *const allowed[] = { "db", "key_file", "listen", "max_body",
                                            "max_connections", "max_per_address",
                                            "header_timeout", "body_timeout", "console",
+                                           "keep_executions", "keep_events", "keep_audit",
                                            "executor", "gateway", "faas_mode", "faas_concurrency",
                                            "faas_retries", "faas_timeout", "faas_lease",
                                            "callback_url", "seal_key_file", "function_token_file",

@@ -192,6 +192,29 @@ static const char *const migrations[] = {
     "CREATE INDEX tasks_by_execution_status ON tasks(execution, status);"
     /* a webhook event's task: found by repository, not by a scan */
     "CREATE INDEX tasks_by_execution_repository ON tasks(execution, repository);",
+    /* 8: retention and audit (issue 13): how many ended executions a policy
+     * keeps (NULL: the daemon's --keep-executions; 0: all), found newest
+     * first by the time they ended; webhook events pruned by the time they
+     * came; and one row per API write (serve/audit.lua): who (the token's
+     * name), from where, what (method, path, the object's kind and id) and
+     * the answer's status, never a body. Sources that neither a version
+     * nor a kept execution references are pruned, found through sha256. */
+    "ALTER TABLE policies ADD COLUMN keep_executions INTEGER CHECK (keep_executions >= 0);"
+    "CREATE INDEX executions_by_policy_finished ON executions(policy, finished);"
+    "CREATE INDEX events_by_received ON events(received);"
+    "CREATE INDEX execution_scripts_by_sha256 ON execution_scripts(sha256);"
+    "CREATE INDEX script_versions_by_sha256 ON script_versions(sha256);"
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY,"               /* the listing's order and cursor */
+    "  time REAL NOT NULL,"
+    "  who TEXT NOT NULL,"                    /* the token's name */
+    "  address TEXT,"                         /* the client's, as the connection shows it */
+    "  method TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"                   /* without the query */
+    "  object_kind TEXT,"                     /* registries, policies, executions, ... */
+    "  object_id TEXT,"                       /* an id, or a function's or template's name */
+    "  status INTEGER NOT NULL);"
+    "CREATE INDEX audit_by_time ON audit(time);",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

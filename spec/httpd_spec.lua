@@ -107,6 +107,28 @@ t.test("req.peer is the client's ip:port", function()
   srv:close()
 end)
 
+t.test("req.status is nil until the handler answers, then the status it answered", function()
+  local before, after, streamed
+  local srv, base = serve(function(req)
+    if req.path == "/stream" then
+      req:start(206)
+      streamed = req.status
+      req:write("x")
+      req:finish()
+      return
+    end
+    before = req.status
+    req:respond(409, nil, "{}")
+    after = req.status
+  end)
+  request{ method = "POST", url = base .. "/", body = "{}" }
+  t.eq(before, nil)
+  t.eq(after, 409)
+  request{ url = base .. "/stream" }
+  t.eq(streamed, 206, "a streamed response's status once started")
+  srv:close()
+end)
+
 t.test("status and response headers reach the client; a list sends the header repeatedly", function()
   local srv, base = serve(function(req)
     req:respond(201, { ["X-One"] = "1", ["X-Num"] = 42, ["Set-Cookie"] = { "a=1", "b=2" },

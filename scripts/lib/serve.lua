@@ -3,6 +3,8 @@
 -- serves the HTTP API under /api/v1 (bearer tokens), runs executions (one
 -- at a time per policy, later triggers coalesced), fires cron schedules,
 -- takes registry webhooks, and at start resumes what a crash interrupted.
+-- Retention (serve/retention.lua) keeps the database bounded; every API
+-- write is recorded in the audit table (serve/audit.lua).
 -- sys (the privileged table: database, HTTP server, keyring) comes from the
 -- entry chunk; stage scripts never see it.
 local api = require("serve.api")
@@ -16,6 +18,8 @@ local catalog_api = require("serve.catalog_api")
 local poison = require("serve.poison")
 local console = require("serve.console")
 local dispatcher = require("serve.dispatcher")
+local retention = require("serve.retention")
+local audit = require("serve.audit")
 local cron = require("cron")
 local hostport = require("hostport")
 
@@ -137,17 +141,20 @@ local function authorize(s, path, header)
   return false, why, 'Bearer realm="replica"'
 end
 
--- Answers one request: auth, then the router.
+-- Answers one request: auth, then the router; a write is audited after
+-- its answer.
 local function handle(s, req)
   local path = req.path
   if not path:find("^/api/") then return console.serve(s.console, req) end
   if path == "/api/v1/health" then
     return api.reply(req, 200, { status = "ok", watchdog = poison.health(s.sys, api.iso) })
   end
-  if not path:find("^/api/v1/webhooks/") and not path:find("^/api/v1/callbacks/") and not req.who then
+  local who = req.who
+  if not path:find("^/api/v1/webhooks/") and not path:find("^/api/v1/callbacks/") and not who then
     -- authorize() checked the token before the body was read; this is for
     -- a request it did not see
-    local who, why = tokens.check(s.db, req:header("authorization"))
+    local why
+    who, why = tokens.check(s.db, req:header("authorization"))
     if not who then
       return req:respond(401, { ["Content-Type"] = "application/json",
                                 ["WWW-Authenticate"] = 'Bearer realm="replica"' },
@@ -155,7 +162,8 @@ local function handle(s, req)
     end
   end
   if path == "/api/v1/events" and req.method == "GET" then return bus.serve(req) end
-  return s.router.dispatch(req)
+  local pattern, params = s.router.dispatch(req)
+  if audit.wanted(req) then audit.record(s, req, who, pattern, params) end
 end
 
 -- Builds the API's router: every module's routes, for the service state s.
@@ -168,6 +176,7 @@ function serve.router(s)
   catalog_api.routes(r, s)
   require("serve.preview").routes(r, s)
   dispatcher.routes(r, s)
+  audit.routes(r, s)
   return r
 end
 
@@ -190,6 +199,8 @@ function serve.main(opts, sys)
     end
     limits[o[1]] = v
   end
+  local keep, rerr = retention.config(opts)
+  if not keep then return nil, rerr end
   local db, err = sys.db_open(path)
   if not db then return nil, err end
   local keyring, kerr = serve.load_key(sys, db, path, opts.key_file or (path .. ".key"))
@@ -197,7 +208,8 @@ function serve.main(opts, sys)
     db:close()
     return nil, kerr
   end
-  local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {} }
+  local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {},
+              retention = keep, deleting = {}, pruning = {} }
   local ok, ferr = dispatcher.setup(s, opts)
   if not ok then
     db:close()
@@ -239,6 +251,7 @@ function serve.main(opts, sys)
     task.spawn({ name = "task logs", cpu = LONG }, function()
       while time.sleep(0.25) do flush_logs(s) end
     end),
+    task.spawn({ name = "retention", cpu = LONG }, retention.loop, s),
   }
   while time.sleep(3600) do end -- until SIGINT/SIGTERM cancels every task
   s.closing = true

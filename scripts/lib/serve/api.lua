@@ -23,9 +23,19 @@ function api.iso(t)
   return string.format("%s.%03dZ", os.date("!%Y-%m-%dT%H:%M:%S", secs), math.floor((t - secs) * 1000))
 end
 
+-- The id of the object each request's 201 or 202 answer carried, for the
+-- audit trail (serve/audit.lua); weak, so it goes with the request.
+local created = setmetatable({}, { __mode = "k" })
+
 -- Sends value as JSON with status.
 function api.reply(req, status, value)
+  if (status == 201 or status == 202) and type(value) == "table" and value.id ~= nil then created[req] = value.id end
   return req:respond(status, JSON_HEADERS, value == nil and "" or json.encode(value))
+end
+
+-- The id of the object that req's answer created (api.reply), or nil.
+function api.created_id(req)
+  return created[req]
 end
 
 -- Sends {"error": message}.
@@ -150,7 +160,8 @@ end
 
 -- A router: add(method, pattern, fn) where pattern has {name} segments;
 -- dispatch(req) calls fn(req, params) and turns raised HttpErrors into
--- replies. Unknown paths get 404, known paths with another method 405.
+-- replies, and returns the pattern it matched and its params (nothing for
+-- none). Unknown paths get 404, known paths with another method 405.
 -- list() returns the routes as { {method=, path=}, ... } in the order they
 -- were added, each path the pattern as given to add.
 function api.router()
@@ -185,21 +196,23 @@ function api.router()
           local ok, err = pcall(rt.fn, req, params)
           if not ok then
             if getmetatable(err) == HttpError then
-              return api.reply_error(req, err.status, err.message)
+              api.reply_error(req, err.status, err.message)
+            else
+              log.error("%s %s: %s", req.method, req.path, tostring(err))
+              api.reply_error(req, 500, "internal error")
             end
-            log.error("%s %s: %s", req.method, req.path, tostring(err))
-            return api.reply_error(req, 500, "internal error")
           end
-          return
+          return rt.pattern, params
         end
         allowed = allowed and (allowed .. ", " .. rt.method) or rt.method
       end
     end
     if allowed then
-      return req:respond(405, { ["Content-Type"] = "application/json", Allow = allowed },
-                         json.encode({ error = string.format("method %s not allowed here (allowed: %s)", req.method, allowed) }))
+      req:respond(405, { ["Content-Type"] = "application/json", Allow = allowed },
+                  json.encode({ error = string.format("method %s not allowed here (allowed: %s)", req.method, allowed) }))
+    else
+      api.reply_error(req, 404, "no such endpoint: " .. req.path)
     end
-    return api.reply_error(req, 404, "no such endpoint: " .. req.path)
   end
 
   return r

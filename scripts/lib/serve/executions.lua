@@ -19,6 +19,7 @@ local validate = require("validate")
 local naming = require("naming")
 local glob = require("glob")
 local dispatcher = require("serve.dispatcher")
+local retention = require("serve.retention")
 
 local executions = {}
 
@@ -491,7 +492,10 @@ function executions.kick(s, policy_id)
       if not task.cancelled() then pcall(fail_execution, s, row.id, "internal error: " .. tostring(err)) end
     end
     s.running[policy_id] = nil
-    if not s.closing and not task.cancelled() then executions.kick(s, policy_id) end
+    if not s.closing and not task.cancelled() then
+      retention.ended(s, policy_id)
+      executions.kick(s, policy_id)
+    end
   end)
 end
 
@@ -522,6 +526,7 @@ function executions.stop(s, id)
       executions.kick(s, e.policy)
     end)
   end
+  retention.ended(s, e.policy)
   announce(s, id)
   return load(db, id)
 end
@@ -533,6 +538,7 @@ function executions.retry(s, id)
   if e.status == "Pending" or e.status == "Running" then
     api.fail(409, "execution %d is still %s", id, e.status)
   end
+  if s.deleting[id] then api.fail(409, "execution %d is being deleted (retention)", id) end
   local n
   assert(db:transaction(function()
     n = assert(db:exec([[UPDATE tasks SET status = 'Pending', finished = NULL, error = NULL

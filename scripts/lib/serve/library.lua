@@ -77,11 +77,18 @@ function library.delete(db, kind, name)
   local n
   assert(db:durable_transaction(function()
     n = assert(db:exec("DELETE FROM script_versions WHERE kind = ? AND name = ?", kind, name))
-    assert(db:exec([[DELETE FROM script_sources WHERE sha256 NOT IN (SELECT sha256 FROM script_versions)
-                     AND sha256 NOT IN (SELECT sha256 FROM execution_scripts)]]))
-    return true
+    return library.prune_sources(db)
   end))
   return n
+end
+
+-- Deletes the sources that neither a version nor an execution's pin refers
+-- to (a deleted function's, a pruned draft run's). Must run inside a
+-- transaction; returns true.
+function library.prune_sources(db)
+  assert(db:exec([[DELETE FROM script_sources WHERE sha256 NOT IN (SELECT sha256 FROM script_versions)
+                   AND sha256 NOT IN (SELECT sha256 FROM execution_scripts)]]))
+  return true
 end
 
 -- The daemon's live script set: user versions over the bundled files.

@@ -2,13 +2,14 @@
 -- where, and when. Fields follow Harbor's replication policies: source and
 -- target registry, repository and tag include/exclude globs, destination
 -- namespace and flattening, trigger (manual, cron, event), override,
--- replicate deletions, enabled, plus the process template, jobs and a
--- bandwidth limit.
+-- replicate deletions, enabled, plus the process template, jobs, a
+-- bandwidth limit and how many ended executions to keep.
 local api = require("serve.api")
 local glob = require("glob")
 local cron = require("cron")
 local runner = require("runner")
 local library = require("serve.library")
+local retention = require("serve.retention")
 local reference = require("oci.reference")
 
 local policies = {}
@@ -82,13 +83,17 @@ local SPEC = {
                  if v ~= "local" and v ~= "faas" then return "must be local or faas (or null: the daemon's --executor)" end end },
   retries = { type = "integer", nullable = true, check = function(v)
                 if v < 0 or v > 100 then return "must be 0..100 (or null: the daemon's --faas-retries)" end end },
+  keep_executions = { type = "integer", nullable = true, check = function(v)
+                        if v < 0 or v > 1e9 then
+                          return "must be 0 (keep all) or more (or null: the daemon's --keep-executions)"
+                        end end },
 }
 
 -- Column of each list field.
 local LISTS = { repositories = "repos", exclude_repositories = "exclude_repos", tags = "tags",
                 exclude_tags = "exclude_tags", labels = "labels" }
 local PLAIN = { "name", "description", "dest_namespace", "flatten", "trigger", "cron", "template",
-                "jobs", "bandwidth_kbps", "executor", "retries" }
+                "jobs", "bandwidth_kbps", "executor", "retries", "keep_executions" }
 local BOOLS = { "override", "replicate_deletion", "enabled" }
 
 local function decode_list(s)
@@ -106,6 +111,7 @@ function policies.view(row)
     enabled = row.enabled == 1, template = row.template, jobs = row.jobs,
     bandwidth_kbps = row.bandwidth_kbps, created = api.iso(row.created), updated = api.iso(row.updated),
     executor = row.executor or json.null, retries = row.retries or json.null,
+    keep_executions = row.keep_executions or json.null,
   }
   for field, col in pairs(LISTS) do v[field] = setmetatable(decode_list(row[col]), json.array_mt) end
   return v
@@ -192,16 +198,22 @@ local function update(s, req, p)
   for k, v in pairs(body) do merged[k] = v end
   check_refs(s, merged)
   store_fields(s.db, id, body)
+  if body.keep_executions ~= nil then retention.ended(s, id) end -- the new limit applies now
   return api.reply(req, 200, policies.view(policies.load(s.db, id)))
 end
 
 local function delete(s, req, p)
   local id = api.id(p.id, "policy")
   policies.load(s.db, id)
-  if s.db:row("SELECT id FROM executions WHERE policy = ? AND status IN ('Pending', 'Running') LIMIT 1", id) then
+  local in_progress = "SELECT id FROM executions WHERE policy = ? AND status IN ('Pending', 'Running') LIMIT 1"
+  if s.db:row(in_progress, id) then api.fail(409, "policy %d has an execution in progress; stop it first", id) end
+  retention.clear(s, id) -- its executions in batches, yielding between them
+  -- a trigger may have come meanwhile: the policy goes only without a run in progress
+  local n = assert(s.db:exec([[DELETE FROM policies WHERE id = ?1 AND NOT EXISTS
+                               (SELECT 1 FROM executions WHERE policy = ?1 AND status IN ('Pending', 'Running'))]], id))
+  if n == 0 and s.db:row("SELECT id FROM policies WHERE id = ?", id) then
     api.fail(409, "policy %d has an execution in progress; stop it first", id)
   end
-  assert(s.db:exec("DELETE FROM policies WHERE id = ?", id))
   return api.reply(req, 204)
 end
 
