@@ -62,10 +62,12 @@ local function warn_command_line(side, opts, kind)
   end
 end
 
--- The TLS settings of one side ("from" or "to") from --from-ca and
--- --from-insecure: {ca_file, insecure}. An unverified side is warned about.
+-- The TLS settings of one side ("from" or "to") from --from-ca,
+-- --from-cert, --from-key and --from-insecure: {ca_file, cert_file,
+-- key_file, insecure}. An unverified side is warned about.
 local function side_tls(side, opts, url)
-  local tls = { ca_file = opts[side .. "_ca"], insecure = opts[side .. "_insecure"] or false }
+  local tls = { ca_file = opts[side .. "_ca"], cert_file = opts[side .. "_cert"], key_file = opts[side .. "_key"],
+                insecure = opts[side .. "_insecure"] or false }
   if tls.insecure and url:find("^https://") then
     log.warn("--%s-insecure: the TLS certificate of %s is not verified: anyone on the path can pose as it "
       .. "(trust its CA with --%s-ca FILE instead)", side, url, side)

@@ -3,17 +3,21 @@
 # of a CA made at test time: trusted with --from-ca/--to-ca the copy is
 # exact; without the CA, or with another CA, a side fails with "tls", naming
 # its host and port, and nothing is copied; --from-insecure/--to-insecure
-# works and warns.
+# works and warns. A registry that requires client certificates (mTLS)
+# refuses a run without one, saying so, and takes one with
+# --to-cert/--to-key (or --from-cert/--from-key).
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
 
 W=$E2E_WORK
 tls_ca "$W" regs   # signs the registries' certificates
 tls_ca "$W" other  # another CA, trusted by nobody here
+tls_ca "$W" users  # signs the client certificates the mTLS registry accepts
 TEST_REGISTRY_TLS=$W/regs registry_start src "$W/src"
 TEST_REGISTRY_TLS=$W/regs registry_start dst "$W/dst"
-S=$REG_SRC_URL D=$REG_DST_URL CA=$W/regs.pem
-is "${S%%://*}:${D%%://*}" "https:https" "the registries serve HTTPS only"
+TEST_REGISTRY_TLS=$W/regs TEST_REGISTRY_CLIENT_CA=$W/users registry_start mtls "$W/mtls"
+S=$REG_SRC_URL D=$REG_DST_URL M=$REG_MTLS_URL CA=$W/regs.pem
+is "${S%%://*}:${D%%://*}:${M%%://*}" "https:https:https" "the registries serve HTTPS only"
 
 expected=$(E2E_TLS=$CA seed "$S" lib/app v1,v2 oci 2 4096 && E2E_TLS=$CA seed "$S" lib/multi v1 oci-index)
 
@@ -54,5 +58,31 @@ is "$RC" 0 "--from-insecure and --to-insecure work without the CA"
 like "$OUT" "WARN .*--from-insecure: the TLS certificate of $S is not verified" "and warn for the source"
 like "$OUT" "WARN .*--to-insecure: the TLS certificate of $D is not verified" "and for the target"
 is "$(same_content "$D" insecure)" 0 "the copy is exact"
+
+mtls_creds="$CA $REG_MTLS_CERT $REG_MTLS_KEY"
+replica_run --from "$S" --to "$M" --repo 'lib/**' --from-ca "$CA" --to-ca "$CA"
+is "$RC" 1 "a target that requires a client certificate refuses a run without one"
+like "$OUT" "FAILED lib/app:v1,v2  stage push_prepare: GET https://$(host_of "$M")/v2/: tls \(the server asked for a client certificate and none is configured" \
+    "with tls, naming the host and saying why"
+is "$(E2E_TLS=$mtls_creds manifest_digest "$M" lib/app v1)" missing "and nothing is pushed"
+
+replica_run --from "$S" --to "$M" --repo 'lib/**' --from-ca "$CA" --to-ca "$CA" --to-cert "$W/nowhere.pem"
+is "$RC" 1 "a client certificate that cannot be read fails the run"
+like "$OUT" "GET https://$(host_of "$M")/v2/: tls \(could not load PEM client certificate from $W/nowhere.pem" \
+    "with tls, naming the host and the file"
+
+replica_run --from "$S" --to "$M" --repo 'lib/**' --from-ca "$CA" --to-ca "$CA" --to-key "$REG_MTLS_KEY"
+is "$RC:$OUT" "2:replica run: --to-key needs --to-cert (the client certificate it belongs to)" \
+    "a key without its certificate is refused"
+
+replica_run --from "$S" --to "$M" --repo 'lib/**' --dest-namespace mtls --from-ca "$CA" --to-ca "$CA" \
+    --to-cert "$REG_MTLS_CERT" --to-key "$REG_MTLS_KEY"
+is "$RC" 0 "with --to-cert and --to-key the run succeeds"
+is "$(same_content "$M" mtls "$mtls_creds")" 0 "and the copy on the mTLS registry is exact"
+
+replica_run --from "$M" --to "$D" --repo 'mtls/lib/**' --dest-namespace back --flatten 1 --from-ca "$CA" --to-ca "$CA" \
+    --from-cert "$REG_MTLS_CERT" --from-key "$REG_MTLS_KEY"
+is "$RC" 0 "the mTLS registry as the source, with --from-cert and --from-key, works too"
+is "$(same_content "$D" back)" 0 "and its copy is exact"
 
 done_testing
