@@ -192,6 +192,10 @@ static const char *const migrations[] = {
     "CREATE INDEX tasks_by_execution_status ON tasks(execution, status);"
     /* a webhook event's task: found by repository, not by a scan */
     "CREATE INDEX tasks_by_execution_repository ON tasks(execution, repository);",
+    /* 8: a registry's client certificate (mTLS), as paths on the daemon's
+     * machine like ca_file: the key itself never enters the database. */
+    "ALTER TABLE registries ADD COLUMN cert_file TEXT;"
+    "ALTER TABLE registries ADD COLUMN key_file TEXT;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
