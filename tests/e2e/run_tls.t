@@ -5,9 +5,14 @@
 # its host and port, and nothing is copied; --from-insecure/--to-insecure
 # works and warns. A registry that requires client certificates (mTLS)
 # refuses a run without one, saying so, and takes one with
-# --to-cert/--to-key (or --from-cert/--from-key).
+# --to-cert/--to-key (or --from-cert/--from-key). Through nginx with HTTP/2
+# in front of each registry, a run multiplexes: all its requests to a side
+# share one or two TCP connections, many streams at once on one (the same
+# run through nginx without http2 opens dozens of connections, one request
+# at a time on each).
 set -euo pipefail
 source "$(dirname "$0")/../lib/e2e.sh"
+source "$ROOT/tests/lib/tlsproxy.sh"
 
 W=$E2E_WORK
 tls_ca "$W" regs   # signs the registries' certificates
@@ -21,14 +26,15 @@ is "${S%%://*}:${D%%://*}:${M%%://*}" "https:https:https" "the registries serve 
 
 expected=$(E2E_TLS=$CA seed "$S" lib/app v1,v2 oci 2 4096 && E2E_TLS=$CA seed "$S" lib/multi v1 oci-index)
 
-# same_content URL NS [E2E_TLS]: how many seeded tags are not under NS/ on
-# the registry at URL with the source's digest (0: the copy is exact).
+# same_content URL NS [E2E_TLS [SEEDED]]: how many seeded tags (SEEDED:
+# seed's lines, default $expected) are not under NS/ on the registry at URL
+# with the source's digest (0: the copy is exact).
 same_content() {
     local url=$1 ns=$2 ref want got bad=0
     while read -r ref want; do
         got=$(E2E_TLS=${3:-$CA} manifest_digest "$url" "$ns/${ref%%:*}" "${ref#*:}")
         [[ $got == "$want" ]] || { bad=$((bad + 1)); diag "$ns/$ref: $got, want $want" >&2; }
-    done <<<"$expected"
+    done <<<"${4:-$expected}"
     echo "$bad"
 }
 
@@ -84,5 +90,58 @@ replica_run --from "$M" --to "$D" --repo 'mtls/lib/**' --dest-namespace back --f
     --from-cert "$REG_MTLS_CERT" --from-key "$REG_MTLS_KEY"
 is "$RC" 0 "the mTLS registry as the source, with --from-cert and --from-key, works too"
 is "$(same_content "$D" back)" 0 "and its copy is exact"
+
+# --- HTTP/2 through nginx: multiplexing ----------------------------------------
+# Plain-HTTP registries, each behind nginx serving TLS, with http2 (h2) and
+# without (h1, the control). conn_stats LOG prints, from a tlsproxy access
+# log: requests, TCP connections (distinct $connection), the protocols seen,
+# and the most requests under way at once on one connection (from each
+# request's start and end, in ms).
+conn_stats() {
+    awk '{ n++; conns[$1]++; protos[$3]++; c[n] = $1; e[n] = $4 * 1000; b[n] = e[n] - $5 * 1000 }
+        END {
+            for (k in conns) nc++
+            for (p in protos) ps = ps (ps ? "," : "") p
+            for (i = 1; i <= n; i++) {
+                k = 1
+                for (j = 1; j <= n; j++) if (j != i && c[j] == c[i] && b[j] <= b[i] && b[i] < e[j]) k++
+                if (k > most) most = k
+            }
+            print n + 0, nc + 0, ps, most + 0
+        }' "$1"
+}
+registry_start hsrc "$W/hsrc"
+registry_start hdst "$W/hdst"
+tlsproxy_start h2src "$REG_HSRC_URL" "$W/regs"
+tlsproxy_start h2dst "$REG_HDST_URL" "$W/regs"
+tlsproxy_start h1src "$REG_HSRC_URL" "$W/regs" http1
+tlsproxy_start h1dst "$REG_HDST_URL" "$W/regs" http1
+seeded=$(for i in 1 2 3 4 5 6 7 8; do seed "$REG_HSRC_URL" "team/app$i" v1,v2 oci 3 131072; done)
+
+replica_run --from "$TLSPROXY_H2SRC_URL" --to "$TLSPROXY_H2DST_URL" --repo 'team/**' --dest-namespace h2 --jobs 8 \
+    --from-ca "$CA" --to-ca "$CA"
+is "$RC" 0 "a run of 8 repositories through nginx with HTTP/2 succeeds"
+is "$(same_content "$REG_HDST_URL" h2 "" "$seeded")" 0 "and its copy is exact"
+for side in src dst; do
+    log=TLSPROXY_H2${side^^}_LOG
+    read -r requests connections protocols most < <(conn_stats "${!log}")
+    diag "h2, the $side side: $requests requests on $connections connections ($protocols), at most $most at once on one"
+    is "$protocols" HTTP/2.0 "$side side: every request came over HTTP/2"
+    ok "$((connections >= 1 && connections <= 2 ? 0 : 1))" "$side side: on one or two TCP connections ($connections)"
+    ok "$((requests > 10 * connections ? 0 : 1))" "$side side: more than 10 requests per connection ($requests on $connections)"
+    ok "$((most >= 4 ? 0 : 1))" "$side side: with streams under way at once on one connection ($most): multiplexed"
+done
+
+replica_run --from "$TLSPROXY_H1SRC_URL" --to "$TLSPROXY_H1DST_URL" --repo 'team/**' --dest-namespace h1 --jobs 8 \
+    --from-ca "$CA" --to-ca "$CA"
+is "$RC" 0 "the same run through nginx without http2 succeeds"
+for side in src dst; do
+    log=TLSPROXY_H1${side^^}_LOG
+    read -r requests connections protocols most < <(conn_stats "${!log}")
+    diag "h1, the $side side: $requests requests on $connections connections ($protocols), at most $most at once on one"
+    is "$protocols" HTTP/1.1 "the control, $side side: HTTP/1.1"
+    ok "$((connections > 2 && most < 4 ? 0 : 1))" \
+        "the control, $side side: the checks above fail without multiplexing ($connections connections, $most at once)"
+done
 
 done_testing
