@@ -1,5 +1,6 @@
 /* tls_probe.c - notes, during a connection's TLS handshake, that the server
- * asked for a client certificate the client did not have (tls_probe.h).
+ * asked for a client certificate, and whether the client had one
+ * (tls_probe.h).
  *
  * The note lives in a small cell shared by the request that opened the
  * connection and the connection's SSL_CTX: each holds one reference, the
@@ -15,7 +16,8 @@
 
 struct tls_probe {
     int refs;
-    int asked; /* the server sent a CertificateRequest and no certificate was set */
+    int asked;    /* the server sent a CertificateRequest */
+    int had_cert; /* and the client had a certificate to send */
 };
 
 static int probe_index = -1; /* the SSL_CTX ex_data slot of the probe */
@@ -34,16 +36,19 @@ static void probe_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, 
     probe_unref(ptr);
 }
 
-/* OpenSSL calls this when the server asks for a client certificate and
- * none is set: the probe notes it, and the handshake goes on without one
- * (a server that only offers mTLS still accepts the connection). */
-static int on_cert_request(SSL *ssl, X509 **x509, EVP_PKEY **pkey)
+/* OpenSSL calls this on a client when the server asks for a certificate,
+ * before one is chosen: the probe notes it and whether there is one, and
+ * the handshake goes on (a server that only offers mTLS still accepts a
+ * connection without one). */
+static int on_cert_request(SSL *ssl, void *arg)
 {
-    (void)x509, (void)pkey;
+    (void)arg;
     struct tls_probe *p = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), probe_index);
-    if (p)
+    if (p) {
         p->asked = 1;
-    return 0;
+        p->had_cert = SSL_get_certificate(ssl) != NULL;
+    }
+    return 1;
 }
 
 /* CURLOPT_SSL_CTX_FUNCTION: runs for each connection the request opens,
@@ -63,7 +68,7 @@ static CURLcode on_ssl_ctx(CURL *easy, void *sslctx, void *ud)
         free(p);
         return CURLE_OK;
     }
-    SSL_CTX_set_client_cert_cb(sslctx, on_cert_request);
+    SSL_CTX_set_cert_cb(sslctx, on_cert_request, NULL);
     tls_probe_release(r); /* a redirect's second connection replaces the first's */
     r->tls_probe = p;
     return CURLE_OK;
@@ -77,16 +82,28 @@ int tls_probe_install(struct http_req *r)
     return rc == CURLE_OK ? 0 : -1;
 }
 
+/* A server's refusal of the client's certificate comes right after the
+ * handshake; a failure later than this is something else. */
+#define REFUSAL_WINDOW_US 2000000
+
 void tls_probe_explain(struct http_req *r)
 {
     if (!r->tls_probe || !r->tls_probe->asked || r->status != 0 ||
         (r->err != HTTP_ECLOSED && r->err != HTTP_ETLS))
         return;
+    /* No handshake time: the connection died before libcurl saw the
+     * handshake end, after the server's request for a certificate. */
+    curl_off_t handshake = 0, total = 0;
+    if (curl_easy_getinfo(r->easy, CURLINFO_APPCONNECT_TIME_T, &handshake) != CURLE_OK ||
+        curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME_T, &total) != CURLE_OK ||
+        (handshake > 0 && total - handshake > REFUSAL_WINDOW_US))
+        return;
     char was[CURL_ERROR_SIZE];
     snprintf(was, sizeof(was), "%s", r->errbuf);
     r->err = HTTP_ETLS;
-    snprintf(r->errbuf, sizeof(r->errbuf),
-             "the server asked for a client certificate and none is configured%s%.160s%s",
+    snprintf(r->errbuf, sizeof(r->errbuf), "%s%s%.150s%s",
+             r->tls_probe->had_cert ? "the server did not accept the client certificate"
+                                    : "the server asked for a client certificate and none is configured",
              was[0] ? " (" : "", was, was[0] ? ")" : "");
 }
 

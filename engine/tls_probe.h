@@ -4,9 +4,10 @@
  * A TLS 1.3 server that wants a client certificate learns that it got none
  * only after the client's handshake has finished, so its refusal (an alert,
  * often lost to the reset that follows it) reaches the client at its first
- * read, as CURLE_RECV_ERROR. The probe notes during the handshake that the
- * server asked for a certificate the client did not have, so such a failure
- * can be reported as "tls" and said plainly.
+ * read, as CURLE_RECV_ERROR; so does its refusal of the certificate it got.
+ * The probe notes during the handshake that the server asked for a client
+ * certificate, and whether the client had one, so such a failure can be
+ * reported as "tls" and said plainly.
  */
 #ifndef REPLICA_TLS_PROBE_H
 #define REPLICA_TLS_PROBE_H
@@ -17,9 +18,11 @@
  * connection r opens is watched. Returns 0 or -1. */
 int tls_probe_install(struct http_req *r);
 
-/* After r's transfer failed with err "closed" (or "tls") and no response:
- * when the server had asked for a client certificate and none was
- * configured, sets err to "tls" and says so in errbuf. */
+/* After r's transfer failed with err "closed" (or "tls") and no response,
+ * during or within 2 s of the handshake of the connection it opened:
+ * when the server had asked for a client certificate, sets err to "tls" and
+ * says in errbuf that none was configured, or that the server did not
+ * accept the one sent. */
 void tls_probe_explain(struct http_req *r);
 
 /* Drops r's share of its probe (the connection keeps its own until libcurl

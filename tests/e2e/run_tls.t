@@ -5,7 +5,8 @@
 # its host and port, and nothing is copied; --from-insecure/--to-insecure
 # works and warns. A registry that requires client certificates (mTLS)
 # refuses a run without one, saying so, and takes one with
-# --to-cert/--to-key (or --from-cert/--from-key). Through nginx with HTTP/2
+# --to-cert/--to-key (or --from-cert/--from-key), and a certificate of
+# another CA, saying so too. Through nginx with HTTP/2
 # in front of each registry, a run multiplexes: all its requests to a side
 # share one or two TCP connections, many streams at once on one (the same
 # run through nginx without http2 opens dozens of connections, one request
@@ -71,6 +72,13 @@ is "$RC" 1 "a target that requires a client certificate refuses a run without on
 like "$OUT" "FAILED lib/app:v1,v2  stage push_prepare: GET https://$(host_of "$M")/v2/: tls \(the server asked for a client certificate and none is configured" \
     "with tls, naming the host and saying why"
 is "$(E2E_TLS=$mtls_creds manifest_digest "$M" lib/app v1)" missing "and nothing is pushed"
+
+tls_cert "$W" stranger "$W/other" client
+replica_run --from "$S" --to "$M" --repo 'lib/**' --from-ca "$CA" --to-ca "$CA" \
+    --to-cert "$W/stranger.pem" --to-key "$W/stranger.key"
+is "$RC" 1 "a client certificate of another CA is refused"
+like "$OUT" "FAILED lib/app:v1,v2  stage push_prepare: GET https://$(host_of "$M")/v2/: tls \(the server did not accept the client certificate" \
+    "with tls, naming the host and saying why"
 
 replica_run --from "$S" --to "$M" --repo 'lib/**' --from-ca "$CA" --to-ca "$CA" --to-cert "$W/nowhere.pem"
 is "$RC" 1 "a client certificate that cannot be read fails the run"
