@@ -6,13 +6,14 @@
 # works and warns. A registry that requires client certificates (mTLS)
 # refuses a run without one, saying so, and takes one with
 # --to-cert/--to-key (or --from-cert/--from-key), and a certificate of
-# another CA, saying so too. Through nginx with HTTP/2
+# another CA, saying so too; with --executor faas the CA, certificate and
+# key paths travel in the invocation and the function presents them. Through nginx with HTTP/2
 # in front of each registry, a run multiplexes: all its requests to a side
 # share one or two TCP connections, many streams at once on one (the same
 # run through nginx without http2 opens dozens of connections, one request
 # at a time on each).
 set -euo pipefail
-source "$(dirname "$0")/../lib/e2e.sh"
+source "$(dirname "$0")/../lib/function.sh"
 source "$ROOT/tests/lib/tlsproxy.sh"
 
 W=$E2E_WORK
@@ -98,6 +99,13 @@ replica_run --from "$M" --to "$D" --repo 'mtls/lib/**' --dest-namespace back --f
     --from-cert "$REG_MTLS_CERT" --from-key "$REG_MTLS_KEY"
 is "$RC" 0 "the mTLS registry as the source, with --from-cert and --from-key, works too"
 is "$(same_content "$D" back)" 0 "and its copy is exact"
+
+fn_start fn
+replica_run --from "$S" --to "$M" --repo 'lib/**' --dest-namespace faas --from-ca "$CA" --to-ca "$CA" \
+    --to-cert "$REG_MTLS_CERT" --to-key "$REG_MTLS_KEY" \
+    --executor faas --gateway "$FN_URL/" --seal-key-file "$FN_KEY" --function-token-file <(printf '%s' "$FN_TOKEN")
+is "$RC" 0 "--executor faas: the function presents the client certificate named in the invocation"
+is "$(same_content "$M" faas "$mtls_creds")" 0 "and its copy on the mTLS registry is exact"
 
 # --- HTTP/2 through nginx: multiplexing ----------------------------------------
 # Plain-HTTP registries, each behind nginx serving TLS, with http2 (h2) and
