@@ -77,6 +77,8 @@ static CURLcode on_ssl_ctx(CURL *easy, void *sslctx, void *ud)
 int tls_probe_install(struct http_req *r)
 {
     CURLcode rc = curl_easy_setopt(r->easy, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+    if (rc == CURLE_NOT_BUILT_IN || rc == CURLE_UNKNOWN_OPTION)
+        return 0; /* a libcurl on another TLS library: no probe, plain "closed" */
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(r->easy, CURLOPT_SSL_CTX_DATA, r);
     return rc == CURLE_OK ? 0 : -1;

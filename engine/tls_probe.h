@@ -4,7 +4,8 @@
  * A TLS 1.3 server that wants a client certificate learns that it got none
  * only after the client's handshake has finished, so its refusal (an alert,
  * often lost to the reset that follows it) reaches the client at its first
- * read, as CURLE_RECV_ERROR; so does its refusal of the certificate it got.
+ * read or write, as CURLE_RECV_ERROR or CURLE_SEND_ERROR; so does its
+ * refusal of the certificate it got.
  * The probe notes during the handshake that the server asked for a client
  * certificate, and whether the client had one, so such a failure can be
  * reported as "tls" and said plainly.
@@ -15,7 +16,8 @@
 #include "http.h"
 
 /* Installs the probe on r's easy handle (CURLOPT_SSL_CTX_FUNCTION); every
- * connection r opens is watched. Returns 0 or -1. */
+ * connection r opens is watched (with a libcurl on another TLS library than
+ * OpenSSL, none is). Returns 0 or -1. */
 int tls_probe_install(struct http_req *r);
 
 /* After r's transfer failed with err "closed" (or "tls") and no response,
