@@ -315,8 +315,9 @@ struct stream *stream_new(struct event_base *base, struct http_req *get, struct 
     rc |= curl_easy_setopt(get->easy, CURLOPT_WRITEFUNCTION, on_get_data);
     rc |= curl_easy_setopt(get->easy, CURLOPT_WRITEDATA, s);
     /* A hint only: libcurl 7.88 refuses it (CURLE_BAD_FUNCTION_ARGUMENT) on
-     * a pooled handle that still holds a receive buffer, as it does after
-     * an HTTPS transfer; the download then runs with the buffer it has. */
+     * some reused handles from the client's pool (every blob of a run
+     * between registries on HTTPS failed so); the download then runs with
+     * the buffer the handle has. */
     (void)curl_easy_setopt(get->easy, CURLOPT_BUFFERSIZE, (long)STREAM_CHUNK);
     if (put) {
         rc |= curl_easy_setopt(put->easy, CURLOPT_UPLOAD_BUFFERSIZE, (long)STREAM_CHUNK);
