@@ -9,7 +9,7 @@
 #   make bench-console  the web console's figures only (bundle, execution page, save-to-run)
 #   make deps     install every Debian package the targets need
 
-PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson sqlite3 libedit
+PKGS     := lua5.4 libcurl libevent libssl libcrypto lua5.4-cjson sqlite3 libedit
 CC       ?= cc
 WARN     := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings -Wshadow
 CFLAGS   ?= -O2 -g

@@ -7,6 +7,7 @@
  * callbacks never run inside libcurl.
  */
 #include "http.h"
+#include "tls_probe.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -134,8 +135,21 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Maps a finished transfer's CURLcode to the documented error set. */
-static enum http_err map_curl_error(CURLcode rc)
+/* True when errbuf (libcurl's message for a failed read or write) says
+ * the peer ended the connection with a TLS alert. A server that wants a
+ * client certificate it did not get, or refuses the one it got, sends
+ * one after a TLS 1.3 handshake that looked complete to the client, so
+ * the failure reaches the first read. OpenSSL names every alert it
+ * receives "sslv3 alert ...", "tlsv1 alert ..." or "tlsv13 alert ...". */
+static int tls_alert(const char *errbuf)
+{
+    return strstr(errbuf, "SSL") && (strstr(errbuf, "sslv3 alert ") || strstr(errbuf, "tlsv1 alert ") ||
+                                     strstr(errbuf, "tlsv13 alert "));
+}
+
+/* Maps a finished transfer's CURLcode (and libcurl's message errbuf) to
+ * the documented error set. */
+static enum http_err map_curl_error(CURLcode rc, const char *errbuf)
 {
     switch (rc) {
     case CURLE_OK:
@@ -161,9 +175,10 @@ static enum http_err map_curl_error(CURLcode rc)
     case CURLE_SSL_ENGINE_INITFAILED:
     case CURLE_USE_SSL_FAILED:
         return HTTP_ETLS;
-    case CURLE_GOT_NOTHING:
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
+        return tls_alert(errbuf) ? HTTP_ETLS : HTTP_ECLOSED;
+    case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
@@ -487,8 +502,9 @@ static void check_multi_info(struct http_client *c)
         r->host->active--;
         c->pending--;
         if (r->err == HTTP_OK)
-            r->err = map_curl_error(rc);
+            r->err = map_curl_error(rc, r->errbuf);
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
+        tls_probe_explain(r);
         if (r->hold_origin && (r->status == 429 || r->status == 503))
             hold_origin(c, r);
         struct http_host *h = r->host;
@@ -671,6 +687,8 @@ struct http_req *http_req_new(struct http_client *c, const char *method, const c
      * TLS (h2); on plain HTTP it would hold every request behind the first. */
     rc |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(url, "https:", 6) == 0 ? 1L : 0L);
     rc |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    if (strncasecmp(url, "https:", 6) == 0 && tls_probe_install(r) != 0)
+        rc = CURLE_FAILED_INIT;
     rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -721,6 +739,16 @@ int http_req_tls(struct http_req *r, const struct http_tls *tls)
         /* OpenSSL loads both: the extra file and the system's hashed directory. */
         rc |= curl_easy_setopt(r->easy, CURLOPT_CAINFO, tls->ca_file);
         rc |= curl_easy_setopt(r->easy, CURLOPT_CAPATH, r->client->capath);
+    }
+    /* A client certificate is part of what libcurl matches a connection
+     * on, so one made with it serves only requests that present it. */
+    if (tls->cert_file) {
+        rc |= curl_easy_setopt(r->easy, CURLOPT_SSLCERT, tls->cert_file);
+        rc |= curl_easy_setopt(r->easy, CURLOPT_SSLCERTTYPE, "PEM");
+    }
+    if (tls->key_file) {
+        rc |= curl_easy_setopt(r->easy, CURLOPT_SSLKEY, tls->key_file);
+        rc |= curl_easy_setopt(r->easy, CURLOPT_SSLKEYTYPE, "PEM");
     }
     return rc == CURLE_OK ? 0 : -1;
 }
@@ -839,6 +867,7 @@ void http_req_free(struct http_req *r)
             curl_easy_cleanup(r->easy);
         }
     }
+    tls_probe_release(r);
     curl_slist_free_all(r->headers);
     buf_free(&r->body);
     buf_free(&r->head);

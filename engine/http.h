@@ -38,6 +38,8 @@ struct http_client_opts {
 struct http_tls {
     const char *ca_file; /* extra CA bundle trusted besides the system store */
     int insecure;        /* 1 = do not verify the peer (explicit opt-out) */
+    const char *cert_file; /* client certificate (PEM) presented for mTLS, or NULL */
+    const char *key_file;  /* its private key (PEM); NULL: the key is in cert_file */
 };
 
 struct http_req;
@@ -72,6 +74,7 @@ struct http_req {
     curl_off_t swept_dl, swept_ul;  /* the counts at the last sweep */
     int paused;             /* paused by its owner: not a stall */
     struct http_req *anext, *aprev; /* the client's active list */
+    struct tls_probe *tls_probe;    /* its connection's handshake notes (tls_probe.c) */
 };
 
 /* Creates a client on base. Returns NULL on failure. The caller owns it and
@@ -112,7 +115,7 @@ int http_req_header(struct http_req *r, const char *line);
 /* Sets a request body (copied). Returns 0 or -1. */
 int http_req_body(struct http_req *r, const char *data, size_t len);
 
-/* Applies TLS options. Returns 0 or -1. */
+/* Applies TLS options; libcurl copies the strings. Returns 0 or -1. */
 int http_req_tls(struct http_req *r, const struct http_tls *tls);
 
 /* Puts the request in a separate queue of its host (e.g. "upload"), with a

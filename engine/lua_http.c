@@ -227,9 +227,15 @@ void lhttp_configure(lua_State *L, int idx, struct http_req *r, const char *meth
         tls.ca_file = luaL_optstring(L, -1, NULL);
         lua_getfield(L, -2, "insecure");
         tls.insecure = lua_toboolean(L, -1);
+        lua_getfield(L, -3, "cert_file");
+        tls.cert_file = luaL_optstring(L, -1, NULL);
+        lua_getfield(L, -4, "key_file");
+        tls.key_file = luaL_optstring(L, -1, NULL);
+        if (tls.key_file && !tls.cert_file)
+            luaL_error(L, "tls.key_file needs tls.cert_file");
         if (http_req_tls(r, &tls) != 0)
             luaL_error(L, "cannot apply tls options");
-        lua_pop(L, 2);
+        lua_pop(L, 4);
     } else if (!lua_isnil(L, -1)) {
         luaL_error(L, "'tls' must be a table");
     }
@@ -248,7 +254,7 @@ void lhttp_configure(lua_State *L, int idx, struct http_req *r, const char *meth
 }
 
 /* http.request{method=, url=, headers=, body=, timeout=, connect_timeout=,
- * follow=, max_body=, hold_origin=, tls={ca_file=, insecure=}} */
+ * follow=, max_body=, hold_origin=, tls={ca_file=, insecure=, cert_file=, key_file=}} */
 static int l_request(lua_State *L)
 {
     struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));

@@ -40,7 +40,9 @@ static void usage(FILE *f)
             "                        (- reads it from stdin)\n"
             "  --from-creds USER:PASSWORD  --to-creds USER:PASSWORD   (visible in ps: a warning)\n"
             "  --from-ca FILE  --to-ca FILE            trust an extra CA\n"
-            "  --from-insecure  --to-insecure          do not verify TLS (explicit opt-out)\n"
+            "  --from-cert FILE  --to-cert FILE        present this client certificate (PEM; mTLS)\n"
+            "  --from-key FILE  --to-key FILE          its private key (PEM; default: in the cert file)\n"
+            "  --from-insecure  --to-insecure          do not verify TLS (explicit opt-out; a warning)\n"
             "registry kinds (docs/registry-kinds.md; default: detected from the host):\n"
             "  --from-kind KIND  --to-kind KIND        distribution, harbor, ...\n"
             "  --from-cred NAME=VALUE  --to-cred NAME=VALUE\n"
@@ -84,6 +86,8 @@ static const char *const value_opts[][2] = {
     { "--from-creds", "from_creds" }, { "--to-creds", "to_creds" },
     { "--from-creds-file", "from_creds_file" }, { "--to-creds-file", "to_creds_file" },
     { "--from-ca", "from_ca" },   { "--to-ca", "to_ca" },
+    { "--from-cert", "from_cert" }, { "--to-cert", "to_cert" },
+    { "--from-key", "from_key" }, { "--to-key", "to_key" },
     { "--chunk-size", "chunk_size" }, { "--bandwidth", "bandwidth" },
     { "--stall-timeout", "stall_timeout" },
     { "--from-kind", "from_kind" }, { "--to-kind", "to_kind" },
@@ -187,6 +191,26 @@ static int creds_files(lua_State *L, int opts, const struct run_cmd *cmd)
     return 0;
 }
 
+/* --from-key and --to-key name the key of a client certificate: prints why
+ * and returns -1 when one comes without its --from-cert / --to-cert. The
+ * files are read where the side's requests go out (for --executor faas, at
+ * the functions), so they are not opened here. */
+static int tls_files(lua_State *L, int opts, const struct run_cmd *cmd)
+{
+    static const char *const sides[][2] = { { "from_key", "from_cert" }, { "to_key", "to_cert" } };
+    for (int k = 0; k < 2; k++) {
+        int key = lua_getfield(L, opts, sides[k][0]) != LUA_TNIL;
+        int cert = lua_getfield(L, opts, sides[k][1]) != LUA_TNIL;
+        lua_pop(L, 2);
+        if (key && !cert) {
+            fprintf(stderr, "replica %s: --%s-key needs --%s-cert (the client certificate it belongs to)\n",
+                    cmd->name, k ? "to" : "from", k ? "to" : "from");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* The field of a flag option of cmd (its own, then run's), or NULL. */
 static const char *flag_of(const struct run_cmd *cmd, const char *opt)
 {
@@ -257,7 +281,7 @@ int run_command(int argc, char **argv, const struct run_cmd *cmd)
             i++; /* a common option, already taken */
         }
     }
-    if (creds_files(L, opts, cmd) != 0) {
+    if (creds_files(L, opts, cmd) != 0 || tls_files(L, opts, cmd) != 0) {
         engine_close(&eng);
         return 2;
     }

@@ -215,6 +215,10 @@ static const char *const migrations[] = {
     "  object_id TEXT,"                       /* an id, or a function's or template's name */
     "  status INTEGER NOT NULL);"
     "CREATE INDEX audit_by_time ON audit(time);",
+    /* 9: a registry's client certificate (mTLS), as paths on the daemon's
+     * machine like ca_file: the key itself never enters the database. */
+    "ALTER TABLE registries ADD COLUMN cert_file TEXT;"
+    "ALTER TABLE registries ADD COLUMN key_file TEXT;",
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -314,7 +314,11 @@ struct stream *stream_new(struct event_base *base, struct http_req *get, struct 
     CURLcode rc = CURLE_OK;
     rc |= curl_easy_setopt(get->easy, CURLOPT_WRITEFUNCTION, on_get_data);
     rc |= curl_easy_setopt(get->easy, CURLOPT_WRITEDATA, s);
-    rc |= curl_easy_setopt(get->easy, CURLOPT_BUFFERSIZE, (long)STREAM_CHUNK);
+    /* A hint only: libcurl 7.88 refuses it (CURLE_BAD_FUNCTION_ARGUMENT) on
+     * some reused handles from the client's pool (every blob of a run
+     * between registries on HTTPS failed so); the download then runs with
+     * the buffer the handle has. */
+    (void)curl_easy_setopt(get->easy, CURLOPT_BUFFERSIZE, (long)STREAM_CHUNK);
     if (put) {
         rc |= curl_easy_setopt(put->easy, CURLOPT_UPLOAD_BUFFERSIZE, (long)STREAM_CHUNK);
         rc |= curl_easy_setopt(put->easy, CURLOPT_UPLOAD, 1L);

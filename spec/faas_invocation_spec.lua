@@ -39,6 +39,19 @@ t.test("a valid invocation gives the task, both clients and the options", functi
   t.ok(inv.src and inv.dst)
 end)
 
+t.test("a side's TLS fields (CA, client certificate and key paths) reach its client", function()
+  local inv, status, err = invocation.read(valid(function(i)
+    i.target.ca_file, i.target.cert_file, i.target.key_file = "/ca.pem", "/client.pem", "/client.key"
+    i.source.cert_file, i.source.insecure = "/both.pem", true
+  end), false, K)
+  t.ok(inv, tostring(status) .. " " .. tostring(err))
+  local d, s = inv.dst.tls, inv.src.tls
+  t.eq(table.concat({ d.ca_file, d.cert_file, d.key_file, tostring(d.insecure) }, " "),
+       "/ca.pem /client.pem /client.key false")
+  t.eq(table.concat({ s.cert_file, tostring(s.key_file), tostring(s.insecure) }, " "), "/both.pem nil true",
+       "a key in the certificate's file needs no key_file")
+end)
+
 t.test("a one-stage invocation names a stage of the template and carries its input and data", function()
   local inv, status, err = invocation.read(valid(function(i)
     i.kind, i.stage, i.input, i.data, i.results = "stage", "push", { tags = 1 }, { artifacts = {} }, { pull = {} }
@@ -80,6 +93,8 @@ t.test("refusals are 400 (413 for a large body) and name the field", function()
     { function(i) i.target.password = "x" end, 400, "target.password" },
     { function(i) i.target.credentials = { username = "u", password = "p" } end, 400, "plain credentials" },
     { function(i) i.callback_url = "ftp://x" end, 400, "callback_url" },
+    { function(i) i.source.cert_file = 1 end, 400, "source.cert_file must be a file path" },
+    { function(i) i.target.key_file = "/k.pem" end, 400, "target.key_file needs target.cert_file" },
   }
   for _, c in ipairs(cases) do
     local inv, status, err = invocation.read(c[4] or valid(c[1]), false, K)

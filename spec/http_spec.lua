@@ -161,6 +161,28 @@ t.test("HTTPS with tls.insecure skips verification", function()
   t.eq(r.body, "hello from nginx\n")
 end)
 
+t.test("HTTPS with a client certificate to a server that does not ask for one", function()
+  local dir = E.TEST_CA:match("^(.*)/[^/]*$") -- tests/servers.sh's certificates
+  local r = get{ url = HTTPS .. "/files/small.txt",
+                 tls = { ca_file = E.TEST_CA, cert_file = dir .. "/server.pem", key_file = dir .. "/server.key" } }
+  t.eq(r.status, 200)
+  t.eq(r.body, "hello from nginx\n")
+end)
+
+t.test("a client certificate that cannot be loaded fails with \"tls\", naming the file", function()
+  local r, err, detail = http.request{ url = HTTPS .. "/files/small.txt",
+                                       tls = { ca_file = E.TEST_CA, cert_file = "/nonexistent/client.pem" } }
+  t.eq(r, nil)
+  t.eq(err, "tls")
+  t.ok(tostring(detail):find("/nonexistent/client.pem", 1, true), tostring(detail))
+end)
+
+t.test("tls.key_file without tls.cert_file raises", function()
+  t.raises(function()
+    http.request{ url = HTTPS .. "/files/small.txt", tls = { key_file = "/k.pem" } }
+  end, "tls.key_file needs tls.cert_file")
+end)
+
 t.test("header values with CR or LF raise (no header injection)", function()
   for _, v in ipairs{ "a\r\nX-Injected: 1", "a\nb", "a\rb", "a\0b" } do
     t.raises(function()

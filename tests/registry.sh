@@ -28,6 +28,12 @@
 # Notifications are off unless REGISTRY_NOTIFY_URL is set when
 # registry_start runs: then the registry POSTs its events there,
 # with the header "Authorization: $REGISTRY_NOTIFY_AUTH" when that is set.
+# With TEST_REGISTRY_TLS=CA (a CA made by tests/lib/tls.sh's tls_ca: CA.pem
+# and CA.key) the registry serves HTTPS with a certificate CA signs, made in
+# DIR; its URL is then https://127.0.0.1:PORT and REG_<NAME>_CA is CA.pem.
+# With TEST_REGISTRY_CLIENT_CA=CA2 as well, it asks for a client certificate
+# CA2 signed (mTLS) and refuses a handshake without one; registry_start
+# makes one in DIR and exports it as REG_<NAME>_CERT and REG_<NAME>_KEY.
 # With REGISTRY_ACCESSLOG set, the registry writes an access line per request
 # (Apache's combined format) to DIR/registry.log.
 # The processes run as background children of the sourcing shell.
@@ -60,16 +66,19 @@ _registry_check_deps() {
     fi
 }
 
-# Print the HTTP status of GET URL (000 when nothing answers).
+# Print the HTTP status of GET URL, extra curl args after it (000 when
+# nothing answers).
 _registry_status() {
-    curl -s -o /dev/null --max-time 1 -w '%{http_code}' "$1" 2>/dev/null || true
+    curl -s -o /dev/null --max-time 1 -w '%{http_code}' "$@" 2>/dev/null || true
 }
 
-# Poll URL until it answers 200 or 401, or PID dies; ~10 s bound.
+# Poll URL (extra curl args after it) until it answers 200 or 401, or PID
+# dies; ~10 s bound.
 _registry_wait() {
     local pid=$1 url=$2 i code
+    shift 2
     for ((i = 0; i < 100; i++)); do
-        code=$(_registry_status "$url")
+        code=$(_registry_status "$url" "$@")
         [[ $code == 200 || $code == 401 ]] && return 0
         _servers_alive "$pid" || return 2
         sleep 0.1
@@ -108,16 +117,17 @@ _registry_start_tokens() {
     _REGISTRY_PORT=$(<"$dir/token.port")
 }
 
-# Print the registry's JSON config: storage root, port, and an optional auth block.
+# Print the registry's JSON config: storage root, port, an optional auth
+# block and an optional http.tls block.
 _registry_config() {
-    local storage=$1 port=$2 auth=$3
+    local storage=$1 port=$2 auth=$3 tls=$4
     cat <<EOF
 {"version": 0.1,
  "log": {"level": "error", "accesslog": {"disabled": $([[ -n ${REGISTRY_ACCESSLOG:-} ]] && echo false || echo true)}},
  "storage": {"filesystem": {"rootdirectory": "$storage"},
              "delete": {"enabled": true},
              "maintenance": {"uploadpurging": {"enabled": false}}},
- "http": {"addr": "127.0.0.1:$port", "secret": "replica-test-$port"}${auth:+,
+ "http": {"addr": "127.0.0.1:$port", "secret": "replica-test-$port"${tls:+, \"tls\": $tls}}${auth:+,
  \"auth\": $auth}$(_registry_notifications)}
 EOF
 }
@@ -132,17 +142,44 @@ _registry_notifications() {
         "$REGISTRY_NOTIFY_URL" "$headers"
 }
 
+# Print the http.tls block for TEST_REGISTRY_TLS (and TEST_REGISTRY_CLIENT_CA),
+# making the certificates in DIR; print nothing without TEST_REGISTRY_TLS.
+_registry_tls() {
+    local dir=$1
+    [[ -n ${TEST_REGISTRY_TLS:-} ]] || return 0
+    tls_cert "$dir" server "$TEST_REGISTRY_TLS" server || return 1
+    if [[ -n ${TEST_REGISTRY_CLIENT_CA:-} ]]; then
+        tls_cert "$dir" client "$TEST_REGISTRY_CLIENT_CA" client || return 1
+        printf '{"certificate": "%s", "key": "%s", "clientcas": ["%s"]}' \
+            "$dir/server.pem" "$dir/server.key" "$TEST_REGISTRY_CLIENT_CA.pem"
+    else
+        printf '{"certificate": "%s", "key": "%s"}' "$dir/server.pem" "$dir/server.key"
+    fi
+}
+
+# Print the curl arguments that reach the registry of DIR through its TLS
+# (none without TEST_REGISTRY_TLS), one a line.
+_registry_curl_tls() {
+    local dir=$1
+    [[ -n ${TEST_REGISTRY_TLS:-} ]] || return 0
+    printf '%s\n' --cacert "$TEST_REGISTRY_TLS.pem"
+    [[ -z ${TEST_REGISTRY_CLIENT_CA:-} ]] || printf '%s\n' --cert "$dir/client.pem" --key "$dir/client.key"
+}
+
 # Start docker-registry with DIR/config.json on a fresh port (retrying if the
 # port was taken meanwhile); set _REGISTRY_PORT.
 _registry_start_server() {
-    local dir=$1 storage=$2 auth=$3 attempt rc port pid
+    local dir=$1 storage=$2 auth=$3 attempt rc port pid tls scheme=http curl_tls
+    tls=$(_registry_tls "$dir") || return 1
+    [[ -z $tls ]] || scheme=https
+    mapfile -t curl_tls < <(_registry_curl_tls "$dir")
     for ((attempt = 1; attempt <= 5; attempt++)); do
         port=$(_servers_free_port) || return 1
-        _registry_config "$storage" "$port" "$auth" >"$dir/config.json" || return 1
+        _registry_config "$storage" "$port" "$auth" "$tls" >"$dir/config.json" || return 1
         docker-registry serve "$dir/config.json" </dev/null >"$dir/registry.log" 2>&1 &
         pid=$!
         rc=0
-        _registry_wait "$pid" "http://127.0.0.1:$port/v2/" || rc=$?
+        _registry_wait "$pid" "$scheme://127.0.0.1:$port/v2/" ${curl_tls[@]+"${curl_tls[@]}"} || rc=$?
         if ((rc == 0)); then
             _REGISTRY_PIDS+=("$pid")
             _REGISTRY_PORT=$port
@@ -161,7 +198,7 @@ _registry_start_server() {
 # Start one registry NAME with state in DIR and auth MODE; export its addresses.
 registry_start() {
     local name=${1:?usage: registry_start NAME DIR [none|basic|token]} dir=${2:?usage: registry_start NAME DIR [none|basic|token]}
-    local mode=${3:-none} var storage auth="" user="" pass="" tport="" port
+    local mode=${3:-none} var storage auth="" user="" pass="" tport="" port scheme=http
     var=REG_$(echo "$name" | tr 'a-z-' 'A-Z_')
     [[ $mode == none || $mode == basic || $mode == token ]] ||
         { _registry_err "unknown auth mode '$mode' (none, basic or token)"; return 1; }
@@ -192,7 +229,14 @@ registry_start() {
     _registry_start_server "$dir" "$storage" "$auth" || return 1
     port=$_REGISTRY_PORT
 
-    export "${var}_URL=http://127.0.0.1:$port" "${var}_STORAGE=$storage"
+    if [[ -n ${TEST_REGISTRY_TLS:-} ]]; then
+        scheme=https
+        export "${var}_CA=$TEST_REGISTRY_TLS.pem"
+        if [[ -n ${TEST_REGISTRY_CLIENT_CA:-} ]]; then
+            export "${var}_CERT=$dir/client.pem" "${var}_KEY=$dir/client.key"
+        fi
+    fi
+    export "${var}_URL=$scheme://127.0.0.1:$port" "${var}_STORAGE=$storage"
     if [[ $mode != none ]]; then
         export "${var}_USER=$user" "${var}_PASS=$pass"
     fi
@@ -231,15 +275,21 @@ registry_sidecar_start() {
 # with SIGKILL and starts it again on its port with its storage; waits until
 # it answers.
 registry_restart() {
-    local name=$1 dir=$2 var url pid
-    var=REG_$(echo "$name" | tr 'a-z-' 'A-Z_')_URL
-    url=${!var:?registry $name is not started}
+    local name=$1 dir=$2 var url pid curl_tls=()
+    var=REG_$(echo "$name" | tr 'a-z-' 'A-Z_')
+    url=${var}_URL
+    url=${!url:?registry $name is not started}
+    if [[ $url == https:* ]]; then
+        local ca=${var}_CA cert=${var}_CERT key=${var}_KEY
+        curl_tls=(--cacert "${!ca}")
+        [[ -z ${!cert:-} ]] || curl_tls+=(--cert "${!cert}" --key "${!key}")
+    fi
     pid=$(pgrep -f "docker-registry serve $dir/config.json" | head -n 1)
     [[ -n $pid ]] && kill -9 "$pid" && while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
     docker-registry serve "$dir/config.json" </dev/null >>"$dir/registry.log" 2>&1 &
     pid=$!
     _REGISTRY_PIDS+=("$pid")
-    _registry_wait "$pid" "$url/v2/" || { _registry_err "docker-registry $name did not come back (see $dir/registry.log)"; return 1; }
+    _registry_wait "$pid" "$url/v2/" ${curl_tls[@]+"${curl_tls[@]}"} || { _registry_err "docker-registry $name did not come back (see $dir/registry.log)"; return 1; }
 }
 
 # Stop every process started here and remove the storage; safe to call repeatedly.

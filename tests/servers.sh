@@ -18,6 +18,8 @@ _SERVERS_NGINX_BIN=/usr/sbin/nginx
 _SERVERS_ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
 _SERVERS_NGINX_PID=${_SERVERS_NGINX_PID:-}   # kept if sourced twice
 _SERVERS_FAULT_PID=${_SERVERS_FAULT_PID:-}
+# shellcheck source-path=SCRIPTDIR source=lib/tls.sh
+source "$_SERVERS_ROOT/tests/lib/tls.sh"
 
 # Print one error line to stderr and fail.
 _servers_err() {
@@ -123,25 +125,10 @@ _servers_faultserver_bin() {
     mv -f "$bin.tmp.$$" "$bin" && echo "$bin"
 }
 
-# Generate a fresh test CA and a server certificate for 127.0.0.1/localhost in DIR.
+# Generate a fresh test CA and a server certificate for 127.0.0.1/localhost
+# in DIR: ca.pem, server.pem and their keys (tests/lib/tls.sh).
 _servers_make_certs() {
-    local dir=$1 log=$1/openssl.log
-    {
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-            -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 7 -subj "/CN=replica test CA" \
-            -addext "basicConstraints=critical,CA:TRUE" \
-            -addext "keyUsage=critical,keyCertSign,cRLSign" &&
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-            -keyout "$dir/server.key" -out "$dir/server.csr" -subj "/CN=127.0.0.1" &&
-        printf '%s\n' "basicConstraints=critical,CA:FALSE" \
-            "keyUsage=critical,digitalSignature,keyEncipherment" \
-            "extendedKeyUsage=serverAuth" \
-            "subjectAltName=IP:127.0.0.1,DNS:localhost" \
-            "subjectKeyIdentifier=hash" \
-            "authorityKeyIdentifier=keyid:always" >"$dir/server.ext" &&
-        openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-            -CAcreateserial -days 7 -extfile "$dir/server.ext" -out "$dir/server.pem"
-    } >"$log" 2>&1 || { _servers_err "certificate generation failed, see $log"; return 1; }
+    tls_ca "$1" ca && tls_cert "$1" server "$1/ca" server
 }
 
 # Create the static files served under /files/.

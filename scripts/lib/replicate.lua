@@ -62,6 +62,19 @@ local function warn_command_line(side, opts, kind)
   end
 end
 
+-- The TLS settings of one side ("from" or "to") from --from-ca,
+-- --from-cert, --from-key and --from-insecure: {ca_file, cert_file,
+-- key_file, insecure}. An unverified side is warned about.
+local function side_tls(side, opts, url)
+  local tls = { ca_file = opts[side .. "_ca"], cert_file = opts[side .. "_cert"], key_file = opts[side .. "_key"],
+                insecure = opts[side .. "_insecure"] or false }
+  if tls.insecure and url:find("^https://") then
+    log.warn("--%s-insecure: the TLS certificate of %s is not verified: anyone on the path can pose as it "
+      .. "(trust its CA with --%s-ca FILE instead)", side, url, side)
+  end
+  return tls
+end
+
 -- Builds the registry client of one side ("from" or "to"): its kind (given
 -- with --from-kind, or detected from the host), its credentials (USER:PASSWORD
 -- from the flag, the environment or docker's config, and the kind's own
@@ -73,7 +86,7 @@ function replicate.endpoint(side, opts, chunk_size, max_speed)
   local url = opts[side]
   if not url or url == "" then return nil, "missing registry URL" end
   url = endpoints.url(url)
-  local tls = { ca_file = opts[side .. "_ca"], insecure = opts[side .. "_insecure"] or false }
+  local tls = side_tls(side, opts, url)
   local kind, found = endpoints.kind(url, opts[side .. "_kind"], tls)
   if not kind then return nil, found end
   if found ~= "default" then log.info("--%s %s: registry kind %s (%s)", side, url, kind.name, found) end

@@ -18,12 +18,35 @@ _e2e_cleanup() {
 }
 trap _e2e_cleanup EXIT
 
+# E2E_TLS="CA [CERT KEY]": the seed and the curl checks below trust the CA
+# file CA and present the client certificate CERT with its KEY, for a
+# registry on TLS (tests/registry.sh's TEST_REGISTRY_TLS); set it for one
+# call (E2E_TLS="$REG_SRC_CA" manifest_digest ...) or for a test.
+E2E_TLS=${E2E_TLS:-}
+
+# _e2e_curl_tls: the curl arguments for E2E_TLS, one a line.
+_e2e_curl_tls() {
+    local t
+    read -r -a t <<<"$E2E_TLS"
+    ((${#t[@]})) || return 0
+    printf '%s\n' --cacert "${t[0]}"
+    ((${#t[@]} < 3)) || printf '%s\n' --cert "${t[1]}" --key "${t[2]}"
+}
+
+# _e2e_curl ARGS...: curl with the E2E_TLS arguments.
+_e2e_curl() {
+    local tls
+    mapfile -t tls < <(_e2e_curl_tls)
+    curl ${tls[@]+"${tls[@]}"} "$@"
+}
+
 # seed URL REPO TAGS KIND [LAYERS] [LAYER_BYTES] [SEED]: pushes synthetic
 # images (tests/fixtures/seed.lua); prints "REPO:TAG DIGEST" lines.
 seed() {
-    local url=$1
+    local url=$1 tls=()
     shift
-    REPLICA_FROM_CREDS= "$REPLICA" script "$ROOT/tests/fixtures/seed.lua" "$url" "$@"
+    [[ -z $E2E_TLS ]] || tls=("--tls=$(tr -s ' ' ',' <<<"$E2E_TLS")")
+    REPLICA_FROM_CREDS= "$REPLICA" script "$ROOT/tests/fixtures/seed.lua" ${tls[@]+"${tls[@]}"} "$url" "$@"
 }
 
 # replica_run ARGS...: runs `replica run`, output in $OUT, exit code in $RC.
@@ -53,19 +76,19 @@ tap_on_fail() {
 manifest_digest() {
     local url=$1 repo=$2 ref=$3 auth=${4:-} d
     local accept="application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.list.v2+json,application/vnd.docker.distribution.manifest.v2+json"
-    d=$(curl -s -o /dev/null -I ${auth:+-u "$auth"} -H "Accept: $accept" -w '%{http_code} %header{docker-content-digest}' \
+    d=$(_e2e_curl -s -o /dev/null -I ${auth:+-u "$auth"} -H "Accept: $accept" -w '%{http_code} %header{docker-content-digest}' \
         "$url/v2/$repo/manifests/$ref")
     if [[ $d == 200\ * ]]; then echo "${d#200 }"; else echo missing; fi
 }
 
 # blob_status URL REPO DIGEST: the HTTP status of a blob HEAD.
 blob_status() {
-    curl -s -o /dev/null -I -w '%{http_code}' "$1/v2/$2/blobs/$3"
+    _e2e_curl -s -o /dev/null -I -w '%{http_code}' "$1/v2/$2/blobs/$3"
 }
 
 # tag_list URL REPO: the tags of a repository, sorted, one per line.
 tag_list() {
-    curl -s "$1/v2/$2/tags/list" | tr -d '[]{}"' | sed 's/.*tags://' | tr ',' '\n' | sort
+    _e2e_curl -s "$1/v2/$2/tags/list" | tr -d '[]{}"' | sed 's/.*tags://' | tr ',' '\n' | sort
 }
 
 # wait_for_upload DIR BYTES PID: waits (up to ~20 s) until the upload data

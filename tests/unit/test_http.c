@@ -627,7 +627,7 @@ TEST_IMPL(https_with_ca_file_succeeds)
     NEED_ENV(base, "HTTPS_URL");
     NEED_ENV(ca, "TEST_CA");
     struct fixture f;
-    struct http_tls tls = { ca, 0 };
+    struct http_tls tls = { .ca_file = ca };
     char url[512];
     long version = 0;
     ASSERT_EQ(fixture_open(&f, 0), 0);
@@ -649,7 +649,7 @@ TEST_IMPL(https_insecure_succeeds)
 {
     NEED_ENV(base, "HTTPS_URL");
     struct fixture f;
-    struct http_tls tls = { NULL, 1 };
+    struct http_tls tls = { .insecure = 1 };
     char url[512];
     ASSERT_EQ(fixture_open(&f, 0), 0);
     struct http_req *r = fetch(&f, url_of(url, sizeof(url), base, "/files/small.txt"), 10, &tls, 0);
@@ -887,7 +887,7 @@ TEST_IMPL(http_done_may_cancel_other_request)
     NEED_ENV(base, "HTTPS_URL");
     NEED_ENV(ca, "TEST_CA");
     struct fixture f;
-    struct http_tls tls = { ca, 0 };
+    struct http_tls tls = { .ca_file = ca };
     char url[512];
     ASSERT_EQ(fixture_open(&f, 0), 0);
     url_of(url, sizeof(url), base, "/files/small.txt");

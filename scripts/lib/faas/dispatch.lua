@@ -22,6 +22,7 @@ local function side_object(spec, keyring)
   local o = { url = spec.url, kind = spec.kind, options = next(spec.options or {}) and spec.options or nil }
   if spec.tls then
     o.ca_file, o.insecure = spec.tls.ca_file, spec.tls.insecure or nil
+    o.cert_file, o.key_file = spec.tls.cert_file, spec.tls.key_file
   end
   if spec.fields and next(spec.fields) then
     o.credentials = keyring:seal(json.encode(spec.fields), invocation.aad(spec.url))

@@ -19,7 +19,7 @@ end
 local OPTIONS = { override = "boolean", bandwidth = "string", chunk_size = "string", stall_timeout = "number",
                   platforms = "table" }
 local SIDE_FIELDS = { url = true, kind = true, credentials = true, options = true, insecure = true,
-                      ca_file = true }
+                      ca_file = true, cert_file = true, key_file = true }
 
 -- Returns a 400 refusal: nil, 400, message.
 local function bad(fmt, ...)
@@ -86,7 +86,8 @@ local function side_client(name, side, keyring, opts)
   if type(side) ~= "table" then return bad("%s must be an object with a url", name) end
   for k in pairs(side) do
     if not SIDE_FIELDS[k] then
-      return bad("%s.%s is not a field (known: url, kind, credentials, options, insecure, ca_file)", name, tostring(k))
+      return bad("%s.%s is not a field (known: url, kind, credentials, options, insecure, ca_file, cert_file, "
+        .. "key_file)", name, tostring(k))
     end
   end
   if type(side.url) ~= "string" or side.url == "" then return bad("%s.url must be a registry URL", name) end
@@ -95,7 +96,12 @@ local function side_client(name, side, keyring, opts)
   local fields, status, err = open_credentials(name, side, keyring)
   if not fields then return nil, status, err end
   local url = endpoint.url(side.url)
-  local tls = { ca_file = type(side.ca_file) == "string" and side.ca_file or nil, insecure = side.insecure == true }
+  for _, f in ipairs({ "ca_file", "cert_file", "key_file" }) do
+    if side[f] ~= nil and type(side[f]) ~= "string" then return bad("%s.%s must be a file path", name, f) end
+  end
+  if side.key_file and not side.cert_file then return bad("%s.key_file needs %s.cert_file", name, name) end
+  local tls = { ca_file = side.ca_file, cert_file = side.cert_file, key_file = side.key_file,
+                insecure = side.insecure == true }
   local kind, kerr = endpoint.kind(url, side.kind, tls)
   if not kind then return bad("%s.kind: %s", name, kerr) end
   local ok, cerr = endpoint.check_credentials(kind, fields, function(c)

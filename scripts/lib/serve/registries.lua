@@ -2,7 +2,10 @@
 -- reads from and writes to. Passwords and webhook secrets are write-only:
 -- the password is sealed with the keyring (AES-256-GCM, bound to the
 -- registry's name), the webhook secret is kept as its SHA-256, and neither
--- appears in any response.
+-- appears in any response. A client certificate (mTLS) is named by paths on
+-- the daemon's machine (cert_file, key_file), as the CA is (ca_file): the
+-- key stays in its file, readable by the daemon only, and never enters the
+-- database or an API answer.
 local api = require("serve.api")
 local oci = require("oci")
 local kinds = require("kinds")
@@ -43,6 +46,8 @@ local SPEC = {
   username = { type = "string", nullable = true },
   password = { type = "string", nullable = true },
   ca_file = { type = "string", nullable = true },
+  cert_file = { type = "string", nullable = true },
+  key_file = { type = "string", nullable = true },
   insecure = { type = "boolean" },
   credentials = { type = "object", check = check_strings },
   options = { type = "object", check = check_strings },
@@ -55,6 +60,7 @@ local function view(row)
   return {
     id = row.id, name = row.name, kind = row.kind, url = row.url,
     description = row.description, username = row.username, ca_file = row.ca_file,
+    cert_file = row.cert_file, key_file = row.key_file,
     insecure = row.insecure == 1, has_password = row.password_sealed ~= nil,
     credentials_set = setmetatable(row.credential_names and json.decode(row.credential_names) or {}, json.array_mt),
     options = row.options and json.decode(row.options) or nil,
@@ -88,7 +94,8 @@ function registries.spec(s, row)
   fields.username, fields.password = row.username, password
   return { url = row.url, kind = row.kind or "distribution", fields = fields,
            options = row.options and json.decode(row.options) or {},
-           tls = { ca_file = row.ca_file, insecure = row.insecure == 1 } }
+           tls = { ca_file = row.ca_file, cert_file = row.cert_file, key_file = row.key_file,
+                   insecure = row.insecure == 1 } }
 end
 
 -- A client for registry row (extra: {chunk_size, max_speed} for a target),
@@ -125,6 +132,20 @@ local function check_fields(body, kind_name)
   end
 end
 
+-- Raises 400 when the registry would have a client key without its
+-- certificate: body's fields, else the row's (nil for a new registry).
+local function check_client_cert(body, row)
+  local function value(f)
+    local v = body[f]
+    if v == nil and row then v = row[f] end
+    if v == json.null or v == "" then return nil end
+    return v
+  end
+  if value("key_file") and not value("cert_file") then
+    api.fail(400, "field 'key_file': needs 'cert_file' (the client certificate the key belongs to)")
+  end
+end
+
 local function conflict(name)
   return string.format("a registry named '%s' exists already", tostring(name))
 end
@@ -132,7 +153,7 @@ end
 -- Writes the fields of body into the row with id (create or update).
 local function store_fields(s, id, body)
   local cols = {}
-  for _, f in ipairs({ "name", "kind", "url", "description", "username", "ca_file" }) do
+  for _, f in ipairs({ "name", "kind", "url", "description", "username", "ca_file", "cert_file", "key_file" }) do
     if body[f] ~= nil then cols[#cols + 1] = { f, body[f] } end
   end
   if body.insecure ~= nil then cols[#cols + 1] = { "insecure", body.insecure and 1 or 0 } end
@@ -166,6 +187,7 @@ end
 local function create(s, req)
   local body = api.validate(api.body(req), SPEC)
   check_fields(body, body.kind or "distribution")
+  check_client_cert(body, nil)
   local now = time.now()
   local id
   local ok, err = s.db:transaction(function()
@@ -184,6 +206,7 @@ local function update(s, req, p)
   local row = load(s.db, id)
   local body = api.validate(api.body(req), SPEC, true)
   check_fields(body, body.kind or row.kind)
+  check_client_cert(body, row)
   store_fields(s, id, body)
   return api.reply(req, 200, view(load(s.db, id)))
 end

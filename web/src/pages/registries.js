@@ -86,21 +86,22 @@ export function Registries() {
   </section>`;
 }
 
-const EMPTY = { name: "", url: "", kind: "distribution", description: "", username: "", ca_file: "", insecure: false,
-                creds: {}, opts: {} };
+const EMPTY = { name: "", url: "", kind: "distribution", description: "", username: "", ca_file: "", cert_file: "",
+                key_file: "", insecure: false, creds: {}, opts: {} };
 
 // The request body for a create or update from the form's values: the
 // password and secret only when typed (or cleared on purpose).
 function body(v, editing) {
   const b = { name: v.name.trim(), url: v.url.trim(), kind: v.kind.trim() || "distribution",
               description: v.description, username: v.username.trim() || null,
-              ca_file: v.ca_file.trim() || null, insecure: !!v.insecure };
+              ca_file: v.ca_file.trim() || null, cert_file: v.cert_file.trim() || null,
+              key_file: v.key_file.trim() || null, insecure: !!v.insecure };
   if (v.password) b.password = v.password;
   else if (editing && v.clear_password) b.password = null;
   if (v.webhook_secret) b.webhook_secret = v.webhook_secret;
   else if (editing && v.clear_secret) b.webhook_secret = null;
   if (!editing && !b.username) delete b.username;
-  if (!editing && !b.ca_file) delete b.ca_file;
+  for (const f of ["ca_file", "cert_file", "key_file"]) if (!editing && !b[f]) delete b[f];
   // the kind's own credential fields: write-only, sent only when typed
   const creds = Object.fromEntries(Object.entries(v.creds || {}).filter(([, x]) => x !== ""));
   if (Object.keys(creds).length) b.credentials = creds;
@@ -148,7 +149,7 @@ export function RegistryForm({ params }) {
     if (!editing) { setV({ ...EMPTY }); return null; }
     const r = await get(`/registries/${id}`);
     setV({ ...EMPTY, ...r, description: r.description || "", username: r.username || "", ca_file: r.ca_file || "",
-           creds: {}, opts: { ...(r.options || {}) } });
+           cert_file: r.cert_file || "", key_file: r.key_file || "", creds: {}, opts: { ...(r.options || {}) } });
     return r;
   }, [id]);
   if (cur.error) return html`<section><h1>Registry</h1><${ErrorBanner} error=${cur.error} /></section>`;
@@ -213,6 +214,12 @@ export function RegistryForm({ params }) {
       <//>
       <${Field} label="CA file" id="reg-ca-file" help="Path, on the daemon's host, of an extra CA certificate to trust for this registry.">
         <input id="reg-ca-file" value=${v.ca_file} onInput=${set("ca_file")} />
+      <//>
+      <${Field} label="Client certificate file" id="reg-cert-file" help="For a registry that requires client certificates (mTLS): path, on the daemon's host, of the certificate (PEM) to present.">
+        <input id="reg-cert-file" value=${v.cert_file} onInput=${set("cert_file")} />
+      <//>
+      <${Field} label="Client key file" id="reg-key-file" help="Path, on the daemon's host, of the certificate's private key (PEM, not encrypted); the key stays in its file. Empty: the key is in the certificate's file.">
+        <input id="reg-key-file" value=${v.key_file} onInput=${set("key_file")} />
       <//>
       <${Field} label="Skip TLS verification" id="reg-insecure" help="Accept any certificate. Only for test registries: it allows a man in the middle.">
         <label class="check"><input type="checkbox" id="reg-insecure" checked=${v.insecure} onChange=${set("insecure")} /> insecure</label>
