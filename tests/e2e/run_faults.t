@@ -115,7 +115,7 @@ early() { # early NAME: requests to proxy NAME that came too soon, as "PATH earl
 }
 retried() { # retried NAME: how many 429s were followed by a request for the same path
     proxy_log "$1" | awk '{ k = $3 " " $4; last[k] = NR } $5 == 429 { at[NR] = k }
-        END { for (i in at) if (last[at[i]] > i) n++; print n + 0 }'
+        END { for (i in at) if (last[at[i]] > i + 0) n++; print n + 0 }'
 }
 is "$(early src)$(early dst)" "" "no request after a 429 came before the time its Retry-After names"
 is "$(retried src) $(retried dst)" "6 3" "and each one was retried"
