@@ -16,6 +16,7 @@ local catalog_api = require("serve.catalog_api")
 local poison = require("serve.poison")
 local console = require("serve.console")
 local dispatcher = require("serve.dispatcher")
+local backoff = require("serve.backoff")
 local cron = require("cron")
 local hostport = require("hostport")
 
@@ -118,22 +119,34 @@ local function cron_loop(s)
 end
 
 -- Decides, before a request body is read, whether the request may go on
--- (sys.listen's authorize). Returns true and the token's name (which the
--- request then carries as req.who), or false, the 401 message and the
--- WWW-Authenticate challenge (none for the webhooks).
-local function authorize(s, path, header)
+-- (sys.listen's authorize), for a client at addr. Returns true and the
+-- token's name (which the request then carries as req.who), or false, the
+-- 401 message and the WWW-Authenticate challenge (none for the webhooks),
+-- or false, the message, nil, 429 and the seconds left while addr is
+-- blocked for failed authentications (serve/backoff.lua; nothing is
+-- checked then). A credential sent and found wrong counts as a failure;
+-- none sent does not.
+local function authorize(s, path, header, addr)
   if path == "/api/v1/health" or not path:find("^/api/") then return true end
+  local wait = s.backoff:blocked(addr)
+  if wait then
+    return false, string.format("too many failed authentications from this address: retry in %d s", wait),
+           nil, 429, wait
+  end
   if path:find("^/api/v1/webhooks/") then
     if webhooks.registry_of(s.db, header) then return true end
+    if header and header ~= "" then s.backoff:failed(addr) end
     return false, "missing or unknown webhook secret (Authorization header)"
   end
   if path:find("^/api/v1/callbacks/") then
     -- a function's progress: the attempt's token in the path is the secret
     if dispatcher.authorize(s, path) then return true end
+    s.backoff:failed(addr)
     return false, "unknown callback token"
   end
   local who, why = tokens.check(s.db, header)
   if who then return true, who end
+  if header and header ~= "" then s.backoff:failed(addr) end
   return false, why, 'Bearer realm="replica"'
 end
 
@@ -190,6 +203,10 @@ function serve.main(opts, sys)
     end
     limits[o[1]] = v
   end
+  local auth_backoff = tonumber(opts.auth_backoff or "60")
+  if not auth_backoff or auth_backoff < 0 or auth_backoff ~= auth_backoff or auth_backoff > 86400 then
+    return nil, "--auth-backoff must be a number of seconds from 0 to 86400"
+  end
   local db, err = sys.db_open(path)
   if not db then return nil, err end
   local keyring, kerr = serve.load_key(sys, db, path, opts.key_file or (path .. ".key"))
@@ -197,7 +214,8 @@ function serve.main(opts, sys)
     db:close()
     return nil, kerr
   end
-  local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {} }
+  local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {},
+              backoff = backoff.new{ base = auth_backoff } }
   local ok, ferr = dispatcher.setup(s, opts)
   if not ok then
     db:close()
@@ -216,7 +234,7 @@ function serve.main(opts, sys)
     max_connections = limits.max_connections, max_per_address = limits.max_per_address,
     header_timeout = limits.header_timeout, body_timeout = limits.body_timeout,
     secret_prefix = "/api/v1/callbacks/faas/", -- the attempt's token is the rest of the path
-    authorize = function(_, path, header) return authorize(s, path, header) end,
+    authorize = function(_, path, header, addr) return authorize(s, path, header, addr) end,
     handler = function(req) return handle(s, req) end,
   }
   if not server then return nil, lerr end
