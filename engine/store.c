@@ -313,6 +313,20 @@ static int make_private(struct store *s, char *err, size_t errlen)
     return 0;
 }
 
+/* After a failed setup: when SQLite could open the database only for
+ * reading (a read-only file or filesystem), rewrites err to say so first,
+ * since SQLite's own message ("unable to open database file", "attempt to
+ * write a readonly database") does not name the cause. */
+static void note_readonly(struct store *s, char *err, size_t errlen)
+{
+    if (sqlite3_db_readonly(s->db, "main") != 1)
+        return;
+    char was[512];
+    snprintf(was, sizeof(was), "%s", err);
+    snprintf(err, errlen, "the database %s is read-only (its file or its filesystem does not allow "
+             "writing), and it must be writable: %s", s->path, was);
+}
+
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
     struct store *s = calloc(1, sizeof(*s));
@@ -336,6 +350,7 @@ struct store *store_open(const char *path, char *err, size_t errlen)
     if (exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
              what, err, errlen) != 0 ||
         migrate(s, err, errlen) != 0) {
+        note_readonly(s, err, errlen);
         store_close(s);
         return NULL;
     }

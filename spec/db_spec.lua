@@ -147,6 +147,37 @@ t.test("bad SQL returns nil, the reason with the start of the SQL, and kind erro
   db:close()
 end)
 
+t.test("a database that cannot be written fails with kind full or readonly, which the message carries", function()
+  local api = require("serve.api")
+  local db = open()
+  t.eq(add_registry(db, "kept"), 1)
+  db:script("CREATE TABLE big (x)")
+  local pages = db:row("PRAGMA page_count").page_count
+  db:script("PRAGMA max_page_count = " .. pages) -- no room for another page: SQLITE_FULL
+  local big = string.rep("x", 64 * 1024)
+  local ok, err, kind = db:exec("INSERT INTO big (x) VALUES (?)", big)
+  t.eq(ok, nil)
+  t.eq(kind, "full", err)
+  t.match(err, "^database unavailable %(full%): database or disk is full")
+  local msg, k = api.unavailable("serve/x.lua:1: " .. err) -- as an assert passes it on
+  t.eq(k, "full")
+  t.match(msg, "^the database is full")
+  local tx, terr = pcall(db.transaction, db, function()
+    assert(db:exec("INSERT INTO big (x) VALUES (?)", big))
+    return true
+  end)
+  t.eq(tx, false, "a transaction whose function raises it re-raises")
+  t.ok(api.unavailable(terr), "... an error api.unavailable still recognises: " .. tostring(terr))
+  t.eq(count(db, "registries"), 1, "the rows stored before are there")
+  db:script("PRAGMA query_only = 1") -- SQLITE_READONLY
+  local _, rerr, rkind = add_registry(db, "refused")
+  t.eq(rkind, "readonly", rerr)
+  t.match(rerr, "^database unavailable %(readonly%): ")
+  t.match(api.unavailable(rerr), "^the database is read%-only")
+  t.eq(api.unavailable("registries.lua:3: no such table: x"), nil, "other errors are not unavailability")
+  db:close()
+end)
+
 t.test("script runs several statements without parameters", function()
   local db = open()
   t.eq(db:script("CREATE TABLE s (x); INSERT INTO s VALUES (1); INSERT INTO s VALUES (2);"), true)

@@ -105,9 +105,13 @@ local function cron_loop(s)
         plans[r.id] = plan
       end
       if plan.at and now >= plan.at then
-        local id, coalesced = executions.trigger(s, r.id, "cron")
-        log.info("policy %d: cron %q fired: execution %d%s", r.id, plan.expr, id,
-                 coalesced and " (coalesced into the queued run)" or "")
+        local ok, id, coalesced = pcall(executions.trigger, s, r.id, "cron")
+        if ok then
+          log.info("policy %d: cron %q fired: execution %d%s", r.id, plan.expr, id,
+                   coalesced and " (coalesced into the queued run)" or "")
+        else -- e.g. the database cannot be written: this firing is lost, not the schedule
+          log.error("policy %d: cron %q fired, but no execution could be made: %s", r.id, plan.expr, tostring(id))
+        end
         plan.at = plan.sched:next(now)
       end
     end
@@ -144,8 +148,12 @@ local function authorize(s, path, header, addr)
     s.backoff:failed(addr)
     return false, "unknown callback token"
   end
-  local who, why = tokens.check(s.db, header)
+  local who, why, broken = tokens.check(s.db, header)
   if who then return true, who end
+  if broken then
+    log.error("the API tokens cannot be read: %s", why)
+    return false, api.unavailable(why) or "the database cannot be read", nil, 503
+  end
   if header and header ~= "" then s.backoff:failed(addr) end
   return false, why, 'Bearer realm="replica"'
 end

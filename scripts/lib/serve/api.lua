@@ -15,6 +15,40 @@ function api.fail(status, fmt, ...)
   error(setmetatable({ status = status, message = msg }, HttpError), 0)
 end
 
+-- What a client is told when the database cannot be written, by the kind
+-- that sys.db's error messages carry ("database unavailable (KIND): ...").
+local UNAVAILABLE = {
+  full = "the database is full (no space left on its disk): nothing was written; "
+    .. "reads still work, and writes work again once there is room",
+  readonly = "the database is read-only: nothing was written; reads still work",
+  io = "the database cannot be written (I/O error): nothing was written; reads still work",
+}
+
+-- Returns the 503 message for an error (a string, or anything tostring
+-- takes) that says the database cannot be written, and the kind ("full",
+-- "readonly", "io"); nil for any other error.
+function api.unavailable(err)
+  local kind = tostring(err):match("database unavailable %((%a+)%)")
+  if not UNAVAILABLE[kind] then return nil end
+  return UNAVAILABLE[kind], kind
+end
+
+local LOG_EVERY = 10 -- seconds between two warnings about the database
+local logged, quiet = nil, 0
+
+-- Logs err (the database cannot be written) for method path, at most once
+-- every LOG_EVERY seconds, counting the lines left out.
+local function warn_unavailable(method, path, err)
+  local now = time.mono()
+  if logged and now - logged < LOG_EVERY then
+    quiet = quiet + 1
+    return
+  end
+  log.warn("%s %s: answered 503: %s%s", method, path, tostring(err),
+           quiet > 0 and string.format(" (%d more such answers not logged)", quiet) or "")
+  logged, quiet = now, 0
+end
+
 -- Formats seconds since the epoch as ISO 8601 UTC with milliseconds; nil
 -- stays nil.
 function api.iso(t)
@@ -150,7 +184,9 @@ end
 
 -- A router: add(method, pattern, fn) where pattern has {name} segments;
 -- dispatch(req) calls fn(req, params) and turns raised HttpErrors into
--- replies. Unknown paths get 404, known paths with another method 405.
+-- replies, an error saying the database cannot be written (a full disk, a
+-- read-only file, an I/O error: api.unavailable) into 503, and any other
+-- into 500. Unknown paths get 404, known paths with another method 405.
 -- list() returns the routes as { {method=, path=}, ... } in the order they
 -- were added, each path the pattern as given to add.
 function api.router()
@@ -186,6 +222,11 @@ function api.router()
           if not ok then
             if getmetatable(err) == HttpError then
               return api.reply_error(req, err.status, err.message)
+            end
+            local down = api.unavailable(err)
+            if down then
+              warn_unavailable(req.method, req.path, err)
+              return api.reply_error(req, 503, down)
             end
             log.error("%s %s: %s", req.method, req.path, tostring(err))
             return api.reply_error(req, 500, "internal error")
