@@ -497,6 +497,15 @@ static int db_version(lua_State *L)
     return 1;
 }
 
+/* db:readonly() -> true when SQLite could open the database only for
+ * reading (a read-only file or filesystem), else false */
+static int db_readonly(lua_State *L)
+{
+    struct db *d = check_open(L, 1);
+    lua_pushboolean(L, sqlite3_db_readonly(d->store->db, "main") == 1);
+    return 1;
+}
+
 /* db:close() and __close: finalizes the statements and closes the database;
  * idempotent. Raises inside db:transaction's function or a running statement. */
 static int db_close(lua_State *L)
@@ -544,7 +553,8 @@ void sys_add_db(struct vm *vm, lua_State *L)
             { "exec", db_exec },       { "query", db_query },     { "row", db_row },
             { "script", db_script },   { "transaction", db_transaction },
             { "durable_transaction", db_durable_transaction },
-            { "version", db_version }, { "close", db_close },     { NULL, NULL }
+            { "version", db_version }, { "readonly", db_readonly },
+            { "close", db_close },     { NULL, NULL }
         };
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");

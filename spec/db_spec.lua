@@ -28,6 +28,7 @@ t.test("db_open creates the file in WAL mode with foreign keys on and the schema
   local db = assert(sys.db_open(path))
   t.eq(db:row("PRAGMA database_list").file, path)
   t.eq(db:row("PRAGMA journal_mode").journal_mode, "wal")
+  t.eq(db:readonly(), false, "it is open for writing")
   t.eq(db:row("PRAGMA foreign_keys").foreign_keys, 1)
   local v = db:version()
   t.ok(math.type(v) == "integer" and v >= 1, "a migrated schema version")

@@ -217,6 +217,11 @@ function serve.main(opts, sys)
   end
   local db, err = sys.db_open(path)
   if not db then return nil, err end
+  if db:readonly() then
+    db:close()
+    return nil, string.format("the database %s is read-only (its file or its filesystem does not allow "
+      .. "writing), and replica serve must write it", path)
+  end
   local keyring, kerr = serve.load_key(sys, db, path, opts.key_file or (path .. ".key"))
   if not keyring then
     db:close()

@@ -4,9 +4,11 @@
 # database is full, and changes nothing; reads keep working and the daemon
 # stays up; an execution running meanwhile loses no stored row and does not
 # spin; once there is room, writes work again and the execution resumes and
-# completes. A database on a read-only filesystem is refused at start with a
-# message that says so. Afterwards the database passes SQLite's integrity
-# check and the rows written before are intact.
+# completes. When the filesystem turns read-only under the daemon (ext4
+# after an error), writes get 503 and reads keep working, and a start on it
+# is refused with a message that says the database is read-only. After each
+# the database passes SQLite's integrity check and the rows written before
+# are intact.
 set -euo pipefail
 source "$(dirname "$0")/../lib/serve.sh"
 
@@ -123,15 +125,66 @@ is "$(sqlite3 "$DB" 'PRAGMA integrity_check')" ok "the database passes SQLite's 
 after=$(rows)
 is "$(sed 's/|changed$/|kept/' <<<"$after" | grep -v '|more|')" "$before" "the rows written before the disk filled are intact"
 
-# --- a read-only database ---------------------------------------------------------------
+# serve_refused DB: runs serve on DB expecting it to refuse to start; its exit
+# code in $RC and its standard error in $ERR.
+serve_refused() {
+    set +e
+    ERR=$(timeout 30 "$REPLICA" serve --db "$1" --listen 127.0.0.1:0 --console none 2>&1 >/dev/null)
+    RC=$?
+    set -e
+}
+
+# a clean stop left no -wal or -shm: SQLite cannot even set up the database
 mount -o remount,ro "$dbdir"
-set +e
-ERR=$(timeout 30 "$REPLICA" serve --db "$DB" --listen 127.0.0.1:0 --console none 2>&1 >/dev/null)
-RC=$?
-set -e
+serve_refused "$DB"
 ok $((RC == 0)) "a database on a read-only filesystem: the daemon does not start (exit $RC)"
-like "$ERR" "read-only" "... and says the database is read-only"
-echo "# $ERR"
+like "$ERR" "the database .* is read-only" "... and says the database is read-only"
 mount -o remount,rw "$dbdir"
+
+# --- the filesystem turns read-only under the daemon ------------------------------------
+# ext4 on a loop device, mounted errors=remount-ro: an error it is told of
+# (trigger_fs_error) makes it read-only at once, open files and all, the
+# way a failing disk does.
+if ! command -v mkfs.ext4 >/dev/null || ! truncate -s 32M "$E2E_WORK/ext4.img" ||
+    ! mkfs.ext4 -q -F "$E2E_WORK/ext4.img" || ! loopdev=$(losetup -f --show "$E2E_WORK/ext4.img" 2>/dev/null); then
+    ok 0 "# SKIP no loop device or mkfs.ext4 here: the read-only filesystem is not run"
+    done_testing
+    exit 0
+fi
+rodir=$E2E_WORK/ext4
+mkdir -p "$rodir"
+trap 'umount -l "$rodir" 2>/dev/null; losetup -d "$loopdev" 2>/dev/null; umount -l "$dbdir" 2>/dev/null || true; _serve_cleanup' EXIT
+mount -o errors=remount-ro "$loopdev" "$rodir"
+SERVE_DB_DIR=$rodir serve_start ro
+DB=$SERVE_DB
+api POST /registries "$(registry_json src "$S")"
+api POST /registries "$(registry_json dst "$D")"
+kept=$(sqlite3 "$DB" 'SELECT id, name, url FROM registries ORDER BY id')
+sqlite3 "$DB" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
+sync -f "$DB"
+echo 1 >"/sys/fs/ext4/${loopdev#/dev/}/trigger_fs_error"
+like "$(awk -v d="$rodir" '$2 == d { print $4 }' /proc/mounts)" "(^|,)(ro|emergency_ro)(,|$)" \
+    "the database's filesystem turned read-only with the daemon running"
+api POST /registries "$(registry_json more "$D")"
+is "$STATUS" 503 "creating a registry: 503"
+like "$(jget .error)" "^the database cannot be written" "... with a JSON error saying the database cannot be written"
+api GET /registries
+is "$STATUS:$(jget 'map(.name) | join(",")')" "200:src,dst" "reads work"
+is "$(curl -s -o /dev/null -w '%{http_code}' "$API/health")" 200 "the health check answers"
+ok "$(kill -0 "$SERVE_PID" 2>/dev/null; echo $?)" "the daemon is still running"
+serve_stop
+
+serve_refused "$DB"
+ok $((RC == 0)) "a start on the read-only filesystem is refused (exit $RC)"
+like "$ERR" "the database .* is read-only" "... with a message saying the database is read-only"
+umount "$rodir"
+mount "$loopdev" "$rodir"
+SERVE_DB_DIR=$rodir serve_start ro
+api POST /registries "$(registry_json more "$D")"
+is "$STATUS" 201 "mounted writable again, the daemon starts and writes work"
+serve_stop
+is "$(sqlite3 "$DB" 'PRAGMA integrity_check')" ok "the database passes SQLite's integrity check"
+is "$(sqlite3 "$DB" "SELECT id, name, url FROM registries WHERE name <> 'more' ORDER BY id")" "$kept" \
+    "the rows written before are intact"
 
 done_testing

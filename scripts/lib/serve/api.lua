@@ -21,7 +21,8 @@ local UNAVAILABLE = {
   full = "the database is full (no space left on its disk): nothing was written; "
     .. "reads still work, and writes work again once there is room",
   readonly = "the database is read-only: nothing was written; reads still work",
-  io = "the database cannot be written (I/O error): nothing was written; reads still work",
+  io = "the database cannot be written (an I/O error: is its filesystem read-only or failing?): "
+    .. "nothing was written; reads still work",
 }
 
 -- Returns the 503 message for an error (a string, or anything tostring
