@@ -70,6 +70,21 @@ t.test("the table holds at most size addresses, forgetting the oldest failure", 
   t.eq(b.count, 3, "a thousand more addresses still keep three")
 end)
 
+t.test("an IPv6 address counts as its /64, an IPv4-mapped one as its IPv4 address", function()
+  t.eq(backoff.key("192.0.2.7"), "192.0.2.7")
+  t.eq(backoff.key("::ffff:192.0.2.7"), "192.0.2.7")
+  t.eq(backoff.key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64")
+  t.eq(backoff.key("2001:db8::1"), "2001:db8:0:0::/64")
+  t.eq(backoff.key("::1"), "0:0:0:0::/64")
+  t.eq(backoff.key("64:ff9b:1:2:3:4:192.0.2.1"), "64:ff9b:1:2::/64")
+  t.eq(backoff.key("fe80:0:0:0:1:2:3:4"), "fe80:0:0:0::/64")
+  local b = fresh(10)
+  for i = 1, 4 do b:failed("2001:db8:1:2::" .. i) end
+  t.eq(b:failed("2001:db8:1:2:ffff::9"), 10, "five addresses of one /64 make five failures")
+  t.eq(b:blocked("2001:db8:1:2::77"), 10, "and block the whole /64")
+  t.eq(b:blocked("2001:db8:1:3::1"), nil, "not the next /64")
+end)
+
 t.test("base 0 turns the backoff off", function()
   local b = fresh(0)
   for _ = 1, 20 do t.eq(b:failed("a"), nil) end

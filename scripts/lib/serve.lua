@@ -122,14 +122,21 @@ local function cron_loop(s)
   end
 end
 
+-- authorize's refusal when the credentials could not be looked up (the
+-- database cannot be read): 503, and no failure counted against the client.
+local function unreadable(err)
+  log.error("credentials cannot be looked up: %s", tostring(err))
+  return false, api.unavailable(err) or "the database cannot be read: try again later", nil, 503
+end
+
 -- Decides, before a request body is read, whether the request may go on
 -- (sys.listen's authorize), for a client at addr. Returns true and the
 -- token's name (which the request then carries as req.who), or false, the
 -- 401 message and the WWW-Authenticate challenge (none for the webhooks),
 -- or false, the message, nil, 429 and the seconds left while addr is
 -- blocked for failed authentications (serve/backoff.lua; nothing is
--- checked then). A credential sent and found wrong counts as a failure;
--- none sent does not.
+-- checked then), or 503 when the credentials cannot be looked up. A
+-- credential sent and found wrong counts as a failure; none sent does not.
 local function authorize(s, path, header, addr)
   if path == "/api/v1/health" or not path:find("^/api/") then return true end
   local wait = s.backoff:blocked(addr)
@@ -138,22 +145,23 @@ local function authorize(s, path, header, addr)
            nil, 429, wait
   end
   if path:find("^/api/v1/webhooks/") then
-    if webhooks.registry_of(s.db, header) then return true end
+    local reg, rerr = webhooks.registry_of(s.db, header)
+    if reg then return true end
+    if rerr then return unreadable(rerr) end
     if header and header ~= "" then s.backoff:failed(addr) end
     return false, "missing or unknown webhook secret (Authorization header)"
   end
   if path:find("^/api/v1/callbacks/") then
     -- a function's progress: the attempt's token in the path is the secret
-    if dispatcher.authorize(s, path) then return true end
+    local known, cerr = dispatcher.authorize(s, path)
+    if known then return true end
+    if cerr then return unreadable(cerr) end
     s.backoff:failed(addr)
     return false, "unknown callback token"
   end
   local who, why, broken = tokens.check(s.db, header)
   if who then return true, who end
-  if broken then
-    log.error("the API tokens cannot be read: %s", why)
-    return false, api.unavailable(why) or "the database cannot be read", nil, 503
-  end
+  if broken then return unreadable(why) end
   if header and header ~= "" then s.backoff:failed(addr) end
   return false, why, 'Bearer realm="replica"'
 end
