@@ -25,7 +25,7 @@ registry_start src "$E2E_WORK/src"
 registry_start dst "$E2E_WORK/dst"
 S=$REG_SRC_URL D=$REG_DST_URL
 seed "$S" small/app v1 oci 1 4096 small >/dev/null
-big=$(seed "$S" big/app v1 oci 2 $((768 << 10)) big)
+big=$(seed "$S" big/app v1 oci 2 $((1 << 20)) big)
 
 SERVE_DB_DIR=$dbdir serve_start state
 DB=$SERVE_DB
@@ -46,7 +46,7 @@ cpu_ticks() {
 }
 
 # --- before: state worth keeping ----------------------------------------------------
-api POST /registries "$(registry_json src "$S")"
+api POST /registries "$(registry_json src "$S" '"webhook_secret": "db-faults-hook-secret-0123"')"
 SRC=$(jget .id)
 api POST /registries "$(registry_json dst "$D")"
 DST=$(jget .id)
@@ -54,7 +54,7 @@ api POST /registries "$(registry_json spare "$D")"
 SPARE=$(jget .id)
 api POST /policies "{\"name\": \"small\", \"source_registry\": $SRC, \"target_registry\": $DST, \"repositories\": [\"small/**\"], \"description\": \"kept\"}"
 P1=$(jget .id)
-api POST /policies "{\"name\": \"slow\", \"source_registry\": $SRC, \"target_registry\": $DST, \"repositories\": [\"big/**\"], \"bandwidth_kbps\": 512}"
+api POST /policies "{\"name\": \"slow\", \"source_registry\": $SRC, \"target_registry\": $DST, \"repositories\": [\"big/**\"], \"bandwidth_kbps\": 256}"
 P2=$(jget .id)
 api POST "/policies/$P1/executions"
 E1=$(jget .id)
@@ -73,7 +73,9 @@ done
 sqlite3 "$DB" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
 dd if=/dev/zero of="$dbdir/fill" bs=64k 2>/dev/null || true
 lines0=$(wc -l <"$SERVE_LOG")
-is "$(df --output=avail "$dbdir" | tail -n 1 | tr -d ' ')" 0 "the database's disk is full, with execution $E2 copying"
+is "$(df --output=avail "$dbdir" | tail -n 1 | tr -d ' ')" 0 "the database's disk is full"
+api GET "/executions/$E2"
+is "$(jget .status)" Running "... with execution $E2 copying (two 1 MiB layers at 256 KiB/s)"
 
 api POST /registries "$(registry_json more "$D")"
 is "$STATUS" 503 "creating a registry: 503"
@@ -84,6 +86,12 @@ api POST "/policies/$P1/executions"
 is "$STATUS" 503 "triggering a policy: 503"
 api DELETE "/registries/$SPARE"
 is "$STATUS" 503 "deleting a registry: 503"
+api POST "/executions/$E2/stop"
+is "$STATUS" 503 "stopping the running execution: 503 (it goes on)"
+hook='{"events": [{"action": "push", "target": {"repository": "small/app", "tag": "v2", "mediaType": "application/vnd.oci.image.manifest.v1+json"}, "request": {"host": "x"}}]}'
+is "$(curl -s -o /dev/null -w '%{http_code}' -m 10 -H 'Authorization: db-faults-hook-secret-0123' \
+      -H 'Content-Type: application/json' --data "$hook" "$API/webhooks/distribution")" 503 \
+    "a webhook: 503, so the registry sends it again"
 
 api GET /registries
 is "$STATUS:$(jget 'map(.name) | join(",")')" "200:src,dst,spare" "reads work: the registries are listed, none added or deleted"
@@ -96,12 +104,12 @@ is "$(curl -s -o /dev/null -w '%{http_code}' "$API/health")" 200 "the health che
 # the running execution cannot record its end: it must neither crash the
 # daemon nor spin
 n=0
-for _ in $(seq 1 500); do
-    n=$(grep -c "database unavailable (full)" "$SERVE_LOG" || true)
-    ((n > 4)) && break
+for _ in $(seq 1 1500); do
+    n=$(grep -c "execution $E2: the database cannot be written; it resumes in 5 s: .*database unavailable (full)" "$SERVE_LOG" || true)
+    ((n > 0)) && break
     sleep 0.02
 done
-ok $((n > 0 ? 0 : 1)) "execution $E2's writes fail, and the log says why"
+ok $((n > 0 ? 0 : 1)) "execution $E2 copied, but cannot record it: the log says why, and that it resumes later"
 t0=$(cpu_ticks)
 sleep 2 # measuring: the CPU the daemon uses over two idle seconds
 t1=$(cpu_ticks)

@@ -523,7 +523,6 @@ function executions.stop(s, id)
   if e.status ~= "Pending" and e.status ~= "Running" then
     api.fail(409, "execution %d is already %s", id, e.status)
   end
-  s.stop_requested[id] = true
   local now = time.now()
   assert(db:transaction(function()
     assert(db:exec("UPDATE tasks SET status = 'Stopped', finished = ? WHERE execution = ? AND status IN ('Pending', 'Running')",
@@ -533,6 +532,9 @@ function executions.stop(s, id)
     assert(db:exec("UPDATE executions SET status = 'Stopped', finished = ? WHERE id = ?", now, id))
     return true
   end))
+  -- only once it is recorded (the transaction cannot yield, so no task runs
+  -- in between): a stop the database refused must not silence the run
+  s.stop_requested[id] = true
   local slot = s.running[e.policy]
   if slot and slot.execution == id then
     slot.handle:cancel()
