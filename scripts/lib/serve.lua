@@ -270,9 +270,19 @@ function serve.main(opts, sys)
           .. "'replica token create --db " .. path .. "' makes another")
   end
   sys.log_capture()
-  poison.recover(s)
-  executions.recover(s)
-  webhooks.recover(s)
+  local rok, rerr = pcall(function()
+    poison.recover(s)
+    executions.recover(s)
+    webhooks.recover(s)
+  end)
+  if not rok and api.unavailable(rerr) then
+    server:close()
+    db:close()
+    return nil, string.format("the database %s cannot be written, so what the last run left cannot be "
+      .. "recovered (free some space, or make it writable, and start again): %s", path, tostring(rerr))
+  elseif not rok then
+    error(rerr, 0)
+  end
   local loops = {
     task.spawn({ name = "cron", cpu = LONG }, cron_loop, s),
     task.spawn({ name = "task logs", cpu = LONG }, function()

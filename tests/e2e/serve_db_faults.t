@@ -11,6 +11,7 @@
 # are intact.
 set -euo pipefail
 source "$(dirname "$0")/../lib/serve.sh"
+source "$ROOT/tests/lib/proxy.sh"
 
 dbdir=$E2E_WORK/dbdisk
 mkdir -p "$dbdir"
@@ -26,6 +27,7 @@ registry_start dst "$E2E_WORK/dst"
 S=$REG_SRC_URL D=$REG_DST_URL
 seed "$S" small/app v1 oci 1 4096 small >/dev/null
 big=$(seed "$S" big/app v1 oci 2 $((1 << 20)) big)
+proxy_start slow "$S" --rate-down 4m # 512 KiB/s: the big image takes about 4 s
 
 SERVE_DB_DIR=$dbdir serve_start state
 DB=$SERVE_DB
@@ -40,6 +42,30 @@ rows() {
                      WHERE task IN (SELECT id FROM tasks WHERE execution = $E1) ORDER BY task, seq"
 }
 
+# serve_refused DB: runs serve on DB expecting it to refuse to start; its exit
+# code in $RC and its standard error in $ERR.
+serve_refused() {
+    set +e
+    ERR=$(timeout 30 "$REPLICA" serve --db "$1" --listen 127.0.0.1:0 --console none 2>&1 >/dev/null)
+    RC=$?
+    set -e
+}
+
+# wal_truncate DB: checkpoints DB's write-ahead log and truncates it to
+# nothing (retrying while the daemon is writing), so that once the disk is
+# full the daemon's next commit needs space it cannot get; fails the test
+# when it cannot.
+wal_truncate() {
+    local r=""
+    for _ in $(seq 1 100); do
+        r=$(sqlite3 -cmd '.timeout 2000' "$1" 'PRAGMA wal_checkpoint(TRUNCATE)' 2>&1 || true)
+        [[ $r == "0|0|0" ]] && return 0
+        sleep 0.05
+    done
+    echo "# the write-ahead log could not be truncated: $r"
+    return 1
+}
+
 # cpu_ticks: the daemon's user + system CPU time so far, in clock ticks.
 cpu_ticks() {
     awk '{ print $14 + $15 }' "/proc/$SERVE_PID/stat"
@@ -48,13 +74,15 @@ cpu_ticks() {
 # --- before: state worth keeping ----------------------------------------------------
 api POST /registries "$(registry_json src "$S" '"webhook_secret": "db-faults-hook-secret-0123"')"
 SRC=$(jget .id)
+api POST /registries "$(registry_json slowsrc "$PROXY_SLOW_URL")"
+SLOW=$(jget .id)
 api POST /registries "$(registry_json dst "$D")"
 DST=$(jget .id)
 api POST /registries "$(registry_json spare "$D")"
 SPARE=$(jget .id)
 api POST /policies "{\"name\": \"small\", \"source_registry\": $SRC, \"target_registry\": $DST, \"repositories\": [\"small/**\"], \"description\": \"kept\"}"
 P1=$(jget .id)
-api POST /policies "{\"name\": \"slow\", \"source_registry\": $SRC, \"target_registry\": $DST, \"repositories\": [\"big/**\"], \"bandwidth_kbps\": 256}"
+api POST /policies "{\"name\": \"slow\", \"source_registry\": $SLOW, \"target_registry\": $DST, \"repositories\": [\"big/**\"]}"
 P2=$(jget .id)
 api POST "/policies/$P1/executions"
 E1=$(jget .id)
@@ -70,12 +98,12 @@ for _ in $(seq 1 500); do
                          WHERE t.execution = $E2 AND s.name = 'push' AND s.status = 'running'") == 1 ]] && break
     sleep 0.02
 done
-sqlite3 "$DB" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
+wal_truncate "$DB"
 dd if=/dev/zero of="$dbdir/fill" bs=64k 2>/dev/null || true
 lines0=$(wc -l <"$SERVE_LOG")
 is "$(df --output=avail "$dbdir" | tail -n 1 | tr -d ' ')" 0 "the database's disk is full"
 api GET "/executions/$E2"
-is "$(jget .status)" Running "... with execution $E2 copying (two 1 MiB layers at 256 KiB/s)"
+is "$(jget .status)" Running "... with execution $E2 copying (two 1 MiB layers at 512 KiB/s)"
 
 api POST /registries "$(registry_json more "$D")"
 is "$STATUS" 503 "creating a registry: 503"
@@ -94,7 +122,7 @@ is "$(curl -s -o /dev/null -w '%{http_code}' -m 10 -H 'Authorization: db-faults-
     "a webhook: 503, so the registry sends it again"
 
 api GET /registries
-is "$STATUS:$(jget 'map(.name) | join(",")')" "200:src,dst,spare" "reads work: the registries are listed, none added or deleted"
+is "$STATUS:$(jget 'map(.name) | join(",")')" "200:src,slowsrc,dst,spare" "reads work: the registries are listed, none added or deleted"
 api GET "/policies/$P1"
 is "$(jget .description)" kept "the policy was not changed"
 api GET "/executions/$E1"
@@ -127,20 +155,36 @@ is "$STATUS:$(jget .description)" "200:changed" "and so does an update"
 wait_exec "$E2" Succeeded Failed
 is "$(jget .status)" Succeeded "execution $E2 resumes and completes"
 is "$(manifest_digest "$D" big/app v1)" "${big#* }" "and the image is on the target"
+
 serve_stop
 
 is "$(sqlite3 "$DB" 'PRAGMA integrity_check')" ok "the database passes SQLite's integrity check"
 after=$(rows)
 is "$(sed 's/|changed$/|kept/' <<<"$after" | grep -v '|more|')" "$before" "the rows written before the disk filled are intact"
 
-# serve_refused DB: runs serve on DB expecting it to refuse to start; its exit
-# code in $RC and its standard error in $ERR.
-serve_refused() {
-    set +e
-    ERR=$(timeout 30 "$REPLICA" serve --db "$1" --listen 127.0.0.1:0 --console none 2>&1 >/dev/null)
-    RC=$?
-    set -e
-}
+# --- a start on a full disk ---------------------------------------------------------------
+# a crash in the middle of execution $E1 (as the database has it) leaves
+# its -wal and -shm; the start must write to recover the execution
+SERVE_DB_DIR=$dbdir serve_start state
+sqlite3 "$DB" "UPDATE executions SET status = 'Running', finished = NULL WHERE id = $E1;
+               UPDATE tasks SET status = 'Running', finished = NULL WHERE execution = $E1"
+wal_truncate "$DB"
+dd if=/dev/zero of="$dbdir/fill" bs=64k 2>/dev/null || true
+serve_kill9
+serve_refused "$DB"
+is "$RC" 1 "after a crash, a start on the full disk is refused"
+like "$ERR" "the database .* cannot be written, so what the last run left cannot be recovered.*database unavailable \(full\)" \
+    "... saying the database cannot be written"
+rm -f "$dbdir/fill"
+SERVE_DB_DIR=$dbdir serve_start state
+wait_exec "$E1" Succeeded Failed
+is "$(jget .status)" Succeeded "with room again it starts and resumes the interrupted execution"
+serve_stop
+dd if=/dev/zero of="$dbdir/fill" bs=64k 2>/dev/null || true
+serve_refused "$DB"
+is "$RC" 1 "after a clean stop (no -wal or -shm left), a start on the full disk is refused"
+like "$ERR" "the database .* is on a full disk: free some space" "... saying the disk is full"
+rm -f "$dbdir/fill"
 
 # a clean stop left no -wal or -shm: SQLite cannot even set up the database
 mount -o remount,ro "$dbdir"
@@ -168,7 +212,7 @@ DB=$SERVE_DB
 api POST /registries "$(registry_json src "$S")"
 api POST /registries "$(registry_json dst "$D")"
 kept=$(sqlite3 "$DB" 'SELECT id, name, url FROM registries ORDER BY id')
-sqlite3 "$DB" 'PRAGMA wal_checkpoint(TRUNCATE)' >/dev/null
+wal_truncate "$DB"
 sync -f "$DB"
 echo 1 >"/sys/fs/ext4/${loopdev#/dev/}/trigger_fs_error"
 like "$(awk -v d="$rodir" '$2 == d { print $4 }' /proc/mounts)" "(^|,)(ro|emergency_ro)(,|$)" \
