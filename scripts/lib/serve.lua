@@ -19,6 +19,7 @@ local dispatcher = require("serve.dispatcher")
 local backoff = require("serve.backoff")
 local cron = require("cron")
 local hostport = require("hostport")
+local loglimit = require("loglimit")
 
 -- The host and port of a --listen value (":PORT" means 127.0.0.1).
 local function listen_of(s)
@@ -64,11 +65,15 @@ function serve.load_key(sys, db, db_path, key_path)
   return keyring
 end
 
--- Writes the task log lines captured since the last call into task_logs.
+local lost_log = loglimit.new(10)
+
+-- Writes the task log lines captured since the last call into task_logs;
+-- when the database cannot take them they are lost, and that is logged (at
+-- most once every 10 s).
 local function flush_logs(s)
   local lines, dropped = s.sys.log_drain()
   if #lines == 0 and dropped == 0 then return end
-  s.db:transaction(function()
+  local ok, err = s.db:transaction(function()
     for _, l in ipairs(lines) do
       s.db:exec([[INSERT INTO task_logs (task, ts, level, message)
                   SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM tasks WHERE id = ?1)]],
@@ -76,6 +81,13 @@ local function flush_logs(s)
     end
     return true
   end)
+  if not ok then
+    local pass, quiet = lost_log:pass()
+    if pass then
+      log.warn("%d task log line(s) lost: %s%s", #lines, tostring(err),
+               quiet > 0 and string.format(" (%d more such losses not logged)", quiet) or "")
+    end
+  end
   if dropped > 0 then log.warn("%d task log line(s) dropped: the log buffer was full", dropped) end
 end
 

@@ -1,5 +1,7 @@
 -- serve/api.lua - the plumbing of the HTTP API: routes, JSON replies and
 -- errors, request bodies, and field validation for create/update bodies.
+local loglimit = require("loglimit")
+
 local api = {}
 
 local JSON_HEADERS = { ["Content-Type"] = "application/json" }
@@ -34,20 +36,15 @@ function api.unavailable(err)
   return UNAVAILABLE[kind], kind
 end
 
-local LOG_EVERY = 10 -- seconds between two warnings about the database
-local logged, quiet = nil, 0
+local unavailable_log = loglimit.new(10)
 
 -- Logs err (the database cannot be written) for method path, at most once
--- every LOG_EVERY seconds, counting the lines left out.
+-- every 10 s, counting the lines left out.
 local function warn_unavailable(method, path, err)
-  local now = time.mono()
-  if logged and now - logged < LOG_EVERY then
-    quiet = quiet + 1
-    return
-  end
+  local pass, quiet = unavailable_log:pass()
+  if not pass then return end
   log.warn("%s %s: answered 503: %s%s", method, path, tostring(err),
            quiet > 0 and string.format(" (%d more such answers not logged)", quiet) or "")
-  logged, quiet = now, 0
 end
 
 -- Formats seconds since the epoch as ISO 8601 UTC with milliseconds; nil

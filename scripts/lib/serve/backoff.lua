@@ -15,6 +15,8 @@
 -- as its IPv4 address. The table of addresses is bounded (SIZE): when it
 -- is full, the address whose last failure is the oldest is forgotten to
 -- make room.
+local loglimit = require("loglimit")
+
 local backoff = {}
 backoff.__index = backoff
 
@@ -28,9 +30,10 @@ local LOG_EVERY = 10 -- seconds between two warnings, whatever the address
 -- (0 turns the backoff off), opts.size addresses at most (SIZE),
 -- opts.clock a monotonic clock in seconds (time.mono). The caller owns it.
 function backoff.new(opts)
+  local clock = opts.clock or time.mono
   return setmetatable({
-    base = opts.base, size = opts.size or SIZE, clock = opts.clock or time.mono,
-    entries = {}, count = 0, logged = nil, quiet = 0,
+    base = opts.base, size = opts.size or SIZE, clock = clock,
+    entries = {}, count = 0, log = loglimit.new(LOG_EVERY, clock),
   }, backoff)
 end
 
@@ -91,17 +94,14 @@ end
 
 -- Logs that addr (counted under key) is blocked for secs, at most once
 -- every LOG_EVERY seconds (counting the blocks left out in between).
-local function warn(self, addr, key, secs, strikes, now)
-  if self.logged and now - self.logged < LOG_EVERY then
-    self.quiet = self.quiet + 1
-    return
-  end
+local function warn(self, addr, key, secs, strikes)
+  local pass, quiet = self.log:pass()
+  if not pass then return end
   log.warn("http: client %s%s blocked for %d s after %s (429 until then)%s", addr,
            key ~= addr and string.format(" (%s)", key) or "", secs,
            strikes == 1 and string.format("%d failed authentications", FAILURES)
              or string.format("another failed authentication (block %d)", strikes),
-           self.quiet > 0 and string.format("; %d more block(s) not logged", self.quiet) or "")
-  self.logged, self.quiet = now, 0
+           quiet > 0 and string.format("; %d more block(s) not logged", quiet) or "")
 end
 
 -- Counts a failed authentication from addr. Returns the seconds of the
@@ -125,7 +125,7 @@ function backoff:failed(addr)
   local secs = math.min(self.base * 2 ^ e.strikes, max)
   e.strikes, e.n, e.since, e.till = e.strikes + 1, 0, now, now + secs
   secs = math.ceil(secs)
-  warn(self, addr, key, secs, e.strikes, now)
+  warn(self, addr, key, secs, e.strikes)
   return secs
 end
 
