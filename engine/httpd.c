@@ -531,7 +531,13 @@ const char *httpd_conn_peer(const struct httpd_conn *c)
     return c->peer;
 }
 
-int httpd_reject(struct httpd_conn *c, int status, const char *why, const char *challenge)
+const char *httpd_conn_addr(const struct httpd_conn *c)
+{
+    return c->addr;
+}
+
+int httpd_reject(struct httpd_conn *c, int status, const char *why, const char *challenge,
+                 long retry_after)
 {
     struct evbuffer *o = bufferevent_get_output(c->bev);
     struct evbuffer *body = evbuffer_new();
@@ -561,6 +567,8 @@ int httpd_reject(struct httpd_conn *c, int status, const char *why, const char *
                                  evbuffer_get_length(body));
     if (rc >= 0 && challenge)
         rc = evbuffer_add_printf(o, "WWW-Authenticate: %s\r\n", challenge);
+    if (rc >= 0 && retry_after > 0)
+        rc = evbuffer_add_printf(o, "Retry-After: %ld\r\n", retry_after);
     if (rc >= 0)
         rc = evbuffer_add(o, "\r\n", 2);
     if (rc == 0 && !head)
@@ -595,7 +603,7 @@ static void conn_dispatch(struct httpd_conn *c)
     c->chunked = c->no_body = 0;
     c->req = s->cb.dispatch(s->ud, c, &c->m);
     if (!c->req)
-        httpd_reject(c, 500, "internal error", NULL); /* HTTP/1.1 when the msg was taken */
+        httpd_reject(c, 500, "internal error", NULL, 0); /* HTTP/1.1 when the msg was taken */
 }
 
 /* ---- reading requests ---- */
@@ -767,15 +775,15 @@ static int conn_check_head(struct httpd_conn *c)
     struct httpd_msg *m = c->m;
     struct httpd *s = c->s;
     if (!m->uri || !(m->uri_elems = evhttp_uri_parse_with_flags(m->uri, EVHTTP_URI_NONCONFORMANT))) {
-        return httpd_reject(c, 400, "bad request", NULL);
+        return httpd_reject(c, 400, "bad request", NULL, 0);
     }
     const char *path = evhttp_uri_get_path(m->uri_elems);
     /* A NUL in the decoded path would only reach the handler to cause trouble. */
     if (path && strstr(path, "%00")) {
-        return httpd_reject(c, 400, "bad request", NULL);
+        return httpd_reject(c, 400, "bad request", NULL, 0);
     }
     if (!m->method)
-        return httpd_reject(c, 501, "method not implemented", NULL);
+        return httpd_reject(c, 501, "method not implemented", NULL, 0);
     int ok = s->cb.authorize ? s->cb.authorize(s->ud, c, m) : 1;
     if (ok <= 0)
         return ok;
@@ -822,7 +830,7 @@ static void conn_parse(struct httpd_conn *c)
         evbuffer_drain(in, used);
         if (e != HPE_OK && e != HPE_PAUSED) {
             httpd_reject(c, c->error_status ? c->error_status : 400,
-                        c->error_status == 500 ? "internal error" : "bad request", NULL);
+                        c->error_status == 500 ? "internal error" : "bad request", NULL, 0);
             return;
         }
         if (c->head_done) {

@@ -100,11 +100,17 @@ int httpd_connections(const struct httpd *s);
 /* Returns the client of c as "ip:port" ("[ip]:port" for IPv6), owned by c. */
 const char *httpd_conn_peer(const struct httpd_conn *c);
 
+/* Returns the client's address of c without its port (the socket's peer,
+ * never a forwarded header), owned by c. */
+const char *httpd_conn_addr(const struct httpd_conn *c);
+
 /* Answers status with a JSON error body {"error": why} (plus a
- * WWW-Authenticate challenge when given) on a request that will not reach
- * a handler (from authorize), and closes the connection after it. Returns
- * 0, or -1 when out of memory: c is freed then. */
-int httpd_reject(struct httpd_conn *c, int status, const char *why, const char *challenge);
+ * WWW-Authenticate challenge when given, and Retry-After when retry_after
+ * is above 0) on a request that will not reach a handler (from authorize),
+ * and closes the connection after it. Returns 0, or -1 when out of memory:
+ * c is freed then. */
+int httpd_reject(struct httpd_conn *c, int status, const char *why, const char *challenge,
+                 long retry_after);
 
 /* Sends a whole response on c (with its handler): status, the headers in
  * out (emptied) and body[0..len); adds Date, Content-Type, Content-Length

@@ -1,7 +1,12 @@
 /* lua_db.c - sys.db_open: SQLite for trusted Lua code. A db object owns one
  * store (store.c) and a bounded cache of prepared statements; every call is
  * synchronous on the event-loop thread. SQL failures come back as
- * nil, err, kind (kind "constraint", "busy" or "error"); misuse raises. */
+ * nil, err, kind (kind "constraint", "busy", "full", "readonly", "io" or
+ * "error"); misuse raises. For "full", "readonly" and "io" (the database
+ * cannot be written: SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR,
+ * SQLITE_CANTOPEN) err starts "database unavailable (KIND): ", so that the
+ * kind survives an assert or error() that passes err on (serve/api.lua
+ * answers 503 for it). */
 #include <ctype.h>
 #include <limits.h>
 #include <stdio.h>
@@ -54,16 +59,34 @@ static const char *err_kind(int rc)
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
         return "busy";
+    case SQLITE_FULL:
+        return "full";
+    case SQLITE_READONLY:
+        return "readonly";
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+        return "io";
     default:
         return "error";
     }
+}
+
+/* Pushes the message for rc: msg, prefixed "database unavailable (KIND): "
+ * when rc means the database cannot be written (see the top). */
+static void push_msg(lua_State *L, const char *msg, int rc)
+{
+    const char *kind = err_kind(rc);
+    if (strcmp(kind, "full") == 0 || strcmp(kind, "readonly") == 0 || strcmp(kind, "io") == 0)
+        lua_pushfstring(L, "database unavailable (%s): %s", kind, msg);
+    else
+        lua_pushstring(L, msg);
 }
 
 /* Pushes nil, msg, kind for rc. Returns 3. */
 static int push_fail(lua_State *L, const char *msg, int rc)
 {
     lua_pushnil(L);
-    lua_pushstring(L, msg);
+    push_msg(L, msg, rc);
     lua_pushstring(L, err_kind(rc));
     return 3;
 }
@@ -72,7 +95,7 @@ static int push_fail(lua_State *L, const char *msg, int rc)
 static int push_sql_fail(lua_State *L, const char *msg, int rc, const char *sql, size_t len)
 {
     lua_pushnil(L);
-    lua_pushstring(L, msg);
+    push_msg(L, msg, rc);
     lua_pushliteral(L, " (in: ");
     lua_pushlstring(L, sql, len > HINT_LEN ? HINT_LEN : len);
     lua_pushstring(L, len > HINT_LEN ? "...)" : ")");
@@ -356,7 +379,7 @@ static int exec_script(lua_State *L, sqlite3 *db, const char *sql)
     if (rc == SQLITE_OK)
         return 0;
     lua_pushnil(L);
-    lua_pushstring(L, msg ? msg : sqlite3_errmsg(db));
+    push_msg(L, msg ? msg : sqlite3_errmsg(db), rc);
     sqlite3_free(msg);
     lua_pushstring(L, err_kind(rc));
     return -1;
@@ -474,6 +497,15 @@ static int db_version(lua_State *L)
     return 1;
 }
 
+/* db:readonly() -> true when SQLite could open the database only for
+ * reading (a read-only file or filesystem), else false */
+static int db_readonly(lua_State *L)
+{
+    struct db *d = check_open(L, 1);
+    lua_pushboolean(L, sqlite3_db_readonly(d->store->db, "main") == 1);
+    return 1;
+}
+
 /* db:close() and __close: finalizes the statements and closes the database;
  * idempotent. Raises inside db:transaction's function or a running statement. */
 static int db_close(lua_State *L)
@@ -521,7 +553,8 @@ void sys_add_db(struct vm *vm, lua_State *L)
             { "exec", db_exec },       { "query", db_query },     { "row", db_row },
             { "script", db_script },   { "transaction", db_transaction },
             { "durable_transaction", db_durable_transaction },
-            { "version", db_version }, { "close", db_close },     { NULL, NULL }
+            { "version", db_version }, { "readonly", db_readonly },
+            { "close", db_close },     { NULL, NULL }
         };
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");

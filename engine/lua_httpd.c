@@ -3,9 +3,11 @@
  * req:respond, or streams with req:start / req:write / req:finish. The
  * server's limits (connection caps, deadlines, head size) are enforced in
  * httpd.c before a handler runs; a body over max_body is not read and the
- * handler sees req.too_large. authorize(method, path, authorization) runs
- * from httpd's authorize callback, before a body byte is read: a refusal is
- * answered 401 and the connection closed without reading the body.
+ * handler sees req.too_large. authorize(method, path, authorization,
+ * address) runs from httpd's authorize callback, before a body byte is
+ * read: a refusal is answered 401 (or the status it names: 403, 429, 503,
+ * with Retry-After when it gives one) and the connection closed without
+ * reading the body.
  *
  * Ownership: the server object (Lua userdata) owns its struct httpd, which
  * owns the connections. At dispatch the req object (Lua userdata) takes
@@ -339,18 +341,27 @@ static void *on_dispatch(void *ud, struct httpd_conn *c, struct httpd_msg **m)
     return st.r;
 }
 
+/* The status of a refusal from authorize's fourth result: 403, 429 or 503
+ * when it names one, else 401. */
+static int refusal_status(lua_State *L, int idx)
+{
+    lua_Integer st = lua_isinteger(L, idx) ? lua_tointeger(L, idx) : 401;
+    return st == 403 || st == 429 || st == 503 ? (int)st : 401;
+}
+
 /* httpd authorize callback: calls the server's authorize(method, path,
- * authorization) for the complete head m on c. Returns 1 when the request
- * may go on; otherwise the refusal (401, or 500 if authorize raised) is
- * queued with httpd_reject and 0 returned, or -1 when c had to be freed.
- * Runs from the event loop, on the main state, and must not yield. */
+ * authorization, address) for the complete head m on c. Returns 1 when the
+ * request may go on; otherwise the refusal (authorize's false, why
+ * [, challenge [, status [, retry_after]]], or 500 if it raised) is queued
+ * with httpd_reject and 0 returned, or -1 when c had to be freed. Runs
+ * from the event loop, on the main state, and must not yield. */
 static int on_authorize(void *ud, struct httpd_conn *c, struct httpd_msg *m)
 {
     struct server *s = ud;
     lua_State *L = s->vm->L;
     int top = lua_gettop(L);
-    if (!lua_checkstack(L, 6))
-        return httpd_reject(c, 500, "internal error", NULL);
+    if (!lua_checkstack(L, 8))
+        return httpd_reject(c, 500, "internal error", NULL, 0);
     lua_pushcfunction(L, handler_msgh);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->authorize_ref);
     lua_pushstring(L, httpd_method_name(m->method));
@@ -368,12 +379,13 @@ static int on_authorize(void *ud, struct httpd_conn *c, struct httpd_msg *m)
     }
     if (!n)
         lua_pushnil(L);
-    int rc = lua_pcall(L, 3, 3, top + 1);
+    lua_pushstring(L, httpd_conn_addr(c));
+    int rc = lua_pcall(L, 4, 5, top + 1);
     if (rc != LUA_OK) {
         vm_logf(s->vm, NULL, LOG_ERROR, "http: authorize raised: %s",
                 lua_tostring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
         lua_settop(L, top);
-        return httpd_reject(c, 500, "internal error", NULL);
+        return httpd_reject(c, 500, "internal error", NULL, 0);
     }
     if (lua_toboolean(L, top + 2)) {
         /* authorize may name the client: req.who, so the handler need not
@@ -388,7 +400,11 @@ static int on_authorize(void *ud, struct httpd_conn *c, struct httpd_msg *m)
     const char *challenge = lua_tostring(L, top + 4);
     if (challenge && strpbrk(challenge, "\r\n"))
         challenge = NULL;
-    int rc2 = httpd_reject(c, 401, why ? why : "unauthorized", challenge);
+    int status = refusal_status(L, top + 5);
+    lua_Integer retry = lua_isinteger(L, top + 6) ? lua_tointeger(L, top + 6) : 0;
+    if (retry < 0 || retry > 86400)
+        retry = 0;
+    int rc2 = httpd_reject(c, status, why ? why : "unauthorized", challenge, (long)retry);
     lua_settop(L, top);
     return rc2;
 }

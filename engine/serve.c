@@ -32,6 +32,9 @@ static void serve_usage(FILE *f)
             "  --header-timeout SECS\n"
             "                       seconds a request line and headers may take (default 10)\n"
             "  --body-timeout SECS  seconds a request body may take (default 60)\n"
+            "  --auth-backoff SECS  an address with 5 failed authentications in a minute\n"
+            "                       gets 429 for SECS, then twice as long at each further\n"
+            "                       failure, up to 15 min (default 60; 0: off)\n"
             "  --console DIR        the web console's built files, served at / (default: the\n"
             "                       build/web beside the binary, or /usr/share/replica/web);\n"
             "                       'none' serves the API only\n"
@@ -68,7 +71,7 @@ static const char *const serve_opts[][2] = {
     { "--max-body", "max_body" }, { "--name", "name" },
     { "--max-connections", "max_connections" }, { "--max-per-address", "max_per_address" },
     { "--header-timeout", "header_timeout" }, { "--body-timeout", "body_timeout" },
-    { "--console", "console" },
+    { "--console", "console" }, { "--auth-backoff", "auth_backoff" },
     { "--keep-executions", "keep_executions" }, { "--keep-events", "keep_events" },
     { "--keep-audit", "keep_audit" },
     { "--max-inflight", "max_inflight" }, { "--drain-timeout", "drain_timeout" },
@@ -183,7 +186,7 @@ int cmd_serve(int argc, char **argv)
                                            "max_connections", "max_per_address",
                                            "header_timeout", "body_timeout", "console",
                                            "keep_executions", "keep_events", "keep_audit",
-                                           "executor", "gateway", "faas_mode", "faas_concurrency",
+                                           "auth_backoff", "executor", "gateway", "faas_mode", "faas_concurrency",
                                            "faas_retries", "faas_timeout", "faas_lease",
                                            "callback_url", "seal_key_file", "function_token_file",
                                            NULL };

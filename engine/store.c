@@ -340,6 +340,25 @@ static int make_private(struct store *s, char *err, size_t errlen)
     return 0;
 }
 
+/* After a failed setup: when SQLite could open the database only for
+ * reading (a read-only file or filesystem), or its disk is full, rewrites
+ * err to say so first, since SQLite's own message ("unable to open
+ * database file", "disk I/O error") does not name the cause. */
+static void explain_failure(struct store *s, char *err, size_t errlen)
+{
+    int sys = sqlite3_system_errno(s->db);
+    const char *why = NULL;
+    if (sqlite3_db_readonly(s->db, "main") == 1 || sys == EROFS)
+        why = "is read-only (its file or its filesystem does not allow writing), and it must be writable";
+    else if (sys == ENOSPC || sqlite3_errcode(s->db) == SQLITE_FULL)
+        why = "is on a full disk: free some space";
+    if (!why)
+        return;
+    char was[512];
+    snprintf(was, sizeof(was), "%s", err);
+    snprintf(err, errlen, "the database %s %s: %s", s->path, why, was);
+}
+
 struct store *store_open(const char *path, char *err, size_t errlen)
 {
     struct store *s = calloc(1, sizeof(*s));
@@ -363,6 +382,7 @@ struct store *store_open(const char *path, char *err, size_t errlen)
     if (exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
              what, err, errlen) != 0 ||
         migrate(s, err, errlen) != 0) {
+        explain_failure(s, err, errlen);
         store_close(s);
         return NULL;
     }

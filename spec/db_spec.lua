@@ -28,6 +28,7 @@ t.test("db_open creates the file in WAL mode with foreign keys on and the schema
   local db = assert(sys.db_open(path))
   t.eq(db:row("PRAGMA database_list").file, path)
   t.eq(db:row("PRAGMA journal_mode").journal_mode, "wal")
+  t.eq(db:readonly(), false, "it is open for writing")
   t.eq(db:row("PRAGMA foreign_keys").foreign_keys, 1)
   local v = db:version()
   t.ok(math.type(v) == "integer" and v >= 1, "a migrated schema version")
@@ -144,6 +145,37 @@ t.test("bad SQL returns nil, the reason with the start of the SQL, and kind erro
   local _, err4 = db:exec("  ")
   t.match(err4, "no SQL statement")
   t.eq(db:exec("SELECT 1;  \n"), 0, "a trailing semicolon is fine")
+  db:close()
+end)
+
+t.test("a database that cannot be written fails with kind full or readonly, which the message carries", function()
+  local api = require("serve.api")
+  local db = open()
+  t.eq(add_registry(db, "kept"), 1)
+  db:script("CREATE TABLE big (x)")
+  local pages = db:row("PRAGMA page_count").page_count
+  db:script("PRAGMA max_page_count = " .. pages) -- no room for another page: SQLITE_FULL
+  local big = string.rep("x", 64 * 1024)
+  local ok, err, kind = db:exec("INSERT INTO big (x) VALUES (?)", big)
+  t.eq(ok, nil)
+  t.eq(kind, "full", err)
+  t.match(err, "^database unavailable %(full%): database or disk is full")
+  local msg, k = api.unavailable("serve/x.lua:1: " .. err) -- as an assert passes it on
+  t.eq(k, "full")
+  t.match(msg, "^the database is full")
+  local tx, terr = pcall(db.transaction, db, function()
+    assert(db:exec("INSERT INTO big (x) VALUES (?)", big))
+    return true
+  end)
+  t.eq(tx, false, "a transaction whose function raises it re-raises")
+  t.ok(api.unavailable(terr), "... an error api.unavailable still recognises: " .. tostring(terr))
+  t.eq(count(db, "registries"), 1, "the rows stored before are there")
+  db:script("PRAGMA query_only = 1") -- SQLITE_READONLY
+  local _, rerr, rkind = add_registry(db, "refused")
+  t.eq(rkind, "readonly", rerr)
+  t.match(rerr, "^database unavailable %(readonly%): ")
+  t.match(api.unavailable(rerr), "^the database is read%-only")
+  t.eq(api.unavailable("registries.lua:3: no such table: x"), nil, "other errors are not unavailability")
   db:close()
 end)
 

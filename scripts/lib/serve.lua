@@ -20,8 +20,10 @@ local console = require("serve.console")
 local dispatcher = require("serve.dispatcher")
 local retention = require("serve.retention")
 local audit = require("serve.audit")
+local backoff = require("serve.backoff")
 local cron = require("cron")
 local hostport = require("hostport")
+local loglimit = require("loglimit")
 
 -- The host and port of a --listen value (":PORT" means 127.0.0.1).
 local function listen_of(s)
@@ -67,11 +69,15 @@ function serve.load_key(sys, db, db_path, key_path)
   return keyring
 end
 
--- Writes the task log lines captured since the last call into task_logs.
+local lost_log = loglimit.new(10)
+
+-- Writes the task log lines captured since the last call into task_logs;
+-- when the database cannot take them they are lost, and that is logged (at
+-- most once every 10 s).
 local function flush_logs(s)
   local lines, dropped = s.sys.log_drain()
   if #lines == 0 and dropped == 0 then return end
-  s.db:transaction(function()
+  local ok, err = s.db:transaction(function()
     for _, l in ipairs(lines) do
       s.db:exec([[INSERT INTO task_logs (task, ts, level, message)
                   SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM tasks WHERE id = ?1)]],
@@ -79,6 +85,13 @@ local function flush_logs(s)
     end
     return true
   end)
+  if not ok then
+    local pass, quiet = lost_log:pass()
+    if pass then
+      log.warn("%d task log line(s) lost: %s%s", #lines, tostring(err),
+               quiet > 0 and string.format(" (%d more such losses not logged)", quiet) or "")
+    end
+  end
   if dropped > 0 then log.warn("%d task log line(s) dropped: the log buffer was full", dropped) end
 end
 
@@ -108,9 +121,13 @@ local function cron_loop(s)
         plans[r.id] = plan
       end
       if plan.at and now >= plan.at then
-        local id, coalesced = executions.trigger(s, r.id, "cron")
-        log.info("policy %d: cron %q fired: execution %d%s", r.id, plan.expr, id,
-                 coalesced and " (coalesced into the queued run)" or "")
+        local ok, id, coalesced = pcall(executions.trigger, s, r.id, "cron")
+        if ok then
+          log.info("policy %d: cron %q fired: execution %d%s", r.id, plan.expr, id,
+                   coalesced and " (coalesced into the queued run)" or "")
+        else -- e.g. the database cannot be written: this firing is lost, not the schedule
+          log.error("policy %d: cron %q fired, but no execution could be made: %s", r.id, plan.expr, tostring(id))
+        end
         plan.at = plan.sched:next(now)
       end
     end
@@ -121,23 +138,47 @@ local function cron_loop(s)
   end
 end
 
+-- authorize's refusal when the credentials could not be looked up (the
+-- database cannot be read): 503, and no failure counted against the client.
+local function unreadable(err)
+  log.error("credentials cannot be looked up: %s", tostring(err))
+  return false, api.unavailable(err) or "the database cannot be read: try again later", nil, 503
+end
+
 -- Decides, before a request body is read, whether the request may go on
--- (sys.listen's authorize). Returns true and the token's name (which the
--- request then carries as req.who), or false, the 401 message and the
--- WWW-Authenticate challenge (none for the webhooks).
-local function authorize(s, path, header)
+-- (sys.listen's authorize), for a client at addr. Returns true and the
+-- token's name (which the request then carries as req.who), or false, the
+-- 401 message and the WWW-Authenticate challenge (none for the webhooks),
+-- or false, the message, nil, 429 and the seconds left while addr is
+-- blocked for failed authentications (serve/backoff.lua; nothing is
+-- checked then), or 503 when the credentials cannot be looked up. A
+-- credential sent and found wrong counts as a failure; none sent does not.
+local function authorize(s, path, header, addr)
   if path == "/api/v1/health" or not path:find("^/api/") then return true end
+  local wait = s.backoff:blocked(addr)
+  if wait then
+    return false, string.format("too many failed authentications from this address: retry in %d s", wait),
+           nil, 429, wait
+  end
   if path:find("^/api/v1/webhooks/") then
-    if webhooks.registry_of(s.db, header) then return true end
+    local reg, rerr = webhooks.registry_of(s.db, header)
+    if reg then return true end
+    if rerr then return unreadable(rerr) end
+    if header and header ~= "" then s.backoff:failed(addr) end
     return false, "missing or unknown webhook secret (Authorization header)"
   end
   if path:find("^/api/v1/callbacks/") then
     -- a function's progress: the attempt's token in the path is the secret
-    if dispatcher.authorize(s, path) then return true end
+    local known, cerr = dispatcher.authorize(s, path)
+    if known then return true end
+    if cerr then return unreadable(cerr) end
+    s.backoff:failed(addr)
     return false, "unknown callback token"
   end
-  local who, why = tokens.check(s.db, header)
+  local who, why, broken = tokens.check(s.db, header)
   if who then return true, who end
+  if broken then return unreadable(why) end
+  if header and header ~= "" then s.backoff:failed(addr) end
   return false, why, 'Bearer realm="replica"'
 end
 
@@ -201,15 +242,25 @@ function serve.main(opts, sys)
   end
   local keep, rerr = retention.config(opts)
   if not keep then return nil, rerr end
+  local auth_backoff = tonumber(opts.auth_backoff or "60")
+  if not auth_backoff or auth_backoff < 0 or auth_backoff ~= auth_backoff or auth_backoff > 86400 then
+    return nil, "--auth-backoff must be a number of seconds from 0 to 86400"
+  end
   local db, err = sys.db_open(path)
   if not db then return nil, err end
+  if db:readonly() then
+    db:close()
+    return nil, string.format("the database %s is read-only (its file or its filesystem does not allow "
+      .. "writing), and replica serve must write it", path)
+  end
   local keyring, kerr = serve.load_key(sys, db, path, opts.key_file or (path .. ".key"))
   if not keyring then
     db:close()
     return nil, kerr
   end
   local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {},
-              retention = keep, deleting = {}, pruning = {} }
+              retention = keep, deleting = {}, pruning = {},
+              backoff = backoff.new{ base = auth_backoff } }
   local ok, ferr = dispatcher.setup(s, opts)
   if not ok then
     db:close()
@@ -228,7 +279,7 @@ function serve.main(opts, sys)
     max_connections = limits.max_connections, max_per_address = limits.max_per_address,
     header_timeout = limits.header_timeout, body_timeout = limits.body_timeout,
     secret_prefix = "/api/v1/callbacks/faas/", -- the attempt's token is the rest of the path
-    authorize = function(_, path, header) return authorize(s, path, header) end,
+    authorize = function(_, path, header, addr) return authorize(s, path, header, addr) end,
     handler = function(req) return handle(s, req) end,
   }
   if not server then return nil, lerr end
@@ -243,9 +294,19 @@ function serve.main(opts, sys)
           .. "'replica token create --db " .. path .. "' makes another")
   end
   sys.log_capture()
-  poison.recover(s)
-  executions.recover(s)
-  webhooks.recover(s)
+  local rok, rerr = pcall(function()
+    poison.recover(s)
+    executions.recover(s)
+    webhooks.recover(s)
+  end)
+  if not rok and api.unavailable(rerr) then
+    server:close()
+    db:close()
+    return nil, string.format("the database %s cannot be written, so what the last run left cannot be "
+      .. "recovered (free some space, or make it writable, and start again): %s", path, tostring(rerr))
+  elseif not rok then
+    error(rerr, 0)
+  end
   local loops = {
     task.spawn({ name = "cron", cpu = LONG }, cron_loop, s),
     task.spawn({ name = "task logs", cpu = LONG }, function()

@@ -2,10 +2,10 @@
 # tests/lib/serve.sh - what the end-to-end tests of `replica serve` share, on
 # top of tests/lib/e2e.sh: starting, killing and restarting the daemon, and
 # calling its API over real HTTP with curl (JSON checked with jq).
-#   serve_start NAME [ARGS]  start serve with database $E2E_WORK/NAME.db on a
-#                            free port; sets API, SERVE_PID, SERVE_LOG (stderr),
-#                            SERVE_OUT (stdout), and TOKEN (printed at the
-#                            first start)
+#   serve_start NAME [ARGS]  start serve with database $E2E_WORK/NAME.db (or
+#                            $SERVE_DB_DIR/NAME.db) on a free port; sets API,
+#                            SERVE_PID, SERVE_LOG (stderr), SERVE_OUT
+#                            (stdout), and TOKEN (printed at the first start)
 #   serve_stop               SIGTERM and wait
 #   serve_kill9              kill -9, as a crash
 #   api METHOD PATH [BODY]   call the API with the token; the status in
@@ -24,7 +24,7 @@ trap _serve_cleanup EXIT
 serve_start() {
     local name=$1
     shift
-    SERVE_DB=$E2E_WORK/$name.db
+    SERVE_DB=${SERVE_DB_DIR:-$E2E_WORK}/$name.db
     SERVE_LOG=$E2E_WORK/$name.log
     SERVE_OUT=$E2E_WORK/$name.out
     _SERVE_ARGS=("$@")

@@ -1,5 +1,7 @@
 -- serve/api.lua - the plumbing of the HTTP API: routes, JSON replies and
 -- errors, request bodies, and field validation for create/update bodies.
+local loglimit = require("loglimit")
+
 local api = {}
 
 local JSON_HEADERS = { ["Content-Type"] = "application/json" }
@@ -13,6 +15,36 @@ HttpError.__tostring = function(e) return e.message end
 function api.fail(status, fmt, ...)
   local msg = select("#", ...) > 0 and string.format(fmt, ...) or fmt
   error(setmetatable({ status = status, message = msg }, HttpError), 0)
+end
+
+-- What a client is told when the database cannot be written, by the kind
+-- that sys.db's error messages carry ("database unavailable (KIND): ...").
+local UNAVAILABLE = {
+  full = "the database is full (no space left on its disk): nothing was written; "
+    .. "reads still work, and writes work again once there is room",
+  readonly = "the database is read-only: nothing was written; reads still work",
+  io = "the database cannot be written (an I/O error: is its filesystem read-only or failing?): "
+    .. "nothing was written; reads still work",
+}
+
+-- Returns the 503 message for an error (a string, or anything tostring
+-- takes) that says the database cannot be written, and the kind ("full",
+-- "readonly", "io"); nil for any other error.
+function api.unavailable(err)
+  local kind = tostring(err):match("database unavailable %((%a+)%)")
+  if not UNAVAILABLE[kind] then return nil end
+  return UNAVAILABLE[kind], kind
+end
+
+local unavailable_log = loglimit.new(10)
+
+-- Logs err (the database cannot be written) for method path, at most once
+-- every 10 s, counting the lines left out.
+local function warn_unavailable(method, path, err)
+  local pass, quiet = unavailable_log:pass()
+  if not pass then return end
+  log.warn("%s %s: answered 503: %s%s", method, path, tostring(err),
+           quiet > 0 and string.format(" (%d more such answers not logged)", quiet) or "")
 end
 
 -- Formats seconds since the epoch as ISO 8601 UTC with milliseconds; nil
@@ -160,8 +192,9 @@ end
 
 -- A router: add(method, pattern, fn) where pattern has {name} segments;
 -- dispatch(req) calls fn(req, params) and turns raised HttpErrors into
--- replies, and returns the pattern it matched and its params (nothing for
--- none). Unknown paths get 404, known paths with another method 405.
+-- replies, an error saying the database cannot be written (a full disk, a
+-- read-only file, an I/O error: api.unavailable) into 503, and any other
+-- into 500. Unknown paths get 404, known paths with another method 405.
 -- list() returns the routes as { {method=, path=}, ... } in the order they
 -- were added, each path the pattern as given to add.
 function api.router()
@@ -197,6 +230,9 @@ function api.router()
           if not ok then
             if getmetatable(err) == HttpError then
               api.reply_error(req, err.status, err.message)
+            elseif api.unavailable(err) then
+              warn_unavailable(req.method, req.path, err)
+              api.reply_error(req, 503, api.unavailable(err))
             else
               log.error("%s %s: %s", req.method, req.path, tostring(err))
               api.reply_error(req, 500, "internal error")

@@ -80,11 +80,13 @@ function dispatcher.listening(s, listen_url)
 end
 
 -- Whether path is a callback route whose token names a known attempt (the
--- check made before the body is read).
+-- check made before the body is read); false and the database's error when
+-- the attempts cannot be read.
 function dispatcher.authorize(s, path)
   local token = path:match("^/api/v1/callbacks/faas/([%w_%-]+)$")
   if not token then return false end
-  return s.db:row("SELECT task FROM task_attempts WHERE callback_hash = ?", digest.sha256(token)) ~= nil
+  local row, err = s.db:row("SELECT task FROM task_attempts WHERE callback_hash = ?", digest.sha256(token))
+  return row ~= nil, err
 end
 
 -- The executor execution policy row p runs with: "local" or "faas".

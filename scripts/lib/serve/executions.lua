@@ -25,6 +25,7 @@ local executions = {}
 
 local LONG = 1e12 -- CPU budget of long-lived service tasks (seconds)
 local EXEC_MEMORY = 256 * 1024 * 1024 -- an execution's own memory (its plan), outside the stages
+local DB_RETRY = 5 -- seconds before an execution the database could not record is resumed
 executions.LONG = LONG
 
 local function decode(s, default)
@@ -327,8 +328,13 @@ local WRITERS = { save_stages = save_stages, update_counts = update_counts, anno
 -- Runs one task in a child task of its own, so that however the attempt
 -- ends (an error, a database error, a CPU or memory kill that no pcall
 -- contains) the task gets a final state: Failed with the reason, unless
--- the execution was stopped or the daemon is shutting down. Never raises.
+-- the execution was stopped or the daemon is shutting down. When the
+-- database cannot be written (a full disk) the task is left unfinished and
+-- env.db_down set to the error, so that the execution runs it again once
+-- it can (tasks not started yet by then are left for that run). Never
+-- raises.
 local function run_task(s, exec_id, row, env)
+  if env.db_down then return end -- another task found the database unwritable: wait for the retry
   local ok, done, why = pcall(function()
     local h = env.faas and row.kind == "copy"
       and task.spawn({ name = "task " .. row.id }, dispatcher.attempt, s, exec_id, row, env.faas, WRITERS)
@@ -337,7 +343,14 @@ local function run_task(s, exec_id, row, env)
   end)
   if ok and done then return end -- the attempt wrote the task's state
   if task.cancelled() then return end -- stopped (recorded) or shutting down (resumed later)
-  local msg = "task aborted: " .. tostring(ok and why or done)
+  local err = ok and why or done
+  if api.unavailable(err) then
+    env.db_down = tostring(err)
+    log.warn("task %d: its result cannot be written, it runs again once the database can be: %s",
+             row.id, env.db_down)
+    return
+  end
+  local msg = "task aborted: " .. tostring(err)
   local prev = s.sys.task_log(row.id)
   local fok, ferr = pcall(fail_task, s, exec_id, row.id, msg)
   if not fok then log.error("task %d: %s; it could not be recorded: %s", row.id, msg, tostring(ferr)) end
@@ -455,6 +468,7 @@ local function run_execution(s, id)
     return true
   end, { limit = limit })
   if task.cancelled() then return end -- stopped (already recorded) or shutting down
+  if env.db_down then error(env.db_down, 0) end -- unfinished tasks stay so: see kick
   if not done then log.error("execution %d: a worker ended early: %s", id, tostring(merr)) end
   local c
   assert(db:transaction(function()
@@ -486,7 +500,13 @@ function executions.kick(s, policy_id)
       local done, why = h:join() -- even when stopped: the body has ended when this returns
       if not done then error(why, 0) end
     end)
-    if not ok then
+    if not ok and api.unavailable(err) then
+      -- the database cannot be written (a full disk): what is unfinished
+      -- stays so, and the execution is resumed later, as after a crash
+      log.warn("execution %d: the database cannot be written; it resumes in %d s: %s", row.id,
+               DB_RETRY, tostring(err))
+      time.sleep(DB_RETRY) -- returns early when the execution is stopped or the daemon stops
+    elseif not ok then
       log.error("execution %d: %s", row.id, tostring(err))
       -- stopped (recorded) or shutting down (resumed at the next start)
       if not task.cancelled() then pcall(fail_execution, s, row.id, "internal error: " .. tostring(err)) end
@@ -507,7 +527,6 @@ function executions.stop(s, id)
   if e.status ~= "Pending" and e.status ~= "Running" then
     api.fail(409, "execution %d is already %s", id, e.status)
   end
-  s.stop_requested[id] = true
   local now = time.now()
   assert(db:transaction(function()
     assert(db:exec("UPDATE tasks SET status = 'Stopped', finished = ? WHERE execution = ? AND status IN ('Pending', 'Running')",
@@ -517,6 +536,9 @@ function executions.stop(s, id)
     assert(db:exec("UPDATE executions SET status = 'Stopped', finished = ? WHERE id = ?", now, id))
     return true
   end))
+  -- only once it is recorded (the transaction cannot yield, so no task runs
+  -- in between): a stop the database refused must not silence the run
+  s.stop_requested[id] = true
   local slot = s.running[e.policy]
   if slot and slot.execution == id then
     slot.handle:cancel()

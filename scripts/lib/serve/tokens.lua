@@ -30,12 +30,14 @@ function tokens.bootstrap(db, sys)
 end
 
 -- Checks an Authorization header value against the stored hashes. Returns
--- the token's name, or nil and the message for a 401.
+-- the token's name, or nil and the message for a 401, or nil, the
+-- database's error and true when the tokens could not be read.
 function tokens.check(db, header)
   if not header or header == "" then return nil, "missing bearer token (Authorization: Bearer <token>)" end
   local tok = header:match("^[Bb]earer%s+(%S+)%s*$")
   if not tok then return nil, "the Authorization header must be 'Bearer <token>'" end
-  local row = db:row("SELECT name FROM tokens WHERE hash = ?", tokens.hash(tok))
+  local row, err = db:row("SELECT name FROM tokens WHERE hash = ?", tokens.hash(tok))
+  if err then return nil, err, true end
   if not row then return nil, "invalid token" end
   return row.name
 end

@@ -14,7 +14,8 @@ local webhook = require("webhook")
 
 local webhooks = {}
 
--- Finds the registry whose webhook secret the header carries, or nil.
+-- Finds the registry whose webhook secret the header carries, or nil (nil,
+-- err when the registries cannot be read).
 function webhooks.registry_of(db, header)
   if not header or header == "" then return nil end
   local secret = header:match("^[Bb]earer%s+(.-)%s*$") or header
