@@ -12,13 +12,12 @@ PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson sqlite3 libedit
 CC       ?= cc
 WARN     := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings -Wshadow
 CFLAGS   ?= -O2 -g
-# Where the binary looks for scripts/ when neither REPLICA_SCRIPTS nor a
-# scripts/ next to it exists: this tree by default, the install path in an
-# image (deploy/Dockerfile builds with SCRIPTS_DIR=/usr/share/replica/scripts).
-SCRIPTS_DIR ?= $(CURDIR)/scripts
+# The binary finds its scripts and console relative to itself (BIN/../share/
+# replica, or this tree when it runs from it); PREFIX, compiled in, is only
+# the last place it looks (`replica --help` gives the order).
+PREFIX   ?= /usr/local
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
-             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
-             -DREPLICA_SCRIPTS_DIR='"$(SCRIPTS_DIR)"' -DREPLICA_WEB_DIR='"$(CURDIR)/build/web"'
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -DREPLICA_PREFIX='"$(PREFIX)"'
 LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -pthread
 
 ENGINE_SRC := $(filter-out engine/main.c,$(wildcard engine/*.c))

@@ -12,11 +12,10 @@
 #include "cli.h"
 #include "sched.h"
 
-#ifndef REPLICA_SCRIPTS_DIR
-#define REPLICA_SCRIPTS_DIR "/usr/share/replica/scripts"
-#endif
-#ifndef REPLICA_WEB_DIR
-#define REPLICA_WEB_DIR "/usr/share/replica/web"
+/* The install prefix the Makefile compiled in: the last place the bundled
+ * data is looked for (the binary's own prefix comes first). */
+#ifndef REPLICA_PREFIX
+#define REPLICA_PREFIX "/usr/local"
 #endif
 
 /* SIGINT/SIGTERM, forwarded to the loop by the watchdog thread: the first
@@ -109,59 +108,79 @@ static int is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Writes the directory of the running binary into dir; returns 0, or -1
- * when /proc/self/exe cannot be read. */
-static int exe_dir(char *dir, size_t n)
+/* Writes the directory of the running binary, with up more trailing
+ * components taken off (0: bin/, 1: its parent), into dir; returns 0, or
+ * -1 when /proc/self/exe cannot be read or the path is too short. */
+static int exe_dir(char *dir, size_t n, int up)
 {
     ssize_t len = readlink("/proc/self/exe", dir, n - 1);
-    if (len <= 0)
+    if (len <= 0 || (size_t)len >= n - 1)
         return -1;
     dir[len] = '\0';
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        return -1;
-    *slash = '\0';
+    for (int i = 0; i <= up; i++) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir)
+            return -1;
+        *slash = '\0';
+    }
     return 0;
+}
+
+/* Finds a directory of the bundled data, name being "scripts" or "web":
+ * $env when set, else the first directory of BIN/../share/replica/NAME
+ * (an installed binary), BIN/TREE and BIN/../../TREE (./replica and
+ * build/release/replica in the source tree, TREE being scripts or
+ * build/web), PREFIX/share/replica/NAME (the prefix compiled in). Writes
+ * it into out, joined with sub; returns 0 when it is a directory, else -1
+ * (out then holds the last candidate). */
+static int data_dir(char *out, size_t n, const char *env, const char *name, const char *tree,
+                    const char *sub)
+{
+    const char *sep = *sub ? "/" : "";
+    const char *v = getenv(env);
+    if (v && *v) {
+        snprintf(out, n, "%s%s%s", v, sep, sub);
+        return is_dir(out) ? 0 : -1;
+    }
+    char exe[4096];
+    if (exe_dir(exe, sizeof(exe), 1) == 0) {
+        snprintf(out, n, "%s/share/replica/%s%s%s", exe, name, sep, sub);
+        if (is_dir(out))
+            return 0;
+    }
+    if (exe_dir(exe, sizeof(exe), 0) == 0) {
+        snprintf(out, n, "%s/%s%s%s", exe, tree, sep, sub);
+        if (is_dir(out))
+            return 0;
+    }
+    if (exe_dir(exe, sizeof(exe), 2) == 0) {
+        snprintf(out, n, "%s/%s%s%s", exe, tree, sep, sub);
+        if (is_dir(out))
+            return 0;
+    }
+    snprintf(out, n, "%s/share/replica/%s%s%s", REPLICA_PREFIX, name, sep, sub);
+    return is_dir(out) ? 0 : -1;
 }
 
 int cli_scripts_dir(char *out, size_t n, const char *sub)
 {
-    const char *env = getenv("REPLICA_SCRIPTS");
-    if (env && *env) {
-        snprintf(out, n, "%s%s%s", env, *sub ? "/" : "", sub);
-        return is_dir(out) ? 0 : -1;
-    }
-    char exe[4096];
-    if (exe_dir(exe, sizeof(exe)) == 0) {
-        snprintf(out, n, "%s/scripts%s%s", exe, *sub ? "/" : "", sub);
-        if (is_dir(out))
-            return 0;
-    }
-    snprintf(out, n, "%s%s%s", REPLICA_SCRIPTS_DIR, *sub ? "/" : "", sub);
-    return is_dir(out) ? 0 : -1;
+    return data_dir(out, n, "REPLICA_SCRIPTS", "scripts", "scripts", sub);
 }
 
 int cli_console_dir(char *out, size_t n)
 {
-    const char *env = getenv("REPLICA_CONSOLE");
-    if (env && *env) {
-        snprintf(out, n, "%s", env);
-        return is_dir(out) ? 0 : -1;
-    }
-    char exe[4096];
-    if (exe_dir(exe, sizeof(exe)) == 0) {
-        snprintf(out, n, "%s/build/web", exe);
-        if (is_dir(out))
-            return 0;
-        snprintf(out, n, "%s/../web", exe);
-        if (is_dir(out))
-            return 0;
-    }
-    snprintf(out, n, "%s", REPLICA_WEB_DIR);
-    if (is_dir(out))
-        return 0;
-    snprintf(out, n, "/usr/share/replica/web");
-    return is_dir(out) ? 0 : -1;
+    return data_dir(out, n, "REPLICA_CONSOLE", "web", "build/web", "");
+}
+
+const char *cli_data_usage(void)
+{
+    return "files: the bundled scripts and the web console are looked for, in order, at\n"
+           "  $REPLICA_SCRIPTS (scripts) and $REPLICA_CONSOLE or serve --console (console);\n"
+           "  BIN/../share/replica/{scripts,web}, BIN being the binary's directory (an\n"
+           "  installed binary); BIN/{scripts,build/web} and BIN/../../{scripts,build/web}\n"
+           "  (./replica and build/release/replica in the source tree);\n"
+           "  " REPLICA_PREFIX "/share/replica/{scripts,web} (the prefix it was built for).\n"
+           "  --scripts DIR adds a root searched before the bundled scripts.\n";
 }
 
 void cli_common_init(struct cli_common *c)
