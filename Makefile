@@ -7,6 +7,8 @@
 #   make bench    benchmarks (figures go in docs/benchmarks.md), the console's last
 #   make bench-console  the web console's figures only (bundle, execution page, save-to-run)
 #   make deps     install every Debian package the targets need
+#   make install  PREFIX=/usr/local DESTDIR=: the binary, scripts, console, docs
+#                 and the systemd unit (docs/install.md); make uninstall
 
 PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson sqlite3 libedit
 CC       ?= cc
@@ -25,7 +27,8 @@ BUILD    ?= build/release
 OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-console clean run web
+.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-console clean run web \
+        install uninstall
 
 all: replica web
 
@@ -94,6 +97,29 @@ bench-console: deps-bench replica web
 
 run: replica web
 	./replica serve
+
+# What `make install` writes under $(DESTDIR)$(PREFIX): bin/replica (which
+# finds share/replica beside itself), share/replica/{scripts,web},
+# share/doc/replica, and the unit in lib/systemd/system (a directory systemd
+# searches for /usr/local and /usr alike), rewritten for PREFIX. Builds
+# nothing it can use as is: build first, as the user who builds.
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+DATADIR  := $(DESTDIR)$(PREFIX)/share/replica
+DOCDIR   := $(DESTDIR)$(PREFIX)/share/doc/replica
+install: $(BUILD)/replica build/web/index.html
+	install -d $(DESTDIR)$(PREFIX)/bin $(DATADIR) $(DOCDIR) $(DESTDIR)$(UNITDIR)
+	install -m 755 $(BUILD)/replica $(DESTDIR)$(PREFIX)/bin/replica
+	rm -rf $(DATADIR)/scripts $(DATADIR)/web
+	cp -R scripts $(DATADIR)/scripts
+	cp -R build/web $(DATADIR)/web
+	chmod -R u=rwX,go=rX $(DATADIR)
+	install -m 644 README.md LICENSE docs/*.md docs/openapi.yaml $(DOCDIR)
+	sed 's|/usr/local/|$(PREFIX)/|g' deploy/replica.service >$(DESTDIR)$(UNITDIR)/replica.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/replica.service
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/replica $(DESTDIR)$(UNITDIR)/replica.service
+	rm -rf $(DATADIR) $(DOCDIR)
 
 clean:
 	rm -rf build replica

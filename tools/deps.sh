@@ -10,7 +10,8 @@ set -eu
 build="gcc make pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libevent-dev
 libsqlite3-dev libssl-dev libhttp-parser-dev libedit-dev"
 test="$build perl curl openssl nginx-light libnginx-mod-http-echo iproute2 valgrind procps
-docker-registry apache2-utils python3 python3-yaml jq sqlite3 lua5.4 chromium fonts-dejavu-core tmux"
+docker-registry apache2-utils python3 python3-yaml jq sqlite3 lua5.4 chromium fonts-dejavu-core tmux
+systemd"
 bench="$test skopeo wrk time"
 
 case "${1:-build}" in
