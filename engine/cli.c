@@ -5,9 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
+#include <openssl/rand.h>
 
 #include "cli.h"
 #include "sched.h"
@@ -226,6 +228,10 @@ int cli_common_opt(struct cli_common *c, const char *opt, const char *val)
     } else if (strcmp(opt, "--log-level") == 0) {
         if (cli_log_level(val, &c->vo.log_level) != 0)
             return -1;
+    } else if (strcmp(opt, "--log-format") == 0) {
+        if (logline_format_name(val, &c->vo.log_format) != 0)
+            return -1;
+        c->wo.log_format = c->vo.log_format;
     } else {
         return 0;
     }
@@ -267,6 +273,21 @@ void cli_common_finish(struct cli_common *c)
     c->vo.roots = c->roots;
 }
 
+void cli_new_run_id(struct cli_common *c)
+{
+    unsigned char b[8] = { 0 };
+    if (RAND_bytes(b, sizeof(b)) != 1) { /* no randomness: still an id, from the clock and pid */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        unsigned long long v = (unsigned long long)ts.tv_sec * 1000000007ULL ^
+                               (unsigned long long)ts.tv_nsec ^ ((unsigned long long)getpid() << 40);
+        memcpy(b, &v, sizeof(b));
+    }
+    snprintf(c->run_id, sizeof(c->run_id), "run-%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+             b[3], b[4], b[5], b[6], b[7]);
+    c->vo.log_run = c->wo.log_run = c->run_id;
+}
+
 const char *cli_common_usage(void)
 {
     return "  --scripts DIR      a script root (lib/, stages/, templates/) searched before\n"
@@ -277,6 +298,8 @@ const char *cli_common_usage(void)
            "  --max-per-host N   requests in flight per registry host (default 64)\n"
            "  --max-transfers N  requests in flight in all (default: no limit; run: 256)\n"
            "  --log-level LEVEL  debug, info, warn or error (default info)\n"
+           "  --log-format FMT   text (default) or json: one object per line on stderr with\n"
+           "                     time, level, message, task, replica_task, replica_execution\n"
            "  --grace SECONDS    after SIGTERM/SIGINT, end the process within this time even\n"
            "                     if the event loop is stuck (default 10)\n"
            "  --watchdog SECONDS report the task holding the event loop when it makes no\n"
@@ -298,26 +321,36 @@ int cli_open_entry(struct engine *e, struct cli_common *c, const char *src, cons
     return 0;
 }
 
+/* Says why the main task failed on stderr: "replica: msg" in the text
+ * format, an error line of the log in JSON (so that every line parses). */
+static void say_failure(struct engine *e, const char *msg)
+{
+    if (e->vm->log_format == LOG_FORMAT_JSON)
+        vm_logf(e->vm, NULL, LOG_ERROR, "%s", msg);
+    else
+        fprintf(stderr, "replica: %s\n", msg);
+}
+
 int cli_run_main(struct engine *e, int nargs, const char *name)
 {
     int rc = 0;
     struct task_opts to = { name, 0, 0, 0 };
     struct task *t = task_spawn(e->vm, e->vm->L, nargs, &to, NULL);
     if (!t) {
-        fprintf(stderr, "replica: out of memory\n");
+        say_failure(e, "out of memory");
         rc = 1;
     } else {
         task_hold(t);
         event_base_dispatch(e->base);
         lua_State *co = t->co;
         if (t->state != TASK_DONE) {
-            fprintf(stderr, "replica: the event loop stopped early\n");
+            say_failure(e, "the event loop stopped early");
             rc = 1;
         } else if (!t->ok) {
-            fprintf(stderr, "replica: %s\n", t->cancelled ? "cancelled" : t->err);
+            say_failure(e, t->cancelled ? "cancelled" : t->err);
             rc = 1;
         } else if (t->nres >= 2 && lua_isnil(co, -t->nres)) {
-            fprintf(stderr, "replica: %s\n", luaL_tolstring(co, -t->nres + 1, NULL));
+            say_failure(e, luaL_tolstring(co, -t->nres + 1, NULL));
             lua_pop(co, 1);
             rc = 1;
         } else if (t->nres >= 1 && lua_isinteger(co, -t->nres)) {

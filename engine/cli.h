@@ -53,6 +53,7 @@ struct cli_common {
     int nroots, nlibs;
     char bundled[4096];
     char rootlibs[CLI_MAX_DIRS + 1][4200];
+    char run_id[40];                          /* cli_new_run_id's, or "" */
 };
 
 void cli_common_init(struct cli_common *c);
@@ -69,6 +70,11 @@ int cli_common_take(struct cli_common *c, const char *cmd, const char *opt, cons
 
 /* Adds the bundled script root and fills c->vo's directory lists. */
 void cli_common_finish(struct cli_common *c);
+
+/* Makes a fresh id for this process's run ("run-" and 16 hex digits, from
+ * the CSPRNG) in c->run_id, and has every log line carry it as
+ * replica_execution (replica run: there is no execution id). */
+void cli_new_run_id(struct cli_common *c);
 
 /* The usage lines of the common options. */
 const char *cli_common_usage(void);

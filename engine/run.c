@@ -291,7 +291,7 @@ int run_command(int argc, char **argv, const struct run_cmd *cmd)
 int cmd_run(int argc, char **argv)
 {
     static const struct run_cmd run = { "run", "local opts = ... return require('replicate').main(opts, sys)",
-                                        usage, NULL, NULL, NULL, NULL };
+                                        usage, NULL, NULL, cli_new_run_id, NULL };
     return run_command(argc, argv, &run);
 }
 

@@ -477,6 +477,7 @@ function executions.kick(s, policy_id)
   local slot = { execution = row.id }
   s.running[policy_id] = slot
   slot.handle = task.spawn({ name = "execution " .. row.id, cpu = LONG }, function()
+    s.sys.log_execution(row.id) -- its lines and its tasks' carry replica_execution
     -- The body runs in a child task: a CPU or memory kill, which no pcall
     -- contains, ends the child, and this task still records the outcome.
     local ok, err = pcall(function()
