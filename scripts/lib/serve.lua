@@ -105,8 +105,8 @@ local function cron_loop(s)
       end
       if plan.at and now >= plan.at then
         local id, coalesced = executions.trigger(s, r.id, "cron")
-        log.info("policy %d: cron %q fired: execution %d%s", r.id, plan.expr, id,
-                 coalesced and " (coalesced into the queued run)" or "")
+        executions.log_for(s, id, "info", "policy %d: cron %q fired: execution %d%s", r.id, plan.expr, id,
+                           coalesced and " (coalesced into the queued run)" or "")
         plan.at = plan.sched:next(now)
       end
     end

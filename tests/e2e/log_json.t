@@ -58,10 +58,17 @@ wait_exec "$EA" Succeeded Failed Stopped
 is "$(jget .status)" Succeeded "execution $EA succeeds"
 wait_exec "$EB" Succeeded Failed Stopped
 is "$(jget .status)" Succeeded "execution $EB succeeds"
+# A draft run: its announcement is logged by the request, not the execution.
+api POST "/policies/$PA/executions" "$(jq -n --rawfile t "$W/templates/noisy.lua" '{template_source: $t}')"
+ED=$(jget .id)
+wait_exec "$ED" Succeeded Failed Stopped
+is "$(jget .status)" Succeeded "a draft run $ED succeeds"
 api GET "/executions/$EA/tasks"
 TA=$(jget '.[0].id')
 api GET "/executions/$EB/tasks"
 TB=$(jget '.[0].id')
+api GET "/executions/$ED/tasks"
+TD=$(jget '.[0].id')
 serve_stop # its SIGTERM line is in the log too
 
 # check_lines FILE: "ok" when every line of FILE is a JSON object with the
@@ -89,18 +96,20 @@ like "$res" '^ok [0-9]+$' "every line of serve's log is a JSON object with time,
 ok $(( ${res#ok } >= 10 ? 0 : 1 )) "and there are lines to check (${res#ok })"
 
 # facts: what the lines say about the two executions.
-facts=$(python3 - "$SERVE_LOG" "$EA" "$TA" "$EB" "$TB" <<'PY'
+facts=$(python3 - "$SERVE_LOG" "$EA" "$TA" "$EB" "$TB" "$ED" "$TD" <<'PY'
 import json, sys
-path, ea, ta, eb, tb = sys.argv[1], *map(int, sys.argv[2:])
+path, ea, ta, eb, tb, ed, td = sys.argv[1], *map(int, sys.argv[2:])
 lines = [json.loads(l) for l in open(path, encoding="utf-8")]
-of = {ta: ea, tb: eb}
+of = {ta: ea, tb: eb, td: ed}
 tagged = [l for l in lines if "replica_task" in l]
 print("tagged_a", sum(1 for l in tagged if l["replica_task"] == ta))
 print("tagged_b", sum(1 for l in tagged if l["replica_task"] == tb))
 print("wrong_exec", sum(1 for l in tagged if l.get("replica_execution") != of.get(l["replica_task"])))
 print("exec_a", sum(1 for l in lines if l.get("replica_execution") == ea))
 print("exec_b", sum(1 for l in lines if l.get("replica_execution") == eb))
-noisy = [l for l in lines if l["message"].startswith("noisy lj/app:")]
+draft = [l for l in lines if "a draft run of policy" in l["message"]]
+print("draft", len(draft) == 1 and draft[0].get("replica_execution") == ed and draft[0]["task"].startswith("http POST"))
+noisy = [l for l in lines if l["message"].startswith("noisy lj/app:") and l.get("replica_execution") == ea]
 print("noisy_count", len(noisy))
 if noisy:
     n = noisy[0]
@@ -121,6 +130,7 @@ is "$(fact wrong_exec)" 0 "every line with a replica_task carries that task's ex
 ok $(( $(fact exec_a) > $(fact tagged_a) ? 0 : 1 )) "the execution's own lines (outside its task) carry its id too ($(fact exec_a))"
 ok $(( $(fact exec_b) > 0 ? 0 : 1 )) "and so do the other execution's ($(fact exec_b))"
 is "$(fact noisy_count)" 1 "the hostile message is one line"
+is "$(fact draft)" True "a request's line about a draft run carries that execution's id"
 is "$(fact noisy_exact)" True "it decodes to the message, controls kept and each invalid byte as U+FFFD"
 is "$(fact noisy_level)" warn "at its level"
 is "$(fact noisy_ids)" True "with its execution's and task's ids"

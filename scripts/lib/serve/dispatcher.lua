@@ -297,6 +297,7 @@ function dispatcher.revoke(s, id)
   -- from the answer to its next callback.
   local cfg = s.faas.cfg
   task.spawn({ name = "cancel " .. id }, function()
+    s.sys.log_execution(id)
     parallel.map(calls, function(call_id)
       local res, err = http.request{ method = "POST", url = cfg.gateway, timeout = 5, follow = false, body = json.encode({ cancel = call_id }),
         headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. cfg.token } }
