@@ -192,7 +192,7 @@ hooks = function(s, exec_id, plan)
                           attempt = n })
     log.info("task %d: attempt %d dispatched to %s (call %s)", row.id, n, f.cfg.gateway, call_id)
     return { call_id = call_id, callback_url = f.base .. "/api/v1/callbacks/faas/" .. token,
-             heartbeat = math.max(1, f.cfg.lease / 4) }
+             heartbeat = math.max(1, f.cfg.lease / 4), execution = exec_id, task_id = row.id }
   end
   function h.deadline(row, n)
     local l = f.live[row.id]
