@@ -156,9 +156,10 @@ res=$(check_lines "$E2E_WORK/run.err")
 like "$res" '^ok [1-9][0-9]*$' "every line it logs is a JSON object ($res)"
 id1=$(run_ids "$E2E_WORK/run.err")
 like "$id1" '^run-[0-9a-f]{16}$' "and every line carries one run id as replica_execution ($id1)"
-run_json --from "$S" --to "$D" --repo lj/app --dest-namespace again
+run_json --from "$S" --to "$D" --repo lj/app --dest-namespace again --json
 id2=$(run_ids "$E2E_WORK/run.err")
 like "$id2" '^run-[0-9a-f]{16}$' "a second run's lines carry one id too"
+is "$(tail -n 1 "$E2E_WORK/run.out" | jq -r .run_id)" "$id2" "and its --json result names the same id (run_id)"
 isnt=$([[ $id1 != "$id2" ]] && echo different || echo same)
 is "$isnt" different "and it is another id"
 run_json --from "http://127.0.0.1:1" --to "$D" --repo lj/app
