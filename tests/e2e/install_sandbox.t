@@ -8,8 +8,10 @@
 # (MemoryDenyWriteExecute, here the kernel's PR_SET_MDWE). Started from the
 # install's bin/, with no environment, it creates its database and key in
 # the state directory, serves the installed console, and replicates an
-# image between two real registries. Needs root, unshare, setpriv and
-# Linux 6.3's PR_SET_MDWE; skipped otherwise.
+# image between two real registries; under strace, its system calls and
+# socket families are all ones the unit allows. Needs root, unshare,
+# setpriv and Linux 6.3's PR_SET_MDWE (strace and systemd-analyze for the
+# last part); skipped otherwise.
 set -euo pipefail
 source "$(dirname "$0")/../lib/serve.sh"
 
@@ -81,5 +83,70 @@ is "$(jget .status)" Succeeded "an execution in the sandbox succeeds (curl, Open
 is "$(tag_list "$D" sb/app | tr '\n' ' ')" "v1 v2 " "and the target has the tags"
 serve_stop
 is "$(find "$STATE" -newer "$E2E_WORK/sandbox" ! -user "$DYN" | wc -l)" 0 "everything it wrote in the state directory is the sandbox user's"
+
+# The unit's SystemCallFilter and RestrictAddressFamilies: the same daemon
+# and execution under strace, as the same UID with no_new_privs (outside
+# the mount namespace, whose set-up needs privileged calls; as root, SQLite
+# would also chown its files), every system call it makes checked against
+# the filter as this systemd expands it, and every socket's family against
+# the list.
+if command -v strace >/dev/null && command -v systemd-analyze >/dev/null; then
+    TRACE=$STATE/trace
+    printf '#!/bin/sh\nexec setpriv --reuid %s --regid %s --clear-groups --no-new-privs env -i PATH=/usr/bin:/bin strace -f -qq -o "%s" "%s" "$@"\n' \
+        "$DYN" "$DYN" "$TRACE" "$INST" >"$E2E_WORK/traced-replica"
+    chmod 755 "$E2E_WORK/traced-replica"
+    REPLICA=$E2E_WORK/traced-replica serve_start traced --db "$STATE/traced.db"
+    api POST /registries "$(registry_json src "$S")"
+    SRC_ID=$(jget .id)
+    api POST /registries "$(registry_json dst "$D")"
+    DST_ID=$(jget .id)
+    api POST /policies "{\"name\": \"tr\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, \"repositories\": [\"sb/**\"], \"dest_namespace\": \"traced\"}"
+    api POST "/policies/$(jget .id)/executions"
+    wait_exec "$(jget .id)" Succeeded Failed Stopped
+    is "$(jget .status)" Succeeded "an execution under strace succeeds"
+    # SIGTERM to replica itself (strace's child), then strace ends with it
+    kill -TERM "$(pgrep -P "$SERVE_PID" | head -n 1)"
+    wait "$SERVE_PID" 2>/dev/null || true
+    SERVE_PID=""
+    UNIT_FILE=$DEST/usr/local/lib/systemd/system/replica.service
+    verdict=$(python3 - "$TRACE" "$UNIT_FILE" <<'PY'
+import re, subprocess, sys
+def expand(name):
+    out = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True).stdout
+    names = set()
+    for line in out.splitlines()[1:]:
+        w = line.strip()
+        if w and not w.startswith("#"):
+            names |= expand(w) if w.startswith("@") else {w}
+    return names
+allowed, denied, families = set(), set(), set()
+for line in open(sys.argv[2]):
+    k, _, v = line.strip().partition("=")
+    if k == "SystemCallFilter":
+        for w in v.split():
+            if w.startswith("~"):
+                denied |= expand(w[1:]) if w[1:].startswith("@") else {w[1:]}
+            else:
+                allowed |= expand(w) if w.startswith("@") else {w}
+    if k == "RestrictAddressFamilies":
+        families |= set(v.split())
+used, socks = set(), set()
+for line in open(sys.argv[1]):
+    m = re.match(r"^\d+\s+([a-z0-9_]+)\(", line)
+    if m:
+        used.add(m.group(1))
+    m = re.match(r"^\d+\s+socket\((AF_[A-Z0-9]+)", line)
+    if m:
+        socks.add(m.group(1))
+bad = sorted(s for s in used if s not in allowed or s in denied)
+print(f"calls {len(used)} allowed {len(allowed - denied)} outside {' '.join(bad) or '-'}")
+print(f"families {' '.join(sorted(socks))} outside {' '.join(sorted(socks - families)) or '-'}")
+PY
+)
+    like "$(sed -n 1p <<<"$verdict")" 'outside -$' "every system call it made is in the unit's SystemCallFilter (${verdict%%$'\n'*})"
+    like "$(sed -n 2p <<<"$verdict")" 'outside -$' "and every socket it opened is of a family RestrictAddressFamilies allows ($(sed -n 2p <<<"$verdict"))"
+else
+    ok 0 "# SKIP strace or systemd-analyze is not installed"
+fi
 
 done_testing
