@@ -8,18 +8,19 @@
 #   make bench-far      the far-registry figures only (the source behind faultproxy at 40 ms)
 #   make bench-console  the web console's figures only (bundle, execution page, save-to-run)
 #   make deps     install every Debian package the targets need
+#   make install  PREFIX=/usr/local DESTDIR=: the binary, scripts, console, docs
+#                 and the systemd unit (docs/install.md); make uninstall
 
 PKGS     := lua5.4 libcurl libevent libssl libcrypto lua5.4-cjson sqlite3 libedit
 CC       ?= cc
 WARN     := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings -Wshadow
 CFLAGS   ?= -O2 -g
-# Where the binary looks for scripts/ when neither REPLICA_SCRIPTS nor a
-# scripts/ next to it exists: this tree by default, the install path in an
-# image (deploy/Dockerfile builds with SCRIPTS_DIR=/usr/share/replica/scripts).
-SCRIPTS_DIR ?= $(CURDIR)/scripts
+# The binary finds its scripts and console relative to itself (BIN/../share/
+# replica, or this tree when it runs from it); PREFIX, compiled in, is only
+# the last place it looks (`replica --help` gives the order).
+PREFIX   ?= /usr/local
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
-             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
-             -DREPLICA_SCRIPTS_DIR='"$(SCRIPTS_DIR)"' -DREPLICA_WEB_DIR='"$(CURDIR)/build/web"'
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -DREPLICA_PREFIX='"$(PREFIX)"'
 LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -pthread
 
 ENGINE_SRC := $(filter-out engine/main.c,$(wildcard engine/*.c))
@@ -27,7 +28,8 @@ BUILD    ?= build/release
 OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-far bench-console clean run web
+.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-far bench-console clean run web \
+        install uninstall
 
 all: replica web
 
@@ -99,6 +101,29 @@ bench-console: deps-bench replica web
 
 run: replica web
 	./replica serve
+
+# What `make install` writes under $(DESTDIR)$(PREFIX): bin/replica (which
+# finds share/replica beside itself), share/replica/{scripts,web},
+# share/doc/replica, and the unit in lib/systemd/system (a directory systemd
+# searches for /usr/local and /usr alike), rewritten for PREFIX. Builds
+# nothing it can use as is: build first, as the user who builds.
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+DATADIR  := $(DESTDIR)$(PREFIX)/share/replica
+DOCDIR   := $(DESTDIR)$(PREFIX)/share/doc/replica
+install: $(BUILD)/replica build/web/index.html
+	install -d $(DESTDIR)$(PREFIX)/bin $(DATADIR) $(DOCDIR) $(DESTDIR)$(UNITDIR)
+	install -m 755 $(BUILD)/replica $(DESTDIR)$(PREFIX)/bin/replica
+	rm -rf $(DATADIR)/scripts $(DATADIR)/web
+	cp -R scripts $(DATADIR)/scripts
+	cp -R build/web $(DATADIR)/web
+	chmod -R u=rwX,go=rX $(DATADIR)
+	install -m 644 README.md LICENSE docs/*.md docs/openapi.yaml $(DOCDIR)
+	sed 's|/usr/local/|$(PREFIX)/|g' deploy/replica.service >$(DESTDIR)$(UNITDIR)/replica.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/replica.service
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/replica $(DESTDIR)$(UNITDIR)/replica.service
+	rm -rf $(DATADIR) $(DOCDIR)
 
 clean:
 	rm -rf build replica

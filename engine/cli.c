@@ -5,18 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
+#include <openssl/rand.h>
 
 #include "cli.h"
 #include "sched.h"
 
-#ifndef REPLICA_SCRIPTS_DIR
-#define REPLICA_SCRIPTS_DIR "/usr/share/replica/scripts"
-#endif
-#ifndef REPLICA_WEB_DIR
-#define REPLICA_WEB_DIR "/usr/share/replica/web"
+/* The install prefix the Makefile compiled in: the last place the bundled
+ * data is looked for (the binary's own prefix comes first). */
+#ifndef REPLICA_PREFIX
+#define REPLICA_PREFIX "/usr/local"
 #endif
 
 /* SIGINT/SIGTERM, forwarded to the loop by the watchdog thread: the first
@@ -109,59 +110,79 @@ static int is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Writes the directory of the running binary into dir; returns 0, or -1
- * when /proc/self/exe cannot be read. */
-static int exe_dir(char *dir, size_t n)
+/* Writes the directory of the running binary, with up more trailing
+ * components taken off (0: bin/, 1: its parent), into dir; returns 0, or
+ * -1 when /proc/self/exe cannot be read or the path is too short. */
+static int exe_dir(char *dir, size_t n, int up)
 {
     ssize_t len = readlink("/proc/self/exe", dir, n - 1);
-    if (len <= 0)
+    if (len <= 0 || (size_t)len >= n - 1)
         return -1;
     dir[len] = '\0';
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        return -1;
-    *slash = '\0';
+    for (int i = 0; i <= up; i++) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir)
+            return -1;
+        *slash = '\0';
+    }
     return 0;
+}
+
+/* Finds a directory of the bundled data, name being "scripts" or "web":
+ * $env when set, else the first directory of BIN/../share/replica/NAME
+ * (an installed binary), BIN/TREE and BIN/../../TREE (./replica and
+ * build/release/replica in the source tree, TREE being scripts or
+ * build/web), PREFIX/share/replica/NAME (the prefix compiled in). Writes
+ * it into out, joined with sub; returns 0 when it is a directory, else -1
+ * (out then holds the last candidate). */
+static int data_dir(char *out, size_t n, const char *env, const char *name, const char *tree,
+                    const char *sub)
+{
+    const char *sep = *sub ? "/" : "";
+    const char *v = getenv(env);
+    if (v && *v) {
+        snprintf(out, n, "%s%s%s", v, sep, sub);
+        return is_dir(out) ? 0 : -1;
+    }
+    char exe[4096];
+    if (exe_dir(exe, sizeof(exe), 1) == 0) {
+        snprintf(out, n, "%s/share/replica/%s%s%s", exe, name, sep, sub);
+        if (is_dir(out))
+            return 0;
+    }
+    if (exe_dir(exe, sizeof(exe), 0) == 0) {
+        snprintf(out, n, "%s/%s%s%s", exe, tree, sep, sub);
+        if (is_dir(out))
+            return 0;
+    }
+    if (exe_dir(exe, sizeof(exe), 2) == 0) {
+        snprintf(out, n, "%s/%s%s%s", exe, tree, sep, sub);
+        if (is_dir(out))
+            return 0;
+    }
+    snprintf(out, n, "%s/share/replica/%s%s%s", REPLICA_PREFIX, name, sep, sub);
+    return is_dir(out) ? 0 : -1;
 }
 
 int cli_scripts_dir(char *out, size_t n, const char *sub)
 {
-    const char *env = getenv("REPLICA_SCRIPTS");
-    if (env && *env) {
-        snprintf(out, n, "%s%s%s", env, *sub ? "/" : "", sub);
-        return is_dir(out) ? 0 : -1;
-    }
-    char exe[4096];
-    if (exe_dir(exe, sizeof(exe)) == 0) {
-        snprintf(out, n, "%s/scripts%s%s", exe, *sub ? "/" : "", sub);
-        if (is_dir(out))
-            return 0;
-    }
-    snprintf(out, n, "%s%s%s", REPLICA_SCRIPTS_DIR, *sub ? "/" : "", sub);
-    return is_dir(out) ? 0 : -1;
+    return data_dir(out, n, "REPLICA_SCRIPTS", "scripts", "scripts", sub);
 }
 
 int cli_console_dir(char *out, size_t n)
 {
-    const char *env = getenv("REPLICA_CONSOLE");
-    if (env && *env) {
-        snprintf(out, n, "%s", env);
-        return is_dir(out) ? 0 : -1;
-    }
-    char exe[4096];
-    if (exe_dir(exe, sizeof(exe)) == 0) {
-        snprintf(out, n, "%s/build/web", exe);
-        if (is_dir(out))
-            return 0;
-        snprintf(out, n, "%s/../web", exe);
-        if (is_dir(out))
-            return 0;
-    }
-    snprintf(out, n, "%s", REPLICA_WEB_DIR);
-    if (is_dir(out))
-        return 0;
-    snprintf(out, n, "/usr/share/replica/web");
-    return is_dir(out) ? 0 : -1;
+    return data_dir(out, n, "REPLICA_CONSOLE", "web", "build/web", "");
+}
+
+const char *cli_data_usage(void)
+{
+    return "files: the bundled scripts and the web console are looked for, in order, at\n"
+           "  $REPLICA_SCRIPTS (scripts) and $REPLICA_CONSOLE or serve --console (console);\n"
+           "  BIN/../share/replica/{scripts,web}, BIN being the binary's directory (an\n"
+           "  installed binary); BIN/{scripts,build/web} and BIN/../../{scripts,build/web}\n"
+           "  (./replica and build/release/replica in the source tree);\n"
+           "  " REPLICA_PREFIX "/share/replica/{scripts,web} (the prefix it was built for).\n"
+           "  --scripts DIR adds a root searched before the bundled scripts.\n";
 }
 
 void cli_common_init(struct cli_common *c)
@@ -207,6 +228,10 @@ int cli_common_opt(struct cli_common *c, const char *opt, const char *val)
     } else if (strcmp(opt, "--log-level") == 0) {
         if (cli_log_level(val, &c->vo.log_level) != 0)
             return -1;
+    } else if (strcmp(opt, "--log-format") == 0) {
+        if (logline_format_name(val, &c->vo.log_format) != 0)
+            return -1;
+        c->wo.log_format = c->vo.log_format;
     } else {
         return 0;
     }
@@ -248,6 +273,21 @@ void cli_common_finish(struct cli_common *c)
     c->vo.roots = c->roots;
 }
 
+void cli_new_run_id(struct cli_common *c)
+{
+    unsigned char b[8] = { 0 };
+    if (RAND_bytes(b, sizeof(b)) != 1) { /* no randomness: still an id, from the clock and pid */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        unsigned long long v = (unsigned long long)ts.tv_sec * 1000000007ULL ^
+                               (unsigned long long)ts.tv_nsec ^ ((unsigned long long)getpid() << 40);
+        memcpy(b, &v, sizeof(b));
+    }
+    snprintf(c->run_id, sizeof(c->run_id), "run-%02x%02x%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+             b[3], b[4], b[5], b[6], b[7]);
+    c->vo.log_run = c->wo.log_run = c->run_id;
+}
+
 const char *cli_common_usage(void)
 {
     return "  --scripts DIR      a script root (lib/, stages/, templates/) searched before\n"
@@ -258,6 +298,8 @@ const char *cli_common_usage(void)
            "  --max-per-host N   requests in flight per registry host (default 64)\n"
            "  --max-transfers N  requests in flight in all (default: no limit; run: 256)\n"
            "  --log-level LEVEL  debug, info, warn or error (default info)\n"
+           "  --log-format FMT   text (default) or json: one object per line on stderr with\n"
+           "                     time, level, message, task, replica_task, replica_execution\n"
            "  --grace SECONDS    after SIGTERM/SIGINT, end the process within this time even\n"
            "                     if the event loop is stuck (default 10)\n"
            "  --watchdog SECONDS report the task holding the event loop when it makes no\n"
@@ -279,26 +321,36 @@ int cli_open_entry(struct engine *e, struct cli_common *c, const char *src, cons
     return 0;
 }
 
+/* Says why the main task failed on stderr: "replica: msg" in the text
+ * format, an error line of the log in JSON (so that every line parses). */
+static void say_failure(struct engine *e, const char *msg)
+{
+    if (e->vm->log_format == LOG_FORMAT_JSON)
+        vm_logf(e->vm, NULL, LOG_ERROR, "%s", msg);
+    else
+        fprintf(stderr, "replica: %s\n", msg);
+}
+
 int cli_run_main(struct engine *e, int nargs, const char *name)
 {
     int rc = 0;
     struct task_opts to = { name, 0, 0, 0 };
     struct task *t = task_spawn(e->vm, e->vm->L, nargs, &to, NULL);
     if (!t) {
-        fprintf(stderr, "replica: out of memory\n");
+        say_failure(e, "out of memory");
         rc = 1;
     } else {
         task_hold(t);
         event_base_dispatch(e->base);
         lua_State *co = t->co;
         if (t->state != TASK_DONE) {
-            fprintf(stderr, "replica: the event loop stopped early\n");
+            say_failure(e, "the event loop stopped early");
             rc = 1;
         } else if (!t->ok) {
-            fprintf(stderr, "replica: %s\n", t->cancelled ? "cancelled" : t->err);
+            say_failure(e, t->cancelled ? "cancelled" : t->err);
             rc = 1;
         } else if (t->nres >= 2 && lua_isnil(co, -t->nres)) {
-            fprintf(stderr, "replica: %s\n", luaL_tolstring(co, -t->nres + 1, NULL));
+            say_failure(e, luaL_tolstring(co, -t->nres + 1, NULL));
             lua_pop(co, 1);
             rc = 1;
         } else if (t->nres >= 1 && lua_isinteger(co, -t->nres)) {

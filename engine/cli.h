@@ -28,15 +28,17 @@ void engine_close(struct engine *e);
 /* Parses a log level name; returns 0 or -1. */
 int cli_log_level(const char *s, enum log_level *out);
 
-/* Writes the bundled scripts directory joined with sub into out: $REPLICA_SCRIPTS,
- * else scripts/ beside the executable, else the build-time default. Returns 0
- * when the directory exists. */
+/* Writes the bundled scripts directory joined with sub into out, searched
+ * as cli_data_usage says ($REPLICA_SCRIPTS first). Returns 0 when the
+ * directory exists. */
 int cli_scripts_dir(char *out, size_t n, const char *sub);
-/* Finds the web console's built files: $REPLICA_CONSOLE, else build/web
- * beside the binary (or its parent's, for build/release/replica), else the
- * directory the Makefile compiled in, else /usr/share/replica/web. Writes the
- * path to out; returns 0 when it is a directory, -1 otherwise. */
+/* Finds the web console's built files the same way ($REPLICA_CONSOLE
+ * first). Writes the path to out; returns 0 when it is a directory, -1
+ * otherwise. */
 int cli_console_dir(char *out, size_t n);
+/* The lines of `replica --help` that give the search order above (a
+ * static string). */
+const char *cli_data_usage(void);
 
 #define CLI_MAX_DIRS 8
 
@@ -51,6 +53,7 @@ struct cli_common {
     int nroots, nlibs;
     char bundled[4096];
     char rootlibs[CLI_MAX_DIRS + 1][4200];
+    char run_id[40];                          /* cli_new_run_id's, or "" */
 };
 
 void cli_common_init(struct cli_common *c);
@@ -67,6 +70,11 @@ int cli_common_take(struct cli_common *c, const char *cmd, const char *opt, cons
 
 /* Adds the bundled script root and fills c->vo's directory lists. */
 void cli_common_finish(struct cli_common *c);
+
+/* Makes a fresh id for this process's run ("run-" and 16 hex digits, from
+ * the CSPRNG) in c->run_id, and has every log line carry it as
+ * replica_execution (replica run: there is no execution id). */
+void cli_new_run_id(struct cli_common *c);
 
 /* The usage lines of the common options. */
 const char *cli_common_usage(void);

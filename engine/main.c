@@ -38,7 +38,8 @@ static void usage(FILE *f)
                "  check                    validate every stage function and template\n"
                "  script FILE.lua [ARGS]   run a Lua script on the engine\n"
                "  version                  print the version, and those of the libraries\n"
-               "\nrun 'replica COMMAND --help' for a command's options\n");
+               "\nrun 'replica COMMAND --help' for a command's options\n\n%s",
+            cli_data_usage());
 }
 
 int main(int argc, char **argv)

@@ -307,6 +307,10 @@ int run_command(int argc, char **argv, const struct run_cmd *cmd)
     }
     lua_pushboolean(L, isatty(STDERR_FILENO));
     lua_setfield(L, opts, "tty");
+    if (c.run_id[0]) { /* what its log lines carry as replica_execution */
+        lua_pushstring(L, c.run_id);
+        lua_setfield(L, opts, "run_id");
+    }
     int rc = cli_run_main(&eng, 1, cmd->name);
     engine_close(&eng);
     return rc;
@@ -315,7 +319,7 @@ int run_command(int argc, char **argv, const struct run_cmd *cmd)
 int cmd_run(int argc, char **argv)
 {
     static const struct run_cmd run = { "run", "local opts = ... return require('replicate').main(opts, sys)",
-                                        usage, NULL, NULL, NULL, NULL };
+                                        usage, NULL, NULL, cli_new_run_id, NULL };
     return run_command(argc, argv, &run);
 }
 

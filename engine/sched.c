@@ -124,6 +124,7 @@ struct task *task_spawn(struct vm *vm, lua_State *L, int nargs, const struct tas
     t->parent = parent;
     if (parent) {
         t->log_tag = parent->log_tag;
+        t->log_exec = parent->log_exec;
         t->sib_next = parent->children;
         if (parent->children)
             parent->children->sib_prev = t;

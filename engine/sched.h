@@ -55,6 +55,7 @@ struct task {
     int fair_yield;          /* a fairness yield is passing up through script coroutines */
     int has_handle;          /* a Lua handle refers to this task */
     long log_tag;            /* sys.task_log: where its log lines go; inherited */
+    long log_exec;           /* sys.log_execution: the execution its lines name; inherited */
     int signal_drain;        /* sys.drain_on_signal: the first SIGINT/SIGTERM cancels only such tasks */
     /* the debugger (lua_debugger.c), while vm->debugging */
     int dbg_step;            /* 0, or how it pauses next: DBG_STEP_INTO, DBG_STEP_OVER */

@@ -133,6 +133,21 @@ static int l_task_log(lua_State *L)
     return 1;
 }
 
+/* sys.log_execution(id) -> previous id. Lines logged by the running task
+ * and the tasks it spawns afterwards carry replica_execution = id (> 0) in
+ * JSON logs; 0 stops it. */
+static int l_log_execution(lua_State *L)
+{
+    struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
+    lua_Integer id = luaL_checkinteger(L, 1);
+    struct task *t = task_current(vm);
+    if (!t)
+        return luaL_error(L, "sys.log_execution must be called from a task");
+    lua_pushinteger(L, t->log_exec);
+    t->log_exec = id > 0 ? (long)id : 0;
+    return 1;
+}
+
 /* Captured log lines, oldest first. */
 struct logline {
     long tag;
@@ -312,6 +327,9 @@ void sys_push(struct vm *vm, lua_State *L)
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, l_task_log, 1);
     lua_setfield(L, -2, "task_log");
+    lua_pushlightuserdata(L, vm);
+    lua_pushcclosure(L, l_log_execution, 1);
+    lua_setfield(L, -2, "log_execution");
     lua_pushlightuserdata(L, vm);
     lua_pushcclosure(L, l_log_capture, 1);
     lua_setfield(L, -2, "log_capture");

@@ -168,19 +168,19 @@ static int on_panic(lua_State *L)
     abort();
 }
 
-/* The default log sink: one line per message on stderr. */
+/* The default log sink (ud is the VM): one line per message on stderr, in
+ * the VM's format, with the task's name, its serve task and execution ids
+ * (or the run's id) as context. One write per line. */
 static void log_stderr(void *ud, struct task *t, enum log_level lvl, const char *msg)
 {
-    static const char *const names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
-    char ts[32];
+    struct vm *vm = ud;
+    char line[LOGLINE_MAX];
     struct timespec now;
-    struct tm tm;
-    (void)ud;
     clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(stderr, "%s.%03ldZ %-5s [%s] %s\n", ts, now.tv_nsec / 1000000, names[lvl],
-            t ? t->name : "replica", msg);
+    struct logline_ctx c = { t ? t->name : NULL, t ? t->log_tag : 0, t ? t->log_exec : 0,
+                             vm->log_run[0] ? vm->log_run : NULL };
+    size_t n = logline_format(line, vm->log_format, &now, (int)lvl, msg, &c);
+    fwrite(line, 1, n, stderr);
 }
 
 void vm_logf(struct vm *vm, struct task *t, enum log_level lvl, const char *fmt, ...)
@@ -510,8 +510,10 @@ struct vm *vm_new(struct event_base *base, struct http_client *http, const struc
     vm->task_mem = o && o->task_mem ? o->task_mem : (size_t)64 << 20;
     vm->task_cpu = o && o->task_cpu > 0 ? o->task_cpu : 30.0;
     vm->log = o && o->log ? o->log : log_stderr;
-    vm->log_ud = o ? o->log_ud : NULL;
+    vm->log_ud = o && o->log ? o->log_ud : vm;
     vm->log_level = o ? o->log_level : LOG_INFO;
+    vm->log_format = o ? o->log_format : LOG_FORMAT_TEXT;
+    snprintf(vm->log_run, sizeof(vm->log_run), "%s", o && o->log_run ? o->log_run : "");
     vm->print_stdout = o ? o->print_stdout : 0;
     vm->env_mt_ref = vm->trusted_mt_ref = vm->loaded_ref = LUA_NOREF;
     const char *const *tlibs = o && o->trusted_lib_dirs ? o->trusted_lib_dirs : o ? o->lib_dirs : NULL;

@@ -14,6 +14,8 @@
 #include <event2/event.h>
 #include <lua.h>
 
+#include "logline.h"
+
 struct http_client;
 struct task;
 struct watchdog;
@@ -46,6 +48,9 @@ struct vm_opts {
     vm_log_fn log;           /* default: lines on stderr */
     void *log_ud;
     enum log_level log_level;
+    enum log_format log_format; /* of the default sink's lines: text or JSON */
+    const char *log_run;     /* NULL, or what lines carry as replica_execution when
+                              * their task has no execution (replica run's id) */
     int print_stdout;        /* print() writes to stdout instead of the log */
 };
 
@@ -73,6 +78,8 @@ struct vm {
     vm_log_fn log;
     void *log_ud;
     enum log_level log_level;
+    enum log_format log_format;
+    char log_run[64];        /* "" or vm_opts.log_run */
     int env_mt_ref;          /* metatable of sandboxed script environments */
     int trusted_mt_ref;      /* metatable of trusted environments */
     int loaded_ref;          /* modules the trusted code loaded with require */

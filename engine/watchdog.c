@@ -38,6 +38,7 @@
 struct wd_task {
     int set;                 /* 0: no task (between slices) */
     long tag;                /* the task's log tag (serve: the task's id) */
+    long exec;               /* its execution (sys.log_execution), or 0 */
     char name[NAME_LEN];
 };
 
@@ -64,6 +65,8 @@ struct watchdog {
     struct wd_task cur;      /* the slice running now */
     double grace, stall;
     int sigint_interrupts;   /* set once before the thread starts */
+    enum log_format log_format; /* these two too */
+    char log_run[64];
     char record[PATH_LEN];   /* "" = no record file */
     unsigned long stalls;
     struct wd_stall last;
@@ -107,6 +110,26 @@ static void write_all(int fd, const char *s, size_t n)
         s += w;
         n -= (size_t)w;
     }
+}
+
+/* Writes msg on stderr as one line: as it is with a newline in the text
+ * format; in JSON, a log line (level 2 warn, 3 error) whose context is the
+ * task t when it is set. */
+static void say(const struct watchdog *wd, int level, const char *msg, const struct wd_task *t)
+{
+    char line[LOGLINE_MAX];
+    if (wd->log_format == LOG_FORMAT_TEXT) {
+        int len = snprintf(line, sizeof(line), "%s\n", msg);
+        if (len > 0)
+            write_all(STDERR_FILENO, line, (size_t)len < sizeof(line) ? (size_t)len : sizeof(line) - 1);
+        return;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int held = t && t->set;
+    struct logline_ctx c = { held ? t->name : NULL, held ? t->tag : 0, held ? t->exec : 0,
+                             wd->log_run[0] ? wd->log_run : NULL };
+    write_all(STDERR_FILENO, line, logline_format(line, LOG_FORMAT_JSON, &now, level, msg, &c));
 }
 
 /* Writes who held the loop into buf: `task 7 in "name"`, `"name"` for a
@@ -155,12 +178,12 @@ static void force_exit(struct watchdog *wd, const struct wd_watch *w, double sta
         if (fd >= 0)
             close(fd);
     }
-    int len = cur.set
-        ? snprintf(msg, sizeof(msg), "replica: the grace period (%g s) ran out with the event loop "
-                   "held by %s%s: exiting\n", grace, who, note)
-        : snprintf(msg, sizeof(msg), "replica: the grace period (%g s) ran out: exiting\n", grace);
-    if (len > 0)
-        write_all(STDERR_FILENO, msg, (size_t)len < sizeof(msg) ? (size_t)len : sizeof(msg) - 1);
+    if (cur.set)
+        snprintf(msg, sizeof(msg), "replica: the grace period (%g s) ran out with the event loop "
+                 "held by %s%s: exiting", grace, who, note);
+    else
+        snprintf(msg, sizeof(msg), "replica: the grace period (%g s) ran out: exiting", grace);
+    say(wd, 3, msg, &cur);
     _exit(128 + sig);
 }
 
@@ -174,8 +197,7 @@ static void take_signal(struct watchdog *wd, struct wd_watch *w, int sig, double
         return;
     }
     if (w->signals++ > 0) {
-        static const char msg[] = "replica: interrupted\n";
-        write_all(STDERR_FILENO, msg, sizeof(msg) - 1);
+        say(wd, 3, "replica: interrupted", NULL);
         _exit(128 + sig);
     }
     w->first_sig = sig;
@@ -213,10 +235,9 @@ static void check_progress(struct watchdog *wd, struct wd_watch *w, double stall
         w->stalled = 1;
         w->held = cur;
         describe(who, sizeof(who), &cur);
-        int len = snprintf(msg, sizeof(msg), "replica: watchdog: the event loop has made no "
-                           "progress for %.1f s: held by %s\n", now - w->since, who);
-        if (len > 0)
-            write_all(STDERR_FILENO, msg, (size_t)len < sizeof(msg) ? (size_t)len : sizeof(msg) - 1);
+        snprintf(msg, sizeof(msg), "replica: watchdog: the event loop has made no "
+                 "progress for %.1f s: held by %s", now - w->since, who);
+        say(wd, 2, msg, &cur);
     }
 }
 
@@ -361,6 +382,8 @@ struct watchdog *watchdog_new(struct event_base *base, struct vm *vm,
     wd->grace = o && o->grace > 0 ? o->grace : WATCHDOG_GRACE;
     wd->stall = o && o->stall != 0 ? o->stall : WATCHDOG_STALL;
     wd->sigint_interrupts = o && o->sigint_interrupts;
+    wd->log_format = o ? o->log_format : LOG_FORMAT_TEXT;
+    snprintf(wd->log_run, sizeof(wd->log_run), "%s", o && o->log_run ? o->log_run : "");
     pthread_mutex_init(&wd->mu, NULL);
     pthread_once(&atfork_once, register_atfork);
 
@@ -423,6 +446,7 @@ void watchdog_slice_begin(struct vm *vm, struct task *t)
     wd->seq++;
     wd->cur.set = 1;
     wd->cur.tag = t->log_tag;
+    wd->cur.exec = t->log_exec;
     size_t i = 0;
     for (const char *s = t->name; s && *s && i < NAME_LEN - 1; s++, i++)
         wd->cur.name[i] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;

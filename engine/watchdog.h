@@ -19,6 +19,8 @@
 #include <event2/event.h>
 #include <lua.h>
 
+#include "logline.h"
+
 struct vm;
 struct task;
 struct watchdog;
@@ -31,6 +33,8 @@ struct watchdog_opts {
     double stall;           /* > 0; 0 = WATCHDOG_STALL; < 0 = no stall reports */
     int sigint_interrupts;  /* 1: every SIGINT is only forwarded (the REPL's Ctrl-C stops
                              * a stage): no grace period, no exit on a second one */
+    enum log_format log_format; /* of the lines it writes on stderr */
+    const char *log_run;    /* NULL, or replica run's id (vm_opts.log_run) */
 };
 
 /* Runs on the loop thread for each SIGINT/SIGTERM the watchdog forwards. */

@@ -55,7 +55,7 @@ end)
 t.test("a one-stage invocation names a stage of the template and carries its input and data", function()
   local inv, status, err = invocation.read(valid(function(i)
     i.kind, i.stage, i.input, i.data, i.results = "stage", "push", { tags = 1 }, { artifacts = {} }, { pull = {} }
-    i.call_id, i.heartbeat = "k3-t1-a2", 15
+    i.call_id, i.heartbeat, i.execution, i.task_id = "k3-t1-a2", 15, 7, 42
   end), false, K)
   t.ok(inv, tostring(status) .. " " .. tostring(err))
   t.eq(inv.kind, "stage")
@@ -63,6 +63,7 @@ t.test("a one-stage invocation names a stage of the template and carries its inp
   t.eq(inv.input.tags, 1)
   t.ok(inv.data.artifacts and inv.results.pull, "data and results")
   t.eq(inv.call_id .. " " .. inv.heartbeat, "k3-t1-a2 15")
+  t.eq(inv.execution .. " " .. inv.task_id, "7 42", "the coordinator's ids, for the log")
 end)
 
 t.test("a cancel names a call id", function()
@@ -84,6 +85,9 @@ t.test("refusals are 400 (413 for a large body) and name the field", function()
     { function(i) i.kind = "job" end, 400, "kind must be" },
     { function(i) i.call_id = "a b" end, 400, "call_id" },
     { function(i) i.heartbeat = 0 end, 400, "heartbeat" },
+    { function(i) i.execution = "7" end, 400, "execution must be a positive integer" },
+    { function(i) i.task_id = 1.5 end, 400, "task_id must be a positive integer" },
+    { function(i) i.task_id = 0 end, 400, "task_id must be a positive integer" },
     { nil, 400, "cancel must be the call id", '{"cancel": ""}' },
     { function(i) i.attempt = 0 end, 400, "attempt" },
     { function(i) i.options.nope = true end, 400, "options.nope" },

@@ -11,7 +11,7 @@ build="gcc make pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libe
 libsqlite3-dev libssl-dev libhttp-parser-dev libedit-dev"
 test="$build perl curl openssl nginx-light libnginx-mod-http-echo iproute2 valgrind procps
 docker-registry apache2-utils python3 python3-yaml jq sqlite3 lua5.4 chromium fonts-dejavu-core tmux
-mount e2fsprogs"
+mount e2fsprogs systemd strace"
 bench="$test skopeo wrk time"
 
 case "${1:-build}" in

@@ -53,6 +53,10 @@ end
 -- times out, or by a cancel naming its call id, or when the coordinator
 -- revokes its attempt); returns the response status and body.
 local function execute(s, inv)
+  -- this request's lines and its task's name the coordinator's execution
+  -- and task (replica_execution, replica_task in JSON logs)
+  if inv.execution then s.sys.log_execution(inv.execution) end
+  if inv.task_id then s.sys.task_log(inv.task_id) end
   local c = {}
   local rep = callback.new(inv, function() cancel_call(c, "the coordinator revoked this attempt") end)
   local ctx -- a one-stage invocation's, whose data goes back with the answer
@@ -164,7 +168,7 @@ function faas.main(opts, sys)
     return nil, string.format("no bearer token: set REPLICA_FUNCTION_TOKEN or put it in %s (--token-file)",
                               opts.token_from)
   end
-  local s = { token = token, inflight = 0, running = {}, calls = {}, draining = false }
+  local s = { token = token, inflight = 0, running = {}, calls = {}, draining = false, sys = sys }
   local err
   for _, o in ipairs{ { "max_inflight", "--max-inflight", 4, true }, { "drain_timeout", "--drain-timeout", 30 },
                       { "max_body", "--max-body", 1048576, true }, { "max_connections", "--max-connections", 1024, true },

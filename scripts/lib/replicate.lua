@@ -414,7 +414,7 @@ function replicate.main(opts, sys)
   sum.seconds = time.mono() - started
   local failed = failures(records)
   if opts.json then
-    print(json.encode({ template = template.name, summary = sum, tasks = records }))
+    print(json.encode({ run_id = opts.run_id, template = template.name, summary = sum, tasks = records }))
   else
     print(string.format("%d/%d repositories succeeded; tags: %d pushed, %d up to date, %d kept; "
       .. "blobs: %d copied (%s), %d mounted, %d present; %.1f s",

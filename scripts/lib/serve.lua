@@ -123,8 +123,8 @@ local function cron_loop(s)
       if plan.at and now >= plan.at then
         local ok, id, coalesced = pcall(executions.trigger, s, r.id, "cron")
         if ok then
-          log.info("policy %d: cron %q fired: execution %d%s", r.id, plan.expr, id,
-                   coalesced and " (coalesced into the queued run)" or "")
+          executions.log_for(s, id, "info", "policy %d: cron %q fired: execution %d%s", r.id, plan.expr, id,
+                             coalesced and " (coalesced into the queued run)" or "")
         else -- e.g. the database cannot be written: this firing is lost, not the schedule
           log.error("policy %d: cron %q fired, but no execution could be made: %s", r.id, plan.expr, tostring(id))
         end

@@ -125,14 +125,14 @@ is "${F[docker.from]}" '["debian:12", "debian:12"]' "Dockerfile: both stages FRO
 like "${F[docker.user]}" '^[1-9][0-9]*(:[0-9]+)?$' "Dockerfile: USER is a numeric UID, not root (${F[docker.user]})"
 is "${F[docker.entrypoint]}" '["replica", "function"]' "Dockerfile: ENTRYPOINT runs replica function"
 is "${F[docker.binary_copied]}" /usr/local/bin/replica "Dockerfile: the binary is on PATH"
-like "${F[docker.scripts_built]}" '^/' "Dockerfile: the binary is built with an absolute SCRIPTS_DIR"
-is "${F[docker.scripts_copied]}" "${F[docker.scripts_built]}" "Dockerfile: scripts/ is copied where the binary was built to look"
+is "${F[docker.scripts_built]}" "" "Dockerfile: no scripts path is compiled in (SCRIPTS_DIR is gone)"
+BIN_PREFIX=${F[docker.binary_copied]%/bin/*}
+is "${F[docker.scripts_copied]}" "$BIN_PREFIX/share/replica/scripts" "Dockerfile: scripts/ is copied to BIN/../share/replica/scripts, where the binary looks"
 is "${F[docker.make_targets]}" '["replica"]' "Dockerfile: builds only the binary (no web console, no Node.js)"
 is "${F[docker.expose]}" 8080 "Dockerfile: EXPOSE 8080 (\$PORT's default)"
 is "${F[docker.volume]}" /tmp "Dockerfile: /tmp is a volume, the only writable path"
 is "${F[docker.seal_key_file]}" "$SEAL" "Dockerfile: CMD's --seal-key-file is the OpenFaaS secret's path"
 is "${F[docker.token_file]}" "" "Dockerfile: CMD keeps the default --token-file"
-like "$(grep -E '^SCRIPTS_DIR \?= \$\(CURDIR\)/scripts$' "$ROOT/Makefile")" . "Makefile: SCRIPTS_DIR defaults to this tree's scripts/"
 
 # OpenFaaS.
 is "${F[of.version]}/${F[of.provider]}" 1.0/openfaas "stack.yml: version 1.0, provider openfaas"
@@ -170,14 +170,20 @@ is "${F[kn.run_as]}" "${F[docker.user]%%:*}" "service.yaml: runAsUser = the imag
 is "${F[kn.mounts]}" "{\"$TOKEN\": \"replica-function-token/replica-function-token\", \"$SEAL\": \"replica-seal-key/replica-seal-key\", \"/tmp\": \"emptyDir\"}" \
    "service.yaml: the secrets at the token-file and seal-key paths, an emptyDir at /tmp"
 
-# This build accepts the image's flags (the key path swapped for a temp file).
+# This build accepts the image's flags (the key path swapped for a temp file),
+# laid out as the image's COPY lines lay it out, under $W/img, and run from
+# another directory without REPLICA_SCRIPTS: it finds its scripts there.
 W=$(mktemp -d /tmp/replica-deploy.XXXXXX)
 trap 'kill "${PID:-}" 2>/dev/null || true; rm -rf "$W"' EXIT
+IMG_BIN=$W/img${F[docker.binary_copied]}
+mkdir -p "${IMG_BIN%/*}" "$(dirname "$W/img${F[docker.scripts_copied]}")"
+cp "$REPLICA" "$IMG_BIN"
+cp -R "$ROOT/scripts" "$W/img${F[docker.scripts_copied]}"
 head -c 32 /dev/urandom >"$W/key"; chmod 600 "$W/key"
 mapfile -t args < <(python3 -c 'import json,sys;print("\n".join(json.loads(sys.argv[1])))' "${F[docker.cmd]}")
 args=("${args[@]/$SEAL/$W/key}")
 PORT=$((20000 + RANDOM % 20000))
-(cd "$W" && REPLICA_FUNCTION_TOKEN=t exec "$REPLICA" function "${args[@]}" --listen "127.0.0.1:$PORT" >"$W/log" 2>&1) &
+(cd "$W" && unset REPLICA_SCRIPTS && REPLICA_FUNCTION_TOKEN=t exec "$IMG_BIN" function "${args[@]}" --listen "127.0.0.1:$PORT" >"$W/log" 2>&1) &
 PID=$!
 ready=""
 for _ in $(seq 50); do

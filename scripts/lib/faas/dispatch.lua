@@ -58,7 +58,7 @@ end
 --
 -- hooks (optional; `replica serve` gives them) keep the attempts' state:
 --   begin(t, n) -> fields for the invocation ({call_id, callback_url,
---     heartbeat}), or nil, why when attempt n must not be sent; called
+--     heartbeat, execution, task_id}), or nil, why when attempt n must not be sent; called
 --     before it is sent, so the attempt is on record first;
 --   deadline(t, n) -> the time (time.mono) attempt n's lease runs out, or
 --     nil for none; a lease that runs out abandons the attempt as lost;
@@ -80,7 +80,7 @@ function dispatch.new(cfg)
   local function invocation_of(t, n, extra)
     return json.encode({ kind = "task", attempt = n, template = cfg.template,
       call_id = extra.call_id, callback_url = extra.callback_url, heartbeat = extra.heartbeat,
-      repository = t.repository, dest_repository = t.dest_repository,
+      execution = extra.execution, task_id = extra.task_id, repository = t.repository, dest_repository = t.dest_repository,
       tags = setmetatable(t.tags, json.array_mt), options = cfg.options, source = source, target = target })
   end
 

@@ -161,7 +161,8 @@ end
 -- Parses and checks the invocation body (too_large: the body was over
 -- --max-body), opening credentials with keyring. Returns the invocation
 -- {kind = "task" or "stage", attempt, template, task, src, dst, options,
--- callback_url, callback_token, call_id, heartbeat; for a stage also stage
+-- callback_url, callback_token, call_id, heartbeat, execution, task_id
+-- (the coordinator's, for the log); for a stage also stage
 -- (its name), input, results, data}, or a cancel {kind = "cancel", call_id},
 -- or nil, status, err.
 function invocation.read(body, too_large, keyring)
@@ -211,6 +212,13 @@ function invocation.read(body, too_large, keyring)
   if heartbeat ~= nil and (type(heartbeat) ~= "number" or heartbeat < 1 or heartbeat > 3600) then
     return bad("heartbeat must be a number of seconds from 1 to 3600")
   end
+  local ids = {}
+  for _, k in ipairs{ "execution", "task_id" } do
+    if inv[k] ~= nil then
+      ids[k] = type(inv[k]) == "number" and math.tointeger(inv[k])
+      if not ids[k] or ids[k] < 1 then return bad("%s must be a positive integer", k) end
+    end
+  end
   if inv.source == nil then return bad("source must be an object with a url") end
   if inv.target == nil then return bad("target must be an object with a url") end
   local src, dst
@@ -222,7 +230,7 @@ function invocation.read(body, too_large, keyring)
            stage = stage, input = kind == "stage" and inv.input or nil, results = inv.results, data = inv.data,
            task = { kind = "copy", repository = inv.repository, dest_repository = dest, tags = tags },
            callback_url = inv.callback_url, callback_token = inv.callback_token, call_id = inv.call_id,
-           heartbeat = heartbeat }
+           heartbeat = heartbeat, execution = ids.execution, task_id = ids.task_id }
 end
 
 return invocation

@@ -194,7 +194,7 @@ hooks = function(s, exec_id, plan)
                           attempt = n })
     log.info("task %d: attempt %d dispatched to %s (call %s)", row.id, n, f.cfg.gateway, call_id)
     return { call_id = call_id, callback_url = f.base .. "/api/v1/callbacks/faas/" .. token,
-             heartbeat = math.max(1, f.cfg.lease / 4) }
+             heartbeat = math.max(1, f.cfg.lease / 4), execution = exec_id, task_id = row.id }
   end
   function h.deadline(row, n)
     local l = f.live[row.id]
@@ -299,6 +299,7 @@ function dispatcher.revoke(s, id)
   -- from the answer to its next callback.
   local cfg = s.faas.cfg
   task.spawn({ name = "cancel " .. id }, function()
+    s.sys.log_execution(id)
     parallel.map(calls, function(call_id)
       local res, err = http.request{ method = "POST", url = cfg.gateway, timeout = 5, follow = false, body = json.encode({ cancel = call_id }),
         headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. cfg.token } }

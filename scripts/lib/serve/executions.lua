@@ -483,6 +483,16 @@ local function run_execution(s, id)
   announce(s, id)
 end
 
+-- Logs one line at level ("info", "warn", "error") on behalf of execution
+-- id from a task that is not the execution's (a request, the cron loop):
+-- in JSON logs it carries replica_execution = id.
+function executions.log_for(s, id, level, fmt, ...)
+  local prev = s.sys.log_execution(id)
+  local ok, err = pcall(log[level], fmt, ...)
+  s.sys.log_execution(prev)
+  if not ok then error(err, 2) end
+end
+
 -- Starts the policy's next execution unless one of its runs is in flight.
 function executions.kick(s, policy_id)
   if s.running[policy_id] or s.closing then return end
@@ -492,6 +502,7 @@ function executions.kick(s, policy_id)
   local slot = { execution = row.id }
   s.running[policy_id] = slot
   slot.handle = task.spawn({ name = "execution " .. row.id, cpu = LONG }, function()
+    s.sys.log_execution(row.id) -- its lines and its tasks' carry replica_execution
     -- The body runs in a child task: a CPU or memory kill, which no pcall
     -- contains, ends the child, and this task still records the outcome.
     local ok, err = pcall(function()
@@ -656,7 +667,8 @@ function executions.draft(s, req, pol, body)
     assert(library.pin(db, id, entries))
     return true
   end))
-  log.info("execution %d: a draft run of policy %d by %s (%d edited source(s))", id, pol.id, tostring(req.who), #entries)
+  executions.log_for(s, id, "info", "execution %d: a draft run of policy %d by %s (%d edited source(s))", id, pol.id,
+                     tostring(req.who), #entries)
   announce(s, id)
   executions.kick(s, pol.id)
   return api.reply(req, 202, { id = id, coalesced = false, draft = true })
