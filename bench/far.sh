@@ -6,6 +6,9 @@
 #   F1  workload 1 of bench/replicate.sh (40 repositories x 10 tags, shared
 #       base layers, every 4th repository multi-arch): replica --jobs 8
 #       against skopeo sync, 8 processes at once, both through the proxy
+#   F2  F1 over TLS: the same storage served by Distribution over https with
+#       a CA made for the run (replica --from-ca, skopeo's cert-dir); the
+#       proxy carries the TLS bytes with the same delay and rate
 #   F3  one 500 MiB layer at FAR_RTT, no rate cap: replica against curl
 #       streaming the blob through the same proxy into an upload session
 # Each run gets a fresh target (on loopback: only the source is far), is
@@ -37,6 +40,7 @@ done
 
 source "$ROOT/tests/registry.sh"
 source "$ROOT/tests/servers.sh"
+source "$ROOT/tests/lib/tls.sh"
 WORK=$(mktemp -d /tmp/replica-bench-far.XXXXXX)
 E2E_WORK=$WORK # where tests/lib/proxy.sh keeps its proxies
 source "$ROOT/tests/lib/proxy.sh"
@@ -84,6 +88,35 @@ for ((i = 1; i <= RUNS; i++)); do
     sw+=("$w") sq+=("$(($(source_requests far) - before))")
 done
 
+# --- F2: F1 over TLS -------------------------------------------------------------------
+mkdir -p "$WORK/ca" "$WORK/certs"
+tls_ca "$WORK/ca" ca || fail "cannot make a CA"
+cp "$WORK/ca/ca.pem" "$WORK/certs/ca.crt"
+TEST_REGISTRY_TLS=$WORK/ca/ca TEST_REGISTRY_STORAGE=$REG_SMALL_STORAGE registry_start smalltls "$WORK/smalltls" ||
+    fail "cannot start the TLS registry"
+proxy_start fartls "$REG_SMALLTLS_URL" --rtt "$RTT" --rate "$RATE"
+FARTLS=https://${PROXY_FARTLS_URL#http://}
+declare -a tw=() stw=()
+for ((i = 1; i <= RUNS; i++)); do
+    out=$(
+        trap registry_stop_all EXIT
+        fresh_target "replica-fartls-$i"
+        replica_run "$WORK/replica-fartls-$i.log" "$FARTLS" "$TARGET" --repo '**' --jobs "$JOBS" --from-ca "$WORK/ca/ca.pem"
+        check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "F2, replica"
+    )
+    read -r w _ <<<"$out"
+    tw+=("$w")
+    out=$(
+        trap registry_stop_all EXIT
+        fresh_target "skopeo-fartls-$i"
+        YAML_CERT_DIR=$WORK/certs yaml "$WORK/skopeo-fartls-$i" "$FARTLS" "${small_repos[@]}"
+        skopeo_sync "$WORK/skopeo-fartls-$i" "${TARGET#http://}/bench"
+        check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "F2, skopeo"
+    )
+    read -r w _ <<<"$out"
+    stw+=("$w")
+done
+
 # --- F3: one big layer from afar ------------------------------------------------------
 registry_start big "$WORK/big"
 python3 "$SEED" big "$REG_BIG_URL" bench/big "$BIG_MIB" "$REG_BIG_STORAGE" >"$WORK/big.list" || fail "seeding F3 failed"
@@ -123,6 +156,7 @@ rows=()
 # shellcheck disable=SC2046  # medians of whole lists
 {
     row "F1 small images, far: wall s" "skopeo sync x$JOBS" $(median "${rw[@]}") $(median "${sw[@]}") "$T_FAR"
+    row "F2 the same over TLS: wall s" "skopeo sync x$JOBS" $(median "${tw[@]}") $(median "${stw[@]}") "$T_FAR"
     row "F3 $BIG_MIB MiB layer, far: wall s" "curl | curl" $(median "${bw[@]}") $(median "${cw[@]}") "$T_FAR_BIG"
 }
 per_tag() { awk -v n="$1" -v t="$n_small" 'BEGIN { printf "%.1f", n / t }'; }
@@ -133,6 +167,8 @@ printf '%-34s %-16s %9s %9s\n' "F1 requests to the source per tag" "skopeo sync 
     "$(per_tag "$(median "${rq[@]}")")" "$(per_tag "$(median "${sq[@]}")")"
 echo "  F1: $n_small tags in ${#small_repos[@]} repositories through faultproxy --rtt $RTT --rate $RATE;"
 echo "      requests counted by the proxy (every one a round trip at least)"
-echo "  runs, wall s: F1 replica ${rw[*]} | skopeo ${sw[*]};  F3 replica ${bw[*]} | curl ${cw[*]}"
+echo "  F2: the same storage served over https (a CA made for the run), the TLS bytes through the proxy"
+echo "  runs, wall s: F1 replica ${rw[*]} | skopeo ${sw[*]};  F2 replica ${tw[*]} | skopeo ${stw[*]}"
+echo "                F3 replica ${bw[*]} | curl ${cw[*]}"
 echo "  runs, source requests: F1 replica ${rq[*]} | skopeo ${sq[*]}"
 echo "  every replica and skopeo run checked: all target digests match the source"

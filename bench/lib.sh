@@ -77,12 +77,17 @@ skopeo_sync() {
 }
 
 # yaml DIR SRC_URL REPO...: one skopeo sync YAML file per repository in DIR.
+# An https:// SRC_URL is verified against the CA in YAML_CERT_DIR (its ca.crt).
 yaml() {
-    local dir=$1 host=${2#http://} repo
+    local dir=$1 host=${2#http://} repo tls="  tls-verify: false"
     shift 2
+    if [[ $host == https://* ]]; then
+        host=${host#https://}
+        tls=$(printf '  tls-verify: true\n  cert-dir: %s' "${YAML_CERT_DIR:?yaml: an https source needs YAML_CERT_DIR}")
+    fi
     mkdir -p "$dir"
     for repo in "$@"; do
-        printf '%s:\n  tls-verify: false\n  images:\n    %s: []\n' "$host" "$repo" >"$dir/${repo//\//_}.yml"
+        printf '%s:\n%s\n  images:\n    %s: []\n' "$host" "$tls" "$repo" >"$dir/${repo//\//_}.yml"
     done
 }
 

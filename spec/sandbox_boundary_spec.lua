@@ -334,7 +334,9 @@ t.test("code that cannot be paused is stopped after half a second, with a clear 
   ]], { name = "comparator", cpu = 10 })
   t.eq(ok, nil)
   t.match(err, "cannot be paused")
-  t.ok(gap < 0.8, "the loop was held for " .. gap .. " s")
+  -- the watchdog's half second, not the 10 s CPU budget; the slack is for a
+  -- loaded machine, where the stopping thread waits for a core
+  t.ok(gap < 3, "the loop was held for " .. gap .. " s")
 end)
 
 t.test("table.sort keeps its results and is charged to the budget", function()
