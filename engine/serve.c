@@ -35,6 +35,8 @@ static void serve_usage(FILE *f)
             "  --console DIR        the web console's built files, served at / (default: the\n"
             "                       build/web beside the binary, or /usr/share/replica/web);\n"
             "                       'none' serves the API only\n"
+            "  --metrics-token-file FILE  a bearer token that opens GET /metrics (and nothing\n"
+            "                       else) besides the API tokens\n"
             "FaaS (docs/faas.md):\n"
             "  --executor local|faas the executor of policies that do not choose one\n"
             "                       (default local)\n"
@@ -69,6 +71,7 @@ static const char *const serve_opts[][2] = {
     { "--faas-concurrency", "faas_concurrency" }, { "--faas-retries", "faas_retries" },
     { "--faas-timeout", "faas_timeout" }, { "--faas-lease", "faas_lease" },
     { "--callback-url", "callback_url" }, { "--function-token-file", "function_token_file" },
+    { "--metrics-token-file", "metrics_token_file" },
     { NULL, NULL },
 };
 
@@ -150,23 +153,32 @@ static int run_entry(int argc, char **argv, int first, const char *cmd, const ch
     return rc;
 }
 
-/* Adds the functions' token to the options table on top of L:
- * $REPLICA_FUNCTION_TOKEN, else --function-token-file's text (false when
- * that file cannot be read; faas/config.lua names it). */
+/* Sets field to the text of the file named by field file_field of the
+ * options table on top of L, when that is given (false when the file cannot
+ * be read: the Lua side names it). */
+static void opt_file_text(lua_State *L, const char *file_field, const char *field)
+{
+    if (lua_getfield(L, -1, file_field) == LUA_TSTRING) {
+        if (vm_push_file(L, lua_tostring(L, -1), 4096) != 0)
+            lua_pushboolean(L, 0);
+        lua_setfield(L, -3, field);
+    }
+    lua_pop(L, 1);
+}
+
+/* Adds the tokens kept in files to the options table on top of L: the
+ * functions' ($REPLICA_FUNCTION_TOKEN, else --function-token-file's text;
+ * faas/config.lua checks it) and the metrics token (serve/scrape.lua). */
 static void serve_extra(lua_State *L)
 {
+    opt_file_text(L, "metrics_token_file", "metrics_token");
     const char *v = getenv("REPLICA_FUNCTION_TOKEN");
     if (v && *v) {
         lua_pushstring(L, v);
         lua_setfield(L, -2, "function_token");
         return;
     }
-    if (lua_getfield(L, -1, "function_token_file") == LUA_TSTRING) {
-        if (vm_push_file(L, lua_tostring(L, -1), 4096) != 0)
-            lua_pushboolean(L, 0);
-        lua_setfield(L, -3, "function_token");
-    }
-    lua_pop(L, 1);
+    opt_file_text(L, "function_token_file", "function_token");
 }
 
 int cmd_serve(int argc, char **argv)
@@ -177,7 +189,7 @@ int cmd_serve(int argc, char **argv)
                                            "executor", "gateway", "faas_mode", "faas_concurrency",
                                            "faas_retries", "faas_timeout", "faas_lease",
                                            "callback_url", "seal_key_file", "function_token_file",
-                                           NULL };
+                                           "metrics_token_file", NULL };
     return run_entry(argc, argv, 1, "serve",
                      "local opts = ... return require('serve').main(opts, sys)", allowed,
                      serve_usage, serve_extra);

@@ -16,6 +16,7 @@ local catalog_api = require("serve.catalog_api")
 local poison = require("serve.poison")
 local console = require("serve.console")
 local dispatcher = require("serve.dispatcher")
+local scrape = require("serve.scrape")
 local cron = require("cron")
 local hostport = require("hostport")
 
@@ -122,6 +123,11 @@ end
 -- request then carries as req.who), or false, the 401 message and the
 -- WWW-Authenticate challenge (none for the webhooks).
 local function authorize(s, path, header)
+  if path == "/metrics" then
+    local ok, who = scrape.authorize(s, header)
+    if ok then return true, who end
+    return false, who, 'Bearer realm="replica"'
+  end
   if path == "/api/v1/health" or not path:find("^/api/") then return true end
   if path:find("^/api/v1/webhooks/") then
     if webhooks.registry_of(s.db, header) then return true end
@@ -137,9 +143,21 @@ local function authorize(s, path, header)
   return false, why, 'Bearer realm="replica"'
 end
 
+-- Answers 401 with the message why and the bearer challenge.
+local function unauthorized(req, why)
+  return req:respond(401, { ["Content-Type"] = "application/json", ["WWW-Authenticate"] = 'Bearer realm="replica"' },
+                     json.encode({ error = why }))
+end
+
 -- Answers one request: auth, then the router.
 local function handle(s, req)
   local path = req.path
+  if path == "/metrics" then
+    local ok, why = true, nil
+    if not req.who then ok, why = scrape.authorize(s, req:header("authorization")) end
+    if not ok then return unauthorized(req, why) end
+    return scrape.serve(s, req)
+  end
   if not path:find("^/api/") then return console.serve(s.console, req) end
   if path == "/api/v1/health" then
     return api.reply(req, 200, { status = "ok", watchdog = poison.health(s.sys, api.iso) })
@@ -148,11 +166,7 @@ local function handle(s, req)
     -- authorize() checked the token before the body was read; this is for
     -- a request it did not see
     local who, why = tokens.check(s.db, req:header("authorization"))
-    if not who then
-      return req:respond(401, { ["Content-Type"] = "application/json",
-                                ["WWW-Authenticate"] = 'Bearer realm="replica"' },
-                         json.encode({ error = why }))
-    end
+    if not who then return unauthorized(req, why) end
   end
   if path == "/api/v1/events" and req.method == "GET" then return bus.serve(req) end
   return s.router.dispatch(req)
@@ -199,6 +213,7 @@ function serve.main(opts, sys)
   end
   local s = { db = db, keyring = keyring, sys = sys, running = {}, stop_requested = {} }
   local ok, ferr = dispatcher.setup(s, opts)
+  if ok then ok, ferr = scrape.setup(s, opts) end
   if not ok then
     db:close()
     return nil, ferr
