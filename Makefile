@@ -6,6 +6,8 @@
 #   make check    the same suite under ASan + UBSan, then valgrind's leak check
 #   make bench    benchmarks (figures go in docs/benchmarks.md), the console's last
 #   make bench-console  the web console's figures only (bundle, execution page, save-to-run)
+#   make soak     replica serve under a mixed load for 30 min (SOAK_MINUTES=), failing on
+#                 RSS or fd growth or an execution that ends wrong (bench/soak.sh)
 #   make deps     install every Debian package the targets need
 
 PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson sqlite3 libedit
@@ -26,7 +28,7 @@ BUILD    ?= build/release
 OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-console clean run web
+.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-console soak clean run web
 
 all: replica web
 
@@ -89,6 +91,9 @@ bench: deps-bench replica web build/faultserver build/faultproxy
 
 bench-serve: deps-bench replica
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/serve.sh
+
+soak: deps-bench replica
+	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/soak.sh
 
 bench-console: deps-bench replica web
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/console.sh
