@@ -7,6 +7,7 @@
 # durations, and the webhook events received and matched.
 set -euo pipefail
 source "$(dirname "$0")/../lib/serve.sh"
+source "$ROOT/tests/lib/proxy.sh"
 
 registry_start src "$E2E_WORK/src"
 registry_start dst "$E2E_WORK/dst"
@@ -133,6 +134,23 @@ is "$(metric replica_webhook_events_matched_total '.source == "distribution"'):$
     "1:1" "one matched a policy, one was ignored"
 is "$(metric replica_tags_total '.result == "skipped"')" 1 "the event's tag, already on the target, counts as skipped"
 is "$(metric replica_tasks '.status == "Succeeded"')" 4 "replica_tasks follows the database"
-like "$(grep -c '^# HELP replica_retries_total ' "$E2E_WORK/metrics.txt")" '^1$' "replica_retries_total is declared"
+is "$(metric replica_retries_total)" none "no retries so far"
+
+# --- retries: a source behind the fault proxy answers 503 twice ------------------
+proxy_start src "$S"
+proxy_rules src <<'EOF'
+GET /v2/*/manifests/* nth=1 times=2 status=503
+EOF
+api POST /registries "$(registry_json proxied "$PROXY_SRC_URL")"
+PSRC_ID=$(jget .id)
+api POST /policies "{\"name\": \"retried\", \"source_registry\": $PSRC_ID, \"target_registry\": $DST_ID, \"repositories\": [\"m/c\"], \"dest_namespace\": \"retried\"}"
+api POST "/policies/$(jget .id)/executions"
+wait_exec "$(jget .id)" Succeeded Failed Stopped
+is "$(jget .status)" Succeeded "through two 503s, the execution succeeds"
+scrape "$MTOKEN"
+metrics_parse
+is "$(metric replica_retries_total '.kind == "request" and .reason == "503"')" 2 "replica_retries_total counts the two retries, by reason"
+is "$(metric replica_http_requests_total ".host == \"${PROXY_SRC_URL#http://}\" and .method == \"GET\" and .status == \"503\"")" 2 \
+    "and the requests the two 503s answered, by the proxy's host"
 serve_stop
 done_testing
