@@ -152,5 +152,9 @@ metrics_parse
 is "$(metric replica_retries_total '.kind == "request" and .reason == "503"')" 2 "replica_retries_total counts the two retries, by reason"
 is "$(metric replica_http_requests_total ".host == \"${PROXY_SRC_URL#http://}\" and .method == \"GET\" and .status == \"503\"")" 2 \
     "and the requests the two 503s answered, by the proxy's host"
+want=$(for st in Failed Pending Running Stopped Succeeded; do
+    echo "$st $(sqlite3 "$SERVE_DB" "SELECT count(*) FROM tasks WHERE status = '$st'")"; done)
+is "$(jget '[.[] | select(.name == "replica_tasks") | "\(.labels.status) \(.value)"] | sort | .[]')" "$want" \
+    "replica_tasks matches the database's tasks, status by status"
 serve_stop
 done_testing

@@ -1,6 +1,6 @@
 -- serve/scrape.lua - GET /metrics: the daemon's metrics in the Prometheus
 -- text format (serve/metrics.lua). What is counted where:
---   executions and tasks by status  the database, queried at each scrape
+--   executions and tasks by status  the database, at each scrape (task_counts)
 --   bytes, blobs and tags copied    the push stages' reports, as each stage
 --                                   ends (stage_ended), local or on a function
 --   stage durations                 the same stage records
@@ -113,17 +113,33 @@ function scrape.webhook(s, source, what)
   f:inc({ source = source })
 end
 
+-- The tasks by status ({Pending = n, ...}) without a scan of every task:
+-- the ended ones from the counts each execution keeps with its tasks'
+-- changes, the others from the tasks of the executions not ended (through
+-- the index on tasks' execution and status).
+local function task_counts(db)
+  local c = assert(db:row([[SELECT coalesce(sum(succeeded), 0) AS s, coalesce(sum(failed), 0) AS f,
+                                   coalesce(sum(stopped), 0) AS st FROM executions]]))
+  local out = { Pending = 0, Running = 0, Succeeded = c.s, Failed = c.f, Stopped = c.st }
+  for _, r in ipairs(assert(db:query([[SELECT t.status, count(*) AS n FROM executions e
+                                       JOIN tasks t ON t.execution = e.id AND t.status IN ('Pending', 'Running')
+                                       WHERE e.status IN ('Pending', 'Running') GROUP BY t.status]]))) do
+    out[r.status] = r.n
+  end
+  return out
+end
+
 -- Refreshes the families read at scrape time: the database's counts, the
 -- HTTP client's and the retries.
 local function collect(s)
   local m = s.metrics
-  for _, pair in ipairs{ { m.executions, "executions" }, { m.tasks, "tasks" } } do
-    local f = pair[1]
-    f:clear()
-    for _, st in ipairs(STATUSES) do f:set({ status = st }, 0) end
-    for _, row in ipairs(assert(s.db:query("SELECT status, count(*) AS n FROM " .. pair[2] .. " GROUP BY status"))) do
-      f:set({ status = row.status }, row.n)
-    end
+  local execs = { Pending = 0, Running = 0, Succeeded = 0, Failed = 0, Stopped = 0 }
+  for _, row in ipairs(assert(s.db:query("SELECT status, count(*) AS n FROM executions GROUP BY status"))) do
+    execs[row.status] = row.n
+  end
+  for _, pair in ipairs{ { m.executions, execs }, { m.tasks, task_counts(s.db) } } do
+    pair[1]:clear()
+    for _, st in ipairs(STATUSES) do pair[1]:set({ status = st }, pair[2][st] or 0) end
   end
   local h = s.sys.http_stats()
   m.in_flight:set(nil, h.active)
