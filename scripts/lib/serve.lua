@@ -1,8 +1,9 @@
 -- serve.lua - `replica serve`: the daemon. It keeps registries, policies,
 -- executions, tasks, stage results, task logs and webhook events in SQLite,
--- serves the HTTP API under /api/v1 (bearer tokens), runs executions (one
--- at a time per policy, later triggers coalesced), fires cron schedules,
--- takes registry webhooks, and at start resumes what a crash interrupted.
+-- serves the HTTP API under /api/v1 (bearer tokens) and its metrics at
+-- /metrics (serve/scrape.lua), runs executions (one at a time per policy,
+-- later triggers coalesced), fires cron schedules, takes registry webhooks,
+-- and at start resumes what a crash interrupted.
 -- sys (the privileged table: database, HTTP server, keyring) comes from the
 -- entry chunk; stage scripts never see it.
 local api = require("serve.api")
