@@ -7,6 +7,8 @@
 #   make bench    benchmarks (figures go in docs/benchmarks.md), the console's last
 #   make bench-far      the far-registry figures only (the source behind faultproxy at 40 ms)
 #   make bench-console  the web console's figures only (bundle, execution page, save-to-run)
+#   make soak     replica serve under a mixed load for 30 min (SOAK_MINUTES=), failing on
+#                 RSS or fd growth or an execution that ends wrong (bench/soak.sh)
 #   make deps     install every Debian package the targets need
 #   make install  PREFIX=/usr/local DESTDIR=: the binary, scripts, console, docs
 #                 and the systemd unit (docs/install.md); make uninstall
@@ -28,8 +30,8 @@ BUILD    ?= build/release
 OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-far bench-console clean run web \
-        install uninstall
+.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-far bench-console soak \
+        clean run web install uninstall
 
 all: replica web
 
@@ -95,6 +97,9 @@ bench-serve: deps-bench replica
 
 bench-far: deps-bench replica build/faultproxy
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/far.sh
+
+soak: deps-bench replica
+	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/soak.sh
 
 bench-console: deps-bench replica web
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/console.sh

@@ -8,6 +8,7 @@
  */
 #include "http.h"
 #include "tls_probe.h"
+#include "tally.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ struct http_client {
     struct event *hold;        /* ends the earliest hold of an origin */
     struct http_watch watch;   /* watch.done NULL and no dry origin: none */
     int watching;
+    struct tally counts;       /* finished requests by host, method and status */
 };
 
 struct sock_ctx {
@@ -91,6 +93,25 @@ static void active_remove(struct http_client *c, struct http_req *r)
         evtimer_del(c->sweep);
 }
 
+/* Counts finished request r by the host:port of its queue's origin, its
+ * method, and its status (the error's name when the transfer failed). */
+static void count_done(struct http_client *c, const struct http_req *r)
+{
+    char host[TALLY_KEYLEN], status[16];
+    const char *k = strstr(r->host->key, "://");
+    k = k ? k + 3 : r->host->key;
+    size_t len = strcspn(k, "#");
+    if (len >= sizeof(host))
+        len = sizeof(host) - 1;
+    memcpy(host, k, len);
+    host[len] = 0;
+    if (r->err == HTTP_OK)
+        snprintf(status, sizeof(status), "%ld", r->status);
+    else
+        snprintf(status, sizeof(status), "%s", http_strerror(r->err));
+    tally_add(&c->counts, host, r->method, status);
+}
+
 /* The sweep, once a second: a request whose bytes have not moved for its
  * stall timeout, and that its owner has not paused, ends with "timeout".
  * (curl's own low-speed check averages over several seconds: it fires late.) */
@@ -124,6 +145,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
         snprintf(r->errbuf, sizeof(r->errbuf), "no data moved for %ld s", r->stall_timeout);
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
         struct http_host *h = r->host;
+        count_done(c, r);
         if (c->watching && c->watch.done)
             c->watch.done(c->watch.ud, r);
         r->done(r, r->ud);
@@ -508,6 +530,7 @@ static void check_multi_info(struct http_client *c)
         if (r->hold_origin && (r->status == 429 || r->status == 503))
             hold_origin(c, r);
         struct http_host *h = r->host;
+        count_done(c, r);
         if (c->watching && c->watch.done)
             c->watch.done(c->watch.ud, r);
         r->done(r, r->ud);
@@ -576,12 +599,23 @@ void http_client_free(struct http_client *c)
         curl_easy_cleanup(c->pool[--c->npool]);
     free(c->user_agent);
     free(c->capath);
+    tally_free(&c->counts);
     free(c);
 }
 
 long http_client_pending(const struct http_client *c)
 {
     return c->pending;
+}
+
+long http_client_active(const struct http_client *c)
+{
+    return c->nactive;
+}
+
+const struct tally *http_client_counts(const struct http_client *c)
+{
+    return &c->counts;
 }
 
 /* CURLOPT_HEADERFUNCTION: keeps the header block of the last response only. */

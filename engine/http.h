@@ -85,6 +85,18 @@ void http_client_free(struct http_client *c);
 /* Returns the number of requests started or queued and not yet finished. */
 long http_client_pending(const struct http_client *c);
 
+/* Returns the number of requests handed to libcurl and not yet finished
+ * (the rest of the pending ones wait in their hosts' queues). */
+long http_client_active(const struct http_client *c);
+
+struct tally;
+/* Returns the counts of the client's finished requests (tally.h), keyed by
+ * the host:port of the origin they were queued for, the method, and the
+ * HTTP status, or the error's name (http_strerror) when the transfer
+ * failed; a request cancelled by its owner is not counted. The client owns
+ * them; they are valid until the next request ends. */
+const struct tally *http_client_counts(const struct http_client *c);
+
 /* A watcher of every request of a client (`replica repl`: its trace and its
  * dry mode). done runs after each transfer ends (also for a request refused
  * as a dry-mode write), before the request's own done; a request cancelled

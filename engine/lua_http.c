@@ -9,6 +9,8 @@
 #include "http.h"
 #include "lua_http.h"
 #include "sched.h"
+#include "sys.h"
+#include "tally.h"
 #include "vm.h"
 
 #define OP_MT "replica.http.op"
@@ -309,6 +311,43 @@ static int l_request(lua_State *L)
         return 3;
     }
     return task_yield(L, t, &o->op, request_done, (lua_KContext)o);
+}
+
+/* sys.http_stats() -> {active=, queued=, requests={{host=, method=, status=,
+ * count=}, ...}}: the requests of the engine's HTTP client in flight
+ * (handed to libcurl), waiting in their hosts' queues, and finished, by
+ * host, method and status (http_client_counts). A new table, the caller's. */
+static int l_http_stats(lua_State *L)
+{
+    struct vm *vm = lua_touserdata(L, lua_upvalueindex(1));
+    const struct tally *t = http_client_counts(vm->http);
+    long active = http_client_active(vm->http);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, active);
+    lua_setfield(L, -2, "active");
+    lua_pushinteger(L, http_client_pending(vm->http) - active);
+    lua_setfield(L, -2, "queued");
+    lua_createtable(L, (int)t->n, 0);
+    static const char *const parts[] = { "host", "method", "status" };
+    for (size_t i = 0; i < t->n; i++) {
+        lua_createtable(L, 0, 4);
+        for (int j = 0; j < 3; j++) {
+            lua_pushstring(L, t->rows[i].key[j]);
+            lua_setfield(L, -2, parts[j]);
+        }
+        lua_pushinteger(L, (lua_Integer)t->rows[i].n);
+        lua_setfield(L, -2, "count");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "requests");
+    return 1;
+}
+
+void sys_add_http(struct vm *vm, lua_State *L)
+{
+    lua_pushlightuserdata(L, vm);
+    lua_pushcclosure(L, l_http_stats, 1);
+    lua_setfield(L, -2, "http_stats");
 }
 
 void inject_http_api(struct vm *vm, lua_State *L)

@@ -38,6 +38,8 @@ static void serve_usage(FILE *f)
             "  --console DIR        the web console's built files, served at / (default: found\n"
             "                       as 'replica --help' says, e.g. BIN/../share/replica/web);\n"
             "                       'none' serves the API only\n"
+            "  --metrics-token-file FILE  a bearer token that opens GET /metrics (and nothing\n"
+            "                       else) besides the API tokens\n"
             "retention (docs/api.md; 0 keeps everything):\n"
             "  --keep-executions N  ended executions kept per policy, with their tasks and\n"
             "                       logs (default 50; a policy's keep_executions wins)\n"
@@ -80,6 +82,7 @@ static const char *const serve_opts[][2] = {
     { "--faas-concurrency", "faas_concurrency" }, { "--faas-retries", "faas_retries" },
     { "--faas-timeout", "faas_timeout" }, { "--faas-lease", "faas_lease" },
     { "--callback-url", "callback_url" }, { "--function-token-file", "function_token_file" },
+    { "--metrics-token-file", "metrics_token_file" },
     { NULL, NULL },
 };
 
@@ -161,23 +164,32 @@ static int run_entry(int argc, char **argv, int first, const char *cmd, const ch
     return rc;
 }
 
-/* Adds the functions' token to the options table on top of L:
- * $REPLICA_FUNCTION_TOKEN, else --function-token-file's text (false when
- * that file cannot be read; faas/config.lua names it). */
+/* Sets field to the text of the file named by field file_field of the
+ * options table on top of L, when that is given (false when the file cannot
+ * be read: the Lua side names it). */
+static void opt_file_text(lua_State *L, const char *file_field, const char *field)
+{
+    if (lua_getfield(L, -1, file_field) == LUA_TSTRING) {
+        if (vm_push_file(L, lua_tostring(L, -1), 4096) != 0)
+            lua_pushboolean(L, 0);
+        lua_setfield(L, -3, field);
+    }
+    lua_pop(L, 1);
+}
+
+/* Adds the tokens kept in files to the options table on top of L: the
+ * functions' ($REPLICA_FUNCTION_TOKEN, else --function-token-file's text;
+ * faas/config.lua checks it) and the metrics token (serve/scrape.lua). */
 static void serve_extra(lua_State *L)
 {
+    opt_file_text(L, "metrics_token_file", "metrics_token");
     const char *v = getenv("REPLICA_FUNCTION_TOKEN");
     if (v && *v) {
         lua_pushstring(L, v);
         lua_setfield(L, -2, "function_token");
         return;
     }
-    if (lua_getfield(L, -1, "function_token_file") == LUA_TSTRING) {
-        if (vm_push_file(L, lua_tostring(L, -1), 4096) != 0)
-            lua_pushboolean(L, 0);
-        lua_setfield(L, -3, "function_token");
-    }
-    lua_pop(L, 1);
+    opt_file_text(L, "function_token_file", "function_token");
 }
 
 int cmd_serve(int argc, char **argv)
@@ -189,7 +201,7 @@ int cmd_serve(int argc, char **argv)
                                            "auth_backoff", "executor", "gateway", "faas_mode", "faas_concurrency",
                                            "faas_retries", "faas_timeout", "faas_lease",
                                            "callback_url", "seal_key_file", "function_token_file",
-                                           NULL };
+                                           "metrics_token_file", NULL };
     return run_entry(argc, argv, 1, "serve",
                      "local opts = ... return require('serve').main(opts, sys)", allowed,
                      serve_usage, serve_extra);

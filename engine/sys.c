@@ -343,6 +343,7 @@ void sys_push(struct vm *vm, lua_State *L)
     sys_add_httpd(vm, L);
     sys_add_watchdog(vm, L);
     sys_add_files(vm, L);
+    sys_add_http(vm, L);
 }
 
 void sys_install(struct vm *vm, lua_State *L)

@@ -23,6 +23,7 @@ void sys_add_db(struct vm *vm, lua_State *L);      /* lua_db.c: sys.db_open */
 void sys_add_httpd(struct vm *vm, lua_State *L);   /* lua_httpd.c: sys.listen */
 void sys_add_watchdog(struct vm *vm, lua_State *L); /* watchdog.c: sys.watchdog* */
 void sys_add_files(struct vm *vm, lua_State *L);    /* sys_files.c: sys.read_tree */
+void sys_add_http(struct vm *vm, lua_State *L);     /* lua_http.c: sys.http_stats */
 
 /* Returns the open SQLite handle of the db object at idx, raising a Lua
  * error when idx is not an open db (lua_db.c). The object owns it. */

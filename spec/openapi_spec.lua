@@ -6,7 +6,7 @@
 -- The rule for what is not the router's: an operation tagged `console` is
 -- the web console's (serve/console.lua answers every path outside /api/),
 -- and one marked `x-outside-router: true` is answered by serve.lua's handle
--- before the router (the health check, the event stream). Neither may be a
+-- before the router (the health check, the event stream, GET /metrics). Neither may be a
 -- route of the router, and serve.lua must name the latter's path.
 --
 -- Run from the repository's root (as tests/run.sh does); it needs no servers.
@@ -191,7 +191,7 @@ local function compare(routes, d, serve_src)
         unserved[#unserved + 1] = string.format("%s (%s:%d) is tagged console but under /api/", key, DOC, op.line)
       end
     elseif op.outside then
-      if not op.path:find("^/api/") or not serve_src:find('"' .. op.path .. '"', 1, true) then
+      if not serve_src:find('"' .. op.path .. '"', 1, true) then
         unserved[#unserved + 1] = string.format("%s (%s:%d) is marked x-outside-router, but serve.lua does not "
                                                 .. "answer that path", key, DOC, op.line)
       end
@@ -342,7 +342,7 @@ t.test("path parameters are declared, required, and named as in the path", funct
   none(problems, "parameter problem(s)")
 end)
 
-t.test("security follows serve.lua: a bearer token except health, the webhooks (their secret), the FaaS callbacks (the token in their path) and the console",
+t.test("security follows serve.lua: a bearer token except health, the webhooks (their secret), the FaaS callbacks (the token in their path), the console, and /metrics (a bearer token or the metrics token)",
        function()
   local root, problems = doc().root, {}
   t.eq(root.by.security.children[1].by.bearer.value, "[]", "bearer is the default")
@@ -353,8 +353,9 @@ t.test("security follows serve.lua: a bearer token except health, the webhooks (
     local sec = op.node.by.security
     local got = not sec and "bearer" or sec.value == "[]" and "none"
                 or (sec.children[1] and sec.children[1].children[1] and sec.children[1].children[1].key)
-    local want = (op.path == "/api/v1/health" or not op.path:find("^/api/")
-                  or op.path:find("^/api/v1/callbacks/faas/")) and "none"
+    local want = op.path == "/metrics" and "bearer"
+                 or (op.path == "/api/v1/health" or not op.path:find("^/api/")
+                     or op.path:find("^/api/v1/callbacks/faas/")) and "none"
                  or op.path:find("^/api/v1/webhooks/") and "webhookSecret" or "bearer"
     if got ~= want then
       problems[#problems + 1] = string.format("%s:%d: %s %s: security %s, expected %s", DOC, op.line, op.method,

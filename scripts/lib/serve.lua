@@ -1,10 +1,11 @@
 -- serve.lua - `replica serve`: the daemon. It keeps registries, policies,
 -- executions, tasks, stage results, task logs and webhook events in SQLite,
--- serves the HTTP API under /api/v1 (bearer tokens), runs executions (one
--- at a time per policy, later triggers coalesced), fires cron schedules,
--- takes registry webhooks, and at start resumes what a crash interrupted.
--- Retention (serve/retention.lua) keeps the database bounded; every API
--- write is recorded in the audit table (serve/audit.lua).
+-- serves the HTTP API under /api/v1 (bearer tokens) and its metrics at
+-- /metrics (serve/scrape.lua), runs executions (one at a time per policy,
+-- later triggers coalesced), fires cron schedules, takes registry webhooks,
+-- and at start resumes what a crash interrupted. Retention
+-- (serve/retention.lua) keeps the database bounded; every API write is
+-- recorded in the audit table (serve/audit.lua).
 -- sys (the privileged table: database, HTTP server, keyring) comes from the
 -- entry chunk; stage scripts never see it.
 local api = require("serve.api")
@@ -21,6 +22,7 @@ local dispatcher = require("serve.dispatcher")
 local retention = require("serve.retention")
 local audit = require("serve.audit")
 local backoff = require("serve.backoff")
+local scrape = require("serve.scrape")
 local cron = require("cron")
 local hostport = require("hostport")
 local loglimit = require("loglimit")
@@ -153,12 +155,19 @@ end
 -- blocked for failed authentications (serve/backoff.lua; nothing is
 -- checked then), or 503 when the credentials cannot be looked up. A
 -- credential sent and found wrong counts as a failure; none sent does not.
+-- /metrics takes an API token or the metrics token (serve/scrape.lua).
 local function authorize(s, path, header, addr)
-  if path == "/api/v1/health" or not path:find("^/api/") then return true end
+  if path == "/api/v1/health" or not (path:find("^/api/") or path == "/metrics") then return true end
   local wait = s.backoff:blocked(addr)
   if wait then
     return false, string.format("too many failed authentications from this address: retry in %d s", wait),
            nil, 429, wait
+  end
+  if path == "/metrics" then
+    local ok, who = scrape.authorize(s, header)
+    if ok then return true, who end
+    if header and header ~= "" then s.backoff:failed(addr) end
+    return false, who, 'Bearer realm="replica"'
   end
   if path:find("^/api/v1/webhooks/") then
     local reg, rerr = webhooks.registry_of(s.db, header)
@@ -182,10 +191,22 @@ local function authorize(s, path, header, addr)
   return false, why, 'Bearer realm="replica"'
 end
 
+-- Answers 401 with the message why and the bearer challenge.
+local function unauthorized(req, why)
+  return req:respond(401, { ["Content-Type"] = "application/json", ["WWW-Authenticate"] = 'Bearer realm="replica"' },
+                     json.encode({ error = why }))
+end
+
 -- Answers one request: auth, then the router; a write is audited after
 -- its answer.
 local function handle(s, req)
   local path = req.path
+  if path == "/metrics" then
+    local ok, why = true, nil
+    if not req.who then ok, why = scrape.authorize(s, req:header("authorization")) end
+    if not ok then return unauthorized(req, why) end
+    return scrape.serve(s, req)
+  end
   if not path:find("^/api/") then return console.serve(s.console, req) end
   if path == "/api/v1/health" then
     return api.reply(req, 200, { status = "ok", watchdog = poison.health(s.sys, api.iso) })
@@ -196,11 +217,7 @@ local function handle(s, req)
     -- a request it did not see
     local why
     who, why = tokens.check(s.db, req:header("authorization"))
-    if not who then
-      return req:respond(401, { ["Content-Type"] = "application/json",
-                                ["WWW-Authenticate"] = 'Bearer realm="replica"' },
-                         json.encode({ error = why }))
-    end
+    if not who then return unauthorized(req, why) end
   end
   if path == "/api/v1/events" and req.method == "GET" then return bus.serve(req) end
   local pattern, params = s.router.dispatch(req)
@@ -262,6 +279,7 @@ function serve.main(opts, sys)
               retention = keep, deleting = {}, pruning = {},
               backoff = backoff.new{ base = auth_backoff } }
   local ok, ferr = dispatcher.setup(s, opts)
+  if ok then ok, ferr = scrape.setup(s, opts) end
   if not ok then
     db:close()
     return nil, ferr

@@ -66,6 +66,14 @@ tasks "$EXEC"
 is "$(tq '[.[] | [.stages[].name] | join(" ")] | unique | .[]')" "$SIX" \
     "each task's results are the six stages in template order"
 is "$(tq '[.[].stages[].status] | unique | join(",")')" succeeded "and every stage succeeded"
+scrape "$TOKEN"
+metrics_parse
+is "$(metric replica_stage_duration_seconds_count '.template == "distribution" and .stage == "push"')" 20 \
+    "GET /metrics counts the push stage of each of the 20 tasks the functions ran"
+is "$(jget '[.[] | select(.name == "replica_tags_total" and (.labels.result == "pushed" or .labels.result == "skipped")) | .value] | add')" 40 \
+    "and their 40 tags, pushed (or found there, after the killed attempt)"
+gw=$(metric replica_http_requests_total ".host == \"$(sed -E 's#^https?://([^/]+).*#\1#' <<<"$GW1")\" and .method == \"POST\" and .status == \"200\"")
+ok "$([[ $gw != none ]] && ((gw >= 20)); echo $?)" "the daemon's own requests are the tasks POSTed to the gateway ($gw)"
 twice=$(tq '[.[] | select(.attempts == 2)] | length')
 ok "$((twice >= 1 ? 0 : 1))" "the tasks that were on the killed instance ran again as attempt 2 ($twice)"
 is "$(tq '[.[] | select(.attempts > 2)] | length')" 0 "no task needed a third attempt"

@@ -12,6 +12,7 @@
 #                            $STATUS, the body in $BODY
 #   wait_exec ID STATUS...   wait (up to 60 s) until execution ID reaches one
 #                            of the statuses; its JSON in $BODY
+#   scrape [TOKEN]           GET /metrics (see below)
 source "$(dirname "${BASH_SOURCE[0]}")/e2e.sh"
 
 SERVE_PID=""
@@ -90,4 +91,29 @@ wait_exec() {
 # registry_json NAME URL [EXTRA_JSON_FIELDS]: a registry create body.
 registry_json() {
     echo "{\"name\": \"$1\", \"url\": \"$2\"${3:+, $3}}"
+}
+
+# scrape [TOKEN]: GET /metrics with the bearer TOKEN (none when empty); the
+# status in $STATUS, the Content-Type in $CTYPE, the text in
+# $E2E_WORK/metrics.txt.
+scrape() {
+    local out
+    out=$(curl -s -m 10 ${1:+-H "Authorization: Bearer $1"} -o "$E2E_WORK/metrics.txt" \
+        -w '%{http_code} %{content_type}' "${API%/api/v1}/metrics")
+    STATUS=${out%% *} CTYPE=${out#* }
+}
+
+# metrics_parse: the last scrape read by tests/lib/prom_text.py (a strict
+# reader of the text format): its samples as JSON in $BODY. Fails, with the
+# reader's complaint on stderr, when the text does not parse.
+metrics_parse() {
+    BODY=$(python3 "$ROOT/tests/lib/prom_text.py" <"$E2E_WORK/metrics.txt")
+}
+
+# metric NAME [LABEL_TEST]: from $BODY (metrics_parse's), the value of the
+# one sample named NAME whose labels pass the jq test (e.g.
+# '.status == "Succeeded"'), or "none".
+metric() {
+    jget "[.[] | select(.name == \"$1\") | select(.labels | ${2:-true})] |
+          if length == 1 then .[0].value else \"none\" end"
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "tally.h"
 #include "test.h"
 
 #define SAFETY_SECONDS 15
@@ -279,6 +280,53 @@ TEST_IMPL(http_error_status_is_not_a_transfer_error)
     ASSERT_EQ(r->err, HTTP_OK);
     ASSERT_EQ(r->status, 500);
     http_req_free(r);
+    fixture_close(&f);
+    return 0;
+}
+
+/* Returns the count of (host, method, status) in the client's request
+ * counts, or 0. */
+static unsigned long long counted(struct http_client *c, const char *host, const char *method,
+                                  const char *status)
+{
+    const struct tally *t = http_client_counts(c);
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->rows[i].key[0], host) == 0 && strcmp(t->rows[i].key[1], method) == 0 &&
+            strcmp(t->rows[i].key[2], status) == 0)
+            return t->rows[i].n;
+    return 0;
+}
+
+/* Every finished request is counted by the host:port it went to, its
+ * method, and its status, or the error's name when no response came. */
+TEST_IMPL(http_counts_finished_requests)
+{
+    NEED_ENV(base, "HTTP_URL");
+    struct fixture f;
+    char url[512], host[300], closed[128], closed_host[64];
+    ASSERT_EQ(fixture_open(&f, 0), 0);
+    ASSERT_EQ(http_origin_key(base, host, sizeof(host)), 0);
+    memmove(host, host + strlen("http://"), strlen(host) - strlen("http://") + 1);
+    for (int i = 0; i < 2; i++) {
+        struct http_req *r = fetch(&f, url_of(url, sizeof(url), base, "/files/small.txt"), 10, NULL, 0);
+        ASSERT_NOT_NULL(r);
+        http_req_free(r);
+    }
+    struct http_req *r = fetch(&f, url_of(url, sizeof(url), base, "/status/404"), 10, NULL, 0);
+    ASSERT_NOT_NULL(r);
+    http_req_free(r);
+    int port = closed_port();
+    ASSERT(port > 0);
+    snprintf(closed, sizeof(closed), "http://127.0.0.1:%d/", port);
+    snprintf(closed_host, sizeof(closed_host), "127.0.0.1:%d", port);
+    r = fetch(&f, closed, 10, NULL, 0);
+    ASSERT_NOT_NULL(r);
+    http_req_free(r);
+    ASSERT_EQ(counted(f.c, host, "GET", "200"), 2);
+    ASSERT_EQ(counted(f.c, host, "GET", "404"), 1);
+    ASSERT_EQ(counted(f.c, closed_host, "GET", "connect"), 1);
+    ASSERT_EQ(http_client_counts(f.c)->n, 3);
+    ASSERT_EQ(http_client_active(f.c), 0);
     fixture_close(&f);
     return 0;
 }

@@ -193,7 +193,7 @@ function M:copy_blob_from(src, src_repo, repo, desc, opts)
     elseif retry.transient_err(err) and attempt < self.retries then
       attempt = attempt + 1
       log.warn("%s: %s, retry %d/%d", what, err, attempt, self.retries)
-      local ok, serr = retry.pause(self.retry, attempt)
+      local ok, serr = retry.pause(self.retry, attempt, err)
       if not ok then return nil, what .. ": " .. serr, serr end
     else
       return nil, transfer_error(what, err, detail)

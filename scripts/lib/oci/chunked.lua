@@ -84,7 +84,7 @@ function chunked.upload(dst, src, src_repo, repo, desc, location, chunk)
       end
       resumes = resumes + 1
       log.warn("chunk %d-%d of %s: %s; resuming (%d/%d)", offset, last, desc.digest, err, resumes, dst.retries)
-      local ok, serr = retry.pause(dst.retry, resumes)
+      local ok, serr = retry.pause(dst.retry, resumes, err)
       if not ok then return nil, serr end
       local have, loc = upload_status(dst, repo, location)
       if not have or have < offset or have > last + 1 then

@@ -7,6 +7,19 @@ local retry = {
   MAX_AFTER = 60,  -- the longest Retry-After honoured
 }
 
+-- The retries this process made, by kind ("request": retry.run's, "blob":
+-- retry.pause's) and reason (an HTTP status such as "503", or a transfer
+-- error such as "closed"): counts[kind][reason] = n. serve's GET /metrics
+-- reads it.
+retry.counts = { request = {}, blob = {} }
+
+-- Counts one retry of kind for why ("http 503", 503, "closed").
+local function count(kind, why)
+  local reason = tostring(why or "unknown"):gsub("^http ", "")
+  local t = retry.counts[kind]
+  t[reason] = (t[reason] or 0) + 1
+end
+
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6,
                  Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
 
@@ -94,6 +107,7 @@ function retry.run(opts, what, fn)
       return res, err, detail
     end
     n = n + 1
+    count("request", res and res.status or err)
     local wait = delay(opts, n, res)
     log.warn("%s: %s, retry %d/%d in %.2f s", what, res and ("http " .. res.status) or err, n, max, wait)
     local ok, serr = time.sleep(wait)
@@ -101,8 +115,11 @@ function retry.run(opts, what, fn)
   end
 end
 
--- Waits before retry number n of a failed blob copy; nil, "cancelled" if stopped.
-function retry.pause(opts, n)
+-- Waits before retry number n of a failed blob copy, which failed with
+-- why (blob.copy's error: "http 503", "closed"...); nil, "cancelled" if
+-- stopped.
+function retry.pause(opts, n, why)
+  count("blob", why)
   return time.sleep(retry.backoff(n, opts.base, opts.cap))
 end
 

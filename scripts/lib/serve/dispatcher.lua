@@ -12,6 +12,7 @@ local bus = require("serve.bus")
 local faas_config = require("faas.config")
 local dispatch = require("faas.dispatch")
 local runner = require("runner")
+local scrape = require("serve.scrape")
 
 local dispatcher = {}
 
@@ -126,7 +127,7 @@ function dispatcher.prepare(s, exec_id, p, opts, template, entries, src_spec, ds
     seq[st.name], fn[st.name] = i, st.fn or st.remote or "?"
   end
   local cfg = s.faas.cfg
-  local plan = { seq = seq, fn = fn, per = {} }
+  local plan = { seq = seq, fn = fn, per = {}, template = template.name }
   plan.d = dispatch.new{ gateway = cfg.gateway, async_gateway = cfg.async_gateway, token = cfg.token,
     keyring = cfg.keyring, template = template.name, source = src_spec, target = dst_spec,
     options = faas_config.options(opts), retries = p.retries or cfg.retries, timeout = cfg.timeout,
@@ -269,6 +270,7 @@ function dispatcher.attempt(s, exec_id, row, plan, st)
       return true
     end))
     if not saved then return end
+    for _, r in ipairs(record.stages or {}) do scrape.stage_ended(s, plan.template, r) end
     if why then log.warn("task %d: %s", row.id, why) else log.info("task %d: succeeded in %d attempt(s)", row.id, record.attempts) end
     bus.publish("task", { execution = exec_id, task = row.id, status = status, error = why,
                           attempts = record.attempts })

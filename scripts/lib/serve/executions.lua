@@ -20,6 +20,7 @@ local naming = require("naming")
 local glob = require("glob")
 local dispatcher = require("serve.dispatcher")
 local retention = require("serve.retention")
+local scrape = require("serve.scrape")
 
 local executions = {}
 
@@ -278,6 +279,7 @@ local function attempt(s, exec_id, row, env)
                   WHERE task = ? AND seq = ?]], r.status, r.finished,
                 r.output ~= nil and encode(r.output) or json.null, r.error or json.null, row.id, seq[name] or 0)
       end
+      scrape.stage_ended(s, env.template.name, r)
       log.info("stage %s %s%s", name, r.status, r.error and (": " .. r.error) or "")
       bus.publish("stage", { execution = exec_id, task = row.id, stage = name, status = r.status,
                              error = r.error })

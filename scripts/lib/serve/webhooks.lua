@@ -11,6 +11,7 @@
 local api = require("serve.api")
 local executions = require("serve.executions")
 local webhook = require("webhook")
+local scrape = require("serve.scrape")
 
 local webhooks = {}
 
@@ -69,6 +70,7 @@ function webhooks.process(s, event_id, arts)
     log.error("webhook event %d: %s", event_id, tostring(err))
     return {}
   end
+  scrape.webhook(s, ev.source, next(touched) and "matched" or "ignored")
   for pid in pairs(kick) do executions.kick(s, pid) end
   local ids = setmetatable({}, json.array_mt)
   for id in pairs(touched) do ids[#ids + 1] = id end
@@ -89,6 +91,7 @@ local function receive(s, req, source)
                                         VALUES (?, ?, ?, ?, 'new')]], time.now(), source, req.body, reg.id))
     return rowid
   end))
+  scrape.webhook(s, source, "received")
   local execs = webhooks.process(s, id, arts)
   return api.reply(req, 202, { event = id, artifacts = #arts, executions = execs })
 end

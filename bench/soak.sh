@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# bench/soak.sh - `make soak`: replica serve under a steady mixed load for
+# SOAK_MINUTES (default 30), watching for leaks:
+#   - a cron policy that fires every minute (20 tags, up to date after the
+#     first run: the steady state of a mirror)
+#   - a burst of 50 Distribution webhook events every minute (5 repositories
+#     of 10 tags, an event-triggered policy)
+#   - every 3 minutes, a rate-limited copy (a 8 MiB layer into a fresh
+#     namespace) stopped mid-blob and then retried
+#   - every minute, API reads under wrk (GET /api/v1/executions and
+#     GET /metrics, 3 s each)
+#   - every 10 s, the daemon's RSS and open file descriptors (/proc/PID) and
+#     the database's size (with its WAL)
+# After a warm-up (the first third), it fits a least-squares line to each
+# series and prints its slope per hour. It fails when the RSS grows faster
+# than SOAK_RSS_MIB_PER_H (default 32 MiB/h) or the floor of the open fds
+# (each minute's lowest) faster than SOAK_FDS_PER_H (default 30/h: a leak of
+# one per cron run would be 60/h), when the fds after the warm-up exceed
+# their warm-up peak by more than 16, when wrk sees an answer that is not 2xx, or
+# when an execution ends in a state it should not (everything Succeeded at
+# the end: the stopped runs were retried).
+#   REPLICA  the engine binary (default build/release/replica)
+#   SOAK_SAMPLES=FILE  keeps the samples ("SECONDS RSS_KIB FDS DB_BYTES" lines)
+set -euo pipefail
+shopt -s inherit_errexit
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPLICA=${REPLICA:-$ROOT/build/release/replica}
+SEED=$ROOT/bench/seed.py
+MINUTES=${SOAK_MINUTES:-30}
+RSS_BOUND=${SOAK_RSS_MIB_PER_H:-32}
+FDS_BOUND=${SOAK_FDS_PER_H:-30}
+FDS_SLACK=16
+SAMPLE=10 BURST_EVERY=60 READS_EVERY=60 STOP_EVERY=180
+
+for tool in wrk docker-registry python3 curl jq sqlite3; do
+    command -v "$tool" >/dev/null || { echo "soak: $tool not found (make deps-bench)" >&2; exit 1; }
+done
+[[ $MINUTES =~ ^[0-9]+$ ]] && ((MINUTES >= 3)) || { echo "soak: SOAK_MINUTES must be a whole number >= 3" >&2; exit 2; }
+source "$ROOT/tests/registry.sh"
+WORK=$(mktemp -d /tmp/replica-soak.XXXXXX)
+SERVE_PID=""
+cleanup() {
+    [[ -n $SERVE_PID ]] && kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null
+    registry_stop_all
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() { echo "soak: $*" >&2; exit 1; }
+
+registry_start src "$WORK/src"
+registry_start dst "$WORK/dst"
+S=$REG_SRC_URL D=$REG_DST_URL
+python3 "$SEED" many "$S" soak/cron 20 >"$WORK/cron.list" || fail "seeding soak/cron failed"
+: >"$WORK/hook.list"
+for r in 1 2 3 4 5; do
+    python3 "$SEED" many "$S" "soak/hook$r" 10 >>"$WORK/hook.list" || fail "seeding soak/hook$r failed"
+done
+python3 "$SEED" big "$S" soak/slow 8 "$REG_SRC_STORAGE" >/dev/null || fail "seeding soak/slow failed"
+
+port=$(_servers_free_port)
+API=http://127.0.0.1:$port/api/v1
+"$REPLICA" serve --db "$WORK/replica.db" --listen "127.0.0.1:$port" --log-level warn \
+    >"$WORK/serve.out" 2>"$WORK/serve.log" &
+SERVE_PID=$!
+for _ in $(seq 1 500); do curl -s -o /dev/null "$API/health" && break; sleep 0.02; done
+TOKEN=$(sed -n 's/.*stored): //p' "$WORK/serve.out")
+[[ -n $TOKEN ]] || fail "serve did not start: $(cat "$WORK/serve.log")"
+api() { curl -sf -m 30 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+SECRET=soak-webhook-secret-0123456789
+SRC_ID=$(api -d "{\"name\": \"src\", \"url\": \"$S\", \"webhook_secret\": \"$SECRET\"}" "$API/registries" | jq .id)
+DST_ID=$(api -d "{\"name\": \"dst\", \"url\": \"$D\"}" "$API/registries" | jq .id)
+policy() { api -d "{\"name\": \"$1\", \"source_registry\": $SRC_ID, \"target_registry\": $DST_ID, $2}" "$API/policies" | jq .id; }
+CRON=$(policy cron '"repositories": ["soak/cron"], "trigger": "cron", "cron": "* * * * *"')
+policy hooks '"repositories": ["soak/hook*"], "trigger": "event"' >/dev/null
+SLOW=$(policy slow '"repositories": ["soak/slow"], "bandwidth_kbps": 1024, "dest_namespace": "cycle0"')
+
+# sample SECONDS: appends "SECONDS RSS_KIB FDS DB_BYTES" to samples.txt.
+sample() {
+    local rss fds db
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVE_PID/status")
+    fds=$(find "/proc/$SERVE_PID/fd" -mindepth 1 -maxdepth 1 | wc -l)
+    db=$(cat "$WORK/replica.db" "$WORK/replica.db-wal" 2>/dev/null | wc -c)
+    echo "$1 $rss $fds $db" >>"$WORK/samples.txt"
+}
+
+# burst: the webhook events of every hook tag (50), 16 in flight.
+burst() {
+    local res
+    res=$("$REPLICA" script "$ROOT/bench/webhooks.lua" "$API/webhooks/distribution" "$SECRET" "$(cat "$WORK/hook.list")" 16)
+    [[ $(jq .accepted <<<"$res") == 50 ]] || fail "a webhook burst was not all accepted: $res"
+    BURSTS=$((BURSTS + 1))
+}
+
+# reads: wrk on the executions list and on /metrics; appends the req/s.
+reads() {
+    local path out rps non2xx
+    for path in "$API/executions?page_size=20" "${API%/api/v1}/metrics"; do
+        out=$(wrk -t1 -c8 -d3s -H "Authorization: Bearer $TOKEN" "$path")
+        rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+        non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+        [[ -z $non2xx ]] || fail "wrk saw $non2xx non-2xx answers on $path"
+        echo "${path##*/} $rps" >>"$WORK/reads.txt"
+    done
+}
+
+# stop_retry N: points the slow policy at namespace cycleN, runs it, stops
+# it while its blob is under way, checks it is Stopped, and retries it.
+stop_retry() {
+    local e st end=$((SECONDS + 30))
+    api -X PUT -d "{\"dest_namespace\": \"cycle$1\"}" "$API/policies/$SLOW" >/dev/null
+    e=$(api -X POST "$API/policies/$SLOW/executions" | jq .id)
+    while ((SECONDS < end)); do
+        st=$(api "$API/executions/$e/tasks" | jq -r '.[0].stages[]? | select(.name == "push") | .status')
+        [[ $st == running ]] && break
+        sleep 0.05
+    done
+    [[ $st == running ]] || fail "execution $e never reached its push stage"
+    local uploads=$REG_DST_STORAGE/docker/registry/v2/repositories/cycle$1/soak/slow/_uploads size=0
+    while ((SECONDS < end && size < 1048576)); do # a MiB of the 8 MiB layer is in: the stop lands mid-blob
+        size=$(cat "$uploads"/*/data 2>/dev/null | wc -c || true)
+        sleep 0.05
+    done
+    ((size >= 1048576)) || fail "execution $e: its upload never passed 1 MiB"
+    [[ $(api -X POST "$API/executions/$e/stop" | jq -r .status) == Stopped ]] || fail "execution $e: stop did not stop it"
+    api -X POST "$API/executions/$e/retry" >/dev/null || fail "execution $e: retry refused"
+    STOPS=$((STOPS + 1))
+}
+
+BURSTS=0 STOPS=0
+: >"$WORK/samples.txt"
+: >"$WORK/reads.txt"
+total=$((MINUTES * 60))
+echo "soak: $MINUTES min; samples every ${SAMPLE}s (RSS, fds, database size); serve pid $SERVE_PID"
+start=$SECONDS next_sample=0 next_burst=20 next_reads=40 next_stop=30
+while (( (now = SECONDS - start) < total )); do
+    kill -0 "$SERVE_PID" 2>/dev/null || fail "serve died: $(tail -5 "$WORK/serve.log")"
+    if ((now >= next_sample)); then sample "$now"; next_sample=$((next_sample + SAMPLE)); fi
+    if ((now >= next_burst)); then burst; next_burst=$((next_burst + BURST_EVERY)); fi
+    if ((now >= next_reads)); then reads; next_reads=$((next_reads + READS_EVERY)); fi
+    if ((now >= next_stop)); then stop_retry $((STOPS + 1)); next_stop=$((next_stop + STOP_EVERY)); fi
+    sleep 0.5 # the scheduler's tick
+done
+sample "$((SECONDS - start))"
+[[ -z ${SOAK_SAMPLES:-} ]] || cp "$WORK/samples.txt" "$SOAK_SAMPLES"
+
+# Let the last runs end (bounded), then judge the executions.
+api -X PUT -d '{"enabled": false}' "$API/policies/$CRON" >/dev/null
+end=$((SECONDS + 180))
+while ((SECONDS < end)); do
+    busy=$(api "$API/executions/counts" | jq '.by_status.Pending + .by_status.Running')
+    ((busy == 0)) && break
+    sleep 0.5
+done
+counts=$(api "$API/executions/counts")
+((busy == 0)) || fail "executions still busy 180 s after the end: $counts"
+bad=$(jq '.by_status.Failed + .by_status.Stopped' <<<"$counts")
+curl -sf -H "Authorization: Bearer $TOKEN" "${API%/api/v1}/metrics" >"$WORK/metrics.txt"
+python3 "$ROOT/tests/lib/prom_text.py" <"$WORK/metrics.txt" >"$WORK/metrics.json" || fail "GET /metrics does not parse"
+metric() { jq -r "[.[] | select(.name == \"$1\") | select(.labels | ${2:-true}) | .value] | add // 0" "$WORK/metrics.json"; }
+
+# fit COLUMN [floor]: "slope_per_hour first last" of column COLUMN of the
+# samples after the warm-up (least squares over time). With floor, the fit
+# is of each minute's lowest value: open fds go up and down with the
+# transfers and kept-alive connections of the moment, and a leak lifts the
+# floor.
+warm=$((total / 3))
+fit() {
+    awk -v c="$1" -v w="$warm" -v floor="${2:-}" '$1 >= w {
+            k = floor ? int($1 / 60) : NR; if (!(k in v) || $c < v[k]) { v[k] = $c; t[k] = floor ? k * 60 + 30 : $1 }
+            if (!n++) first = $c; last = $c }
+        END { for (k in v) { m++; x = t[k] / 3600; sx += x; sy += v[k]; sxx += x * x; sxy += x * v[k] }
+              d = m * sxx - sx * sx; printf "%.3f %d %d\n", (d > 0 ? (m * sxy - sx * sy) / d : 0), first, last }' \
+        "$WORK/samples.txt"
+}
+warm_fd_peak=$(awk -v w="$warm" '$1 < w && $3 > m { m = $3 } END { print m + 0 }' "$WORK/samples.txt")
+late_fd_peak=$(awk -v w="$warm" '$1 >= w && $3 > m { m = $3 } END { print m + 0 }' "$WORK/samples.txt")
+read -r rss_slope rss_first rss_last <<<"$(fit 2)"
+read -r fds_slope fds_first fds_last <<<"$(fit 3 floor)"
+read -r db_slope db_first db_last <<<"$(fit 4)"
+rss_mib_h=$(awk -v s="$rss_slope" 'BEGIN { printf "%.1f", s / 1024 }')
+db_mib_h=$(awk -v s="$db_slope" 'BEGIN { printf "%.2f", s / 1048576 }')
+rps() { awk -v p="$1" '$1 ~ p { print $2 }' "$WORK/reads.txt" | sort -n | awk '{ a[NR] = $1 } END { printf "%.0f..%.0f (median %.0f)", a[1], a[NR], a[int((NR + 1) / 2)] }'; }
+
+echo
+echo "soak: $MINUTES min, $(wc -l <"$WORK/samples.txt") samples, fitted after a warm-up of ${warm} s"
+printf '  %-22s %s\n' "executions" "$(jq -r '.by_status | to_entries | map("\(.key) \(.value)") | join(", ")' <<<"$counts")"
+printf '  %-22s %s\n' "tasks succeeded" "$(metric replica_tasks '.status == "Succeeded"')"
+printf '  %-22s %s bursts, %s events received, %s matched\n' "webhooks" "$BURSTS" \
+    "$(metric replica_webhook_events_received_total)" "$(metric replica_webhook_events_matched_total)"
+printf '  %-22s %s (each stopped mid-blob and retried)\n' "stop + retry" "$STOPS"
+printf '  %-22s %s req/s\n' "wrk executions" "$(rps executions)"
+printf '  %-22s %s req/s\n' "wrk /metrics" "$(rps metrics)"
+printf '  %-22s %s outgoing, %s retries\n' "requests" "$(metric replica_http_requests_total)" "$(metric replica_retries_total)"
+printf '  %-22s %d -> %d KiB, slope %s MiB/h (bound %s)\n' "RSS" "$rss_first" "$rss_last" "$rss_mib_h" "$RSS_BOUND"
+printf '  %-22s %d -> %d, slope of the minute floors %s/h (bound %s), peak %d after the warm-up, %d during it\n' "open fds" \
+    "$fds_first" "$fds_last" "$fds_slope" "$FDS_BOUND" "$late_fd_peak" "$warm_fd_peak"
+printf '  %-22s %d -> %d bytes, slope %s MiB/h\n' "database + WAL" "$db_first" "$db_last" "$db_mib_h"
+
+verdict=0
+awk -v s="$rss_mib_h" -v b="$RSS_BOUND" 'BEGIN { exit !(s > b) }' && { echo "soak: RSS grows $rss_mib_h MiB/h, over $RSS_BOUND" >&2; verdict=1; }
+awk -v s="$fds_slope" -v b="$FDS_BOUND" 'BEGIN { exit !(s > b) }' && { echo "soak: fds grow $fds_slope/h, over $FDS_BOUND" >&2; verdict=1; }
+((late_fd_peak <= warm_fd_peak + FDS_SLACK)) || { echo "soak: fds reached $late_fd_peak, over the warm-up's $warm_fd_peak + $FDS_SLACK" >&2; verdict=1; }
+((bad == 0)) || { echo "soak: $bad execution(s) ended Failed or Stopped: $counts" >&2; verdict=1; }
+((verdict == 0)) && echo "soak: ok"
+exit "$verdict"
