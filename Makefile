@@ -6,6 +6,9 @@
 #   make check    the same suite under ASan + UBSan, then valgrind's leak check
 #   make bench    benchmarks (figures go in docs/benchmarks.md), the console's last
 #   make bench-console  the web console's figures only (bundle, execution page, save-to-run)
+#   make fuzz     libFuzzer on every parser of outside input, FUZZ_SECS (60)
+#                 seconds per target (FUZZ_TARGETS='link cron' for some);
+#                 not part of test or check (docs/fuzzing.md)
 #   make deps     install every Debian package the targets need
 
 PKGS     := lua5.4 libcurl libevent libcrypto lua5.4-cjson sqlite3 libedit
@@ -26,7 +29,7 @@ BUILD    ?= build/release
 OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-console clean run web
+.PHONY: all deps deps-test deps-bench deps-fuzz fuzz fuzz-build test check valgrind bench bench-serve bench-console clean run web
 
 all: replica web
 
@@ -36,6 +39,8 @@ deps-test:
 	@tools/deps.sh test
 deps-bench:
 	@tools/deps.sh bench
+deps-fuzz:
+	@tools/deps.sh fuzz
 
 replica: deps $(BUILD)/replica
 	@cp $(BUILD)/replica replica.tmp && mv -f replica.tmp replica
@@ -83,6 +88,25 @@ check: deps-test web build/faultserver build/faultproxy
 
 valgrind: deps-test replica $(BUILD)/unit build/faultserver build/faultproxy
 	@VALGRIND=1 REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh
+
+# The fuzz targets: the engine's objects built by clang with the fuzzer's
+# coverage and ASan + UBSan into build/fuzz, one binary per
+# tests/fuzz/fuzz_<name>.c, run one at a time by tests/fuzz/run.sh.
+FUZZ_SECS ?= 60
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS ?= $(FUZZ_NAMES)
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all
+
+fuzz: deps-fuzz fuzz-build
+	@FUZZ_SECS=$(FUZZ_SECS) tests/fuzz/run.sh $(FUZZ_TARGETS)
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang \
+	    CFLAGS='-O1 -g -fno-omit-frame-pointer -Wno-for-loop-analysis -fsanitize=fuzzer-no-link $(FUZZ_SAN)' \
+	    $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
+
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/harness.c tests/fuzz/harness.h $(OBJ) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Iengine -Itests/fuzz -o $@ $< tests/fuzz/harness.c $(OBJ) $(LIBS)
 
 bench: deps-bench replica web build/faultserver build/faultproxy
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/run.sh
