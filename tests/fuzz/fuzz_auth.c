@@ -11,8 +11,7 @@ static const char target[] =
     "  local a = auth.new({ https = true, username = 'u', password = 'p' })\n"
     "  pcall(a.learn, a, s)\n"
     "  pcall(a.unauthorized, a, { 'repository:lib/app:pull' }, s)\n"
-    "end\n"
-    ;
+    "end\n";
 
 /* libFuzzer: compiles the target once. */
 int LLVMFuzzerInitialize(int *argc, char ***argv)

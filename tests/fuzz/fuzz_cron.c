@@ -15,8 +15,7 @@ static const char target[] =
     "    pcall(sched.next, sched, t)\n"
     "    pcall(sched.matches, sched, t)\n"
     "  end\n"
-    "end\n"
-    ;
+    "end\n";
 
 /* libFuzzer: compiles the target once. */
 int LLVMFuzzerInitialize(int *argc, char ***argv)

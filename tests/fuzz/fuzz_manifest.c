@@ -17,8 +17,7 @@ static const char target[] =
     "    pcall(media.children, doc)\n"
     "  end\n"
     "  pcall(media.strip, s)\n"
-    "end\n"
-    ;
+    "end\n";
 
 /* libFuzzer: compiles the target once. */
 int LLVMFuzzerInitialize(int *argc, char ***argv)

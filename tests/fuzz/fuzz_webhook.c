@@ -11,8 +11,7 @@ static const char target[] =
     "  if not ok then return end\n"
     "  pcall(webhook.distribution, body)\n"
     "  pcall(webhook.harbor, body)\n"
-    "end\n"
-    ;
+    "end\n";
 
 /* libFuzzer: compiles the target once. */
 int LLVMFuzzerInitialize(int *argc, char ***argv)
