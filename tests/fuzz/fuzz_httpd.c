@@ -8,7 +8,7 @@
  * the answers, then resets the connection (no TIME_WAIT left behind) and
  * waits until the server has closed its side. */
 #include <errno.h>
-#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +97,33 @@ static int settle(struct vm *vm, int fd)
     return 0;
 }
 
+/* Returns a non-blocking socket connected to the server (the handshake is
+ * the kernel's: the server accepts it in the loop later). libFuzzer's
+ * SIGALRM may interrupt the connect, which then goes on by itself. */
+static int open_client(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        perror("fuzz_httpd: socket");
+        abort();
+    }
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 && errno != EINPROGRESS &&
+        errno != EINTR) {
+        perror("fuzz_httpd: connect");
+        abort();
+    }
+    struct pollfd p = { fd, POLLOUT, 0 };
+    int err = 0;
+    socklen_t len = sizeof(err);
+    while (poll(&p, 1, 5000) < 0 && errno == EINTR) {
+    }
+    if (!(p.revents & POLLOUT) || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err) {
+        fprintf(stderr, "fuzz_httpd: cannot connect: %s\n", strerror(err));
+        abort();
+    }
+    return fd;
+}
+
 /* libFuzzer: starts the server once. */
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -121,12 +148,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct vm *vm = fuzz_vm();
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
-        fcntl(fd, F_SETFL, O_NONBLOCK) != 0) {
-        perror("fuzz_httpd: connect");
-        abort();
-    }
+    int fd = open_client();
     int open = 1;
     for (size_t off = 0; open && off < size;) {
         ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
