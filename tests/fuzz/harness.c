@@ -60,7 +60,7 @@ struct vm *fuzz_vm(void)
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         abort();
     cli_common_init(&c);
-    c.vo.task_cpu = 5;
+    c.vo.task_cpu = 1;
     c.vo.task_mem = 64UL << 20;
     c.vo.log_level = LOG_ERROR;
     cli_common_finish(&c);

@@ -17,7 +17,7 @@
 #include "vm.h"
 
 /* Returns the VM every target of this process shares, creating it (with its
- * event base and HTTP client) on the first call; budgets per task: 5 s of
+ * event base and HTTP client) on the first call; budgets per task: 1 s of
  * CPU and 64 MiB. Aborts when it cannot. The harness owns it for the life of
  * the process. */
 struct vm *fuzz_vm(void);
