@@ -9,6 +9,9 @@
 #   make bench-console  the web console's figures only (bundle, execution page, save-to-run)
 #   make soak     replica serve under a mixed load for 30 min (SOAK_MINUTES=), failing on
 #                 RSS or fd growth or an execution that ends wrong (bench/soak.sh)
+#   make fuzz     libFuzzer on every parser of outside input, FUZZ_SECS (60)
+#                 seconds per target (FUZZ_TARGETS='link cron' for some);
+#                 not part of test or check (docs/fuzzing.md)
 #   make deps     install every Debian package the targets need
 #   make install  PREFIX=/usr/local DESTDIR=: the binary, scripts, console, docs
 #                 and the systemd unit (docs/install.md); make uninstall
@@ -30,8 +33,8 @@ BUILD    ?= build/release
 OBJ      := $(ENGINE_SRC:engine/%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
-.PHONY: all deps deps-test deps-bench test check valgrind bench bench-serve bench-far bench-console soak \
-        clean run web install uninstall
+.PHONY: all deps deps-test deps-bench deps-fuzz fuzz fuzz-build test check valgrind bench bench-serve \
+        bench-far bench-console soak clean run web install uninstall
 
 all: replica web
 
@@ -41,6 +44,8 @@ deps-test:
 	@tools/deps.sh test
 deps-bench:
 	@tools/deps.sh bench
+deps-fuzz:
+	@tools/deps.sh fuzz
 
 replica: deps $(BUILD)/replica
 	@cp $(BUILD)/replica replica.tmp && mv -f replica.tmp replica
@@ -88,6 +93,25 @@ check: deps-test web build/faultserver build/faultproxy
 
 valgrind: deps-test replica $(BUILD)/unit build/faultserver build/faultproxy
 	@VALGRIND=1 REPLICA=$(CURDIR)/$(BUILD)/replica UNIT=$(CURDIR)/$(BUILD)/unit tests/run.sh
+
+# The fuzz targets: the engine's objects built by clang with the fuzzer's
+# coverage and ASan + UBSan into build/fuzz, one binary per
+# tests/fuzz/fuzz_<name>.c, run one at a time by tests/fuzz/run.sh.
+FUZZ_SECS ?= 60
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TARGETS ?= $(FUZZ_NAMES)
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all
+
+fuzz: deps-fuzz fuzz-build
+	@FUZZ_SECS=$(FUZZ_SECS) tests/fuzz/run.sh $(FUZZ_TARGETS)
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang \
+	    CFLAGS='-O1 -g -fno-omit-frame-pointer -Wno-for-loop-analysis -fsanitize=fuzzer-no-link $(FUZZ_SAN)' \
+	    $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
+
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/harness.c tests/fuzz/harness.h $(OBJ) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -Iengine -Itests/fuzz -o $@ $< tests/fuzz/harness.c $(OBJ) $(LIBS)
 
 bench: deps-bench replica web build/faultserver build/faultproxy
 	@REPLICA=$(CURDIR)/$(BUILD)/replica bench/run.sh

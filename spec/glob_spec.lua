@@ -48,6 +48,30 @@ t.test("malformed globs raise a clear error", function()
   t.raises(function() glob.compile("[ab") end, "unclosed")
 end)
 
+t.test("matching takes linear time, whatever stars the pattern has", function()
+  -- make fuzz's glob seeds showed these (tests/fuzz/corpus/glob/many_stars
+  -- and many_doublestars ran for seconds each): every star backtracked, so
+  -- a policy's pattern took a task's whole CPU budget on one tag or
+  -- repository name.
+  local h = task.spawn({ name = "many-stars", cpu = 1 }, function()
+    return glob.match("*a*a*a*a*a*a*a*a*a*b", string.rep("a", 40) .. "c"),
+      glob.match("**/**/**/**/**/**/**/**/x", string.rep("a/", 60) .. "y"),
+      glob.match("*a*a*a*a*a*a*a*a*a*b", string.rep("a", 40) .. "b"),
+      glob.match("**/a*/**/b?/**/x", "p/q/a1/r/b2/s/t/x")
+  end)
+  local ok, no_b, no_x, yes_b, yes_x = h:wait()
+  t.eq(ok, true, "within a second of CPU: " .. tostring(no_b))
+  t.eq(no_b, false)
+  t.eq(no_x, false)
+  t.eq(yes_b, true)
+  t.eq(yes_x, true)
+end)
+
+t.test("a pattern with too many brace alternatives is refused", function()
+  t.eq(glob.compile(string.rep("{a,b}", 10))(string.rep("ab", 5)), true, "1024 alternatives are fine")
+  t.raises(function() glob.compile(string.rep("{a,b}", 11)) end, "more than 1024 alternatives")
+end)
+
 t.test("include and exclude lists combine", function()
   local f = glob.filter({ "library/**", "apps/*" }, { "**/*-debug" })
   t.eq(f("library/nginx"), true)

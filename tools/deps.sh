@@ -4,6 +4,7 @@
 #   tools/deps.sh build   libraries and tools for `make`
 #   tools/deps.sh test    plus the servers and tools the tests start
 #   tools/deps.sh bench   plus the peers the benchmarks compare against
+#   tools/deps.sh fuzz    plus clang and its libFuzzer runtime, for `make fuzz`
 #   tools/deps.sh node    Node.js and npm, unless the machine has them
 set -eu
 
@@ -13,6 +14,7 @@ test="$build perl curl openssl nginx-light libnginx-mod-http-echo iproute2 valgr
 docker-registry apache2-utils python3 python3-yaml jq sqlite3 lua5.4 chromium fonts-dejavu-core tmux
 mount e2fsprogs systemd strace"
 bench="$test skopeo wrk time"
+fuzz="$build clang libclang-rt-14-dev"
 
 case "${1:-build}" in
 node)
@@ -23,7 +25,8 @@ node)
 build) want=$build ;;
 test) want=$test ;;
 bench) want=$bench ;;
-*) echo "usage: $0 build|test|bench|node" >&2; exit 2 ;;
+fuzz) want=$fuzz ;;
+*) echo "usage: $0 build|test|bench|fuzz|node" >&2; exit 2 ;;
 esac
 
 missing=""

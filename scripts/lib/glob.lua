@@ -5,6 +5,8 @@
 --   [abc] [a-z] [!a]   a character class within one level
 --   {a,b}   alternatives, which may nest
 -- glob.match(pattern, name) -> boolean; glob.compile(pattern) -> matcher
+-- Matching takes time linear in the pattern times the name, whatever the
+-- pattern.
 local glob = {}
 
 -- Splits s at top-level commas of a brace body.
@@ -23,10 +25,17 @@ local function split_alternatives(body)
   return parts
 end
 
+-- Expansion stops past this many alternatives: "{a,b}" repeated n times
+-- would make 2^n of them.
+local MAX_ALTERNATIVES = 1024
+
 -- Expands the first brace group of pattern, recursively, into plain patterns.
 local function expand(pattern, out)
   local open = pattern:find("{", 1, true)
   if not open then
+    if #out >= MAX_ALTERNATIVES then
+      error(string.format("glob: more than %d alternatives in %q", MAX_ALTERNATIVES, pattern), 0)
+    end
     out[#out + 1] = pattern
     return out
   end
@@ -48,16 +57,21 @@ local function expand(pattern, out)
   error("glob: unbalanced '{' in " .. string.format("%q", pattern), 0)
 end
 
--- Translates one path level of a glob into an anchored Lua pattern.
-local function level_pattern(seg)
-  local out, i = { "^" }, 1
+-- The items of a compiled level: STAR is any run of characters; every other
+-- item matches one character: ANY any, a number that byte, a string the
+-- anchored Lua pattern of a class ("^[a-c]$").
+local STAR, ANY = {}, {}
+
+-- Compiles one path level of a glob into its items.
+local function level_items(seg)
+  local out, i = {}, 1
   while i <= #seg do
     local c = seg:sub(i, i)
     if c == "*" then
       while seg:sub(i + 1, i + 1) == "*" do i = i + 1 end
-      out[#out + 1] = "[^/]*"
+      out[#out + 1] = STAR
     elseif c == "?" then
-      out[#out + 1] = "[^/]"
+      out[#out + 1] = ANY
     elseif c == "[" then
       local close = seg:find("]", i + 2, true)
       if not close then error("glob: unclosed '[' in " .. string.format("%q", seg), 0) end
@@ -65,18 +79,49 @@ local function level_pattern(seg)
       local negate = body:sub(1, 1) == "!" or body:sub(1, 1) == "^"
       if negate then body = body:sub(2) end
       body = body:gsub("[%%%]%^]", "%%%0")
-      out[#out + 1] = "[" .. (negate and "^" or "") .. body .. "]"
+      out[#out + 1] = "^[" .. (negate and "^" or "") .. body .. "]$"
       i = close
-    elseif c == "\\" and i < #seg then
-      i = i + 1
-      out[#out + 1] = "%" .. seg:sub(i, i)
     else
-      out[#out + 1] = c:gsub("%p", "%%%0")
+      if c == "\\" and i < #seg then i = i + 1 end
+      out[#out + 1] = seg:byte(i)
     end
     i = i + 1
   end
-  out[#out + 1] = "$"
-  return table.concat(out)
+  return out
+end
+
+-- Whether the subject's elements 1..n match items, where star matches any
+-- run of elements and every other item one element, as one(item, k) says of
+-- element k. Greedy, going back only to the last star: at most n * #items
+-- calls of one, where backtracking into every star (Lua patterns, or
+-- recursion) takes exponential time on "*a*a*a*a*b" against "aaaa...c".
+local function match_items(items, n, star, one)
+  local ii, k, back_i, back_k = 1, 1, nil, nil
+  while k <= n do
+    local item = items[ii]
+    if item == star then
+      back_i, back_k = ii, k
+      ii = ii + 1
+    elseif item ~= nil and one(item, k) then
+      ii, k = ii + 1, k + 1
+    elseif back_i then
+      back_k = back_k + 1
+      ii, k = back_i + 1, back_k
+    else
+      return false
+    end
+  end
+  while items[ii] == star do ii = ii + 1 end
+  return ii > #items
+end
+
+-- Whether one path level s matches the items of a compiled level.
+local function match_level(items, s)
+  return match_items(items, #s, STAR, function(item, k)
+    if item == ANY then return true end
+    if type(item) == "number" then return s:byte(k) == item end
+    return s:sub(k, k):find(item) ~= nil
+  end)
 end
 
 -- Splits s at '/'.
@@ -86,21 +131,10 @@ local function levels(s)
   return t
 end
 
--- Matches name levels [ni..] against pattern levels [pi..].
-local function match_levels(pat, pi, name, ni)
-  while pi <= #pat do
-    local p = pat[pi]
-    if p == "**" then
-      if pi == #pat then return true end  -- trailing ** takes everything left
-      for k = ni, #name + 1 do
-        if match_levels(pat, pi + 1, name, k) then return true end
-      end
-      return false
-    end
-    if ni > #name or not name[ni]:find(p) then return false end
-    pi, ni = pi + 1, ni + 1
-  end
-  return ni > #name
+-- Whether the levels of a name match the compiled levels of a pattern,
+-- "**" being zero or more whole levels.
+local function match_levels(pat, name)
+  return match_items(pat, #name, "**", function(items, k) return match_level(items, name[k]) end)
 end
 
 -- Compiles pattern into a function(name) -> boolean. Raises on a malformed
@@ -110,14 +144,14 @@ function glob.compile(pattern)
   for _, p in ipairs(expand(pattern, {})) do
     local pat = {}
     for _, seg in ipairs(levels(p)) do
-      pat[#pat + 1] = seg == "**" and "**" or level_pattern(seg)
+      pat[#pat + 1] = seg == "**" and "**" or level_items(seg)
     end
     alternatives[#alternatives + 1] = pat
   end
   return function(name)
     local parts = levels(name)
     for _, pat in ipairs(alternatives) do
-      if match_levels(pat, 1, parts, 1) then return true end
+      if match_levels(pat, parts) then return true end
     end
     return false
   end
