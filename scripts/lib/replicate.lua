@@ -366,6 +366,31 @@ function replicate.endpoints(opts)
   return src, dst, src_spec, dst_spec
 end
 
+-- The requests this process made, from the engine's HTTP client
+-- (sys.http_stats): {source = {total, GET = n, HEAD = n, ...}, target =
+-- {...}, other = n (a redirect's CDN, a token service elsewhere), per_tag,
+-- per_blob}, the rates over the tags and the blobs the run dealt with.
+-- When both sides are one registry its requests are all under source.
+local function request_counts(sys, src, dst, sum)
+  local function host(c) return c.origin and c.origin:match("^%a[%w+.-]*://(.*)$") end
+  local side_of = { [host(dst) or ""] = "target", [host(src) or ""] = "source" }
+  local out = { source = { total = 0 }, target = { total = 0 }, other = 0 }
+  for _, r in ipairs(sys.http_stats().requests) do
+    local side = out[side_of[r.host]]
+    if side then
+      side.total = side.total + r.count
+      side[r.method] = (side[r.method] or 0) + r.count
+    else
+      out.other = out.other + r.count
+    end
+  end
+  local all = out.source.total + out.target.total + out.other
+  local blobs = sum.blobs_copied + sum.blobs_mounted + sum.blobs_skipped
+  out.per_tag = sum.tags > 0 and all / sum.tags or nil
+  out.per_blob = blobs > 0 and all / blobs or nil
+  return out
+end
+
 function replicate.main(opts, sys)
   local ok, oerr = replicate.options(opts)
   if not ok then return nil, oerr end
@@ -414,6 +439,7 @@ function replicate.main(opts, sys)
   sum.seconds = time.mono() - started
   local failed = failures(records)
   if opts.json then
+    sum.requests = sys and sys.http_stats and request_counts(sys, src, dst, sum) or nil
     print(json.encode({ run_id = opts.run_id, template = template.name, summary = sum, tasks = records }))
   else
     print(string.format("%d/%d repositories succeeded; tags: %d pushed, %d up to date, %d kept; "

@@ -58,6 +58,16 @@ run_via() { # run_via NS [ARGS]: replica run through both proxies into NS/
     replica_run --from "$PS" --to "$PD" --repo 'fault/**' --dest-namespace "$ns" "$@"
 }
 
+# --- request counts, before any fault: run --json's against the proxies' ------------
+bs=$(proxy_stat src requests) bd=$(proxy_stat dst requests)
+run_via counted --json
+is "$RC" 0 "a clean run through both proxies"
+counts=$(grep '^{' <<<"$OUT" | jq -r '.summary.requests | "\(.source.total) \(.target.total) \(.other)"')
+is "$counts" "$(($(proxy_stat src requests) - bs)) $(($(proxy_stat dst requests) - bd)) 0" \
+    "run --json counts the requests each registry got, as the proxies in front of them saw them"
+ok "$(grep '^{' <<<"$OUT" | jq -e '.summary.requests | .per_tag > 0 and .per_blob > 0 and .source.GET > 0 and .target.PUT > 0' >/dev/null; echo $?)" \
+    "with the rates per tag and per blob, and the methods"
+
 # --- resets mid-blob, on both sides ------------------------------------------------
 proxy_rules src <<'EOF'
 GET /v2/*/blobs/sha256:* nth=2 times=3 reset=200000
