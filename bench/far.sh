@@ -37,6 +37,7 @@ T_FAR=0.25 T_FAR_BIG=1.05 # replica/peer wall-time targets
 for tool in skopeo docker-registry python3 curl; do
     command -v "$tool" >/dev/null || { echo "bench: $tool not found (make deps-bench)" >&2; exit 1; }
 done
+[[ -x /usr/bin/time ]] || { echo "bench: /usr/bin/time not found (package time)" >&2; exit 1; }
 
 source "$ROOT/tests/registry.sh"
 source "$ROOT/tests/servers.sh"
@@ -65,28 +66,40 @@ n_small=$(wc -l <"$WORK/small.list")
 proxy_start far "$REG_SMALL_URL" --rtt "$RTT" --rate "$RATE"
 FAR=$PROXY_FAR_URL
 
-declare -a rw=() rq=() sw=() sq=()
-for ((i = 1; i <= RUNS; i++)); do
-    before=$(source_requests far)
-    out=$(
-        trap registry_stop_all EXIT
-        fresh_target "replica-far-$i"
-        replica_run "$WORK/replica-far-$i.log" "$FAR" "$TARGET" --repo '**' --jobs "$JOBS"
-        check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "F1, replica"
-    )
-    read -r w _ <<<"$out"
-    rw+=("$w") rq+=("$(($(source_requests far) - before))")
-    before=$(source_requests far)
-    out=$(
-        trap registry_stop_all EXIT
-        fresh_target "skopeo-far-$i"
-        yaml "$WORK/skopeo-far-$i" "$FAR" "${small_repos[@]}"
-        skopeo_sync "$WORK/skopeo-far-$i" "${TARGET#http://}/bench"
-        check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "F1, skopeo"
-    )
-    read -r w _ <<<"$out"
-    sw+=("$w") sq+=("$(($(source_requests far) - before))")
-done
+# fleet NAME URL PROXY [REPLICA_ARG...]: RUNS runs of replica and of skopeo
+# copying F1's fleet from URL (through proxy PROXY) into fresh targets,
+# alternating; appends wall times and the source requests the proxy saw to
+# the arrays NAME_rw, NAME_rq (replica) and NAME_sw, NAME_sq (skopeo). An
+# https URL is verified: REPLICA_ARG gives replica the CA, and skopeo gets
+# the certs directory $WORK/certs.
+fleet() {
+    local name=$1 url=$2 proxy=$3 i before out w
+    shift 3
+    local -n f_rw=${name}_rw f_rq=${name}_rq f_sw=${name}_sw f_sq=${name}_sq
+    for ((i = 1; i <= RUNS; i++)); do
+        before=$(source_requests "$proxy")
+        out=$(
+            trap registry_stop_all EXIT
+            fresh_target "replica-$name-$i"
+            replica_run "$WORK/replica-$name-$i.log" "$url" "$TARGET" --repo '**' --jobs "$JOBS" "$@"
+            check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "$name, replica"
+        )
+        read -r w _ <<<"$out"
+        f_rw+=("$w") f_rq+=("$(($(source_requests "$proxy") - before))")
+        before=$(source_requests "$proxy")
+        out=$(
+            trap registry_stop_all EXIT
+            fresh_target "skopeo-$name-$i"
+            YAML_CERT_DIR=$WORK/certs yaml "$WORK/skopeo-$name-$i" "$url" "${small_repos[@]}"
+            skopeo_sync "$WORK/skopeo-$name-$i" "${TARGET#http://}/bench"
+            check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "$name, skopeo"
+        )
+        read -r w _ <<<"$out"
+        f_sw+=("$w") f_sq+=("$(($(source_requests "$proxy") - before))")
+    done
+}
+declare -a f1_rw=() f1_rq=() f1_sw=() f1_sq=() f2_rw=() f2_rq=() f2_sw=() f2_sq=()
+fleet f1 "$FAR" far
 
 # --- F2: F1 over TLS -------------------------------------------------------------------
 mkdir -p "$WORK/ca" "$WORK/certs"
@@ -96,26 +109,7 @@ TEST_REGISTRY_TLS=$WORK/ca/ca TEST_REGISTRY_STORAGE=$REG_SMALL_STORAGE registry_
     fail "cannot start the TLS registry"
 proxy_start fartls "$REG_SMALLTLS_URL" --rtt "$RTT" --rate "$RATE"
 FARTLS=https://${PROXY_FARTLS_URL#http://}
-declare -a tw=() stw=()
-for ((i = 1; i <= RUNS; i++)); do
-    out=$(
-        trap registry_stop_all EXIT
-        fresh_target "replica-fartls-$i"
-        replica_run "$WORK/replica-fartls-$i.log" "$FARTLS" "$TARGET" --repo '**' --jobs "$JOBS" --from-ca "$WORK/ca/ca.pem"
-        check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "F2, replica"
-    )
-    read -r w _ <<<"$out"
-    tw+=("$w")
-    out=$(
-        trap registry_stop_all EXIT
-        fresh_target "skopeo-fartls-$i"
-        YAML_CERT_DIR=$WORK/certs yaml "$WORK/skopeo-fartls-$i" "$FARTLS" "${small_repos[@]}"
-        skopeo_sync "$WORK/skopeo-fartls-$i" "${TARGET#http://}/bench"
-        check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "F2, skopeo"
-    )
-    read -r w _ <<<"$out"
-    stw+=("$w")
-done
+fleet f2 "$FARTLS" fartls --from-ca "$WORK/ca/ca.pem"
 
 # --- F3: one big layer from afar ------------------------------------------------------
 registry_start big "$WORK/big"
@@ -137,26 +131,18 @@ for ((i = 1; i <= RUNS; i++)); do
     out=$(
         trap registry_stop_all EXIT
         fresh_target "curl-farbig-$i"
-        start=$EPOCHREALTIME
-        loc=$(curl -sf -o /dev/null -X POST -w '%header{location}' "$TARGET/v2/bench/big/blobs/uploads/")
-        [[ -n $loc ]] || fail "curl: no upload session"
-        curl -sSf "$FARBIG/v2/bench/big/blobs/$blob" |
-            curl -sSf -T - -X PUT -o /dev/null -H 'Content-Type: application/octet-stream' "$loc&digest=$blob" ||
-            fail "curl: streaming the blob failed"
-        wall=$(since "$start")
-        [[ $(curl -s -o /dev/null -I -w '%{http_code}' "$TARGET/v2/bench/big/blobs/$blob") == 200 ]] ||
-            fail "curl: the blob is not on the target"
-        echo "$wall"
+        curl_copy "$FARBIG" "$TARGET" "$blob" "$WORK/curl-farbig-$i.time"
     )
-    cw+=("$out")
+    read -r w _ <<<"$out"
+    cw+=("$w")
 done
 
 # --- The table -----------------------------------------------------------------------
 rows=()
 # shellcheck disable=SC2046  # medians of whole lists
 {
-    row "F1 small images, far: wall s" "skopeo sync x$JOBS" $(median "${rw[@]}") $(median "${sw[@]}") "$T_FAR"
-    row "F2 the same over TLS: wall s" "skopeo sync x$JOBS" $(median "${tw[@]}") $(median "${stw[@]}") "$T_FAR"
+    row "F1 small images, far: wall s" "skopeo sync x$JOBS" $(median "${f1_rw[@]}") $(median "${f1_sw[@]}") "$T_FAR"
+    row "F2 the same over TLS: wall s" "skopeo sync x$JOBS" $(median "${f2_rw[@]}") $(median "${f2_sw[@]}") "$T_FAR"
     row "F3 $BIG_MIB MiB layer, far: wall s" "curl | curl" $(median "${bw[@]}") $(median "${cw[@]}") "$T_FAR_BIG"
 }
 per_tag() { awk -v n="$1" -v t="$n_small" 'BEGIN { printf "%.1f", n / t }'; }
@@ -164,11 +150,11 @@ echo
 printf '%-34s %-16s %9s %9s %6s  %-8s %s\n' "replica run vs peer, far source" "peer" "replica" "peer" "ratio" "target" ""
 for r in "${rows[@]}"; do echo "$r"; done
 printf '%-34s %-16s %9s %9s\n' "F1 requests to the source per tag" "skopeo sync x$JOBS" \
-    "$(per_tag "$(median "${rq[@]}")")" "$(per_tag "$(median "${sq[@]}")")"
+    "$(per_tag "$(median "${f1_rq[@]}")")" "$(per_tag "$(median "${f1_sq[@]}")")"
 echo "  F1: $n_small tags in ${#small_repos[@]} repositories through faultproxy --rtt $RTT --rate $RATE;"
 echo "      requests counted by the proxy (every one a round trip at least)"
 echo "  F2: the same storage served over https (a CA made for the run), the TLS bytes through the proxy"
-echo "  runs, wall s: F1 replica ${rw[*]} | skopeo ${sw[*]};  F2 replica ${tw[*]} | skopeo ${stw[*]}"
+echo "  runs, wall s: F1 replica ${f1_rw[*]} | skopeo ${f1_sw[*]};  F2 replica ${f2_rw[*]} | skopeo ${f2_sw[*]}"
 echo "                F3 replica ${bw[*]} | curl ${cw[*]}"
-echo "  runs, source requests: F1 replica ${rq[*]} | skopeo ${sq[*]}"
+echo "  runs, source requests: F1 replica ${f1_rq[*]} | skopeo ${f1_sq[*]} (F2's are inside TLS, which the proxy does not read)"
 echo "  every replica and skopeo run checked: all target digests match the source"

@@ -100,3 +100,24 @@ row() {
     rows+=("$(printf '%-34s %-16s %9.2f %9.2f %6s  <= %-5s %s' "$name" "$peer" "$rv" "$pv" "$r" "$target" \
         "$(verdict "$r" "$target")")")
 }
+
+# curl_copy SRC_URL TARGET BLOB TIMES: curl's copy of blob BLOB of
+# bench/big: POST an upload session on TARGET, then stream GET SRC_URL's
+# blob | PUT ?digest= (the registry checks the digest of what it receives);
+# each curl's user and sys seconds are appended to the file TIMES. Prints
+# "wall cpu" (cpu: the curls' user+sys).
+curl_copy() {
+    local src=$1 target=$2 blob=$3 tm=$4 start loc wall
+    start=$EPOCHREALTIME
+    loc=$(/usr/bin/time -o "$tm" -a -f '%U %S' curl -sf -o /dev/null -X POST -w '%header{location}' \
+        "$target/v2/bench/big/blobs/uploads/")
+    [[ -n $loc ]] || fail "curl: no upload session"
+    /usr/bin/time -o "$tm" -a -f '%U %S' curl -sSf "$src/v2/bench/big/blobs/$blob" |
+        /usr/bin/time -o "$tm" -a -f '%U %S' curl -sSf -T - -X PUT -o /dev/null \
+            -H 'Content-Type: application/octet-stream' "$loc&digest=$blob" ||
+        fail "curl: streaming the blob failed"
+    wall=$(since "$start")
+    [[ $(curl -s -o /dev/null -I -w '%{http_code}' "$target/v2/bench/big/blobs/$blob") == 200 ]] ||
+        fail "curl: the blob is not on the target"
+    awk -v w="$wall" '{ c += $1 + $2 } END { printf "%s %.2f\n", w, c }' "$tm"
+}

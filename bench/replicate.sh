@@ -161,24 +161,10 @@ for ((i = 1; i <= RUNS_BIG; i++)); do
     )
     read -r w c m <<<"$out"
     r3w+=("$w") r3c+=("$c") r3m+=("$m")
-    # curl: POST an upload session, then stream GET source | PUT ?digest=
-    # (both timed); the registry checks the digest of what it receives.
     out=$(
         trap registry_stop_all EXIT
         fresh_target "curl-big-$i"
-        tm=$WORK/curl-big-$i.time
-        start=$EPOCHREALTIME
-        loc=$(/usr/bin/time -o "$tm" -a -f '%U %S' curl -sf -o /dev/null -X POST -w '%header{location}' \
-            "$TARGET/v2/bench/big/blobs/uploads/")
-        [[ -n $loc ]] || fail "curl: no upload session"
-        /usr/bin/time -o "$tm" -a -f '%U %S' curl -sSf "$B/v2/bench/big/blobs/$blob" |
-            /usr/bin/time -o "$tm" -a -f '%U %S' curl -sSf -T - -X PUT -o /dev/null \
-                -H 'Content-Type: application/octet-stream' "$loc&digest=$blob" ||
-            fail "curl: streaming the blob failed"
-        wall=$(since "$start")
-        [[ $(curl -s -o /dev/null -I -w '%{http_code}' "$TARGET/v2/bench/big/blobs/$blob") == 200 ]] ||
-            fail "curl: the blob is not on the target"
-        awk -v w="$wall" '{ c += $1 + $2 } END { printf "%s %.2f\n", w, c }' "$tm"
+        curl_copy "$B" "$TARGET" "$blob" "$WORK/curl-big-$i.time"
     )
     read -r w c <<<"$out"
     c3w+=("$w") c3c+=("$c")

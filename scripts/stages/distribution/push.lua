@@ -24,11 +24,23 @@ end
 local function ensure_blob(ctx, dest, desc)
   local run = ctx.run
   local key = dest .. "@" .. desc.digest
-  local known = run.blob_sizes[desc.digest]
-  if known and known ~= desc.size then
-    return nil, string.format("size mismatch (the manifest says %d bytes, the blob copied in this run has %d)",
-      desc.size, known)
+  local function size_error()
+    local known = run.blob_sizes[desc.digest]
+    if known and known ~= desc.size then
+      return string.format("size mismatch (the manifest says %d bytes, the blob copied in this run has %d)",
+        desc.size, known)
+    end
   end
+  -- The copier records the size it checked against the bytes (or that a
+  -- mount's source had), before its waiters wake.
+  local function checked(r)
+    local serr = size_error()
+    if serr then error(serr, 0) end
+    run.blob_sizes[desc.digest] = desc.size
+    return r
+  end
+  local serr = size_error()
+  if serr then return nil, serr end
   for _ = 1, 3 do
     local h = run.blob_copies[key]
     local waiter = h ~= nil
@@ -37,7 +49,7 @@ local function ensure_blob(ctx, dest, desc)
       h = task.spawn({ name = "blob " .. desc.digest:sub(1, 19) }, function()
         if first and first.dest ~= dest and first.handle:wait() then
           local m, merr = ctx.dst:mount_blob(dest, desc.digest, first.dest)
-          if m == "mounted" then return { mounted = true } end
+          if m == "mounted" then return checked({ mounted = true }) end
           if m == nil then log.warn("mount %s from %s: %s; copying", desc.digest, first.dest, merr) end
           if type(m) == "string" then ctx.dst:cancel_upload(m) end
         end
@@ -45,19 +57,15 @@ local function ensure_blob(ctx, dest, desc)
                                               { absent = ctx.data.dest_absent })
         if not r then error(err, 0) end
         if ctx.progress and r.bytes then ctx.progress("bytes", r.bytes) end
-        return r
+        return checked(r)
       end)
       run.blob_copies[key] = h
       if not first then run.first_copy[desc.digest] = { dest = dest, handle = h } end
     end
     local ok, r = h:wait()
     if ok then
-      known = run.blob_sizes[desc.digest]
-      if known and known ~= desc.size then -- another manifest's size won the race
-        return nil, string.format("size mismatch (the manifest says %d bytes, the blob copied in this run has %d)",
-          desc.size, known)
-      end
-      run.blob_sizes[desc.digest] = desc.size -- the copy checked it against the bytes
+      serr = size_error() -- a waiter's manifest may give another size than the copier's
+      if serr then return nil, serr end
       if waiter then return { skipped = true, shared = true } end  -- counted by the copier
       return r
     end
