@@ -345,6 +345,13 @@ int http_origin_key(const char *url, char *key, size_t n)
     return 0;
 }
 
+/* Whether queue h is origin[0..olen)'s: the origin's own queue or one of
+ * its lanes ("ORIGIN#lane"). */
+static int of_origin(const struct http_host *h, const char *origin, size_t olen)
+{
+    return strncmp(h->key, origin, olen) == 0 && (h->key[olen] == 0 || h->key[olen] == '#');
+}
+
 /* Finds or creates the queue for a URL's origin (and lane). Returns NULL on a
  * URL that is not http(s), or when out of memory (err tells which). */
 static struct http_host *host_for(struct http_client *c, const char *url, const char *lane,
@@ -371,8 +378,7 @@ static struct http_host *host_for(struct http_client *c, const char *url, const 
     }
     size_t olen = strcspn(key, "#"); /* a new lane is held with its origin */
     for (struct http_host *o = c->hosts; o; o = o->next)
-        if (strncmp(o->key, key, olen) == 0 && (o->key[olen] == 0 || o->key[olen] == '#') &&
-            o->hold_until > h->hold_until)
+        if (of_origin(o, key, olen) && o->hold_until > h->hold_until)
             h->hold_until = o->hold_until;
     h->next = c->hosts;
     c->hosts = h;
@@ -450,8 +456,7 @@ static void hold_origin(struct http_client *c, struct http_req *r)
     enum http_err err;
     host_for(c, url, NULL, &err); /* so that the hold is kept for the origin */
     for (struct http_host *h = c->hosts; h; h = h->next)
-        if (strncmp(h->key, key, olen) == 0 && (h->key[olen] == 0 || h->key[olen] == '#') &&
-            h->hold_until < until)
+        if (of_origin(h, key, olen) && h->hold_until < until)
             h->hold_until = until;
 }
 
