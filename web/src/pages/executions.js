@@ -263,15 +263,22 @@ export function ExecutionDetail({ params, query }) {
   if (!refetch.current.tasks) {
     refetch.current.tasks = throttle(() => refetch.current.reloadTasks(), 500);
     refetch.current.task = throttle(() => setBump((n) => n + 1), 300);
+    refetch.current.exec = throttle(() => refetch.current.reloadExec(), 300);
   }
   refetch.current.reloadTasks = tasks.reload;
-  useEffect(() => () => { refetch.current.tasks.cancel(); refetch.current.task.cancel(); }, []);
+  refetch.current.reloadExec = exec.reload;
+  useEffect(() => () => { for (const f of Object.values(refetch.current)) if (f.cancel) f.cancel(); }, []);
   const live = useEvents({ execution: id }, (type, ev) => {
     if (!ev) return;
     if (type === "execution") {
       const before = exec.data && exec.data.e;
       exec.set((d) => (d ? { ...d, e: { ...d.e, ...ev } } : d));
-      if (before && (before.status !== ev.status || before.total !== ev.total)) refetch.current.tasks();
+      if (before && (before.status !== ev.status || before.total !== ev.total)) {
+        refetch.current.tasks();
+        // a load begun before this event (Retry's, say) would put back the
+        // status it read: one begun after it replaces that one
+        refetch.current.exec();
+      }
     } else if (type === "task") {
       const list = tasks.data || [];
       const i = list.findIndex((t) => t.id === ev.task);
