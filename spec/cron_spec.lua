@@ -1,5 +1,6 @@
 -- Cron schedules, as `replica serve` uses them to start scheduled runs: what
--- an expression means, and the next UTC minute it fires after a given time.
+-- an expression means, and the next UTC minute (or second, in Harbor's
+-- 6-field form) it fires after a given time.
 -- Expected times were computed with `date -u -d @N`, independently of the
 -- module.
 local t = require("tap").new(...)
@@ -110,6 +111,27 @@ t.test("steps from a start, and stepped ranges", function()
   fires("7,45 * * * *", 1710080557, { 1710081900, 1710083220 })
 end)
 
+t.test("Harbor's 6 fields: seconds first, fired on the second", function()
+  -- 1710080557 is 2024-03-10 14:22:37 UTC
+  fires("0 * * * * *", 1710080557, { 1710080580, 1710080640 })
+  fires("* * * * * *", 1710080557, { 1710080558, 1710080559 })
+  fires("*/15 * * * * *", 1710080557, { 1710080565, 1710080580, 1710080595 })
+  -- second 40 of this minute is still to come; second 30 is next minute's
+  fires("40 * * * * *", 1710080557, { 1710080560, 1710080620 })
+  fires("30 * * * * *", 1710080557, { 1710080610 })
+  -- at 02:30:10 daily (Harbor's "10 30 2 * * *")
+  fires("10 30 2 * * *", 1710080557, { 1710124210, 1710124210 + 86400 })
+  -- strictly after: from the matching second itself, the next one
+  fires("40 * * * * *", 1710080560, { 1710080620 })
+  -- a fraction of a second before it still fires on it
+  fires("40 * * * * *", 1710080559.5, { 1710080560 })
+  -- 5 fields behave as 6 with second 0
+  t.eq(sched("0 9 * * 1-5"):next(1709892000), sched("0 0 9 * * 1-5"):next(1709892000))
+  t.ok(sched("40 22 14 * * *"):matches(1710080560), "matches its second")
+  t.ok(not sched("40 22 14 * * *"):matches(1710080557), "not another second of the minute")
+  t.ok(sched("22 14 * * *"):matches(1710080557), "a 5-field schedule matches its whole minute")
+end)
+
 t.test("Feb 29 waits for the next leap year", function()
   -- 2026-01-01 00:00 -> 2028-02-29 00:00
   fires("0 0 29 2 *", 1767225600, { 1835395200 })
@@ -183,7 +205,9 @@ t.test("bad expressions fail with the field and the token", function()
     { "0 0 * 13 *", "month 13 out of range 1%-12" },
     { "0 0 * * 8", "day%-of%-week 8 out of range 0%-7" },
     { "* * * *", "expected 5 fields .* got 4" },
-    { "* * * * * *", "got 6" },
+    { "* * * * * * *", "or 6 with seconds first, got 7" },
+    { "60 * * * * *", "second 60 out of range 0%-59" },
+    { "*/0 * * * * *", 'second step 0 in "%*/0" must be at least 1' },
     { "", "got 0" },
     { "1,,2 * * * *", 'minute has an empty list item in "1,,2"' },
     { "5, * * * *", "minute has an empty list item" },

@@ -1,5 +1,7 @@
--- cron.lua - 5-field cron schedules, evaluated in UTC.
+-- cron.lua - cron schedules, evaluated in UTC: 5 fields, or Harbor's 6
+-- with seconds first (what Harbor's schedules are written in).
 --   minute hour day-of-month month day-of-week
+--   second minute hour day-of-month month day-of-week
 --   *  5  1-5  */15  1-30/10  10/20 (10 to the end)  1,15,30
 --   months JAN-DEC and days SUN-SAT by name, any case; day-of-week 7 is Sunday
 --   @yearly @annually @monthly @weekly @daily @midnight @hourly
@@ -8,6 +10,8 @@
 -- cron.parse(expr) -> schedule | nil, err
 -- schedule:next(t) -> epoch seconds | nil; schedule:matches(t) -> boolean
 local cron = {}
+
+local SECOND = { name = "second", min = 0, max = 59 }
 
 local FIELDS = {
   { name = "minute", min = 0, max = 59 },
@@ -198,8 +202,14 @@ function cron.parse(expr)
   end
   local parts = {}
   for p in text:gmatch("%S+") do parts[#parts + 1] = p end
-  if #parts ~= 5 then
-    return fail(string.format("expected 5 fields (minute hour day-of-month month day-of-week), got %d", #parts))
+  local seconds, six = { 0 }, #parts == 6
+  if six then
+    local set, err = parse_field(SECOND, table.remove(parts, 1))
+    if not set then return fail(err) end
+    seconds = sorted(set, 0, 59)
+  elseif #parts ~= 5 then
+    return fail(string.format("expected 5 fields (minute hour day-of-month month day-of-week) " ..
+      "or 6 with seconds first, got %d", #parts))
   end
   local sets = {}
   for i, field in ipairs(FIELDS) do
@@ -210,6 +220,8 @@ function cron.parse(expr)
   if sets[5][7] then sets[5][0], sets[5][7] = true, nil end
   return setmetatable({
     expr = expr,
+    seconds = seconds,
+    six = six,
     minutes = sorted(sets[1], 0, 59),
     hours = sorted(sets[2], 0, 23),
     days = sets[3],
@@ -220,22 +232,19 @@ function cron.parse(expr)
   }, Schedule)
 end
 
--- Returns whether the minute containing t (epoch seconds) matches.
+-- Returns whether t (epoch seconds) matches: the minute containing it, and
+-- for a 6-field schedule its second too.
 function Schedule:matches(t)
   if type(t) ~= "number" then error("cron: time must be a number, got " .. type(t), 2) end
   local m = math.floor(t / 60)
-  local y, mo, d = civil_from_days(m // 1440)
-  local h, mi = m % 1440 // 60, m % 60
-  return self.months[mo] == true and self:day_matches(y, mo, d)
-    and first_from(self.hours, h) == h and first_from(self.minutes, mi) == mi
+  if self.six and first_from(self.seconds, math.floor(t) % 60) ~= math.floor(t) % 60 then return false end
+  return self:minute_from(m) == m
 end
 
--- Returns the first matching time strictly after t (epoch seconds, UTC, on a
--- whole minute), or nil when nothing matches within HORIZON_YEARS.
--- Whole months, days and hours that cannot match are skipped at once.
-function Schedule:next(t)
-  if type(t) ~= "number" then error("cron: time must be a number, got " .. type(t), 2) end
-  local m = math.floor(t / 60) + 1
+-- Returns the first matching minute (minutes since the epoch) at or after
+-- minute m, or nil when nothing matches within HORIZON_YEARS. Whole months,
+-- days and hours that cannot match are skipped at once.
+function Schedule:minute_from(m)
   local y, mo, d = civil_from_days(m // 1440)
   local h, mi = m % 1440 // 60, m % 60
   local last_year = y + HORIZON_YEARS
@@ -254,7 +263,7 @@ function Schedule:next(t)
         nm = self.minutes[1]
       end
       if nm then
-        return days_from_civil(y, mo, d) * 86400 + nh * 3600 + nm * 60
+        return days_from_civil(y, mo, d) * 1440 + nh * 60 + nm
       end
       -- This hour is used up: on to the next matching hour, or the next day.
       nh = first_from(self.hours, h + 1)
@@ -267,6 +276,21 @@ function Schedule:next(t)
     end
   end
   return nil
+end
+
+-- Returns the first matching time strictly after t (epoch seconds, UTC, on a
+-- whole second; on a whole minute for a 5-field schedule), or nil when
+-- nothing matches within HORIZON_YEARS.
+function Schedule:next(t)
+  if type(t) ~= "number" then error("cron: time must be a number, got " .. type(t), 2) end
+  local s = math.floor(t) + 1
+  local m = self:minute_from(s // 60)
+  if m == s // 60 then
+    local sec = first_from(self.seconds, s % 60)
+    if sec then return m * 60 + sec end
+    m = self:minute_from(m + 1)
+  end
+  return m and m * 60 + self.seconds[1]
 end
 
 return cron

@@ -149,7 +149,7 @@ local function check_refs(s, merged)
   local _, terr = runner.template(merged.template or "distribution", library.set(db))
   if terr then api.fail(400, "field 'template' names no usable template: %s", terr) end
   if merged.trigger == "cron" and (merged.cron == nil or merged.cron == json.null) then
-    api.fail(400, "a cron trigger needs field 'cron' (5 fields, e.g. \"0 2 * * *\")")
+    api.fail(400, "a cron trigger needs field 'cron' (5 fields, e.g. \"0 2 * * *\", or Harbor's 6 with seconds first)")
   end
 end
 

@@ -284,7 +284,7 @@ export function PolicyForm({ params }) {
           <option value="manual">manual</option><option value="cron">cron</option><option value="event">event</option>
         </select>
       <//>
-      ${v.trigger === "cron" && html`<${Field} label="Cron schedule" id="pol-cron" help="Five fields in UTC: minute hour day-of-month month day-of-week (0 2 * * * is 02:00 every day), or @daily, @hourly.">
+      ${v.trigger === "cron" && html`<${Field} label="Cron schedule" id="pol-cron" help="Five fields in UTC: minute hour day-of-month month day-of-week (0 2 * * * is 02:00 every day), Harbor's six with seconds first (0 0 2 * * *), or @daily, @hourly.">
         <input id="pol-cron" class="mono" value=${v.cron} onInput=${set("cron")} placeholder="0 2 * * *" required />
       <//>`}
       <${Field} label="Replicate deletions" id="pol-replicate-deletion" help="Event trigger only: when a tag is deleted on the source, delete it on the target too.">
