@@ -35,9 +35,22 @@ gateway_start "$E2E_WORK/gw1" "$FN1_URL" "$FN2_URL" "$FN3_URL"
 GW1=$GW_URL GW1_LOG=$GW_LOG GW1_PID=$GW_PID
 export REPLICA_FUNCTION_TOKEN=$FN_TOKEN
 
-# on_target PID: whether process PID has a connection to the target open.
-on_target() {
-    ss -Htnp state established "( dport = :$DPORT )" | grep -q "pid=$1,"
+# upload_port PID...: the local port of the connection from one of PIDs to
+# the target that has carried the most bytes (a blob's upload), or nothing.
+upload_port() {
+    local pids
+    pids=$(printf 'pid=%s,|' "$@")
+    ss -Htinp state established "( dport = :$DPORT )" | awk -v pids="${pids%|}" '
+        /users:/ { keep = ($0 ~ pids); split($3, a, ":"); port = a[length(a)]; next }
+        keep && match($0, /bytes_acked:[0-9]+/) {
+            n = substr($0, RSTART + 12, RLENGTH - 12) + 0
+            if (n > best) { best = n; bestport = port }
+        }
+        END { if (bestport != "") print bestport }'
+}
+# port_open PORT: whether a connection from local port PORT to the target is established.
+port_open() {
+    [[ -n $(ss -Htn state established "( sport = :$1 and dport = :$DPORT )") ]]
 }
 
 serve_start faas --gateway "$GW1" --seal-key-file "$FN_KEY" --faas-concurrency 6
@@ -136,6 +149,7 @@ uploads=$REG_DST_STORAGE/docker/registry/v2/repositories/big/app/_uploads
 mid=1
 wait_for_upload "$uploads" $((2 << 20)) "$SERVE_PID" && mid=0
 ok "$mid" "the function is mid-blob"
+UPLOAD_PORT=$(upload_port "$FN2_PID" "$FN3_PID")
 tasks "$EXEC"
 is "$(tq '.[0].stages | map("\(.name)=\(.status)") | join(" ")')" \
     "pull_prepare=succeeded pull=succeeded pull_post=succeeded push_prepare=succeeded push=running" \
@@ -155,9 +169,15 @@ while ((SECONDS < end)); do
     sleep 0.02
 done
 ok "$stopped" "the function stops the task (the cancel, or its next callback's answer)"
-# the function ended the invocation: its connections to the target close
+# the function ended the invocation: the connection that carried the
+# blob's upload closes (its idle ones may stay in the pool)
+closed=1
 end=$((SECONDS + 20))
-while ((SECONDS < end)) && { on_target "$FN2_PID" || on_target "$FN3_PID"; }; do sleep 0.02; done
+while [[ -n $UPLOAD_PORT ]] && ((SECONDS < end)); do
+    port_open "$UPLOAD_PORT" || { closed=0; break; }
+    sleep 0.02
+done
+ok "$closed" "the connection that carried the upload closes (port ${UPLOAD_PORT:-none found})"
 is "$(manifest_digest "$D" big/app v1 "$DA")" missing "no manifest of the tag landed on the target"
 tasks "$EXEC"
 api GET "/tasks/$(tq '.[0].id')/attempts"
