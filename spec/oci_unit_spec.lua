@@ -67,6 +67,42 @@ t.test("retry.backoff doubles from the base up to the cap, with jitter in the up
   end
 end)
 
+t.test("retry.run: an origin that refused every attempt is tried once per request until it answers", function()
+  local opts = { retries = 2, base = 0.001, cap = 0.001 }
+  local calls
+  -- fn for retry.run that answers with the given results in turn (the last repeats)
+  local function answers(...)
+    local list = { ... }
+    calls = 0
+    return function()
+      calls = calls + 1
+      local a = list[math.min(calls, #list)]
+      if a == "connect" or a == "closed" then return nil, a, a .. " (detail)" end
+      return { status = a }
+    end
+  end
+  local dead = "GET http://Down.example:5000/v2/x"
+  local res, err, detail = retry.run(opts, dead, answers("connect"))
+  t.eq(res, nil)
+  t.eq(err .. " " .. calls, "connect 3", "the first request: every retry")
+  t.eq(detail, "connect (detail)")
+  res, err, detail = retry.run(opts, "HEAD http://down.example:5000/v2/y/blobs/z", answers("connect"))
+  t.eq(err .. " " .. calls, "connect 1", "a later request to the origin is tried once")
+  t.match(detail, "^connect %(detail%); not retried: http://down.example:5000 refused every attempt of an earlier request$")
+  retry.run(opts, "GET http://other.example/v2/", answers("connect"))
+  t.eq(calls, 3, "another origin keeps its retries")
+  retry.run(opts, "GET http://down.example:5000/v2/", answers("closed", 200))
+  t.eq(calls, 2, "an answer other than a refused connection brings the retries back at once")
+  retry.run(opts, dead, answers("connect"))
+  t.eq(calls, 3, "and after it got through, a refusal is retried in full again")
+  retry.run(opts, dead, answers("connect", 200))
+  t.eq(calls, 1, "found down again: one try")
+  retry.run({ retries = 0 }, "GET http://once.example/v2/", answers("connect"))
+  retry.run(opts, "GET http://once.example/v2/", answers("connect"))
+  t.eq(calls, 3, "a request made without retries does not mark its origin down")
+  retry.run(opts, "GET http://other.example/v2/", answers(200))
+end)
+
 t.test("retry.transient: connect, closed, timeout, 429 and 5xx (not 501); nothing else", function()
   for _, e in ipairs { "connect", "closed", "timeout" } do t.ok(retry.transient(nil, e), e) end
   for _, e in ipairs { "tls", "cancelled", "bad url", "too large" } do t.ok(not retry.transient(nil, e), e) end

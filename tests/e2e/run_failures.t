@@ -81,5 +81,9 @@ is "$(manifest_digest "$D" chunked/big/app v1)" "$want" "and the image is comple
 replica_run --from "$S" --to http://127.0.0.1:9 --repo c/app --tag good1
 is "$RC" 1 "a target that refuses connections fails the run"
 like "$OUT" "FAILED c/app:good1 +stage push_prepare: .*connect" "and says it could not connect"
+# once one request found every attempt refused, the later ones are tried
+# once each: the run does not wait out the same backoff stage after stage
+is "$(grep -c '127.0.0.1:9/v2/: connect, retry' <<<"$OUT")" 4 "only the first request to the dead target is retried"
+like "$OUT" "not retried: http://127.0.0.1:9 refused every attempt of an earlier request" "the failure says why it was not retried"
 
 done_testing

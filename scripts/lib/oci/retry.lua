@@ -5,7 +5,17 @@ local retry = {
   BASE = 0.5,      -- seconds before the first retry (before jitter)
   CAP = 10,        -- the longest backoff
   MAX_AFTER = 60,  -- the longest Retry-After honoured
+  DOWN_FOR = 30,   -- how long an origin that refused every attempt is down
 }
+
+-- Origins whose last request failed to connect on every attempt:
+-- down[origin] = the time.mono() until which a request there is tried
+-- once, not retried. A dead registry then costs each later request one
+-- refused connection, not its whole backoff (a run to a dead target failed
+-- after 22 s of the same retries, stage after stage; a serve execution of
+-- 1,000 tasks would retry each). A request that gets through (any answer,
+-- or another error) ends it.
+local down = {}
 
 -- The retries this process made, by kind ("request": retry.run's, "blob":
 -- retry.pause's) and reason (an HTTP status such as "503", or a transfer
@@ -98,11 +108,29 @@ end
 -- (a function of a response: true when a short retry cannot help, as a 429
 -- saying a pull quota is used up, which the caller waits out itself). what
 -- names the request in log lines. Returns fn's last results.
+-- A request to an origin that was found down (see down) is tried once; the
+-- rule applies per origin, e.g. "https://host:5000", taken from what.
 function retry.run(opts, what, fn)
   local max = opts.retries or retry.RETRIES
+  local origin = what:match("^%u+ (%a[%w+.-]*://[^/?#]+)")
+  origin = origin and origin:lower()
+  local was_down = origin and down[origin] and down[origin] > time.mono()
+  if was_down then max = 0 end
   local n = 0
   while true do
     local res, err, detail = fn()
+    if origin and err ~= "cancelled" then
+      if err ~= "connect" then
+        down[origin] = nil -- it answers: the usual retries again
+        if was_down then max, was_down = opts.retries or retry.RETRIES, false end
+      elseif n >= max and (n > 0 or was_down) then
+        down[origin] = time.mono() + retry.DOWN_FOR
+        if was_down then
+          detail = string.format("%s; not retried: %s refused every attempt of an earlier request",
+                                 detail or err, origin)
+        end
+      end
+    end
     if err == "cancelled" or n >= max or not retry.transient(res, err) or (res and opts.final and opts.final(res)) then
       return res, err, detail
     end
