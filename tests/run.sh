@@ -56,29 +56,4 @@ else
     fi
 fi
 cd "$ROOT"
-# failure_digest prints, after prove's summary, what each failed file said
-# about its failures: every `not ok` line with the lines that follow it (a
-# node test's error and call log, a shell test's diagnostics), or the end of
-# its output when it failed without one (a bail-out, a crash, no plan), and
-# the end of its stderr.
-failure_digest() {
-    local rc log
-    echo "Failure digest"
-    for rc in "$WORK"/logs/*.rc; do
-        [[ -e $rc ]] || continue
-        log=${rc%.rc}
-        if [[ $(cat "$rc") == 0 ]] && ! grep -q '^not ok' "$log.log"; then continue; fi
-        echo "== $(basename "$log") (exit $(cat "$rc"))"
-        if grep -q '^not ok' "$log.log"; then
-            grep -A 14 '^not ok' "$log.log" | head -n 40
-        else
-            tail -n 20 "$log.log"
-        fi
-        if [[ -s $log.stderr ]]; then
-            echo "-- its stderr ends:"
-            tail -n 10 "$log.stderr"
-        fi
-    done
-}
-rm -rf "$WORK/logs"
-prove --timer --exec "$ROOT/tests/tap-exec" "${files[@]}" || { rc=$?; failure_digest; exit "$rc"; }
+prove --timer --exec "$ROOT/tests/tap-exec" "${files[@]}"
