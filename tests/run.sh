@@ -9,6 +9,10 @@
 #               tests (tests/e2e/standin_*.t), the kinds' tests
 #               (tests/e2e/kind_*.t), serve_faas_async.t and
 #               run_remote_stage.t are left out
+#   TEST_JOBS   files run at once (default: the number of cores). The
+#               specs share the registries started here, so they run one
+#               after another, beside the rest; each end-to-end file starts
+#               its own servers on free ports.
 #   FILE...     run just these test files
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,4 +60,33 @@ else
     fi
 fi
 cd "$ROOT"
-prove --timer --exec "$ROOT/tests/tap-exec" "${files[@]}"
+# failure_digest prints, after prove's summary (the end of the output, which
+# is what a CI log keeps), what each failed file said of its failures: every
+# `not ok` line with the lines after it, or the end of its output when it
+# failed without one (a bail-out, a crash, no plan), and the end of its
+# stderr, where the shell tests' diagnostics go.
+failure_digest() {
+    local rc log
+    echo "Failure digest"
+    for rc in "$TAP_LOGS"/*.rc; do
+        [[ -e $rc ]] || continue
+        log=${rc%.rc}
+        if [[ $(cat "$rc") == 0 ]] && ! grep -q '^not ok' "$log.out"; then continue; fi
+        echo "== $(basename "$log") (exit $(cat "$rc"))"
+        if grep -q '^not ok' "$log.out"; then
+            grep -A 14 '^not ok' "$log.out" | head -n 40
+        else
+            tail -n 20 "$log.out"
+        fi
+        if [[ -s $log.err ]]; then
+            echo "-- its stderr ends:"
+            tail -n 25 "$log.err"
+        fi
+    done
+}
+TAP_LOGS=$WORK/tap-logs
+export TAP_LOGS
+mkdir -p "$TAP_LOGS"
+jobs=${TEST_JOBS:-$(nproc)}
+prove --timer --jobs "$jobs" --rules='seq=**_spec.lua' --rules='par=**' \
+    --exec "$ROOT/tests/tap-exec" "${files[@]}" || { rc=$?; failure_digest; exit "$rc"; }
