@@ -65,4 +65,14 @@ t.test("retention's options: defaults, 0 keeps all, bad values are refused", fun
   end
 end)
 
+t.test("the periodic pass is hourly, or a quarter of a short window, at least 10 s apart", function()
+  t.eq(assert(retention.config({})).every, 3600)
+  t.eq(assert(retention.config({ keep_events = "0.5" })).every, 3600, "a 12-hour window: hourly")
+  t.eq(assert(retention.config({ keep_events = "0.1" })).every, 0.1 * 86400 / 4, "2.4 hours: every 36 min")
+  t.eq(assert(retention.config({ keep_events = "30", keep_audit = "0.01" })).every, 0.01 * 86400 / 4,
+       "the shorter window decides")
+  t.eq(assert(retention.config({ keep_events = "0.0001" })).every, 10, "never more often than every 10 s")
+  t.eq(assert(retention.config({ keep_events = "0", keep_audit = "0" })).every, 3600, "0 (keep all) is no window")
+end)
+
 t.done()

@@ -2,7 +2,8 @@
 # Retention and audit in replica serve: a policy that keeps 3 executions
 # keeps the 3 newest (with their tasks, stage results and logs) and nothing
 # of the older ones; a running execution is never deleted, whatever the
-# limit; webhook events and audit records past their limits go at start;
+# limit; webhook events and audit records past their limits go at start,
+# and while the daemon runs, within a quarter of a short window;
 # every API write is in GET /audit with the token's name, the object and
 # the status, never a secret; the database is intact after.
 set -euo pipefail
@@ -232,6 +233,30 @@ is "$(count "SELECT count(*) FROM executions WHERE policy = $PID; SELECT count(*
 api GET "/audit?limit=1"
 is "$(jget '.[0] | "\(.who) \(.method) \(.path) \(.object_kind)/\(.object_id) \(.status)"')" \
     "admin DELETE /api/v1/policies/$PID policies/$PID 204" "the newest audit record is that deletion"
+serve_stop
+
+# --- a short window is kept while the daemon runs ----------------------------------
+# --keep-events 0.0004 is 34.56 s: the periodic pass comes every 10 s (a
+# quarter of the window, at least 10 s), not hourly. The pass at start
+# deletes an event an hour old; an event written past the window after that
+# is gone by a later pass, and one written with it is kept.
+events_like() { count "SELECT count(*) FROM events WHERE payload LIKE '%$1%'"; }
+sqlite3 "$SERVE_DB" "INSERT INTO events (received, source, payload, status)
+                       VALUES ($(date +%s) - 3600, 'distribution', '{\"hour\": 1}', 'ignored')"
+serve_start ret --scripts "$W" --keep-events 0.0004
+end=$((SECONDS + 20))
+while ((SECONDS < end)) && [[ $(events_like hour) != 0 ]]; do sleep 0.05; done
+is "$(events_like hour)" 0 "with a 35 s window, the pass at start deletes an event an hour old"
+now=$(date +%s)
+sqlite3 -cmd '.timeout 5000' "$SERVE_DB" "INSERT INTO events (received, source, payload, status) VALUES
+                                            ($now - 60, 'distribution', '{\"past\": 1}', 'ignored'),
+                                            ($now, 'distribution', '{\"fresh\": 1}', 'ignored')"
+end=$((SECONDS + 30))
+while ((SECONDS < end)) && [[ $(events_like past) != 0 ]]; do sleep 0.1; done
+is "$(events_like past):$(events_like fresh)" "0:1" \
+    "a later pass, 10 s on, deletes an event written past the window since, and keeps one written with it"
+like "$(tail -n 3 "$SERVE_LOG")" "retention: deleted 1 webhook event\(s\) and 0 audit record\(s\) past their limits" \
+    "... and logs it"
 serve_stop
 
 is "$(sqlite3 "$SERVE_DB" 'PRAGMA integrity_check; PRAGMA foreign_key_check' | tr '\n' ' ')" "ok " \

@@ -5,7 +5,9 @@
 -- --keep-audit days (90); 0 keeps everything. A queued or running
 -- execution is never deleted and does not count. Deletes go in
 -- transactions of at most BATCH rows, with the other tasks let run between
--- them. Freed pages are reused by later rows: the file stays at its
+-- them. The periodic pass runs hourly, or at a quarter of the shorter of
+-- the events' and the audit's windows when that is shorter (a window of
+-- minutes is kept to within a quarter of itself). Freed pages are reused by later rows: the file stays at its
 -- high-water mark instead of shrinking (no VACUUM).
 local library = require("serve.library")
 
@@ -13,13 +15,15 @@ local retention = {}
 
 local BATCH = 500
 local DAY = 86400
-local EVERY = 3600 -- seconds between the periodic passes
+local EVERY = 3600 -- seconds between the periodic passes, at most
+local EVERY_MIN = 10 -- and at least
 local ENDED = "('Succeeded', 'Failed', 'Stopped')"
 
 -- The retention settings of the daemon's options (keep_executions,
 -- keep_events and keep_audit, as given on the command line). Returns
--- { executions = N, events = SECS, audit = SECS } (0: keep all), or nil
--- and the message for a bad value.
+-- { executions = N, events = SECS, audit = SECS, every = SECS } (0: keep
+-- all; every: the seconds between periodic passes), or nil and the
+-- message for a bad value.
 function retention.config(opts)
   local n = math.tointeger(tonumber(opts.keep_executions or "50"))
   if not n or n < 0 or n > 1e9 then return nil, "--keep-executions must be an integer, 0 or more" end
@@ -29,6 +33,10 @@ function retention.config(opts)
     local d = tonumber(opts[o[1]] or o[3])
     if not d or d ~= d or d < 0 or d > 1e6 then return nil, o[2] .. " must be a number of days, 0 or more" end
     cfg[o[4]] = d * DAY
+  end
+  cfg.every = EVERY
+  for _, w in ipairs{ cfg.events, cfg.audit } do
+    if w > 0 then cfg.every = math.min(cfg.every, math.max(EVERY_MIN, w / 4)) end
   end
   return cfg
 end
@@ -172,12 +180,13 @@ function retention.prune(s)
   assert(s.db:transaction(library.prune_sources, s.db))
 end
 
--- The periodic pass: at start, then every hour, until cancelled.
+-- The periodic pass: at start, then every s.retention.every seconds
+-- (hourly unless a window is short), until cancelled.
 function retention.loop(s)
   repeat
     local ok, err = pcall(retention.prune, s)
     if not ok and not task.cancelled() then log.warn("retention: %s", tostring(err)) end
-  until not time.sleep(EVERY)
+  until not time.sleep(s.retention.every or EVERY)
 end
 
 return retention
