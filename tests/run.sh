@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/run.sh - the test suite: starts the loopback servers, runs every C
-# unit test and Lua spec through prove (TAP), stops the servers.
+# unit test, Lua spec and end-to-end file through TAP::Harness (prove's
+# engine, tests/harness.pl), stops the servers.
 #   REPLICA  the engine binary to test          (set by the Makefile)
 #   UNIT     the C unit test binary             (set by the Makefile)
 #   VALGRIND=1  run under valgrind's leak check, on the specs listed in
@@ -11,8 +12,8 @@
 #               run_remote_stage.t are left out
 #   TEST_JOBS   files run at once (default: the number of cores). The
 #               specs share the registries started here, so they run one
-#               after another, beside the rest; each end-to-end file starts
-#               its own servers on free ports.
+#               after another, beside the rest (tests/harness.pl); each
+#               end-to-end file starts its own servers on free ports.
 #   FILE...     run just these test files
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -87,6 +88,5 @@ failure_digest() {
 TAP_LOGS=$WORK/tap-logs
 export TAP_LOGS
 mkdir -p "$TAP_LOGS"
-jobs=${TEST_JOBS:-$(nproc)}
-prove --timer --jobs "$jobs" --rules='seq=**_spec.lua' --rules='par=**' \
-    --exec "$ROOT/tests/tap-exec" "${files[@]}" || { rc=$?; failure_digest; exit "$rc"; }
+perl "$ROOT/tests/harness.pl" "${TEST_JOBS:-$(nproc)}" "$ROOT/tests/tap-exec" "${files[@]}" ||
+    { rc=$?; failure_digest; exit "$rc"; }
