@@ -61,7 +61,7 @@ else
     fi
 fi
 cd "$ROOT"
-# failure_digest prints, after prove's summary (the end of the output, which
+# failure_digest prints, after the harness's summary (the end of the output, which
 # is what a CI log keeps), what each failed file said of its failures: every
 # `not ok` line with the lines after it, or the end of its output when it
 # failed without one (a bail-out, a crash, no plan), and the end of its

@@ -7,8 +7,9 @@
 -- transactions of at most BATCH rows, with the other tasks let run between
 -- them. The periodic pass runs hourly, or at a quarter of the shorter of
 -- the events' and the audit's windows when that is shorter (a window of
--- minutes is kept to within a quarter of itself). Freed pages are reused by later rows: the file stays at its
--- high-water mark instead of shrinking (no VACUUM).
+-- minutes is kept to within a quarter of itself). Freed pages are reused
+-- by later rows: the file stays at its high-water mark instead of
+-- shrinking (no VACUUM).
 local library = require("serve.library")
 
 local retention = {}
