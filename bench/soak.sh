@@ -9,18 +9,34 @@
 #     namespace) stopped mid-blob and then retried
 #   - every minute, API reads under wrk (GET /api/v1/executions and
 #     GET /metrics, 3 s each)
-#   - every 10 s, the daemon's RSS and open file descriptors (/proc/PID) and
-#     the database's size (with its WAL)
+#   - every 10 s, the daemon's RSS and open file descriptors (/proc/PID),
+#     the database's size (with its WAL), the bytes its tables hold (SQLite's
+#     dbstat), and each policy's count of ended executions
+# The daemon keeps SOAK_KEEP_EXECUTIONS (default 5) ended executions per
+# policy, and webhook events and audit records for SOAK_KEEP_DAYS (default
+# 0.004 days, 5.8 minutes), so retention deletes most of what the run makes
+# and the database should stop growing after the warm-up.
 # After a warm-up (the first third), it fits a least-squares line to each
-# series and prints its slope per hour. It fails when the RSS grows faster
-# than SOAK_RSS_MIB_PER_H (default 32 MiB/h) or the floor of the open fds
-# (each minute's lowest) faster than SOAK_FDS_PER_H (default 30/h: a leak of
-# one per cron run would be 60/h), when the fds after the warm-up exceed
-# their warm-up peak by more than 16, when wrk sees an answer that is not 2xx, or
+# series and prints its slope per hour. The open fds are counted apart
+# from the connections to the registries that libcurl keeps for reuse (its
+# cache holds up to 4 x --max-per-host, 256, and their number follows the
+# busiest moment of the last minutes, not a leak). It fails when the RSS
+# grows faster than SOAK_RSS_MIB_PER_H (default 32 MiB/h) or the floor of
+# the other fds (each minute's lowest) faster than SOAK_FDS_PER_H (default
+# 30/h: a leak of one per cron run would be 60/h), when those fds after the
+# warm-up exceed their warm-up peak by more than 16, when the kept
+# connections pass the cache's 256, when a policy holds more ended
+# executions than it keeps, when the database file (with its WAL), the bytes
+# of the tables retention bounds by count or those of the tables it bounds
+# by age (the webhook events and the audit) grow faster than
+# SOAK_DB_KIB_PER_H (default 256 KiB/h: keeping every execution and event
+# grows the file by about 3 MiB/h; judged from SOAK_MINUTES=24, when the
+# warm-up outlasts the events' window), when wrk sees an answer that is not 2xx, or
 # when an execution ends in a state it should not (everything Succeeded at
 # the end: the stopped runs were retried).
 #   REPLICA  the engine binary (default build/release/replica)
-#   SOAK_SAMPLES=FILE  keeps the samples ("SECONDS RSS_KIB FDS DB_BYTES" lines)
+#   SOAK_SAMPLES=FILE  keeps the samples ("SECONDS RSS_KIB FDS DB_BYTES
+#                      KEPT_BYTES DAYS_BYTES MOST_ENDED POOLED OTHER_FDS")
 set -euo pipefail
 shopt -s inherit_errexit
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,13 +45,18 @@ SEED=$ROOT/bench/seed.py
 MINUTES=${SOAK_MINUTES:-30}
 RSS_BOUND=${SOAK_RSS_MIB_PER_H:-32}
 FDS_BOUND=${SOAK_FDS_PER_H:-30}
+KEEP=${SOAK_KEEP_EXECUTIONS:-5}
+KEEP_DAYS=${SOAK_KEEP_DAYS:-0.004}
+DB_BOUND=${SOAK_DB_KIB_PER_H:-256}
 FDS_SLACK=16
+POOL_CAP=256 # CURLMOPT_MAXCONNECTS: 4 x the default --max-per-host of 64
 SAMPLE=10 BURST_EVERY=60 READS_EVERY=60 STOP_EVERY=180
 
 for tool in wrk docker-registry python3 curl jq sqlite3; do
     command -v "$tool" >/dev/null || { echo "soak: $tool not found (make deps-bench)" >&2; exit 1; }
 done
 [[ $MINUTES =~ ^[0-9]+$ ]] && ((MINUTES >= 3)) || { echo "soak: SOAK_MINUTES must be a whole number >= 3" >&2; exit 2; }
+[[ $KEEP =~ ^[1-9][0-9]*$ ]] || { echo "soak: SOAK_KEEP_EXECUTIONS must be a whole number >= 1" >&2; exit 2; }
 source "$ROOT/tests/registry.sh"
 WORK=$(mktemp -d /tmp/replica-soak.XXXXXX)
 SERVE_PID=""
@@ -59,7 +80,8 @@ python3 "$SEED" big "$S" soak/slow 8 "$REG_SRC_STORAGE" >/dev/null || fail "seed
 
 port=$(_servers_free_port)
 API=http://127.0.0.1:$port/api/v1
-"$REPLICA" serve --db "$WORK/replica.db" --listen "127.0.0.1:$port" --log-level warn \
+"$REPLICA" serve --db "$WORK/replica.db" --listen "127.0.0.1:$port" --log-level warn --keep-executions "$KEEP" \
+    --keep-events "$KEEP_DAYS" --keep-audit "$KEEP_DAYS" \
     >"$WORK/serve.out" 2>"$WORK/serve.log" &
 SERVE_PID=$!
 for _ in $(seq 1 500); do curl -s -o /dev/null "$API/health" && break; sleep 0.02; done
@@ -74,13 +96,35 @@ CRON=$(policy cron '"repositories": ["soak/cron"], "trigger": "cron", "cron": "*
 policy hooks '"repositories": ["soak/hook*"], "trigger": "event"' >/dev/null
 SLOW=$(policy slow '"repositories": ["soak/slow"], "bandwidth_kbps": 1024, "dest_namespace": "cycle0"')
 
-# sample SECONDS: appends "SECONDS RSS_KIB FDS DB_BYTES" to samples.txt.
+# What the database holds, read beside the running daemon (WAL readers do
+# not block it): "KEPT_BYTES DAYS_BYTES MOST_ENDED", the bytes of the pages
+# of the tables kept by count and of those kept for days (events and audit,
+# with their indexes), and the most ended executions one policy holds.
+DB_SQL="SELECT coalesce(sum(CASE WHEN s.tbl_name IN ('events', 'audit') THEN 0 ELSE d.pgsize END), 0),
+               coalesce(sum(CASE WHEN s.tbl_name IN ('events', 'audit') THEN d.pgsize ELSE 0 END), 0),
+               (SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM executions
+                 WHERE status IN ('Succeeded', 'Failed', 'Stopped') GROUP BY policy))
+          FROM dbstat d JOIN sqlite_schema s ON s.name = d.name;"
+
+# pooled: the daemon's established TCP connections to the two registries
+# (what libcurl's connection cache keeps between transfers).
+REG_PORTS=" ${S##*:} ${D##*:} "
+pooled() {
+    ss -Htnp state established 2>/dev/null |
+        awk -v pid="pid=$SERVE_PID," -v ports="$REG_PORTS" 'index($0, pid) {
+            n = split($4, a, ":"); if (index(ports, " " a[n] " ")) c++ } END { print c + 0 }'
+}
+
+# sample SECONDS: appends "SECONDS RSS_KIB FDS DB_BYTES KEPT_BYTES
+# DAYS_BYTES MOST_ENDED POOLED OTHER_FDS" to samples.txt.
 sample() {
-    local rss fds db
+    local rss fds db held pool
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVE_PID/status")
+    pool=$(pooled)
     fds=$(find "/proc/$SERVE_PID/fd" -mindepth 1 -maxdepth 1 | wc -l)
     db=$(cat "$WORK/replica.db" "$WORK/replica.db-wal" 2>/dev/null | wc -c)
-    echo "$1 $rss $fds $db" >>"$WORK/samples.txt"
+    held=$(sqlite3 -cmd '.timeout 5000' -separator ' ' "$WORK/replica.db" "$DB_SQL") || fail "the database could not be read"
+    echo "$1 $rss $fds $db $held $pool $((fds > pool ? fds - pool : 0))" >>"$WORK/samples.txt"
 }
 
 # burst: the webhook events of every hook tag (50), 16 in flight.
@@ -172,13 +216,20 @@ fit() {
               d = m * sxx - sx * sx; printf "%.3f %d %d\n", (d > 0 ? (m * sxy - sx * sy) / d : 0), first, last }' \
         "$WORK/samples.txt"
 }
-warm_fd_peak=$(awk -v w="$warm" '$1 < w && $3 > m { m = $3 } END { print m + 0 }' "$WORK/samples.txt")
-late_fd_peak=$(awk -v w="$warm" '$1 >= w && $3 > m { m = $3 } END { print m + 0 }' "$WORK/samples.txt")
+warm_fd_peak=$(awk -v w="$warm" '$1 < w && $9 > m { m = $9 } END { print m + 0 }' "$WORK/samples.txt")
+late_fd_peak=$(awk -v w="$warm" '$1 >= w && $9 > m { m = $9 } END { print m + 0 }' "$WORK/samples.txt")
+pool_peak=$(awk '$8 > m { m = $8 } END { print m + 0 }' "$WORK/samples.txt")
 read -r rss_slope rss_first rss_last <<<"$(fit 2)"
-read -r fds_slope fds_first fds_last <<<"$(fit 3 floor)"
+read -r all_slope all_first all_last <<<"$(fit 3 floor)"
+read -r fds_slope fds_first fds_last <<<"$(fit 9 floor)"
 read -r db_slope db_first db_last <<<"$(fit 4)"
+read -r kept_slope kept_first kept_last <<<"$(fit 5)"
+read -r days_slope days_first days_last <<<"$(fit 6)"
+most_ended=$(awk -v w="$warm" '$1 >= w && $7 > m { m = $7 } END { print m + 0 }' "$WORK/samples.txt")
+kept_kib_h=$(awk -v s="$kept_slope" 'BEGIN { printf "%.1f", s / 1024 }')
+days_kib_h=$(awk -v s="$days_slope" 'BEGIN { printf "%.1f", s / 1024 }')
 rss_mib_h=$(awk -v s="$rss_slope" 'BEGIN { printf "%.1f", s / 1024 }')
-db_mib_h=$(awk -v s="$db_slope" 'BEGIN { printf "%.2f", s / 1048576 }')
+db_kib_h=$(awk -v s="$db_slope" 'BEGIN { printf "%.1f", s / 1024 }')
 rps() { awk -v p="$1" '$1 ~ p { print $2 }' "$WORK/reads.txt" | sort -n | awk '{ a[NR] = $1 } END { printf "%.0f..%.0f (median %.0f)", a[1], a[NR], a[int((NR + 1) / 2)] }'; }
 
 echo
@@ -192,14 +243,33 @@ printf '  %-22s %s req/s\n' "wrk executions" "$(rps executions)"
 printf '  %-22s %s req/s\n' "wrk /metrics" "$(rps metrics)"
 printf '  %-22s %s outgoing, %s retries\n' "requests" "$(metric replica_http_requests_total)" "$(metric replica_retries_total)"
 printf '  %-22s %d -> %d KiB, slope %s MiB/h (bound %s)\n' "RSS" "$rss_first" "$rss_last" "$rss_mib_h" "$RSS_BOUND"
-printf '  %-22s %d -> %d, slope of the minute floors %s/h (bound %s), peak %d after the warm-up, %d during it\n' "open fds" \
-    "$fds_first" "$fds_last" "$fds_slope" "$FDS_BOUND" "$late_fd_peak" "$warm_fd_peak"
-printf '  %-22s %d -> %d bytes, slope %s MiB/h\n' "database + WAL" "$db_first" "$db_last" "$db_mib_h"
+printf '  %-22s %d -> %d, slope of the minute floors %s/h\n' "open fds, all" "$all_first" "$all_last" "$all_slope"
+printf '  %-22s at most %d (the cache holds %d)\n' "  kept connections" "$pool_peak" "$POOL_CAP"
+printf '  %-22s %d -> %d, slope of the minute floors %s/h (bound %s), peak %d after the warm-up, %d during it\n' \
+    "  the other fds" "$fds_first" "$fds_last" "$fds_slope" "$FDS_BOUND" "$late_fd_peak" "$warm_fd_peak"
+printf '  %-22s %d -> %d bytes, slope %s KiB/h (bound %s)\n' "database + WAL" "$db_first" "$db_last" "$db_kib_h" "$DB_BOUND"
+printf '  %-22s %d -> %d bytes, slope %s KiB/h (bound %s); at most %d ended executions a policy (keeps %d)\n' \
+    "tables kept by count" "$kept_first" "$kept_last" "$kept_kib_h" "$DB_BOUND" "$most_ended" "$KEEP"
+printf '  %-22s %d -> %d bytes, slope %s KiB/h (bound %s; kept %s days)\n' "events + audit" \
+    "$days_first" "$days_last" "$days_kib_h" "$DB_BOUND" "$KEEP_DAYS"
 
 verdict=0
 awk -v s="$rss_mib_h" -v b="$RSS_BOUND" 'BEGIN { exit !(s > b) }' && { echo "soak: RSS grows $rss_mib_h MiB/h, over $RSS_BOUND" >&2; verdict=1; }
 awk -v s="$fds_slope" -v b="$FDS_BOUND" 'BEGIN { exit !(s > b) }' && { echo "soak: fds grow $fds_slope/h, over $FDS_BOUND" >&2; verdict=1; }
+((pool_peak <= POOL_CAP)) || { echo "soak: $pool_peak connections kept, over the cache's $POOL_CAP" >&2; verdict=1; }
 ((late_fd_peak <= warm_fd_peak + FDS_SLACK)) || { echo "soak: fds reached $late_fd_peak, over the warm-up's $warm_fd_peak + $FDS_SLACK" >&2; verdict=1; }
+# The database is judged once the warm-up has outlasted the events' window
+# and a pass (before that, the rows it keeps are still filling up to it).
+if awk -v w="$warm" -v d="$KEEP_DAYS" 'BEGIN { exit !(w >= d * 86400 + 120) }'; then
+    for g in "the database file:$db_kib_h" "the tables kept by count:$kept_kib_h" "the events and audit:$days_kib_h"; do
+        awk -v s="${g##*:}" -v b="$DB_BOUND" 'BEGIN { exit !(s > b) }' &&
+            { echo "soak: ${g%:*}: grows ${g##*:} KiB/h, over $DB_BOUND" >&2; verdict=1; }
+    done
+else
+    echo "soak: the database's growth is not judged: the warm-up of $warm s is shorter than the events' window" \
+        "of $KEEP_DAYS days and a pass (SOAK_MINUTES of 24 or more judges it)"
+fi
+((most_ended <= KEEP)) || { echo "soak: a policy held $most_ended ended executions, over the $KEEP it keeps" >&2; verdict=1; }
 ((bad == 0)) || { echo "soak: $bad execution(s) ended Failed or Stopped: $counts" >&2; verdict=1; }
 ((verdict == 0)) && echo "soak: ok"
 exit "$verdict"
