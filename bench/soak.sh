@@ -18,14 +18,16 @@
 # and the database should stop growing after the warm-up.
 # After a warm-up (the first third), it fits a least-squares line to each
 # series and prints its slope per hour. The open fds are counted apart
-# from the connections to the registries that libcurl keeps for reuse (its
-# cache holds up to 4 x --max-per-host, 256, and their number follows the
+# from the connections to the registries that libcurl keeps for reuse (at
+# most --max-per-host, 64, to each registry; their number follows the
 # busiest moment of the last minutes, not a leak). It fails when the RSS
 # grows faster than SOAK_RSS_MIB_PER_H (default 32 MiB/h) or the floor of
 # the other fds (each minute's lowest) faster than SOAK_FDS_PER_H (default
 # 30/h: a leak of one per cron run would be 60/h), when those fds after the
 # warm-up exceed their warm-up peak by more than 16, when the kept
-# connections pass the cache's 256, when a policy holds more ended
+# connections pass 128, when requests are still in flight or queued at the
+# end (a request never finished holds its connection outside the cache),
+# when a policy holds more ended
 # executions than it keeps, when the database file (with its WAL), the bytes
 # of the tables retention bounds by count or those of the tables it bounds
 # by age (the webhook events and the audit) grow faster than
@@ -49,7 +51,7 @@ KEEP=${SOAK_KEEP_EXECUTIONS:-5}
 KEEP_DAYS=${SOAK_KEEP_DAYS:-0.004}
 DB_BOUND=${SOAK_DB_KIB_PER_H:-256}
 FDS_SLACK=16
-POOL_CAP=256 # CURLMOPT_MAXCONNECTS: 4 x the default --max-per-host of 64
+POOL_CAP=128 # CURLMOPT_MAX_HOST_CONNECTIONS, the default --max-per-host of 64, x 2 registries
 SAMPLE=10 BURST_EVERY=60 READS_EVERY=60 STOP_EVERY=180
 
 for tool in wrk docker-registry python3 curl jq sqlite3; do
@@ -244,7 +246,10 @@ printf '  %-22s %s req/s\n' "wrk /metrics" "$(rps metrics)"
 printf '  %-22s %s outgoing, %s retries\n' "requests" "$(metric replica_http_requests_total)" "$(metric replica_retries_total)"
 printf '  %-22s %d -> %d KiB, slope %s MiB/h (bound %s)\n' "RSS" "$rss_first" "$rss_last" "$rss_mib_h" "$RSS_BOUND"
 printf '  %-22s %d -> %d, slope of the minute floors %s/h\n' "open fds, all" "$all_first" "$all_last" "$all_slope"
-printf '  %-22s at most %d (the cache holds %d)\n' "  kept connections" "$pool_peak" "$POOL_CAP"
+in_flight=$(metric replica_http_requests_in_flight)
+queued=$(metric replica_http_requests_queued)
+printf '  %-22s at most %d (bound %d); at the end %s requests in flight, %s queued\n' "  kept connections" \
+    "$pool_peak" "$POOL_CAP" "$in_flight" "$queued"
 printf '  %-22s %d -> %d, slope of the minute floors %s/h (bound %s), peak %d after the warm-up, %d during it\n' \
     "  the other fds" "$fds_first" "$fds_last" "$fds_slope" "$FDS_BOUND" "$late_fd_peak" "$warm_fd_peak"
 printf '  %-22s %d -> %d bytes, slope %s KiB/h (bound %s)\n' "database + WAL" "$db_first" "$db_last" "$db_kib_h" "$DB_BOUND"
@@ -256,7 +261,9 @@ printf '  %-22s %d -> %d bytes, slope %s KiB/h (bound %s; kept %s days)\n' "even
 verdict=0
 awk -v s="$rss_mib_h" -v b="$RSS_BOUND" 'BEGIN { exit !(s > b) }' && { echo "soak: RSS grows $rss_mib_h MiB/h, over $RSS_BOUND" >&2; verdict=1; }
 awk -v s="$fds_slope" -v b="$FDS_BOUND" 'BEGIN { exit !(s > b) }' && { echo "soak: fds grow $fds_slope/h, over $FDS_BOUND" >&2; verdict=1; }
-((pool_peak <= POOL_CAP)) || { echo "soak: $pool_peak connections kept, over the cache's $POOL_CAP" >&2; verdict=1; }
+((pool_peak <= POOL_CAP)) || { echo "soak: $pool_peak connections kept, over $POOL_CAP" >&2; verdict=1; }
+[[ $in_flight == 0 && $queued == 0 ]] ||
+    { echo "soak: with every execution ended, $in_flight requests are in flight and $queued queued" >&2; verdict=1; }
 ((late_fd_peak <= warm_fd_peak + FDS_SLACK)) || { echo "soak: fds reached $late_fd_peak, over the warm-up's $warm_fd_peak + $FDS_SLACK" >&2; verdict=1; }
 # The database is judged once the warm-up has outlasted the events' window
 # and a pass (before that, the rows it keeps are still filling up to it).
