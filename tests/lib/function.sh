@@ -28,7 +28,7 @@ chmod 600 "$FN_KEY"
 
 _fn_cleanup() {
     local p
-    gateway_stop
+    gateway_stop_all
     asyncgw_stop
     for p in $FN_PID $SINK_PID; do
         { kill -9 "$p" && wait "$p"; } 2>/dev/null || true

@@ -8,9 +8,11 @@
 #                             GW_URL, GW_PID and GW_LOG (its access log:
 #                             method, status, upstream address and status)
 #   gateway_stop              stop it (SIGTERM, then wait)
+#   gateway_stop_all          stop every gateway started (a test's cleanup)
 #   asyncgw_start DIR URL..., asyncgw_stop   the stand-in OpenFaaS gateway with
 #                             its async queue (tests/faasgw.py), below
 GW_PID=""
+_GW_ALL=()
 gateway_start() {
     local u
     _GW_DIR=$1 _GW_SERVERS=""
@@ -21,6 +23,7 @@ gateway_start() {
     start_on_free_port "nginx (the gateway)" "" _gw_launch _gw_ready "$_GW_DIR/error.log" "$_GW_DIR/nginx.out" ||
         { GW_PID=""; return 1; }
     GW_PID=$STARTED_PID
+    _GW_ALL+=("$GW_PID")
     GW_URL=http://127.0.0.1:$STARTED_PORT/
     : >"$GW_LOG" # without the readiness probe's line
 }
@@ -68,6 +71,16 @@ gateway_stop() {
     [[ -n $GW_PID ]] || return 0
     kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
     GW_PID=""
+}
+
+# gateway_stop_all: stops every gateway gateway_start started, not only the
+# latest (a test that starts several would leave the others running).
+gateway_stop_all() {
+    local p
+    for p in ${_GW_ALL[@]+"${_GW_ALL[@]}"}; do
+        kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
+    done
+    _GW_ALL=() GW_PID=""
 }
 
 # asyncgw_start DIR URL... (tests/faasgw.py): the stand-in OpenFaaS gateway
