@@ -18,13 +18,16 @@ push_big_image "$S" lib/big v1 "$E2E_WORK/big.bin" >/dev/null
 export REPLICA_HISTORY=$E2E_WORK/history HOME=$E2E_WORK
 
 # start ARGS...: the REPL in a fresh tmux session (100x40), its screen read
-# with screen(); waits for the first prompt.
+# with screen(); waits for the first prompt. The session before is killed
+# only once the new one exists: tmux's server exits with its last session,
+# and a new-session sent while it goes fails ("server exited unexpectedly").
 N=0
 start() {
-    [[ $N -gt 0 ]] && tmux -S "$SOCK" kill-session -t "R$N" 2>/dev/null
+    local old=$N
     N=$((N + 1))
     tmux -S "$SOCK" new-session -d -s "R$N" -x 100 -y 40 \
         "env REPLICA_HISTORY=$REPLICA_HISTORY HOME=$HOME TERM=xterm $REPLICA repl $*; echo REPL-EXIT-\$?; sleep 30"
+    ((old == 0)) || tmux -S "$SOCK" kill-session -t "R$old" 2>/dev/null || true
     wait_screen 'repl [a-z_]+> $' 20
 }
 screen() { tmux -S "$SOCK" capture-pane -p -J -N -t "R$N" -S -200; }
