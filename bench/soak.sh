@@ -27,8 +27,8 @@
 # warm-up exceed their warm-up peak by more than 16, when the kept
 # connections pass 128, when requests are still in flight or queued at the
 # end (a request never finished holds its connection outside the cache),
-# when a policy holds more ended
-# executions than it keeps, when the database file (with its WAL), the bytes
+# when a policy holds more ended executions than it keeps, when the
+# database file (with its WAL), the bytes
 # of the tables retention bounds by count or those of the tables it bounds
 # by age (the webhook events and the audit) grow faster than
 # SOAK_DB_KIB_PER_H (default 256 KiB/h: keeping every execution and event
@@ -211,11 +211,12 @@ done
 counts=$(api "$API/executions/counts")
 ((busy == 0)) || fail "executions still busy 180 s after the end: $counts"
 seen
-# each execution's last status seen, counted by status
-states=$(awk '{ last[$1] = $2 } END { for (i in last) n[last[i]]++; for (s in n) printf "%s %d, ", s, n[s] }' "$WORK/seen.txt")
-states=${states%, }
-ran=$(awk '{ last[$1] = 1 } END { print length(last) }' "$WORK/seen.txt")
-bad=$(awk '{ last[$1] = $2 } END { for (i in last) if (last[i] != "Succeeded") n++; print n + 0 }' "$WORK/seen.txt")
+# each execution's last status seen: "RAN BAD STATUS N, STATUS N..." (how
+# many ran, how many did not end Succeeded, and the count of each status)
+read -r ran bad states < <(awk '{ last[$1] = $2 }
+    END { for (i in last) { ran++; n[last[i]]++; if (last[i] != "Succeeded") bad++ }
+          printf "%d %d", ran, bad; sep = " "; for (s in n) { printf "%s%s %d", sep, s, n[s]; sep = ", " }; print "" }' \
+    "$WORK/seen.txt")
 curl -sf -H "Authorization: Bearer $TOKEN" "${API%/api/v1}/metrics" >"$WORK/metrics.txt"
 python3 "$ROOT/tests/lib/prom_text.py" <"$WORK/metrics.txt" >"$WORK/metrics.json" || fail "GET /metrics does not parse"
 metric() { jq -r "[.[] | select(.name == \"$1\") | select(.labels | ${2:-true}) | .value] | add // 0" "$WORK/metrics.json"; }
@@ -244,10 +245,11 @@ read -r db_slope db_first db_last <<<"$(fit 4)"
 read -r kept_slope kept_first kept_last <<<"$(fit 5)"
 read -r days_slope days_first days_last <<<"$(fit 6)"
 most_ended=$(awk -v w="$warm" '$1 >= w && $7 > m { m = $7 } END { print m + 0 }' "$WORK/samples.txt")
-kept_kib_h=$(awk -v s="$kept_slope" 'BEGIN { printf "%.1f", s / 1024 }')
-days_kib_h=$(awk -v s="$days_slope" 'BEGIN { printf "%.1f", s / 1024 }')
-rss_mib_h=$(awk -v s="$rss_slope" 'BEGIN { printf "%.1f", s / 1024 }')
-db_kib_h=$(awk -v s="$db_slope" 'BEGIN { printf "%.1f", s / 1024 }')
+# kilo SLOPE: a slope in units per hour, in thousands of them (KiB/h of
+# bytes/h, MiB/h of KiB/h), to one decimal.
+kilo() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 1024 }'; }
+kept_kib_h=$(kilo "$kept_slope") days_kib_h=$(kilo "$days_slope")
+rss_mib_h=$(kilo "$rss_slope") db_kib_h=$(kilo "$db_slope")
 rps() { awk -v p="$1" '$1 ~ p { print $2 }' "$WORK/reads.txt" | sort -n | awk '{ a[NR] = $1 } END { printf "%.0f..%.0f (median %.0f)", a[1], a[NR], a[int((NR + 1) / 2)] }'; }
 
 echo
