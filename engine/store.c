@@ -379,8 +379,12 @@ struct store *store_open(const char *path, char *err, size_t errlen)
     sqlite3_busy_timeout(s->db, 5000);
     char what[300];
     snprintf(what, sizeof(what), "setting up %s", path);
-    if (exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-             what, err, errlen) != 0 ||
+    char pragmas[200];
+    snprintf(pragmas, sizeof(pragmas),
+             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; "
+             "PRAGMA journal_size_limit = %d;",
+             STORE_WAL_LIMIT);
+    if (exec(s, pragmas, what, err, errlen) != 0 ||
         migrate(s, err, errlen) != 0) {
         explain_failure(s, err, errlen);
         store_close(s);

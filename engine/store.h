@@ -9,6 +9,13 @@
 
 #include <sqlite3.h>
 
+/* The size the WAL file is cut back to after a checkpoint has restarted it
+ * (PRAGMA journal_size_limit). SQLite's automatic checkpoint runs every 1,000
+ * pages, a WAL of about 4 MB, so in a steady state the file stays under this;
+ * a burst written while a reader held a snapshot grows it past, and without a
+ * limit the file would keep that size for good. */
+#define STORE_WAL_LIMIT (4 * 1024 * 1024)
+
 struct store {
     sqlite3 *db;
     char *path;

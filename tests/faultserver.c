@@ -13,7 +13,9 @@
  * A request body announced with Content-Length is skipped; chunked bodies are
  * not supported.  Single-threaded epoll loop; exits cleanly on SIGTERM/SIGINT.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -3,7 +3,8 @@
  * from an older replica is migrated in place, keeping its rows; a failed
  * migration leaves the last good version; a database from a newer replica is
  * refused; constraints hold; the database and its -wal and -shm are private
- * (0600), and a loose one is made so. */
+ * (0600), and a loose one is made so; a WAL grown past its limit while a
+ * reader held a snapshot is cut back once a checkpoint restarts it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,9 @@ TEST_IMPL(store_new_file_gets_schema_wal_and_foreign_keys)
     ASSERT_EQ(store_version(s), store_latest_version());
     ASSERT_STR_EQ(scalar(s, "PRAGMA journal_mode"), "wal");
     ASSERT_STR_EQ(scalar(s, "PRAGMA foreign_keys"), "1");
+    char limit[32];
+    snprintf(limit, sizeof(limit), "%d", STORE_WAL_LIMIT);
+    ASSERT_STR_EQ(scalar(s, "PRAGMA journal_size_limit"), limit);
     static const char *const tables[] = { "registries", "policies", "executions", "tasks",
         "stage_results", "task_logs", "events", "tokens", NULL };
     for (const char *const *t = tables; *t; t++) {
@@ -276,6 +280,9 @@ TEST_IMPL(store_migrates_a_v1_database_keeping_its_rows)
         TEST_FAIL("store_open: %s", err);
     ASSERT_EQ(store_version(s), store_latest_version());
     ASSERT_STR_EQ(scalar(s, "PRAGMA foreign_keys"), "1");
+    char limit[32];
+    snprintf(limit, sizeof(limit), "%d", STORE_WAL_LIMIT);
+    ASSERT_STR_EQ(scalar(s, "PRAGMA journal_size_limit"), limit);
     /* the old rows survive */
     ASSERT_STR_EQ(scalar(s, "SELECT group_concat(r, ',') FROM "
                             "(SELECT name || '=' || url AS r FROM registries ORDER BY id)"),
@@ -352,6 +359,46 @@ TEST_IMPL(store_failed_migration_keeps_the_last_good_version)
     ASSERT_EQ(sqlite3_column_int(st, 3), 2);
     sqlite3_finalize(st);
     sqlite3_close(db);
+    remove_db(path);
+    return 0;
+}
+
+/* Returns the size of path's WAL file in bytes, or -1. */
+static long wal_size(const char *path)
+{
+    char wal[512];
+    struct stat st;
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    return stat(wal, &st) == 0 ? (long)st.st_size : -1;
+}
+
+TEST_IMPL(store_wal_is_cut_back_to_its_limit)
+{
+    char path[256], err[256];
+    ASSERT_NOT_NULL(temp_db(path, sizeof(path)));
+    struct store *s = store_open(path, err, sizeof(err));
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ(sqlite3_exec(s->db, "CREATE TABLE bulk (b BLOB)", NULL, NULL, NULL), SQLITE_OK);
+
+    /* A reader holds a snapshot, so no checkpoint can restart the WAL: the
+     * writes pile up in it, 8 MiB in 64 commits. */
+    sqlite3 *reader = NULL;
+    ASSERT_EQ(sqlite3_open_v2(path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM bulk;", NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 0; i < 64; i++)
+        ASSERT_EQ(sqlite3_exec(s->db, "INSERT INTO bulk VALUES (zeroblob(131072))", NULL, NULL, NULL), SQLITE_OK);
+    ASSERT(wal_size(path) > 2L * STORE_WAL_LIMIT - STORE_WAL_LIMIT / 2);
+
+    /* The reader lets go. The next commit's automatic checkpoint copies the
+     * WAL into the database; the one after restarts the WAL and cuts it. */
+    ASSERT_EQ(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(reader);
+    ASSERT_EQ(sqlite3_exec(s->db, "DELETE FROM bulk WHERE rowid = 1", NULL, NULL, NULL), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(s->db, "DELETE FROM bulk WHERE rowid = 2", NULL, NULL, NULL), SQLITE_OK);
+    long after = wal_size(path);
+    ASSERT(after >= 0 && after <= STORE_WAL_LIMIT);
+    ASSERT_STR_EQ(scalar(s, "SELECT count(*) FROM bulk"), "62");
+    store_close(s);
     remove_db(path);
     return 0;
 }
