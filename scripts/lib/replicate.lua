@@ -168,6 +168,9 @@ end
 
 -- Plans the tasks: for each repository, its tags that pass the tag filters
 -- (and opts.labels, which the source's kind applies: Harbor's labels).
+-- Each task is {repository, dest_repository, tags, listed = true}: listed
+-- says the source has just listed the repository for these credentials,
+-- so it is known to be readable (pull_prepare need not check it again).
 -- Returns the tasks, or nil, err and what failed: "source" (a listing the
 -- source refused or could not answer) or "options" (a filter, or a
 -- destination name the namespace and flattening cannot make).
@@ -204,7 +207,7 @@ function replicate.plan(src, opts)
       naming_failed[i] = true
       return nil, nerr
     end
-    planned[i] = { repository = repo, dest_repository = dest, tags = sel }
+    planned[i] = { repository = repo, dest_repository = dest, tags = sel, listed = true }
     return true
   end, { limit = 8 })
   if not ok then return nil, perr, at and naming_failed[at] and "options" or "source" end

@@ -60,8 +60,16 @@ run_via() { # run_via NS [ARGS]: replica run through both proxies into NS/
 
 # --- request counts, before any fault: run --json's against the proxies' ------------
 bs=$(proxy_stat src requests) bd=$(proxy_stat dst requests)
+proxy_clear src
+proxy_clear dst
 run_via counted --json
 is "$RC" 0 "a clean run through both proxies"
+# heads NAME: the HEAD requests proxy NAME saw, a path each
+heads() { proxy_log "$1" | awk '$3 == "HEAD" { print $4 }'; }
+is "$(heads src)" "" "the source got no HEAD: the planner's listing showed each repository readable"
+verified=$(for r in a b c; do for t in v1 v2; do echo "/v2/counted/fault/$r/manifests/$t"; done; done)
+is "$(heads dst | sort)" "$verified" \
+    "the target got only push_post's HEAD of each pushed tag: none before, for none of the repositories was there (one tags/list each said so)"
 counts=$(grep '^{' <<<"$OUT" | jq -r '.summary.requests | "\(.source.total) \(.target.total) \(.other)"')
 is "$counts" "$(($(proxy_stat src requests) - bs)) $(($(proxy_stat dst requests) - bd)) 0" \
     "run --json counts the requests each registry got, as the proxies in front of them saw them"

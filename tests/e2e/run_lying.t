@@ -153,7 +153,7 @@ ok "$(($(stat -c %s "$W/huge.json") > 50000000 ? 0 : 1))" "the proxy serves a ma
 
 replica_run --from "$PS" --to "$D" --repo lie/huge
 is "$RC" 1 "a 50 MB manifest: the run fails"
-like "$OUT" "FAILED lie/huge:v1 +stage pull_prepare: .*the manifest is larger than 4 MiB, the most replica reads" "saying it is too large to read"
+like "$OUT" "FAILED lie/huge:v1 +stage pull: .*the manifest is larger than 4 MiB, the most replica reads" "saying it is too large to read"
 is "$(pushed lie/huge)" "" "no tag is pushed"
 
 replica_run --from "$PS" --to "$D" --repo lie/schema1

@@ -1,5 +1,7 @@
 -- distribution/pull_prepare: reach the source, authenticate, and check that
--- the repository can be read.
+-- the repository can be read. A task the planner has just listed
+-- (ctx.task.listed) is known to be readable: its listing was the check, and
+-- a HEAD of its first tag would cost a round trip and prove nothing more.
 return {
   description = "Reach the source registry, authenticate, and check the repository is readable",
   run = function(ctx)
@@ -11,6 +13,7 @@ return {
       return nil, err
     end
     if #tags == 0 then return nil, "no tags selected in " .. repo end
+    if ctx.task.listed then return { readable = true, tags = #tags } end
     local head, herr = ctx.src:head_manifest(repo, tags[1])
     if head == nil then
       if ctx.src.kind ~= "distribution" then herr = ctx.src.kind .. ": reading the source: " .. herr end
