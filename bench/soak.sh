@@ -248,14 +248,14 @@ fit() {
 warm_fd_peak=$(awk -v w="$warm" '$1 < w && $9 > m { m = $9 } END { print m + 0 }' "$WORK/samples.txt")
 late_fd_peak=$(awk -v w="$warm" '$1 >= w && $9 > m { m = $9 } END { print m + 0 }' "$WORK/samples.txt")
 pool_peak=$(awk '$8 > m { m = $8 } END { print m + 0 }' "$WORK/samples.txt")
-read -r wal_first wal_last wal_peak < <(awk -v w="$warm" '$1 >= w { if (!n++) f = $10; l = $10 } $10 > m { m = $10 }
-    END { print f + 0, l + 0, m + 0 }' "$WORK/samples.txt")
+wal_peak=$(awk '$10 > m { m = $10 } END { print m + 0 }' "$WORK/samples.txt")
 read -r rss_slope rss_first rss_last <<<"$(fit 2)"
 read -r all_slope all_first all_last <<<"$(fit 3 floor)"
 read -r fds_slope fds_first fds_last <<<"$(fit 9 floor)"
 read -r db_slope db_first db_last <<<"$(fit 4)"
 read -r kept_slope kept_first kept_last <<<"$(fit 5)"
 read -r days_slope days_first days_last <<<"$(fit 6)"
+read -r _ wal_first wal_last <<<"$(fit 10)"
 most_ended=$(awk -v w="$warm" '$1 >= w && $7 > m { m = $7 } END { print m + 0 }' "$WORK/samples.txt")
 # kilo SLOPE: a slope in units per hour, in thousands of them (KiB/h of
 # bytes/h, MiB/h of KiB/h), to one decimal.

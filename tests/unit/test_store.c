@@ -60,9 +60,7 @@ TEST_IMPL(store_new_file_gets_schema_wal_and_foreign_keys)
     ASSERT_EQ(store_version(s), store_latest_version());
     ASSERT_STR_EQ(scalar(s, "PRAGMA journal_mode"), "wal");
     ASSERT_STR_EQ(scalar(s, "PRAGMA foreign_keys"), "1");
-    char limit[32];
-    snprintf(limit, sizeof(limit), "%d", STORE_WAL_LIMIT);
-    ASSERT_STR_EQ(scalar(s, "PRAGMA journal_size_limit"), limit);
+    ASSERT_EQ(atol(scalar(s, "PRAGMA journal_size_limit")), STORE_WAL_LIMIT);
     static const char *const tables[] = { "registries", "policies", "executions", "tasks",
         "stage_results", "task_logs", "events", "tokens", NULL };
     for (const char *const *t = tables; *t; t++) {
@@ -280,9 +278,7 @@ TEST_IMPL(store_migrates_a_v1_database_keeping_its_rows)
         TEST_FAIL("store_open: %s", err);
     ASSERT_EQ(store_version(s), store_latest_version());
     ASSERT_STR_EQ(scalar(s, "PRAGMA foreign_keys"), "1");
-    char limit[32];
-    snprintf(limit, sizeof(limit), "%d", STORE_WAL_LIMIT);
-    ASSERT_STR_EQ(scalar(s, "PRAGMA journal_size_limit"), limit);
+    ASSERT_EQ(atol(scalar(s, "PRAGMA journal_size_limit")), STORE_WAL_LIMIT);
     /* the old rows survive */
     ASSERT_STR_EQ(scalar(s, "SELECT group_concat(r, ',') FROM "
                             "(SELECT name || '=' || url AS r FROM registries ORDER BY id)"),
