@@ -69,7 +69,9 @@ local function push_image(reg, repo, ref, kind, arch)
     .. '   "layers": [\n%s,\n%s\n   ]\n}\n', k.manifest, desc_json(cfg, "   "),
     desc_json(layers[1], "      "), desc_json(layers[2], "      "))
   local d = "sha256:" .. digest.sha256(body)
-  t.eq(assert(reg:put_manifest(repo, ref or d, body, k.manifest)), d, "put_manifest returns the digest")
+  local put, confirmed = reg:put_manifest(repo, ref or d, body, k.manifest)
+  t.eq(put, d, "put_manifest returns the digest")
+  t.eq(confirmed, true, "and that Distribution's answer confirmed it (Docker-Content-Digest)")
   return { body = body, digest = d, media_type = k.manifest, size = #body, config = cfg, layers = layers }
 end
 

@@ -85,4 +85,42 @@ t.test("pull_post narrows an index to the asked platforms", function()
   t.match(none.error, "no manifest for platform")
 end)
 
+local verify = assert(runner.stage("distribution/verify"))
+
+-- A target client that answers HEADs from a table of tag -> digest, and
+-- counts them.
+local function target(tags)
+  local dst = { heads = 0 }
+  function dst:head_manifest(_, tag)
+    self.heads = self.heads + 1
+    return tags[tag] and { digest = tags[tag] } or false
+  end
+  return dst
+end
+
+t.test("verify counts a tag whose PUT the registry confirmed, and reads back only the others", function()
+  local dst = target({ v2 = "sha256:2", v3 = "sha256:3" })
+  local out = assert(verify.run({ task = { dest_repository = "r" }, dst = dst, options = {} }, { tags = {
+    { tag = "v1", status = "pushed", digest = "sha256:1", confirmed = true },
+    { tag = "v2", status = "pushed", digest = "sha256:2" },
+    { tag = "v3", status = "pushed", digest = "sha256:3" },
+    { tag = "v4", status = "skipped", digest = "sha256:4" },
+  } }))
+  t.eq(dst.heads, 2, "one HEAD for each unconfirmed push, none for the confirmed or skipped tag")
+  t.eq(out.verified, 3)
+  t.eq(out.confirmed, 1)
+  t.eq(out.read_back, 2)
+end)
+
+t.test("verify fails a read-back tag that is missing or resolves elsewhere, naming it", function()
+  local dst = target({ v2 = "sha256:other" })
+  local out, err = verify.run({ task = { dest_repository = "r" }, dst = dst, options = {} }, { tags = {
+    { tag = "v1", status = "pushed", digest = "sha256:1" },
+    { tag = "v2", status = "pushed", digest = "sha256:2" },
+  } })
+  t.eq(out, nil)
+  t.match(err, "v1: missing on the target")
+  t.match(err, "v2 resolves to sha256:other, expected sha256:2")
+end)
+
 t.done()

@@ -35,6 +35,8 @@
  *   stall=N       forward; send nothing more after N bytes of the body
  *   reset-up=N    forward; reset after N bytes of the request's body
  *   delay=MS      forward MS later than the link alone would
+ *   drop-header=NAME  forward; take the header NAME out of the answer's
+ *                 head (a registry that leaves out Docker-Content-Digest)
  *   body=FILE [type=MEDIATYPE]  answer 200 with FILE's bytes (read when
  *                 the rules are set) as that Content-Type, and close: a
  *                 registry that serves what no real one would store
@@ -117,6 +119,7 @@ struct dir {
     enum fault fault;
     int cut;            /* the budget is spent: read no more, act once drained */
     int blocked;        /* the last write met EAGAIN */
+    char drop[64];      /* down: a header to take out of the answer's head */
 };
 
 /* What an epoll event is about: its kind and the object it belongs to. */
@@ -151,7 +154,8 @@ struct rule {
     char *body;         /* body=: the file's bytes (owned by the rule) */
     size_t blen;
     char ctype[128];
-    enum { A_STATUS, A_RESET, A_TRUNC, A_STALL, A_RESET_UP, A_DELAY, A_BODY } action;
+    char header[64];    /* drop-header=: the header's name */
+    enum { A_STATUS, A_RESET, A_TRUNC, A_STALL, A_RESET_UP, A_DELAY, A_BODY, A_DROP_HEADER } action;
     long seen, fired;
 };
 
@@ -357,6 +361,13 @@ static int parse_rule(char *line, struct rule *r, char *err, size_t errlen)
             snprintf(r->ctype, sizeof r->ctype, "%s", v);
             continue;
         }
+        if (!strcmp(k, "drop-header")) {
+            if (!*v || strlen(v) >= sizeof r->header || strchr(v, ':'))
+                return snprintf(err, errlen, "drop-header=%s: expected a header name", v), -1;
+            snprintf(r->header, sizeof r->header, "%s", v);
+            r->action = A_DROP_HEADER;
+            continue;
+        }
         if (!strcmp(k, "prob")) {
             char *end;
             r->prob = strtod(v, &end);
@@ -390,7 +401,7 @@ static int parse_rule(char *line, struct rule *r, char *err, size_t errlen)
             return snprintf(err, errlen, "unknown word %s", k), -1;
     }
     if ((int)r->action < 0)
-        return snprintf(err, errlen, "a rule needs an action (status=, reset=, truncate=, stall=, reset-up=, delay=, body=)"), -1;
+        return snprintf(err, errlen, "a rule needs an action (status=, reset=, truncate=, stall=, reset-up=, delay=, body=, drop-header=)"), -1;
     if (r->action == A_STATUS && (r->status < 100 || r->status > 599))
         return snprintf(err, errlen, "status=%d is not an HTTP status", r->status), -1;
     if (!strcmp(r->method, "TCP") && r->action != A_RESET && r->action != A_TRUNC && r->action != A_STALL)
@@ -687,6 +698,7 @@ static int request_head(struct conn *c, uint64_t due)
     c->down.hlen = 0;
     c->down.budget = -1;
     c->down.fault = F_NONE;
+    c->down.drop[0] = 0;
     const struct rule *r = ri >= 0 ? &rules[ri] : NULL;
     if (r && (r->action == A_STATUS || r->action == A_BODY)) {
         answer(c, r, ri, !strcasecmp(method, "HEAD"));
@@ -702,6 +714,8 @@ static int request_head(struct conn *c, uint64_t due)
         d->budget = r->amount;
         d->fault = F_RESET;
     }
+    if (r && r->action == A_DROP_HEADER)
+        snprintf(c->down.drop, sizeof c->down.drop, "%s", r->header);
     enqueue(d, d->hbuf, d->hlen, due);
     d->hlen = 0;
     return 0;
@@ -794,6 +808,28 @@ static int feed_up(struct conn *c, const char *p, size_t n, uint64_t due)
 
 /* Reads upstream's bytes p[0..n) as HTTP responses (for the log and the
  * faults) and queues them for the client. */
+/* Takes the header d->drop out of the whole head in d->hbuf[0..d->hlen):
+ * every line "NAME:" of it, whatever the case. */
+static void drop_header(struct dir *d)
+{
+    size_t len = strlen(d->drop), out = 0;
+    for (size_t at = 0; at < d->hlen;) {
+        const char *eol = memchr(d->hbuf + at, '\n', d->hlen - at);
+        size_t end = eol ? (size_t)(eol - d->hbuf) + 1 : d->hlen;
+        int named = at > 0 && end - at > len && d->hbuf[at + len] == ':' &&
+                    !strncasecmp(d->hbuf + at, d->drop, len);
+        if (!named) {
+            memmove(d->hbuf + out, d->hbuf + at, end - at);
+            out += end - at;
+        }
+        at = end;
+    }
+    d->hlen = out;
+}
+
+/* Scans and queues the bytes p[0..n) that the upstream sent back. A head is
+ * passed on as it comes, or, with d->drop set, held until it is whole and
+ * passed on without that header (a head longer than HEAD_MAX as it came). */
 static void feed_down(struct conn *c, const char *p, size_t n, uint64_t due)
 {
     struct dir *d = &c->down;
@@ -808,8 +844,8 @@ static void feed_down(struct conn *c, const char *p, size_t n, uint64_t due)
             exit(1);
         }
         size_t take = 0;
-        int done = 0;
-        while (take < n) {
+        int done = 0, held = d->drop[0] != 0;
+        while (take < n && !(held && d->hlen == HEAD_MAX)) {
             if (d->hlen < HEAD_MAX)
                 d->hbuf[d->hlen++] = p[take];
             take++;
@@ -818,10 +854,16 @@ static void feed_down(struct conn *c, const char *p, size_t n, uint64_t due)
                 break;
             }
         }
-        enqueue(d, p, take, due);
+        if (!held)
+            enqueue(d, p, take, due);
         p += take, n -= take;
         if (!done && d->hlen < HEAD_MAX)
             continue;
+        if (held) {
+            if (done)
+                drop_header(d);
+            enqueue(d, d->hbuf, d->hlen, due);
+        }
         int status = 0;
         d->hbuf[d->hlen] = 0;
         sscanf(d->hbuf, "HTTP/%*s %d", &status);

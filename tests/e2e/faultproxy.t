@@ -139,4 +139,17 @@ set -e
 like "$msg" "line 1: body=.*nonesuch: No such file" "a body= file that cannot be read is refused"
 is "$(curl -s -o /dev/null -w '%{http_code}' "$P/v2/")" 200 "and the rules before it stand (the TCP rule is spent)"
 
+# drop-header: the answer's head comes without that header, all else intact
+proxy_rules p <<'EOF'
+GET /v2/far/app/manifests/* drop-header=docker-content-digest
+EOF
+accept="Accept: application/vnd.oci.image.manifest.v1+json"
+direct=$(curl -s -D - -o /dev/null -H "$accept" "$R/v2/far/app/manifests/v1" | tr -d '\r')
+like "$direct" $'\nDocker-Content-Digest: '"$want" "the registry itself sends Docker-Content-Digest"
+hdrs=$(curl -s -D - -o "$E2E_WORK/got" -H "$accept" "$P/v2/far/app/manifests/v1" | tr -d '\r')
+is "$(grep -ci '^docker-content-digest:' <<<"$hdrs")" 0 "drop-header= takes it out of the answer (named in any case)"
+is "$(grep -v -i '^docker-content-digest:\|^date:' <<<"$hdrs")" "$(grep -v -i '^docker-content-digest:\|^date:' <<<"$direct")" \
+    "and leaves every other header as the registry sent it"
+is "sha256:$(sha256sum <"$E2E_WORK/got" | cut -d' ' -f1)" "$want" "and the body intact"
+
 done_testing

@@ -67,14 +67,37 @@ is "$RC" 0 "a clean run through both proxies"
 # heads NAME: the HEAD requests proxy NAME saw, a path each
 heads() { proxy_log "$1" | awk '$3 == "HEAD" { print $4 }'; }
 is "$(heads src)" "" "the source got no HEAD: the planner's listing showed each repository readable"
-verified=$(for r in a b c; do for t in v1 v2; do echo "/v2/counted/fault/$r/manifests/$t"; done; done)
-is "$(heads dst | sort)" "$verified" \
-    "the target got only push_post's HEAD of each pushed tag: none before, for none of the repositories was there (one tags/list each said so)"
+is "$(heads dst)" "" \
+    "the target got no HEAD: none before, for none of the repositories was there (one tags/list each said so), and none after, for each tag PUT's answer named the digest stored"
+is "$(grep '^{' <<<"$OUT" | jq -c '[.tasks[].stages[] | select(.name == "push_post") | .output] | [map(.verified), map(.confirmed), map(.read_back)] | map(add)')" \
+    "[6,6,0]" "push_post counts the 6 pushed tags verified, all by their PUT's confirmation, none read back"
 counts=$(grep '^{' <<<"$OUT" | jq -r '.summary.requests | "\(.source.total) \(.target.total) \(.other)"')
 is "$counts" "$(($(proxy_stat src requests) - bs)) $(($(proxy_stat dst requests) - bd)) 0" \
     "run --json counts the requests each registry got, as the proxies in front of them saw them"
 ok "$(grep '^{' <<<"$OUT" | jq -e '.summary.requests | .per_tag > 0 and .per_blob > 0 and .source.GET > 0 and .target.PUT > 0' >/dev/null; echo $?)" \
     "with the rates per tag and per blob, and the methods"
+
+# --- a target that does not say what it stored -----------------------------------
+# Its answers to manifest PUTs lack Docker-Content-Digest, so push_post reads
+# every pushed tag back; one that the target then does not show fails its task.
+proxy_clear dst
+proxy_rules dst <<'EOF'
+PUT /v2/*/manifests/* drop-header=Docker-Content-Digest
+HEAD /v2/unconfirmed/fault/b/manifests/v2 status=404
+EOF
+run_via unconfirmed --json
+is "$RC" 1 "a tag the target does not show when read back fails the run"
+post() { grep '^{' <<<"$OUT" | jq -c --arg r "fault/$1" '.tasks[] | select(.repository == $r) | .stages[] | select(.name == "push_post") | '"$2"; }
+is "$(post a '.output | [.verified, .confirmed, .read_back]') $(post c '.output | [.verified, .confirmed, .read_back]')" \
+    "[2,0,2] [2,0,2]" "push_post read back each tag whose PUT was not confirmed (verified, confirmed, read back)"
+like "$(post b .error)" "v2: missing on the target" "and names the tag it could not find"
+is "$(heads dst | sort)" "$(for r in a b c; do for t in v1 v2; do echo "/v2/unconfirmed/fault/$r/manifests/$t"; done; done)" \
+    "with one HEAD for each pushed tag, and no other"
+proxy_rules dst </dev/null
+run_via unconfirmed
+is "$RC" 0 "a re-run completes"
+is "$(verify unconfirmed)" "" "every tag is on the target, exact"
+proxy_clear dst
 
 # --- resets mid-blob, on both sides ------------------------------------------------
 proxy_rules src <<'EOF'

@@ -116,7 +116,9 @@ function M:head_manifest(repo, ref)
 end
 
 -- PUTs a manifest's exact bytes under ref (a tag or its digest); returns the
--- digest after checking the registry's Docker-Content-Digest against it.
+-- digest after checking the registry's Docker-Content-Digest against it,
+-- and whether the registry confirmed it so (true when that header came: the
+-- registry named the digest it stored; false when it said nothing).
 function M:put_manifest(repo, ref, body, media_type)
   assert(type(body) == "string", "put_manifest: 'body' must be a string")
   if not media_type then
@@ -140,7 +142,7 @@ function M:put_manifest(repo, ref, body, media_type)
     return nil, string.format("%s: digest mismatch (the registry says %s, the body hashes to %s)",
       what, got, want), "digest mismatch"
   end
-  return want
+  return want, got ~= nil
 end
 
 -- The error of a refused DELETE: http_error's, and the message of the

@@ -170,9 +170,11 @@ local function push_tag(ctx, art, stats)
       if not d then return { tag = art.tag, status = "failed", error = perr } end
     end
   end
-  local d, perr = ctx.dst:put_manifest(dest, art.tag, art.body, art.media_type)
-  if not d then return { tag = art.tag, status = "failed", error = perr } end
-  return { tag = art.tag, status = "pushed", digest = d }
+  local d, second = ctx.dst:put_manifest(dest, art.tag, art.body, art.media_type)
+  if not d then return { tag = art.tag, status = "failed", error = second } end
+  -- On success the second value says whether the registry's answer named the
+  -- digest it stored under the tag: push_post reads back only the others.
+  return { tag = art.tag, status = "pushed", digest = d, confirmed = second or nil }
 end
 
 return {
