@@ -15,7 +15,11 @@
 # checked (every target digest is the source's), and its requests to the
 # source are counted by the proxy: the table prints them per tag (F1) so
 # that needless round trips show. Runs alternate replica and its peer; the
-# table shows medians.
+# table shows medians. Every F1 replica run is followed by one with the
+# source on loopback (no proxy), and F1 prints the CPU that each tool's runs
+# cost the two registries: when replica takes as long on loopback as from
+# afar, the round trips are hidden and what bounds it is CPU, on cores that
+# the registries share.
 #   REPLICA      the engine binary (default build/release/replica)
 #   BENCH_RUNS   runs per tool and workload (default 3)
 #   FAR_RTT      round trip in ms (default 40);  FAR_RATE  bits/s (default 200m)
@@ -60,46 +64,81 @@ echo "  replica and its peer, a fresh target per run"
 
 # --- F1: workload 1 from afar ----------------------------------------------------------
 registry_start small "$WORK/small"
+SMALL_PID=${_REGISTRY_PIDS[-1]}
 python3 "$SEED" small "$REG_SMALL_URL" >"$WORK/small.list" || fail "seeding F1 failed"
 mapfile -t small_repos < <(cut -d: -f1 "$WORK/small.list" | sort -u)
 n_small=$(wc -l <"$WORK/small.list")
 proxy_start far "$REG_SMALL_URL" --rtt "$RTT" --rate "$RATE"
 FAR=$PROXY_FAR_URL
 
-# fleet NAME URL PROXY [REPLICA_ARG...]: RUNS runs of replica and of skopeo
-# copying F1's fleet from URL (through proxy PROXY) into fresh targets,
-# alternating; appends wall times and the source requests the proxy saw to
-# the arrays NAME_rw, NAME_rq (replica) and NAME_sw, NAME_sq (skopeo). An
-# https URL is verified: REPLICA_ARG gives replica the CA, and skopeo gets
-# the certs directory $WORK/certs.
+# copy LABEL SRC_PID COMMAND...: one run of COMMAND into a fresh target
+# WORK/LABEL (COMMAND reads its URL from TARGET and prints "wall cpu ..."),
+# then checked. Prints "wall cpu registries_cpu": the copier's CPU seconds,
+# and what the source registry (process SRC_PID) and the target spent
+# meanwhile, read before the check (which HEADs every tag).
+copy() {
+    local label=$1 src_pid=$2 s0 t0 out w c
+    shift 2
+    s0=$(proc_cpu "$src_pid")
+    (
+        trap registry_stop_all EXIT
+        fresh_target "$label"
+        t0=$(proc_cpu "$TARGET_PID")
+        out=$("$@")
+        read -r w c _ <<<"$out"
+        awk -v w="$w" -v c="$c" -v s0="$s0" -v s1="$(proc_cpu "$src_pid")" -v t0="$t0" \
+            -v t1="$(proc_cpu "$TARGET_PID")" 'BEGIN { printf "%s %s %.2f\n", w, c, s1 - s0 + t1 - t0 }'
+        check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "$label"
+    )
+}
+
+# f1_replica LABEL URL [ARG...]: replica copies F1's fleet from URL to TARGET.
+f1_replica() {
+    replica_run "$WORK/$1.log" "$2" "$TARGET" --repo '**' --jobs "$JOBS" "${@:3}"
+}
+
+# f1_skopeo LABEL URL: skopeo sync copies F1's fleet from URL to TARGET.
+f1_skopeo() {
+    YAML_CERT_DIR=$WORK/certs yaml "$WORK/$1" "$2" "${small_repos[@]}"
+    skopeo_sync "$WORK/$1" "${TARGET#http://}/bench"
+}
+
+# fleet NAME URL PROXY SRC_PID NEAR_URL [REPLICA_ARG...]: RUNS runs of
+# replica and of skopeo copying F1's fleet from URL (through proxy PROXY, to
+# the registry process SRC_PID) into fresh targets, alternating. Appends
+# wall times, the source requests the proxy saw, the tool's CPU and the
+# registries' CPU to the arrays NAME_rw, NAME_rq, NAME_rc, NAME_rg (replica)
+# and NAME_sw, NAME_sq, NAME_sc, NAME_sg (skopeo). Unless NEAR_URL is empty,
+# each replica run is followed by one from NEAR_URL (the same registry
+# without the proxy), whose wall times go to NAME_nw. An https URL is
+# verified: REPLICA_ARG gives replica the CA, and skopeo gets the certs
+# directory $WORK/certs.
 fleet() {
-    local name=$1 url=$2 proxy=$3 i before out w
-    shift 3
-    local -n f_rw=${name}_rw f_rq=${name}_rq f_sw=${name}_sw f_sq=${name}_sq
+    local name=$1 url=$2 proxy=$3 src_pid=$4 near=$5 i before out w c g
+    shift 5
+    local -n f_rw=${name}_rw f_rq=${name}_rq f_rc=${name}_rc f_rg=${name}_rg \
+        f_sw=${name}_sw f_sq=${name}_sq f_sc=${name}_sc f_sg=${name}_sg f_nw=${name}_nw
     for ((i = 1; i <= RUNS; i++)); do
         before=$(source_requests "$proxy")
-        out=$(
-            trap registry_stop_all EXIT
-            fresh_target "replica-$name-$i"
-            replica_run "$WORK/replica-$name-$i.log" "$url" "$TARGET" --repo '**' --jobs "$JOBS" "$@"
-            check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "$name, replica"
-        )
-        read -r w _ <<<"$out"
-        f_rw+=("$w") f_rq+=("$(($(source_requests "$proxy") - before))")
+        out=$(copy "replica-$name-$i" "$src_pid" f1_replica "replica-$name-$i" "$url" "$@")
+        read -r w c g <<<"$out"
+        f_rw+=("$w") f_rc+=("$c") f_rg+=("$g") f_rq+=("$(($(source_requests "$proxy") - before))")
+        if [[ -n $near ]]; then
+            out=$(copy "replica-$name-near-$i" "$src_pid" f1_replica "replica-$name-near-$i" "$near" "$@")
+            read -r w _ <<<"$out"
+            f_nw+=("$w")
+        fi
         before=$(source_requests "$proxy")
-        out=$(
-            trap registry_stop_all EXIT
-            fresh_target "skopeo-$name-$i"
-            YAML_CERT_DIR=$WORK/certs yaml "$WORK/skopeo-$name-$i" "$url" "${small_repos[@]}"
-            skopeo_sync "$WORK/skopeo-$name-$i" "${TARGET#http://}/bench"
-            check "$REG_SMALL_URL" "$TARGET" "$WORK/small.list" "$name, skopeo"
-        )
-        read -r w _ <<<"$out"
-        f_sw+=("$w") f_sq+=("$(($(source_requests "$proxy") - before))")
+        out=$(copy "skopeo-$name-$i" "$src_pid" f1_skopeo "skopeo-$name-$i" "$url")
+        read -r w c g <<<"$out"
+        f_sw+=("$w") f_sc+=("$c") f_sg+=("$g") f_sq+=("$(($(source_requests "$proxy") - before))")
     done
 }
-declare -a f1_rw=() f1_rq=() f1_sw=() f1_sq=() f2_rw=() f2_rq=() f2_sw=() f2_sq=()
-fleet f1 "$FAR" far
+# shellcheck disable=SC2034  # filled and read through namerefs
+declare -a f1_rw=() f1_rq=() f1_rc=() f1_rg=() f1_sw=() f1_sq=() f1_sc=() f1_sg=() f1_nw=()
+# shellcheck disable=SC2034
+declare -a f2_rw=() f2_rq=() f2_rc=() f2_rg=() f2_sw=() f2_sq=() f2_sc=() f2_sg=() f2_nw=()
+fleet f1 "$FAR" far "$SMALL_PID" "$REG_SMALL_URL"
 
 # --- F2: F1 over TLS -------------------------------------------------------------------
 mkdir -p "$WORK/ca" "$WORK/certs"
@@ -107,9 +146,10 @@ tls_ca "$WORK/ca" ca || fail "cannot make a CA"
 cp "$WORK/ca/ca.pem" "$WORK/certs/ca.crt"
 TEST_REGISTRY_TLS=$WORK/ca/ca TEST_REGISTRY_STORAGE=$REG_SMALL_STORAGE registry_start smalltls "$WORK/smalltls" ||
     fail "cannot start the TLS registry"
+SMALLTLS_PID=${_REGISTRY_PIDS[-1]}
 proxy_start fartls "$REG_SMALLTLS_URL" --rtt "$RTT" --rate "$RATE"
 FARTLS=https://${PROXY_FARTLS_URL#http://}
-fleet f2 "$FARTLS" fartls --from-ca "$WORK/ca/ca.pem"
+fleet f2 "$FARTLS" fartls "$SMALLTLS_PID" "" --from-ca "$WORK/ca/ca.pem"
 
 # --- F3: one big layer from afar ------------------------------------------------------
 registry_start big "$WORK/big"
@@ -153,8 +193,20 @@ printf '%-34s %-16s %9s %9s\n' "F1 requests to the source per tag" "skopeo sync 
     "$(per_tag "$(median "${f1_rq[@]}")")" "$(per_tag "$(median "${f1_sq[@]}")")"
 echo "  F1: $n_small tags in ${#small_repos[@]} repositories through faultproxy --rtt $RTT --rate $RATE;"
 echo "      requests counted by the proxy (every one a round trip at least)"
+# shellcheck disable=SC2046  # medians of whole lists
+read -r rw nw rc rg sw sc sg < <(echo $(median "${f1_rw[@]}") $(median "${f1_nw[@]}") $(median "${f1_rc[@]}") \
+    $(median "${f1_rg[@]}") $(median "${f1_sw[@]}") $(median "${f1_sc[@]}") $(median "${f1_sg[@]}"))
+awk -v rw="$rw" -v nw="$nw" -v rc="$rc" -v rg="$rg" -v sw="$sw" -v sc="$sc" -v sg="$sg" -v n="$(nproc)" 'BEGIN {
+    printf "  F1 replica from loopback (no proxy): %.2f s, so from afar it takes %.2fx as long\n", nw, rw / nw
+    printf "  F1 CPU a run (user+sys s, medians): replica %.2f and the two registries %.2f;\n", rc, rg
+    printf "      skopeo %.2f (its %s processes) and the registries %.2f\n", sc, '"$JOBS"', sg
+    printf "  F1 CPU floor: replica and the registries need (%.2f + %.2f) / %d CPUs = %.2f s a run,\n", rc, rg, n, (rc + rg) / n
+    printf "      %.2fx skopeo'"'"'s wall time; the registries alone %.2fx\n", (rc + rg) / n / sw, rg / n / sw
+}'
 echo "  F2: the same storage served over https (a CA made for the run), the TLS bytes through the proxy"
-echo "  runs, wall s: F1 replica ${f1_rw[*]} | skopeo ${f1_sw[*]};  F2 replica ${f2_rw[*]} | skopeo ${f2_sw[*]}"
+echo "  runs, wall s: F1 replica ${f1_rw[*]} | from loopback ${f1_nw[*]} | skopeo ${f1_sw[*]}"
+echo "                F2 replica ${f2_rw[*]} | skopeo ${f2_sw[*]}"
 echo "                F3 replica ${bw[*]} | curl ${cw[*]}"
 echo "  runs, source requests: F1 replica ${f1_rq[*]} | skopeo ${f1_sq[*]} (F2's are inside TLS, which the proxy does not read)"
+echo "  runs, registries' CPU s: F1 with replica ${f1_rg[*]} | with skopeo ${f1_sg[*]}"
 echo "  every replica and skopeo run checked: all target digests match the source"

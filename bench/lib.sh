@@ -31,13 +31,23 @@ since() {
 }
 
 # fresh_target LABEL: starts a fresh target registry for one run, with its
-# config and log in WORK/LABEL; sets TARGET to its URL. Call it in the
-# subshell that makes the run, after `trap registry_stop_all EXIT`: the
-# subshell forgets the registries of its parent, so it stops only its own.
+# config and log in WORK/LABEL; sets TARGET to its URL and TARGET_PID to its
+# process. Call it in the subshell that makes the run, after
+# `trap registry_stop_all EXIT`: the subshell forgets the registries of its
+# parent, so it stops only its own.
 fresh_target() {
     _REGISTRY_PIDS=() _REGISTRY_SHM=()
     registry_start target "$WORK/$1" || fail "cannot start a target registry"
-    TARGET=$REG_TARGET_URL
+    TARGET=$REG_TARGET_URL TARGET_PID=${_REGISTRY_PIDS[-1]}
+}
+
+# proc_cpu PID: prints the CPU seconds (user + system) that process PID has
+# used so far, from /proc/PID/stat; 0 when it is gone.
+proc_cpu() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    # after "pid (comm) " the fields count from state: utime is the 12th
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' <<<"$stat"
 }
 
 # replica_run LOG SRC DST ARGS...: one timed `replica run`; prints
