@@ -196,12 +196,13 @@ echo "      requests counted by the proxy (every one a round trip at least)"
 # shellcheck disable=SC2046  # medians of whole lists
 read -r rw nw rc rg sw sc sg < <(echo $(median "${f1_rw[@]}") $(median "${f1_nw[@]}") $(median "${f1_rc[@]}") \
     $(median "${f1_rg[@]}") $(median "${f1_sw[@]}") $(median "${f1_sc[@]}") $(median "${f1_sg[@]}"))
-awk -v rw="$rw" -v nw="$nw" -v rc="$rc" -v rg="$rg" -v sw="$sw" -v sc="$sc" -v sg="$sg" -v n="$(nproc)" 'BEGIN {
+awk -v rw="$rw" -v nw="$nw" -v rc="$rc" -v rg="$rg" -v sw="$sw" -v sc="$sc" -v sg="$sg" -v n="$(nproc)" \
+    -v jobs="$JOBS" 'BEGIN {
     printf "  F1 replica from loopback (no proxy): %.2f s, so from afar it takes %.2fx as long\n", nw, rw / nw
     printf "  F1 CPU a run (user+sys s, medians): replica %.2f and the two registries %.2f;\n", rc, rg
-    printf "      skopeo %.2f (its %s processes) and the registries %.2f\n", sc, '"$JOBS"', sg
+    printf "      skopeo %.2f (its %s processes) and the registries %.2f\n", sc, jobs, sg
     printf "  F1 CPU floor: replica and the registries need (%.2f + %.2f) / %d CPUs = %.2f s a run,\n", rc, rg, n, (rc + rg) / n
-    printf "      %.2fx skopeo'"'"'s wall time; the registries alone %.2fx\n", (rc + rg) / n / sw, rg / n / sw
+    printf "      %.2fx skopeo\047s wall time; the registries alone %.2fx\n", (rc + rg) / n / sw, rg / n / sw
 }'
 echo "  F2: the same storage served over https (a CA made for the run), the TLS bytes through the proxy"
 echo "  runs, wall s: F1 replica ${f1_rw[*]} | from loopback ${f1_nw[*]} | skopeo ${f1_sw[*]}"
