@@ -806,8 +806,6 @@ static int feed_up(struct conn *c, const char *p, size_t n, uint64_t due)
     return 0;
 }
 
-/* Reads upstream's bytes p[0..n) as HTTP responses (for the log and the
- * faults) and queues them for the client. */
 /* Takes the header d->drop out of the whole head in d->hbuf[0..d->hlen):
  * every line "NAME:" of it, whatever the case. */
 static void drop_header(struct dir *d)
@@ -827,9 +825,10 @@ static void drop_header(struct dir *d)
     d->hlen = out;
 }
 
-/* Scans and queues the bytes p[0..n) that the upstream sent back. A head is
- * passed on as it comes, or, with d->drop set, held until it is whole and
- * passed on without that header (a head longer than HEAD_MAX as it came). */
+/* Reads upstream's bytes p[0..n) as HTTP responses (for the log and the
+ * faults) and queues them for the client. A head is passed on as it comes,
+ * or, with d->drop set, held until it is whole and passed on without that
+ * header (a head longer than HEAD_MAX as it came). */
 static void feed_down(struct conn *c, const char *p, size_t n, uint64_t due)
 {
     struct dir *d = &c->down;
